@@ -1,0 +1,364 @@
+#!/usr/bin/env bash
+# The proxy load benchmark: the same closed-loop keep-alive load, in one run, against
+#   direct   fast-origin alone (the ceiling: what the origin serves without a proxy)
+#   accel    accel in front of fast-origin (forwarding every request, no cache)
+#   nginx    nginx 1.22 as a plain keep-alive reverse proxy in front of fast-origin
+# and, when asked with --cases, the cache-hit cases
+#   accel-cache  accel with a 5-minute cache rule: every measured request is a hit
+#   nginx-cache  nginx with proxy_cache: every measured request is a hit
+#
+# Pinning (2 cores): the load generator (accel-load, one thread) has core 0 to itself in
+# every case; everything that answers — fast-origin (one thread), and the proxy under test
+# (one worker thread / one worker process) — shares core 1. Each case therefore gets exactly
+# one core for "origin + proxy", so the proxy cases are compared like for like, and "direct"
+# shows what that core does with no proxy at all. One server runs at a time: each case's
+# proxy is stopped before the next one starts. With fewer than 2 cores everything shares
+# core 0 and the figures only compare cases with each other.
+#
+# Keep-alive on both sides: accel-load keeps its connections open; nginx keeps up to 64 idle
+# upstream connections and, like accel, does not close busy ones (keepalive_requests raised
+# from its default of 1000, which would otherwise add a reconnect every 1000 requests).
+#
+# Usage: benches/load.sh [--duration 10s] [--warmup 2s] [--concurrency 32] [--size 2048[,102400]]
+#                        [--keys 1] [--cases direct,accel,nginx[,accel-cache,nginx-cache]]
+#                        [--no-build]
+# Output: a table on stdout, target/bench/load-report.json (all cases), target/bench/cases/*.json
+# (one accel-load report per case).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RELEASE="$ROOT/target/release"
+OUT_DIR="$ROOT/target/bench"
+
+DURATION=10s
+WARMUP=2s
+CONCURRENCY=32
+SIZES=2048
+KEYS=1
+CASES=direct,accel,nginx
+BUILD=1
+
+usage() {
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+}
+
+while (($#)); do
+    case "$1" in
+        --duration) DURATION=${2:?--duration needs a value}; shift 2 ;;
+        --warmup) WARMUP=${2:?--warmup needs a value}; shift 2 ;;
+        --concurrency) CONCURRENCY=${2:?--concurrency needs a value}; shift 2 ;;
+        --size) SIZES=${2:?--size needs a value}; shift 2 ;;
+        --keys) KEYS=${2:?--keys needs a value}; shift 2 ;;
+        --cases) CASES=${2:?--cases needs a value}; shift 2 ;;
+        --no-build) BUILD=0; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "load.sh: unknown argument $1 (see --help)" >&2; exit 64 ;;
+    esac
+done
+
+if (($(nproc) >= 2)); then
+    LOAD_CORE=0
+    SERVER_CORE=1
+else
+    echo "load.sh: fewer than 2 cores: everything shares core 0" >&2
+    LOAD_CORE=0
+    SERVER_CORE=0
+fi
+
+WORK=$(mktemp -d /tmp/accel-bench.XXXXXX)
+STARTED=()  # pids of every process this script started
+
+cleanup() {
+    local pid
+    for pid in "${STARTED[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${STARTED[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+log() { echo "== $*" >&2; }
+
+# --- setup -------------------------------------------------------------------------------
+
+ensure_tools() {
+    if ! command -v taskset >/dev/null; then
+        apt-get install -y util-linux >/dev/null || { apt-get update >/dev/null && apt-get install -y util-linux >/dev/null; }
+    fi
+    if [[ ",$CASES," == *,nginx* ]] && ! command -v nginx >/dev/null; then
+        log "installing nginx"
+        apt-get install -y nginx >/dev/null || { apt-get update >/dev/null && apt-get install -y nginx >/dev/null; }
+    fi
+}
+
+build() {
+    ((BUILD)) || return 0
+    log "building release binaries"
+    if ! (cd "$ROOT" && cargo build --release -p accel -p accel-benches); then
+        log "accel does not build: building the benchmark tools only (the accel cases will be skipped)"
+        (cd "$ROOT" && cargo build --release -p accel-benches)
+    fi
+}
+
+# --- processes ---------------------------------------------------------------------------
+
+# A TCP port nothing listens on right now.
+free_port() {
+    local port
+    while :; do
+        port=$((20000 + RANDOM % 40000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+}
+
+# wait_port PORT PID: until something accepts on PORT (5 s at most) while PID lives.
+wait_port() {
+    local port=$1 pid=$2 tries
+    for tries in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    return 1
+}
+
+# start_server NAME PORT COMMAND...: starts COMMAND on the server core, logging to
+# $WORK/NAME.log, and waits until it listens on PORT; sets SERVER_PID. Fails if it does not.
+start_server() {
+    local name=$1 port=$2
+    shift 2
+    taskset -c "$SERVER_CORE" "$@" >"$WORK/$name.log" 2>&1 &
+    SERVER_PID=$!
+    STARTED+=("$SERVER_PID")
+    if ! wait_port "$port" "$SERVER_PID"; then
+        log "$name did not start listening on port $port; its log:"
+        tail -n 20 "$WORK/$name.log" >&2 || true
+        stop_server "$SERVER_PID"
+        return 1
+    fi
+}
+
+stop_server() {
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+# --- load --------------------------------------------------------------------------------
+
+REPORTS=()
+
+# run_load LABEL BASE_URL: the measured load against BASE_URL, on the load core.
+run_load() {
+    local label=$1 base=$2 file
+    file="$OUT_DIR/cases/$(printf '%02d' "${#REPORTS[@]}")-${label// /_}.json"
+    local targets=(--url "$base/bench")
+    if ((KEYS > 1)); then
+        # KEYS distinct paths, requested round-robin: a spread over many cache keys.
+        local i
+        for i in $(seq "$KEYS"); do echo "$base/bench/key-$i"; done >"$WORK/urls.txt"
+        targets=(--urls-file "$WORK/urls.txt")
+    fi
+    log "$label: $CONCURRENCY connections, $WARMUP warm-up + $DURATION"
+    if taskset -c "$LOAD_CORE" "$RELEASE/accel-load" "${targets[@]}" --concurrency "$CONCURRENCY" \
+        --duration "$DURATION" --warmup "$WARMUP" --threads 1 --json --label "$label" >"$file"; then
+        REPORTS+=("$file")
+    else
+        log "$label: no answer received; left out of the report"
+        rm -f "$file"
+    fi
+}
+
+# --- cases -------------------------------------------------------------------------------
+# Each case_* function takes the label suffix and measures one case against $ORIGIN_PORT.
+# To add a case: write case_NAME (start its server with start_server, run_load, stop it)
+# and name it in --cases.
+
+case_direct() {
+    run_load "direct$1" "http://127.0.0.1:$ORIGIN_PORT"
+}
+
+# write_accel_config DIR CACHE_RULE: accel.toml and rules.toml for a proxy in front of the
+# origin; sets ACCEL_PORT.
+write_accel_config() {
+    local dir=$1 cache_rule=$2 admin_port
+    mkdir -p "$dir"
+    ACCEL_PORT=$(free_port)
+    admin_port=$(free_port)
+    cat >"$dir/accel.toml" <<EOF
+[listen]
+http = "127.0.0.1:$ACCEL_PORT"
+[admin]
+addr = "127.0.0.1:$admin_port"
+[runtime]
+worker_threads = 1
+[log]
+access = false
+[upstreams.origin]
+endpoints = ["127.0.0.1:$ORIGIN_PORT"]
+[rules]
+files = ["$dir/rules.toml"]
+EOF
+    cat >"$dir/rules.toml" <<EOF
+[[route]]
+name = "all"
+match = { path_prefix = "/" }
+upstream = "origin"
+$cache_rule
+EOF
+}
+
+# run_accel LABEL CACHE_RULE: one accel case; skipped when accel is missing or does not start.
+run_accel() {
+    local label=$1 cache_rule=$2 dir="$WORK/accel-${1// /_}"
+    if [[ ! -x "$RELEASE/accel" ]]; then
+        log "$label: skipped: $RELEASE/accel is not built"
+        return 0
+    fi
+    write_accel_config "$dir" "$cache_rule"
+    if ! start_server "${label// /_}" "$ACCEL_PORT" "$RELEASE/accel" run --config "$dir/accel.toml"; then
+        log "$label: skipped: accel did not start"
+        return 0
+    fi
+    local pid=$SERVER_PID
+    run_load "$label" "http://127.0.0.1:$ACCEL_PORT"
+    stop_server "$pid"
+}
+
+case_accel() {
+    run_accel "accel$1" ""
+}
+
+# Every measured request is a cache hit: the warm-up fills the cache (one miss per key).
+case_accel_cache() {
+    run_accel "accel-cache$1" 'cache = { ttl = "5m" }'
+}
+
+# write_nginx_config DIR CACHE: a one-worker keep-alive reverse proxy to the origin, with
+# proxy_cache when CACHE is 1; sets NGINX_PORT.
+write_nginx_config() {
+    local dir=$1 cache=$2 user_line="" cache_path="" cache_directives=""
+    mkdir -p "$dir/logs"
+    NGINX_PORT=$(free_port)
+    # As root, nginx would switch its worker to `nobody`, who cannot write in $WORK.
+    if ((EUID == 0)); then user_line="user root;"; fi
+    if ((cache)); then
+        cache_path="proxy_cache_path $dir/cache levels=1:2 keys_zone=bench:64m max_size=1g inactive=10m use_temp_path=off;"
+        cache_directives="proxy_cache bench; proxy_cache_valid 200 5m; add_header Cache-Status \$upstream_cache_status;"
+    fi
+    cat >"$dir/nginx.conf" <<EOF
+$user_line
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events {
+    worker_connections 4096;
+}
+http {
+    access_log off;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy_temp;
+    fastcgi_temp_path $dir/fastcgi_temp;
+    uwsgi_temp_path $dir/uwsgi_temp;
+    scgi_temp_path $dir/scgi_temp;
+    keepalive_requests 1000000;
+    upstream origin {
+        server 127.0.0.1:$ORIGIN_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    $cache_path
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            $cache_directives
+        }
+    }
+}
+EOF
+}
+
+run_nginx() {
+    local label=$1 cache=$2 dir="$WORK/nginx-${1// /_}"
+    write_nginx_config "$dir" "$cache"
+    if ! start_server "${label// /_}" "$NGINX_PORT" nginx -p "$dir" -c "$dir/nginx.conf" -e stderr; then
+        log "$label: skipped: nginx did not start"
+        return 0
+    fi
+    local pid=$SERVER_PID
+    run_load "$label" "http://127.0.0.1:$NGINX_PORT"
+    stop_server "$pid"
+}
+
+case_nginx() {
+    run_nginx "nginx$1" 0
+}
+
+case_nginx_cache() {
+    run_nginx "nginx-cache$1" 1
+}
+
+# run_suite SIZE SUFFIX: starts a fast-origin answering SIZE bytes and runs every case.
+run_suite() {
+    local size=$1 suffix=$2 name
+    ORIGIN_PORT=$(free_port)
+    start_server "origin-$size" "$ORIGIN_PORT" "$RELEASE/fast-origin" --listen "127.0.0.1:$ORIGIN_PORT" \
+        --size "$size" --threads 1
+    local origin_pid=$SERVER_PID
+    IFS=, read -ra names <<<"$CASES"
+    for name in "${names[@]}"; do
+        case "$name" in
+            direct | accel | nginx | accel-cache | nginx-cache) "case_${name//-/_}" "$suffix" ;;
+            *) echo "load.sh: unknown case $name" >&2; exit 64 ;;
+        esac
+    done
+    stop_server "$origin_pid"
+}
+
+# --- main --------------------------------------------------------------------------------
+
+main() {
+    ensure_tools
+    build
+    mkdir -p "$OUT_DIR/cases"
+    # Other work on the machine skews every figure: the report keeps the 1-minute load average.
+    LOADAVG_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
+    rm -f "$OUT_DIR"/cases/*.json
+    IFS=, read -ra sizes <<<"$SIZES"
+    local size suffix
+    for size in "${sizes[@]}"; do
+        suffix=""
+        # Labels name the size and key spread whenever they are not the plain 2 KB, one key.
+        if ((${#sizes[@]} > 1 || size != 2048 || KEYS > 1)); then
+            suffix=" $((size / 1024))KB"
+            ((size % 1024 == 0)) || suffix=" ${size}B"
+            ((KEYS == 1)) || suffix+=" k$KEYS"
+        fi
+        run_suite "$size" "$suffix"
+    done
+    if ((${#REPORTS[@]} == 0)); then
+        echo "load.sh: no case produced a report" >&2
+        exit 1
+    fi
+    echo
+    "$RELEASE/load-report" --out "$OUT_DIR/load-report.json" \
+        --param duration="$DURATION" --param warmup="$WARMUP" --param concurrency="$CONCURRENCY" \
+        --param sizes="[$SIZES]" --param keys="$KEYS" --param loadavg_before="$LOADAVG_BEFORE" \
+        --param pinning="load generator on core $LOAD_CORE; origin and proxy on core $SERVER_CORE" \
+        "${REPORTS[@]}"
+    echo
+    echo "report: $OUT_DIR/load-report.json"
+}
+
+main

@@ -1,0 +1,65 @@
+//! `accel`: parse, load, bind, serve. Exits 64 on a bad configuration.
+
+use std::process::ExitCode;
+
+use accel::cli::{Cli, Command};
+use accel::sidecar::{self, Sidecar};
+use clap::Parser;
+
+/// `EX_USAGE` from sysexits.h: the configuration is invalid.
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match sidecar::load(Some(&config)) {
+            Ok((_, rules)) => {
+                println!(
+                    "{}: ok ({} routes in {} files)",
+                    config.display(),
+                    rules.routes.len(),
+                    rules.files.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                eprintln!("{problems}");
+                eprintln!("{}: {} problem(s)", config.display(), problems.0.len());
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Run { config } => {
+            let (config, rules) = match sidecar::load(Some(&config)) {
+                Ok(loaded) => loaded,
+                Err(problems) => {
+                    eprintln!("{problems}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let _log = accel::logging::init(&config.log);
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            runtime.enable_all();
+            if let Some(threads) = config.worker_threads {
+                runtime.worker_threads(threads.get());
+            }
+            let runtime = match runtime.build() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(async move {
+                let sidecar = match Sidecar::bind(config, rules).await {
+                    Ok(sidecar) => sidecar,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot bind");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                sidecar.run(sidecar::shutdown_signal()).await;
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}

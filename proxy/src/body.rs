@@ -1,0 +1,191 @@
+//! The body type every stage passes along: a static answer, a streamed upstream body that
+//! carries its endpoint's in-flight guard, a downstream request body that can be replayed
+//! while it has not been sent, or any other body boxed.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+
+use crate::upstream::InFlight;
+
+/// Errors of body streams.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pin_project! {
+    /// A request or response body.
+    #[project = BodyProj]
+    #[derive(Debug)]
+    pub enum Body {
+        /// No bytes.
+        Empty,
+        /// One chunk held in memory (cache hits, error answers): no allocation to send.
+        Full { data: Option<Bytes> },
+        /// A response body streamed from an endpoint; the guard keeps the endpoint's
+        /// in-flight count until the last byte (or an error, or the client going away).
+        Upstream { #[pin] inner: Incoming, guard: Option<InFlight> },
+        /// A downstream request body on its way upstream; see [`ReplayableBody`].
+        Downstream { inner: ReplayableBody },
+        /// Anything else (compression, tee into the cache, …).
+        Boxed { #[pin] inner: UnsyncBoxBody<Bytes, BoxError> },
+    }
+}
+
+impl Body {
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self::Empty
+    }
+
+    /// A body of one chunk.
+    pub fn full(data: impl Into<Bytes>) -> Self {
+        let data = data.into();
+        if data.is_empty() { Self::Empty } else { Self::Full { data: Some(data) } }
+    }
+
+    /// An upstream response body that holds `guard` until its end.
+    pub fn upstream(inner: Incoming, guard: InFlight) -> Self {
+        Self::Upstream { inner, guard: Some(guard) }
+    }
+
+    /// Boxes any body whose errors convert into [`BoxError`].
+    pub fn boxed<B>(body: B) -> Self
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Self::Boxed { inner: body.map_err(Into::into).boxed_unsync() }
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            BodyProj::Empty => Poll::Ready(None),
+            BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            BodyProj::Upstream { inner, guard } => {
+                let mut inner = inner;
+                let polled = inner.as_mut().poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None | Some(Err(_))) => drop(guard.take()),
+                    Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => drop(guard.take()),
+                    _ => {}
+                }
+                polled.map_err(Into::into)
+            }
+            BodyProj::Downstream { inner } => Pin::new(inner).poll_frame(cx),
+            BodyProj::Boxed { inner } => inner.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Empty => true,
+            Self::Full { data } => data.is_none(),
+            Self::Upstream { inner, .. } => inner.is_end_stream(),
+            Self::Downstream { inner } => inner.is_end_stream(),
+            Self::Boxed { inner } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Empty => SizeHint::with_exact(0),
+            Self::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Self::Upstream { inner, .. } => inner.size_hint(),
+            Self::Downstream { inner } => inner.size_hint(),
+            Self::Boxed { inner } => inner.size_hint(),
+        }
+    }
+}
+
+/// A downstream request body that stays in a shared slot until an upstream connection first
+/// reads it. A try that fails before reading it (a refused connection, say) leaves it in the
+/// slot, so the request can be retried on another endpoint without buffering the body.
+#[derive(Debug)]
+pub struct ReplayableBody {
+    slot: Arc<Mutex<Option<Incoming>>>,
+    taken: Option<Incoming>,
+    hint: SizeHint,
+    end: bool,
+}
+
+/// The owner's handle on a [`ReplayableBody`]'s slot.
+#[derive(Debug, Clone)]
+pub struct BodySlot {
+    slot: Arc<Mutex<Option<Incoming>>>,
+    hint: SizeHint,
+    end: bool,
+}
+
+impl BodySlot {
+    /// Puts `body` in a new slot.
+    pub fn new(body: Incoming) -> Self {
+        let hint = http_body::Body::size_hint(&body);
+        let end = http_body::Body::is_end_stream(&body);
+        Self { slot: Arc::new(Mutex::new(Some(body))), hint, end }
+    }
+
+    /// True while no try has started reading the body.
+    pub fn is_unsent(&self) -> bool {
+        self.end || self.slot.lock().map(|s| s.is_some()).unwrap_or(false)
+    }
+
+    /// A body for one try; it takes the bytes from the slot when first polled.
+    pub fn body(&self) -> Body {
+        if self.end {
+            return Body::Empty;
+        }
+        Body::Downstream {
+            inner: ReplayableBody { slot: self.slot.clone(), taken: None, hint: self.hint, end: false },
+        }
+    }
+}
+
+impl http_body::Body for ReplayableBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.taken.is_none() {
+            match this.slot.lock().ok().and_then(|mut s| s.take()) {
+                Some(body) => this.taken = Some(body),
+                None => {
+                    // Another try already took the body: this one cannot send it.
+                    this.end = true;
+                    return Poll::Ready(Some(Err("request body already sent on another try".into())));
+                }
+            }
+        }
+        let Some(body) = this.taken.as_mut() else { return Poll::Ready(None) };
+        let polled = Pin::new(body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) {
+            this.end = true;
+        }
+        polled.map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.end || self.taken.as_ref().is_some_and(http_body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.taken.as_ref().map_or_else(|| self.hint, http_body::Body::size_hint)
+    }
+}

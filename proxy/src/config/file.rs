@@ -1,0 +1,278 @@
+//! What operators write: serde types mirroring `accel.toml` and the rules files.
+//!
+//! Every struct denies unknown fields so that a typo is an error, not a silently ignored key.
+//! Values that need parsing (durations, sizes, addresses) stay strings here and are converted,
+//! with the key they came from, into the running model in [`super::sidecar`] and
+//! [`super::rules`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// `accel.toml`: the sidecar's own configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarFile {
+    #[serde(default)]
+    pub listen: ListenFile,
+    #[serde(default)]
+    pub admin: AdminFile,
+    #[serde(default)]
+    pub runtime: RuntimeFile,
+    #[serde(default)]
+    pub limits: LimitsFile,
+    #[serde(default)]
+    pub forwarded: ForwardedFile,
+    #[serde(default)]
+    pub log: LogFile,
+    #[serde(default)]
+    pub metrics: MetricsFile,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamFile>,
+    #[serde(default)]
+    pub rules: RulesFilesFile,
+}
+
+/// `[listen]`: where clients connect.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenFile {
+    /// Plain HTTP (HTTP/1.1 and h2c) listener address. Default `0.0.0.0:8080`.
+    #[serde(default = "ListenFile::default_http")]
+    pub http: String,
+    /// TLS listener address (HTTP/1.1 and HTTP/2 by ALPN); needs `tls`.
+    #[serde(default)]
+    pub https: Option<String>,
+    /// Certificate chain and private key for `https`.
+    #[serde(default)]
+    pub tls: Option<TlsFile>,
+}
+
+/// `tls = { cert = "...", key = "..." }` of `[listen]`: PEM files, relative to `accel.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// PEM certificate chain, leaf first.
+    pub cert: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+}
+
+impl ListenFile {
+    fn default_http() -> String {
+        "0.0.0.0:8080".into()
+    }
+}
+
+impl Default for ListenFile {
+    fn default() -> Self {
+        Self { http: Self::default_http(), https: None, tls: None }
+    }
+}
+
+/// `[admin]`: the admin listener (metrics, health, status).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// Default `127.0.0.1:9901`.
+    #[serde(default = "AdminFile::default_addr")]
+    pub addr: String,
+    /// Bearer token required by the admin write endpoints (purge). None: they are disabled.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+impl AdminFile {
+    fn default_addr() -> String {
+        "127.0.0.1:9901".into()
+    }
+}
+
+impl Default for AdminFile {
+    fn default() -> Self {
+        Self { addr: Self::default_addr(), token: None }
+    }
+}
+
+/// `[runtime]`: the async runtime.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeFile {
+    /// Worker threads; default: one per core.
+    #[serde(default)]
+    pub worker_threads: Option<usize>,
+}
+
+/// `[limits]`: downstream connection limits.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Most open client connections at once; further accepts wait. Default 10000.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Time a client has to send its request headers. Default `30s`.
+    #[serde(default)]
+    pub header_read_timeout: Option<String>,
+    /// On shutdown, how long in-flight requests may take to finish. Default `30s`.
+    #[serde(default)]
+    pub drain_timeout: Option<String>,
+}
+
+/// `[forwarded]`: forwarding headers.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardedFile {
+    /// Addresses or CIDR ranges whose `X-Forwarded-*` headers are trusted and extended.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Pseudonym in the `Via` header. Default `accel`; empty string: no `Via` header.
+    #[serde(default)]
+    pub via: Option<String>,
+}
+
+/// `[log]`: logs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    /// `text` (default) or `json`.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// An `EnvFilter` directive; default `info`. `RUST_LOG` wins when set.
+    #[serde(default)]
+    pub level: Option<String>,
+    /// One access log line per request. Default true.
+    #[serde(default)]
+    pub access: Option<bool>,
+}
+
+/// `[metrics]`: Prometheus metrics.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsFile {
+    /// Upper bounds, in seconds, of the request latency histogram buckets.
+    #[serde(default)]
+    pub latency_buckets: Option<Vec<f64>>,
+}
+
+/// `[upstreams.NAME]`: one pool of origin endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    /// `host:port` of each endpoint.
+    pub endpoints: Vec<String>,
+    /// Active health checking; none: endpoints are only ejected passively.
+    #[serde(default)]
+    pub health: Option<HealthFile>,
+    /// Passive ejection after consecutive failures.
+    #[serde(default)]
+    pub ejection: Option<EjectionFile>,
+    /// TCP connect timeout. Default `1s`.
+    #[serde(default)]
+    pub connect_timeout: Option<String>,
+    /// Idle keep-alive connections kept per endpoint. Default 256.
+    #[serde(default)]
+    pub max_idle_per_endpoint: Option<usize>,
+    /// How long an idle keep-alive connection is kept. Default `90s`.
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+}
+
+/// `health = { ... }` of an upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    /// Path requested with GET; a 2xx answer is healthy.
+    pub path: String,
+    /// Default `10s`.
+    #[serde(default)]
+    pub interval: Option<String>,
+    /// Default `2s`.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Consecutive successes that re-admit an endpoint. Default 1.
+    #[serde(default)]
+    pub healthy_threshold: Option<u32>,
+    /// Consecutive failures that mark an endpoint unhealthy. Default 2.
+    #[serde(default)]
+    pub unhealthy_threshold: Option<u32>,
+}
+
+/// `ejection = { ... }` of an upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EjectionFile {
+    /// Consecutive failed requests (connect errors, 5xx) that eject an endpoint. Default 5.
+    #[serde(default)]
+    pub consecutive_failures: Option<u32>,
+    /// How long an ejected endpoint is skipped. Default `30s`.
+    #[serde(default)]
+    pub cooldown: Option<String>,
+}
+
+/// `[rules]`: where the route rules are.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesFilesFile {
+    /// Glob patterns, relative to the directory of `accel.toml`.
+    #[serde(default)]
+    pub files: Vec<String>,
+}
+
+/// One `[[route]]` of a rules file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    /// Unique among all rules files; used in metrics and logs.
+    pub name: String,
+    /// What requests the route takes; empty: every request.
+    #[serde(default, rename = "match")]
+    pub matcher: MatchFile,
+    /// The `[upstreams.NAME]` requests are forwarded to.
+    pub upstream: String,
+    #[serde(default)]
+    pub timeouts: TimeoutsFile,
+    #[serde(default)]
+    pub retry: Option<RetryFile>,
+}
+
+/// `match = { ... }` of a route. Every given condition must hold.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchFile {
+    /// Host (without port), exact or `*.example.com`.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Methods, e.g. `["GET", "HEAD"]`.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// Exact path, or a pattern with `{name}` segments and an optional final `{*name}`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Path prefix, matched on segment boundaries when it ends with `/`.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+}
+
+/// `timeouts = { ... }` of a route.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsFile {
+    /// Time for one try to receive the response headers. Default `30s`.
+    #[serde(default)]
+    pub response: Option<String>,
+    /// Time for all tries together. Default: `response` × tries.
+    #[serde(default)]
+    pub total: Option<String>,
+}
+
+/// `retry = { ... }` of a route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryFile {
+    /// Tries in all, the first included. Default 2.
+    #[serde(default)]
+    pub attempts: Option<u32>,
+    /// Upstream statuses that are retried (idempotent requests only), e.g. `[502, 503]`.
+    #[serde(default)]
+    pub statuses: Vec<u16>,
+}

@@ -1,0 +1,288 @@
+//! Rules files → [`RuleSet`]: every `[[route]]` of every file matched by the configured globs,
+//! in match order (files sorted by path, routes in file order).
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+
+use super::Problems;
+use super::file::{MatchFile, RetryFile, RouteFile, TimeoutsFile};
+use super::sidecar::duration;
+use crate::route::{HostMatch, Matcher, PathMatch, PathPattern, RetryPolicy, RouteName, RouteRule, Timeouts};
+use crate::upstream::UpstreamName;
+
+/// All routes of all rules files, validated, in match order.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    pub routes: Vec<RouteRule>,
+    /// The files that were read, in order (watched for changes).
+    pub files: Vec<PathBuf>,
+}
+
+/// Expands the globs, reads and converts every file. `upstreams` are the names a route may use.
+pub fn load(globs: &[String], upstreams: &HashSet<UpstreamName>) -> Result<RuleSet, Problems> {
+    let mut problems = Problems::default();
+    let mut files = Vec::new();
+    for pattern in globs {
+        match glob::glob(pattern) {
+            Ok(paths) => {
+                let before = files.len();
+                for entry in paths {
+                    match entry {
+                        Ok(path) => files.push(path),
+                        Err(e) => problems.at(e.path(), "", format!("cannot read: {}", e.error())),
+                    }
+                }
+                if files.len() == before && !pattern.contains(['*', '?', '[']) {
+                    problems.at(Path::new(pattern), "", "file not found");
+                }
+            }
+            Err(e) => problems.at(Path::new(pattern), "", format!("invalid glob pattern: {e}")),
+        }
+    }
+    files.sort();
+    files.dedup();
+    let mut routes = Vec::new();
+    for file in &files {
+        match std::fs::read_to_string(file) {
+            Ok(text) => routes.extend(parse(file, &text, upstreams, &mut problems)),
+            Err(e) => problems.at(file, "", format!("cannot read: {e}")),
+        }
+    }
+    let mut seen: HashMap<&RouteName, &Path> = HashMap::new();
+    for route in &routes {
+        if let Some(first) = seen.insert(&route.name, &route.file) {
+            problems.in_route(
+                &route.file,
+                route.name.as_str(),
+                "name",
+                format!("duplicate route name (first defined in {})", first.display()),
+            );
+        }
+    }
+    problems.into_result(RuleSet { routes, files })
+}
+
+/// Converts one rules file's text; problems are added to `problems`.
+pub fn parse(
+    file: &Path,
+    text: &str,
+    upstreams: &HashSet<UpstreamName>,
+    problems: &mut Problems,
+) -> Vec<RouteRule> {
+    let document: toml::Table = match toml::from_str(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            problems.at(file, "", format!("invalid TOML: {}", e.to_string().trim()));
+            return Vec::new();
+        }
+    };
+    let file_arc: Arc<Path> = Arc::from(file);
+    let mut routes = Vec::new();
+    for (key, value) in document {
+        if key != "route" {
+            problems.at(file, &key, "unknown key (a rules file holds [[route]] tables)");
+            continue;
+        }
+        let toml::Value::Array(items) = value else {
+            problems.at(file, "route", "must be an array of tables: [[route]]");
+            continue;
+        };
+        for (i, item) in items.into_iter().enumerate() {
+            let label = item
+                .get("name")
+                .and_then(toml::Value::as_str)
+                .map_or_else(|| format!("#{}", i + 1), |n| format!("{n:?}"));
+            match serde_path_to_error::deserialize::<_, RouteFile>(item) {
+                Ok(route) => {
+                    if let Some(rule) = convert(file_arc.clone(), &label, route, upstreams, problems) {
+                        routes.push(rule);
+                    }
+                }
+                Err(e) => {
+                    let key = e.path().to_string();
+                    let key = if key == "." { String::new() } else { key };
+                    problems.in_route(file, &label, &key, e.into_inner().to_string());
+                }
+            }
+        }
+    }
+    routes
+}
+
+fn convert(
+    file: Arc<Path>,
+    label: &str,
+    route: RouteFile,
+    upstreams: &HashSet<UpstreamName>,
+    problems: &mut Problems,
+) -> Option<RouteRule> {
+    let RouteFile { name, matcher, upstream, timeouts, retry } = route;
+    let before = problems.0.len();
+    let mut at = |key: &str, message: String| problems.in_route(&file, label, key, message);
+
+    let name = RouteName::try_from(name.as_str()).map_err(|e| at("name", e)).ok();
+    let matcher = compile_match(matcher, &mut at);
+    let upstream_name = match UpstreamName::try_from(upstream.as_str()) {
+        Ok(u) if upstreams.contains(&u) => Some(u),
+        _ => {
+            let mut known: Vec<&str> = upstreams.iter().map(UpstreamName::as_str).collect();
+            known.sort_unstable();
+            at("upstream", format!("unknown upstream {upstream:?} (defined: {})", known.join(", ")));
+            None
+        }
+    };
+    let retry = retry.map_or_else(RetryPolicy::default, |r| {
+        let RetryFile { attempts, statuses } = r;
+        let attempts = match attempts {
+            None => NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN),
+            Some(n) => NonZeroU32::new(n).unwrap_or_else(|| {
+                at("retry.attempts", "must be at least 1 (1 means no retry)".into());
+                NonZeroU32::MIN
+            }),
+        };
+        let statuses = statuses
+            .iter()
+            .filter_map(|&code| match StatusCode::from_u16(code) {
+                Ok(s) if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => Some(s),
+                _ => {
+                    at("retry.statuses", format!("{code} is not a retryable status (429 or 5xx)"));
+                    None
+                }
+            })
+            .collect();
+        RetryPolicy { attempts, statuses }
+    });
+    let timeouts = {
+        let TimeoutsFile { response, total } = timeouts;
+        let mut scratch = Problems::default();
+        let response_d = duration(&mut scratch, &file, "timeouts.response", response, 30);
+        let total_d = match total {
+            Some(_) => duration(&mut scratch, &file, "timeouts.total", total, 60),
+            None => response_d.saturating_mul(retry.attempts.get()).min(Duration::from_secs(3600)),
+        };
+        for p in scratch.0 {
+            at(p.key.as_deref().unwrap_or(""), p.message);
+        }
+        if total_d < response_d {
+            at("timeouts.total", "must not be shorter than timeouts.response".into());
+        }
+        Timeouts { response: response_d, total: total_d }
+    };
+    if problems.0.len() != before {
+        return None;
+    }
+    Some(RouteRule { name: name?, file, matcher, upstream: upstream_name?, timeouts, retry })
+}
+
+fn compile_match(m: MatchFile, at: &mut impl FnMut(&str, String)) -> Matcher {
+    let MatchFile { host, methods, path, path_prefix } = m;
+    let host = host.and_then(|h| HostMatch::parse(&h).map_err(|e| at("match.host", e)).ok());
+    let methods = methods.map(|list| {
+        if list.is_empty() {
+            at("match.methods", "must list at least one method (omit it for any)".into());
+        }
+        list.iter()
+            .filter_map(|m| match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                Ok(method) => Some(method),
+                Err(_) => {
+                    at("match.methods", format!("{m:?} is not an HTTP method"));
+                    None
+                }
+            })
+            .collect()
+    });
+    let path = match (path, path_prefix) {
+        (Some(_), Some(_)) => {
+            at("match", "give either `path` or `path_prefix`, not both".into());
+            PathMatch::Any
+        }
+        (Some(path), None) => match PathPattern::parse(&path) {
+            Ok(pattern) if pattern.has_params() => PathMatch::Pattern(pattern),
+            Ok(_) => PathMatch::Exact(path),
+            Err(e) => {
+                at("match.path", e);
+                PathMatch::Any
+            }
+        },
+        (None, Some(prefix)) if !prefix.starts_with('/') => {
+            at("match.path_prefix", format!("{prefix:?} must start with /"));
+            PathMatch::Any
+        }
+        (None, Some(prefix)) if prefix == "/" => PathMatch::Any,
+        (None, Some(prefix)) => PathMatch::Prefix(prefix),
+        (None, None) => PathMatch::Any,
+    };
+    Matcher { host, methods, path }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstreams() -> HashSet<UpstreamName> {
+        ["api"].into_iter().map(|n| UpstreamName::try_from(n).unwrap()).collect()
+    }
+
+    fn parse_str(text: &str) -> (Vec<RouteRule>, Problems) {
+        let mut problems = Problems::default();
+        let routes = parse(Path::new("rules/test.toml"), text, &upstreams(), &mut problems);
+        (routes, problems)
+    }
+
+    #[test]
+    fn a_valid_route_converts() {
+        let (routes, problems) = parse_str(
+            r#"
+            [[route]]
+            name = "lead"
+            match = { methods = ["get"], path = "/api/leads/{id}" }
+            upstream = "api"
+            timeouts = { response = "2s" }
+            retry = { attempts = 3, statuses = [502, 503] }
+            "#,
+        );
+        assert!(problems.is_empty(), "{problems}");
+        let route = &routes[0];
+        assert_eq!(route.name.as_str(), "lead");
+        assert!(matches!(route.matcher.path, PathMatch::Pattern(_)));
+        assert_eq!(route.timeouts.total, Duration::from_secs(6));
+        assert_eq!(route.retry.attempts.get(), 3);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_file_route_and_key() {
+        let (_, problems) = parse_str(
+            r#"
+            [[route]]
+            name = "one"
+            match = { path = "/a/{}" }
+            upstream = "nope"
+            timeouts = { response = "soon" }
+
+            [[route]]
+            name = "two"
+            upstream = "api"
+            cache = { ttl = "5m", colour = "blue" }
+            "#,
+        );
+        let text = problems.to_string();
+        assert!(text.contains(r#"rules/test.toml: route "one": key `match.path`"#), "{text}");
+        assert!(text.contains(r#"route "one": key `upstream`: unknown upstream "nope""#), "{text}");
+        assert!(text.contains(r#"route "one": key `timeouts.response`: invalid duration"#), "{text}");
+        assert!(text.contains(r#"route "two""#), "{text}");
+        assert_eq!(problems.0.len(), 4, "{text}");
+    }
+
+    #[test]
+    fn unknown_top_level_keys_and_bad_toml_are_errors() {
+        let (_, problems) = parse_str("[routes]\nname = 1\n");
+        assert!(problems.to_string().contains("key `routes`"), "{problems}");
+        let (_, problems) = parse_str("[[route]\n");
+        assert!(problems.to_string().contains("invalid TOML"), "{problems}");
+    }
+}

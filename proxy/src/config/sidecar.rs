@@ -1,0 +1,292 @@
+//! `accel.toml` → [`Config`]: figment layers the defaults, the file, then `ACCEL_*` variables
+//! (`ACCEL_LISTEN__HTTP=0.0.0.0:9090`: a double underscore separates keys).
+
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+
+use super::file::{EjectionFile, HealthFile, SidecarFile, UpstreamFile};
+use super::{
+    AdminConfig, Config, DEFAULT_LATENCY_BUCKETS, Ejection, ForwardedConfig, HealthCheck, Limits, LogConfig,
+    LogFormat, Problems, TlsListen, UpstreamConfig, parse_duration,
+};
+use crate::upstream::{EndpointAddr, UpstreamName};
+
+/// Reads `path` (if given; else defaults only), applies `ACCEL_*` overrides and converts.
+pub fn load(path: Option<&Path>) -> Result<Config, Problems> {
+    let mut figment = Figment::new();
+    if let Some(path) = path {
+        if !path.exists() {
+            let mut problems = Problems::default();
+            problems.at(path, "", "file not found");
+            return Err(problems);
+        }
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    let figment = figment.merge(Env::prefixed("ACCEL_").split("__"));
+    let shown = path.map_or_else(|| PathBuf::from("<defaults>"), Path::to_path_buf);
+    let file: SidecarFile = figment.extract().map_err(|e| {
+        let mut problems = Problems::default();
+        for error in e {
+            let key = error.path.join(".");
+            let mut message = error.kind.to_string();
+            if let Some(figment::Source::Custom(source)) =
+                error.metadata.as_ref().and_then(|m| m.source.as_ref())
+            {
+                message = format!("{message} (from {source})");
+            }
+            problems.at(&shown, &key, message);
+        }
+        problems
+    })?;
+    convert(file, path, &shown)
+}
+
+/// Converts the operator's file into the running configuration, collecting every problem.
+pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<Config, Problems> {
+    let SidecarFile { listen, admin, runtime, limits, forwarded, log, metrics, upstreams, rules } = file;
+    let mut problems = Problems::default();
+    let p = &mut problems;
+
+    let base = path.and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    let tls = match (&listen.https, listen.tls) {
+        (None, None) => None,
+        (Some(_), None) => {
+            p.at(shown, "listen.tls", "`listen.https` needs `tls = { cert = ..., key = ... }`");
+            None
+        }
+        (None, Some(_)) => {
+            p.at(shown, "listen.https", "`listen.tls` is set but no `https` address");
+            None
+        }
+        (Some(addr), Some(files)) => {
+            let addr = socket_addr(p, shown, "listen.https", addr);
+            let server = crate::tls::server_config(&base.join(&files.cert), &base.join(&files.key))
+                .map_err(|(key, e)| p.at(shown, &format!("listen.tls.{key}"), e))
+                .ok();
+            addr.zip(server).map(|(addr, server)| TlsListen { addr, server })
+        }
+    };
+    let listen = socket_addr(p, shown, "listen.http", &listen.http);
+    let admin_addr = socket_addr(p, shown, "admin.addr", &admin.addr);
+    let worker_threads = match runtime.worker_threads {
+        None => None,
+        Some(n) => {
+            let threads = NonZeroUsize::new(n);
+            if threads.is_none() {
+                p.at(shown, "runtime.worker_threads", "must be at least 1");
+            }
+            threads
+        }
+    };
+    let max_connections = NonZeroUsize::new(limits.max_connections.unwrap_or(10_000));
+    if max_connections.is_none() {
+        p.at(shown, "limits.max_connections", "must be at least 1");
+    }
+    let header_read_timeout =
+        duration(p, shown, "limits.header_read_timeout", limits.header_read_timeout, 30);
+    let drain_timeout = duration(p, shown, "limits.drain_timeout", limits.drain_timeout, 30);
+
+    let mut trusted_proxies = Vec::new();
+    for (i, text) in forwarded.trusted_proxies.iter().enumerate() {
+        let parsed = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) => trusted_proxies.push(net),
+            Err(_) => p.at(
+                shown,
+                &format!("forwarded.trusted_proxies[{i}]"),
+                format!("{text:?} is not an IP address or CIDR range"),
+            ),
+        }
+    }
+    let via = match forwarded.via.as_deref().unwrap_or("accel") {
+        "" => None,
+        name => match http::HeaderValue::from_str(name) {
+            Ok(value) => Some(value),
+            Err(_) => {
+                p.at(shown, "forwarded.via", "must be visible ASCII");
+                None
+            }
+        },
+    };
+
+    let format = match log.format.as_deref().unwrap_or("text") {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            p.at(shown, "log.format", format!("{other:?} is not one of \"text\", \"json\""));
+            LogFormat::Text
+        }
+    };
+
+    let latency_buckets = metrics.latency_buckets.unwrap_or_else(|| DEFAULT_LATENCY_BUCKETS.to_vec());
+    if latency_buckets.is_empty()
+        || latency_buckets.windows(2).any(|w| w[0] >= w[1])
+        || latency_buckets.iter().any(|b| !b.is_finite() || *b <= 0.0)
+    {
+        p.at(shown, "metrics.latency_buckets", "must be positive and strictly increasing");
+    }
+
+    let upstreams = upstreams
+        .into_iter()
+        .filter_map(|(name, upstream)| self::upstream(p, shown, name, upstream))
+        .collect();
+
+    let rules_files = rules
+        .files
+        .iter()
+        .map(|pattern| {
+            if Path::new(pattern).is_absolute() {
+                pattern.clone()
+            } else {
+                base.join(pattern).to_string_lossy().into_owned()
+            }
+        })
+        .collect();
+
+    let config = Config {
+        path: path.map(Path::to_path_buf),
+        listen: listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
+        tls,
+        admin: AdminConfig {
+            addr: admin_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901))),
+            token: admin.token.filter(|t| !t.is_empty()),
+        },
+        worker_threads,
+        limits: Limits {
+            max_connections: max_connections.unwrap_or(NonZeroUsize::MIN),
+            header_read_timeout,
+            drain_timeout,
+        },
+        forwarded: ForwardedConfig { trusted_proxies, via },
+        log: LogConfig {
+            format,
+            level: log.level.unwrap_or_else(|| "info".into()),
+            access: log.access.unwrap_or(true),
+        },
+        latency_buckets,
+        upstreams,
+        rules_files,
+    };
+    problems.into_result(config)
+}
+
+fn upstream(p: &mut Problems, shown: &Path, name: String, file: UpstreamFile) -> Option<UpstreamConfig> {
+    let UpstreamFile { endpoints, health, ejection, connect_timeout, max_idle_per_endpoint, idle_timeout } =
+        file;
+    let at = |key: &str| format!("upstreams.{name}.{key}");
+    if endpoints.is_empty() {
+        p.at(shown, &at("endpoints"), "needs at least one endpoint");
+    }
+    let endpoints: Vec<EndpointAddr> = endpoints
+        .iter()
+        .enumerate()
+        .filter_map(|(i, text)| match text.parse::<EndpointAddr>() {
+            Ok(addr) => Some(addr),
+            Err(e) => {
+                p.at(shown, &at(&format!("endpoints[{i}]")), e);
+                None
+            }
+        })
+        .collect();
+    let health = health.map(|h| {
+        let HealthFile { path, interval, timeout, healthy_threshold, unhealthy_threshold } = h;
+        let path = match path.parse::<http::uri::PathAndQuery>() {
+            Ok(path) if path.path().starts_with('/') => path,
+            _ => {
+                p.at(shown, &at("health.path"), format!("{path:?} is not a path starting with /"));
+                http::uri::PathAndQuery::from_static("/")
+            }
+        };
+        HealthCheck {
+            path,
+            interval: duration(p, shown, &at("health.interval"), interval, 10),
+            timeout: duration(p, shown, &at("health.timeout"), timeout, 2),
+            healthy_threshold: non_zero(p, shown, &at("health.healthy_threshold"), healthy_threshold, 1),
+            unhealthy_threshold: non_zero(
+                p,
+                shown,
+                &at("health.unhealthy_threshold"),
+                unhealthy_threshold,
+                2,
+            ),
+        }
+    });
+    let ejection = ejection.map_or_else(Ejection::default, |e| {
+        let EjectionFile { consecutive_failures, cooldown } = e;
+        Ejection {
+            consecutive_failures: non_zero(
+                p,
+                shown,
+                &at("ejection.consecutive_failures"),
+                consecutive_failures,
+                5,
+            ),
+            cooldown: duration(p, shown, &at("ejection.cooldown"), cooldown, 30),
+        }
+    });
+    let Ok(name) = UpstreamName::try_from(name.as_str()) else {
+        p.at(shown, &format!("upstreams.{name}"), "upstream names use letters, digits, '-' and '_'");
+        return None;
+    };
+    Some(UpstreamConfig {
+        name,
+        endpoints,
+        health,
+        ejection,
+        connect_timeout: duration(p, shown, &at("connect_timeout"), connect_timeout, 1),
+        max_idle_per_endpoint: max_idle_per_endpoint.unwrap_or(256),
+        idle_timeout: duration(p, shown, &at("idle_timeout"), idle_timeout, 90),
+    })
+}
+
+fn socket_addr(p: &mut Problems, shown: &Path, key: &str, text: &str) -> Option<SocketAddr> {
+    match text.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            p.at(shown, key, format!("{text:?} is not an address such as \"127.0.0.1:8080\""));
+            None
+        }
+    }
+}
+
+/// Parses an optional duration, `default_secs` when absent.
+pub(crate) fn duration(
+    p: &mut Problems,
+    shown: &Path,
+    key: &str,
+    text: Option<String>,
+    default_secs: u64,
+) -> Duration {
+    match text {
+        None => Duration::from_secs(default_secs),
+        Some(text) => match parse_duration(&text) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                p.at(shown, key, "must be greater than zero");
+                Duration::from_secs(default_secs)
+            }
+            Err(e) => {
+                p.at(shown, key, e);
+                Duration::from_secs(default_secs)
+            }
+        },
+    }
+}
+
+fn non_zero(p: &mut Problems, shown: &Path, key: &str, value: Option<u32>, default: u32) -> NonZeroU32 {
+    let fallback = NonZeroU32::new(default).unwrap_or(NonZeroU32::MIN);
+    match value {
+        None => fallback,
+        Some(n) => NonZeroU32::new(n).unwrap_or_else(|| {
+            p.at(shown, key, "must be at least 1");
+            fallback
+        }),
+    }
+}

@@ -1,0 +1,124 @@
+//! The client side: who is asking, as far as the proxy can trust it.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::HeaderMap;
+use http::header::HeaderName;
+
+use crate::config::ForwardedConfig;
+
+/// A client connection as accepted.
+#[derive(Debug, Clone)]
+pub struct Downstream {
+    /// The socket peer.
+    pub peer: SocketAddr,
+    /// True when the peer is a configured trusted proxy, whose forwarding headers are believed.
+    pub peer_trusted: bool,
+    /// True on the TLS listener.
+    pub tls: bool,
+}
+
+impl Downstream {
+    /// Describes a connection from `peer` under `policy`.
+    pub fn new(peer: SocketAddr, tls: bool, policy: &ForwardedConfig) -> Self {
+        let ip = canonical(peer.ip());
+        let peer_trusted = policy.trusted_proxies.iter().any(|net| net.contains(&ip));
+        Self { peer, peer_trusted, tls }
+    }
+}
+
+/// The client's address as the proxy trusts it: the socket peer, or — only when the peer is a
+/// trusted proxy — the right-most address of `X-Forwarded-For` that is not itself a trusted
+/// proxy. A client can never choose its address by sending a header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientAddr(pub IpAddr);
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+impl ClientAddr {
+    /// Resolves the client address of a request on `downstream`.
+    pub fn resolve(downstream: &Downstream, headers: &HeaderMap, policy: &ForwardedConfig) -> Self {
+        let peer = canonical(downstream.peer.ip());
+        if !downstream.peer_trusted {
+            return Self(peer);
+        }
+        let mut chain: Vec<IpAddr> = Vec::new();
+        for value in headers.get_all(&X_FORWARDED_FOR) {
+            let Ok(text) = value.to_str() else { return Self(peer) };
+            for item in text.split(',') {
+                match parse_forwarded_ip(item.trim()) {
+                    Some(ip) => chain.push(canonical(ip)),
+                    // A malformed hop: trust nothing to its left.
+                    None => chain.clear(),
+                }
+            }
+        }
+        chain
+            .into_iter()
+            .rev()
+            .find(|ip| !policy.trusted_proxies.iter().any(|net| net.contains(ip)))
+            .map_or(Self(peer), Self)
+    }
+}
+
+fn parse_forwarded_ip(text: &str) -> Option<IpAddr> {
+    if let Ok(ip) = text.parse() {
+        return Some(ip);
+    }
+    // `[::1]:1234` or `1.2.3.4:1234`
+    text.parse::<SocketAddr>().ok().map(|s| s.ip())
+}
+
+/// IPv4-mapped IPv6 addresses as IPv4, so one client has one key.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> ForwardedConfig {
+        ForwardedConfig { trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()], via: None }
+    }
+
+    fn resolve(peer: &str, xff: &[&str]) -> IpAddr {
+        let policy = policy();
+        let downstream = Downstream::new(peer.parse().unwrap(), false, &policy);
+        let mut headers = HeaderMap::new();
+        for v in xff {
+            headers.append("x-forwarded-for", v.parse().unwrap());
+        }
+        ClientAddr::resolve(&downstream, &headers, &policy).0
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_sends() {
+        assert_eq!(resolve("203.0.113.9:5000", &["1.2.3.4"]), "203.0.113.9".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn a_trusted_peer_yields_the_rightmost_untrusted_hop() {
+        assert_eq!(
+            resolve("10.0.0.1:5000", &["6.6.6.6, 198.51.100.7, 10.0.0.2"]),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            resolve("10.0.0.1:5000", &["6.6.6.6", "198.51.100.7"]),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(resolve("10.0.0.1:5000", &[]), "10.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            resolve("10.0.0.1:5000", &["198.51.100.7:443"]),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn garbage_hops_cut_the_chain() {
+        assert_eq!(resolve("10.0.0.1:5000", &["198.51.100.7, junk"]), "10.0.0.1".parse::<IpAddr>().unwrap());
+    }
+}

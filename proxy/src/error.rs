@@ -1,0 +1,99 @@
+//! The proxy's errors and the one place that turns them into responses.
+
+use std::time::Duration;
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::{Body, BoxError};
+use crate::upstream::{EndpointAddr, UpstreamName};
+
+/// Which side of the proxy an error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Downstream,
+    Upstream,
+    Internal,
+}
+
+/// Everything that can end a request without an upstream answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The request matched no route.
+    #[error("no route matches the request")]
+    NoRoute,
+    /// The request itself is malformed.
+    #[error("bad request: {reason}")]
+    BadRequest { reason: &'static str },
+    /// Every endpoint of the upstream is unhealthy or unreachable.
+    #[error("no healthy endpoint in upstream {upstream}")]
+    NoHealthyEndpoint { upstream: UpstreamName },
+    /// The endpoint could not be reached.
+    #[error("cannot connect to {endpoint}")]
+    Connect {
+        endpoint: EndpointAddr,
+        #[source]
+        source: BoxError,
+    },
+    /// The endpoint failed during the exchange.
+    #[error("upstream {endpoint} failed")]
+    Upstream {
+        endpoint: EndpointAddr,
+        #[source]
+        source: BoxError,
+    },
+    /// No response headers within the route's timeout.
+    #[error("upstream timed out after {after:?}")]
+    Timeout { after: Duration },
+    /// The proxy is shedding load.
+    #[error("overloaded")]
+    Overloaded { retry_after: Duration },
+}
+
+impl ProxyError {
+    /// The status sent to the client.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::NoHealthyEndpoint { .. } | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Which side failed.
+    pub fn side(&self) -> Side {
+        match self {
+            Self::NoRoute | Self::BadRequest { .. } => Side::Downstream,
+            Self::NoHealthyEndpoint { .. }
+            | Self::Connect { .. }
+            | Self::Upstream { .. }
+            | Self::Timeout { .. } => Side::Upstream,
+            Self::Overloaded { .. } => Side::Internal,
+        }
+    }
+
+    /// The response for the client: the status with a short plain-text body naming the
+    /// failure (never the upstream's internals), and `Retry-After` where waiting helps.
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        let (text, retry_after): (&'static str, Option<Duration>) = match &self {
+            Self::NoRoute => ("no route\n", None),
+            Self::BadRequest { .. } => ("bad request\n", None),
+            Self::NoHealthyEndpoint { .. } => ("no healthy upstream\n", Some(Duration::from_secs(1))),
+            Self::Connect { .. } => ("upstream unreachable\n", None),
+            Self::Upstream { .. } => ("upstream error\n", None),
+            Self::Timeout { .. } => ("upstream timeout\n", None),
+            Self::Overloaded { retry_after } => ("overloaded\n", Some(*retry_after)),
+        };
+        let mut response = Response::new(Body::full(text));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(after) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
+        }
+        response
+    }
+}

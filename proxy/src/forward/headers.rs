@@ -1,0 +1,193 @@
+//! Header rules at the proxy boundary: hop-by-hop headers stop here; forwarding headers and
+//! `Via` are added; everything else passes untouched, in order.
+
+use http::Version;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::ForwardedConfig;
+use crate::downstream::Downstream;
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every header it names,
+/// `Keep-Alive`, `Proxy-Connection`, `TE` (but `TE: trailers`), `Transfer-Encoding`, `Upgrade`,
+/// `Proxy-Authenticate`, `Proxy-Authorization`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    let te_trailers = headers.get(header::TE).is_some_and(|v| {
+        v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
+    });
+    for name in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Prepares a downstream request's headers for the upstream: strips hop-by-hop headers, sets
+/// `Host` for HTTP/2 clients (from `:authority`), sets `X-Forwarded-For`/`-Proto`/`-Host`
+/// (extending a trusted proxy's, replacing anyone else's) and appends `Via`.
+pub fn to_upstream(
+    headers: &mut HeaderMap,
+    version: Version,
+    authority: Option<&http::uri::Authority>,
+    downstream: &Downstream,
+    policy: &ForwardedConfig,
+) {
+    strip_hop_by_hop(headers);
+    if !headers.contains_key(header::HOST)
+        && let Some(value) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        headers.insert(header::HOST, value);
+    }
+    let peer = downstream.peer.ip();
+    let peer = match peer {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    let proto = HeaderValue::from_static(if downstream.tls { "https" } else { "http" });
+    if downstream.peer_trusted {
+        let joined = {
+            let existing: Vec<&str> =
+                headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
+            if existing.is_empty() { peer.to_string() } else { format!("{}, {peer}", existing.join(", ")) }
+        };
+        set(headers, &X_FORWARDED_FOR, &joined);
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO.clone(), proto);
+        }
+        if !headers.contains_key(&X_FORWARDED_HOST)
+            && let Some(host) = headers.get(header::HOST).cloned()
+        {
+            headers.insert(X_FORWARDED_HOST.clone(), host);
+        }
+    } else {
+        set(headers, &X_FORWARDED_FOR, &peer.to_string());
+        headers.insert(X_FORWARDED_PROTO.clone(), proto);
+        match headers.get(header::HOST).cloned() {
+            Some(host) => {
+                headers.insert(X_FORWARDED_HOST.clone(), host);
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+    if let Some(via) = &policy.via {
+        append_via(headers, version, via);
+    }
+}
+
+/// Prepares an upstream response's headers for the client: strips hop-by-hop headers and
+/// appends `Via` (the upstream spoke HTTP/1.1).
+pub fn to_downstream(headers: &mut HeaderMap, policy: &ForwardedConfig) {
+    strip_hop_by_hop(headers);
+    if let Some(via) = &policy.via {
+        append_via(headers, Version::HTTP_11, via);
+    }
+}
+
+fn append_via(headers: &mut HeaderMap, version: Version, pseudonym: &HeaderValue) {
+    let protocol = match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    };
+    let entry = format!("{protocol} {}", pseudonym.to_str().unwrap_or("accel"));
+    if let Ok(value) = HeaderValue::from_str(&entry) {
+        headers.append(header::VIA, value);
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    match HeaderValue::from_str(value) {
+        Ok(v) => {
+            headers.insert(name.clone(), v);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn downstream(peer: &str, trusted: bool) -> Downstream {
+        Downstream { peer: peer.parse().unwrap(), peer_trusted: trusted, tls: false }
+    }
+
+    fn policy() -> ForwardedConfig {
+        ForwardedConfig { trusted_proxies: vec![], via: Some(HeaderValue::from_static("accel")) }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_and_others_kept() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("te", "trailers, deflate".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        h.insert("proxy-authorization", "Basic x".parse().unwrap());
+        h.insert("x-kept", "yes".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+        assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn an_untrusted_client_cannot_forge_forwarding_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("host", "api.example.com".parse().unwrap());
+        h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        to_upstream(&mut h, Version::HTTP_11, None, &downstream("203.0.113.5:4000", false), &policy());
+        assert_eq!(h["x-forwarded-for"], "203.0.113.5");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "api.example.com");
+        assert_eq!(h["via"], "1.1 accel");
+    }
+
+    #[test]
+    fn a_trusted_proxy_chain_is_extended() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        h.insert("via", "1.1 edge".parse().unwrap());
+        to_upstream(&mut h, Version::HTTP_2, None, &downstream("10.0.0.2:4000", true), &policy());
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.2");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        let via: Vec<_> = h.get_all("via").iter().collect();
+        assert_eq!(via, ["1.1 edge", "2 accel"]);
+    }
+}

@@ -1,0 +1,36 @@
+//! Accel: a sidecar reverse proxy that makes an existing HTTP API faster and safer without
+//! touching it.
+//!
+//! # Layout
+//!
+//! The request path, in the order a request meets it (composed in [`pipeline::handle`]):
+//!
+//! - [`server`]: accept — the client listeners, connection limits, HTTP/1.1 and h2c, and
+//!   TLS ([`tls`]) with ALPN h2 / http/1.1;
+//! - [`route`]: host + method + path → the first matching route of the current rules;
+//! - [`forward`]: forwarding headers, least-connections pick ([`upstream`]), tries with
+//!   timeouts and retries over a keep-alive pool;
+//! - [`metrics`]: one record of every outcome, by route.
+//!
+//! Around it: [`config`] (operator files → validated model), [`proxy`] (shared state and
+//! reload), [`reload`] (SIGHUP and file watching), [`admin`] (metrics, health, status),
+//! [`sidecar`] (everything assembled), [`error`] (errors → responses), [`body`],
+//! [`downstream`] (client identity), [`logging`] and [`cli`].
+
+pub mod admin;
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod downstream;
+pub mod error;
+pub mod forward;
+pub mod logging;
+pub mod metrics;
+pub mod pipeline;
+pub mod proxy;
+pub mod reload;
+pub mod route;
+pub mod server;
+pub mod sidecar;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,29 @@
+//! Logs: tracing to standard output, text or JSON, written by a background thread so a slow
+//! terminal or pipe never blocks a request. Access lines use the target `accel::access`.
+
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Installs the global subscriber. Keep the guard alive until exit: dropping it flushes.
+/// `RUST_LOG` wins over the configured level.
+pub fn init(config: &LogConfig) -> WorkerGuard {
+    let (writer, guard) =
+        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(true).finish(std::io::stdout());
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+    if !config.access
+        && let Ok(directive) = "accel::access=off".parse()
+    {
+        filter = filter.add_directive(directive);
+    }
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let installed = match config.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    if installed.is_err() {
+        // Already installed (tests): keep the existing one.
+    }
+    guard
+}

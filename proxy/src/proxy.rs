@@ -1,0 +1,93 @@
+//! The state every request shares: the current route table (swapped whole on reload), the
+//! upstream pools, metrics and policies.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use crate::config::{self, Config, ForwardedConfig, Problems, RuleSet};
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::route::{Route, RouteTable};
+use crate::upstream::{Upstream, UpstreamName};
+
+/// Shared proxy state.
+#[derive(Debug)]
+pub struct Proxy {
+    /// The running rules. A request loads it once and keeps that snapshot to the end.
+    pub routes: ArcSwap<RouteTable>,
+    /// Upstream pools, in configuration order.
+    pub upstreams: Vec<Arc<Upstream>>,
+    pub metrics: Arc<Metrics>,
+    pub forwarded: ForwardedConfig,
+    /// Log one line per request.
+    pub access_log: bool,
+    /// Glob patterns of the rules files.
+    rules_globs: Vec<String>,
+    /// The files the current rules came from.
+    rules_files: Mutex<Vec<PathBuf>>,
+    /// Admin token for write endpoints.
+    pub admin_token: Option<String>,
+}
+
+impl Proxy {
+    /// Builds the state from a validated configuration and rules.
+    pub fn new(config: &Config, rules: RuleSet) -> Self {
+        let metrics = Arc::new(Metrics::new(&config.latency_buckets));
+        let upstreams: Vec<Arc<Upstream>> =
+            config.upstreams.iter().map(|u| Arc::new(Upstream::new(u.clone(), &metrics))).collect();
+        let proxy = Self {
+            routes: ArcSwap::from_pointee(RouteTable::default()),
+            upstreams,
+            metrics,
+            forwarded: config.forwarded.clone(),
+            access_log: config.log.access,
+            rules_globs: config.rules_files.clone(),
+            rules_files: Mutex::new(Vec::new()),
+            admin_token: config.admin.token.clone(),
+        };
+        proxy.install(rules);
+        proxy
+    }
+
+    /// The names of the configured upstreams.
+    pub fn upstream_names(&self) -> HashSet<UpstreamName> {
+        self.upstreams.iter().map(|u| u.name.clone()).collect()
+    }
+
+    /// Reads the rules files again and, if they are valid, swaps them in. Requests in flight
+    /// finish on the table they started with; an invalid set leaves the running rules alone.
+    pub fn reload(&self) -> Result<usize, Problems> {
+        let result = config::rules::load(&self.rules_globs, &self.upstream_names());
+        self.metrics.reload(result.is_ok());
+        let rules = result?;
+        let count = rules.routes.len();
+        self.install(rules);
+        Ok(count)
+    }
+
+    /// The rules files currently loaded.
+    pub fn rules_files(&self) -> Vec<PathBuf> {
+        self.rules_files.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Glob patterns of the rules files.
+    pub fn rules_globs(&self) -> &[String] {
+        &self.rules_globs
+    }
+
+    fn install(&self, rules: RuleSet) {
+        let RuleSet { routes, files } = rules;
+        let table: Vec<Arc<Route>> = routes
+            .into_iter()
+            .filter_map(|rule| {
+                let upstream = self.upstreams.iter().find(|u| u.name == rule.upstream)?.clone();
+                let metrics = RouteMetrics::new(&self.metrics, &rule.name);
+                Some(Arc::new(Route { rule, upstream, metrics }))
+            })
+            .collect();
+        self.routes.store(Arc::new(RouteTable::new(table)));
+        *self.rules_files.lock().unwrap_or_else(|e| e.into_inner()) = files;
+    }
+}

@@ -1,0 +1,109 @@
+//! Rules reload: on SIGHUP and whenever a rules file (or a file matching a rules glob) changes.
+//! A valid set is swapped in atomically; an invalid one is logged, counted as
+//! `accel_config_reloads_total{result="error"}`, and the running rules keep serving.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify_debouncer_mini::{DebounceEventResult, new_debouncer, notify::RecursiveMode};
+use tokio::sync::mpsc;
+
+use crate::proxy::Proxy;
+
+/// Reloads and logs the result.
+pub fn reload_now(proxy: &Proxy, why: &str) {
+    match proxy.reload() {
+        Ok(routes) => tracing::info!(routes, trigger = why, "rules reloaded"),
+        Err(problems) => {
+            tracing::error!(trigger = why, "rules reload rejected; the running rules stay:\n{problems}");
+        }
+    }
+}
+
+/// Watches for reload triggers until `shutdown` completes.
+pub async fn run(proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
+    let (tx, mut rx) = mpsc::channel::<()>(1);
+    let watcher = watch_files(&proxy, tx);
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    tokio::pin!(shutdown);
+    loop {
+        #[cfg(unix)]
+        let sighup = async {
+            match hangup.as_mut() {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let sighup = std::future::pending::<Option<()>>();
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(()) = sighup => reload_now(&proxy, "sighup"),
+            Some(()) = rx.recv() => reload_now(&proxy, "file change"),
+        }
+    }
+    drop(watcher);
+}
+
+/// Watches the directories of the rules globs (editors replace files, so watching the files
+/// themselves would miss changes). Events are debounced and filtered to matching paths.
+fn watch_files(
+    proxy: &Proxy,
+    tx: mpsc::Sender<()>,
+) -> Option<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>> {
+    let patterns: Vec<glob::Pattern> =
+        proxy.rules_globs().iter().filter_map(|g| glob::Pattern::new(g).ok()).collect();
+    let matches = {
+        let patterns = patterns.clone();
+        move |path: &Path| patterns.iter().any(|p| p.matches_path(path))
+    };
+    let mut debouncer = new_debouncer(Duration::from_millis(200), move |result: DebounceEventResult| {
+        if let Ok(events) = result
+            && events.iter().any(|e| matches(&e.path))
+        {
+            let _ = tx.try_send(());
+        }
+    })
+    .map_err(|e| tracing::warn!(error = %e, "cannot watch rules files; reload with SIGHUP"))
+    .ok()?;
+    let mut dirs: Vec<PathBuf> = proxy.rules_globs().iter().map(|g| glob_base(g)).collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        if let Err(e) = debouncer.watcher().watch(&dir, RecursiveMode::Recursive) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch rules directory; reload with SIGHUP");
+        }
+    }
+    Some(debouncer)
+}
+
+/// The directory part of a glob before its first wildcard.
+fn glob_base(pattern: &str) -> PathBuf {
+    let mut base = PathBuf::new();
+    for component in Path::new(pattern).components() {
+        let text = component.as_os_str().to_string_lossy();
+        if text.contains(['*', '?', '[']) {
+            break;
+        }
+        base.push(component);
+    }
+    if base.as_os_str() == pattern {
+        base = base.parent().map(Path::to_path_buf).unwrap_or_default();
+    }
+    if base.as_os_str().is_empty() { PathBuf::from(".") } else { base }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_base;
+    use std::path::PathBuf;
+
+    #[test]
+    fn the_base_of_a_glob_is_its_literal_directory() {
+        assert_eq!(glob_base("rules/*.toml"), PathBuf::from("rules"));
+        assert_eq!(glob_base("*.toml"), PathBuf::from("."));
+    }
+}

@@ -1,0 +1,90 @@
+//! Routes: the rules that say which requests go where and with what treatment.
+//!
+//! A [`RouteRule`] is one validated `[[route]]` from a rules file. The running [`RouteTable`]
+//! holds them in match order, each resolved to its upstream and its metric handles, and is
+//! swapped whole on reload. Matching is **first match in order**: files in sorted path order,
+//! routes in file order — like Envoy's route tables, so an operator reads top to bottom, and a
+//! catch-all route last acts as the default route. No match: 404 from the proxy.
+
+mod matcher;
+mod table;
+
+use std::fmt;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+
+pub use matcher::{HostMatch, Matcher, PathMatch, PathParams, PathPattern};
+pub use table::{Route, RouteTable};
+
+use crate::upstream::UpstreamName;
+
+/// A route's name: unique across all rules files, used as a metric label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteName(Arc<str>);
+
+impl RouteName {
+    /// The name as written in the rules.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<&str> for RouteName {
+    type Error = String;
+
+    fn try_from(name: &str) -> Result<Self, Self::Error> {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(format!("{name:?}: route names use letters, digits, '-', '_' and '.'"));
+        }
+        Ok(Self(name.into()))
+    }
+}
+
+impl fmt::Display for RouteName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One validated route rule.
+#[derive(Debug, Clone)]
+pub struct RouteRule {
+    pub name: RouteName,
+    /// The rules file it came from.
+    pub file: Arc<Path>,
+    pub matcher: Matcher,
+    pub upstream: UpstreamName,
+    pub timeouts: Timeouts,
+    pub retry: RetryPolicy,
+}
+
+/// How long the upstream may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// One try, until the response headers arrive.
+    pub response: Duration,
+    /// All tries together.
+    pub total: Duration,
+}
+
+/// When a failed try is repeated on another endpoint.
+///
+/// A connect failure is always retried (the request was not sent). An upstream status in
+/// `statuses` is retried only for idempotent methods whose request body was not sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Tries in all, the first included.
+    pub attempts: NonZeroU32,
+    pub statuses: Vec<StatusCode>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { attempts: NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN), statuses: Vec::new() }
+    }
+}

@@ -1,0 +1,47 @@
+//! The running route table: one immutable snapshot of the rules, swapped whole on reload.
+
+use std::sync::Arc;
+
+use http::Method;
+
+use super::{PathParams, RouteRule};
+use crate::metrics::RouteMetrics;
+use crate::upstream::Upstream;
+
+/// A route as the proxy runs it: the rule, its upstream and its metric handles, resolved when
+/// the rules load so a request does no lookups by name.
+#[derive(Debug)]
+pub struct Route {
+    pub rule: RouteRule,
+    pub upstream: Arc<Upstream>,
+    pub metrics: RouteMetrics,
+}
+
+/// Routes in match order.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<Arc<Route>>,
+}
+
+impl RouteTable {
+    /// A table of `routes`, matched in the order given.
+    pub fn new(routes: Vec<Arc<Route>>) -> Self {
+        Self { routes }
+    }
+
+    /// The first route that matches, with its path parameters in `params`.
+    pub fn find(
+        &self,
+        host: Option<&str>,
+        method: &Method,
+        path: &str,
+        params: &mut PathParams,
+    ) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| r.rule.matcher.matches(host, method, path, params))
+    }
+
+    /// All routes, in match order.
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+}

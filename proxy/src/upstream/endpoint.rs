@@ -1,0 +1,150 @@
+//! One endpoint: its in-flight count (least-connections), active health and passive ejection.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+
+use tokio::time::Instant;
+
+use super::{EndpointAddr, UpstreamName};
+use crate::config::Ejection;
+use crate::metrics::{EndpointMetrics, Metrics};
+
+/// One address of an upstream.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub index: usize,
+    pub addr: EndpointAddr,
+    /// Requests sent and not yet finished (until the response body's last byte).
+    in_flight: AtomicUsize,
+    /// The active health checker's verdict; true until a check says otherwise.
+    healthy: AtomicBool,
+    /// Consecutive failed requests, for passive ejection.
+    failures: AtomicU32,
+    /// Until when passive ejection skips this endpoint.
+    ejected_until: Mutex<Option<Instant>>,
+    pub metrics: EndpointMetrics,
+}
+
+/// How an endpoint stands, as reported on `/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointState {
+    Healthy,
+    /// Failed active health checks.
+    Unhealthy,
+    /// Skipped for a cool-down after consecutive failed requests.
+    Ejected,
+}
+
+impl EndpointState {
+    /// Label for logs and status output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Unhealthy => "unhealthy",
+            Self::Ejected => "ejected",
+        }
+    }
+}
+
+impl Endpoint {
+    pub(super) fn new(index: usize, upstream: &UpstreamName, addr: EndpointAddr, metrics: &Metrics) -> Self {
+        let metrics = EndpointMetrics::new(metrics, upstream, &addr);
+        metrics.healthy.set(1);
+        Self {
+            index,
+            addr,
+            in_flight: AtomicUsize::new(0),
+            healthy: AtomicBool::new(true),
+            failures: AtomicU32::new(0),
+            ejected_until: Mutex::new(None),
+            metrics,
+        }
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Healthy by the active checks and not ejected at `now`.
+    pub fn is_available(&self, now: Instant) -> bool {
+        self.state(now) == EndpointState::Healthy
+    }
+
+    /// The endpoint's state at `now`.
+    pub fn state(&self, now: Instant) -> EndpointState {
+        if !self.healthy.load(Ordering::Relaxed) {
+            return EndpointState::Unhealthy;
+        }
+        let until = *self.ejected_until.lock().unwrap_or_else(|e| e.into_inner());
+        match until {
+            Some(until) if until > now => EndpointState::Ejected,
+            _ => EndpointState::Healthy,
+        }
+    }
+
+    /// Sets the active health verdict.
+    pub fn set_healthy(&self, healthy: bool) {
+        let was = self.healthy.swap(healthy, Ordering::Relaxed);
+        if was != healthy {
+            if healthy {
+                // A re-admitted endpoint starts with a clean slate.
+                self.failures.store(0, Ordering::Relaxed);
+                *self.ejected_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                tracing::info!(endpoint = %self.addr, "endpoint healthy again");
+            } else {
+                tracing::warn!(endpoint = %self.addr, "endpoint failed health checks");
+            }
+        }
+        self.metrics.healthy.set(i64::from(healthy));
+    }
+
+    /// A request to this endpoint succeeded.
+    pub fn record_success(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A request to this endpoint failed (connect error, timeout, 5xx). Ejects it when the
+    /// failures reach the threshold, unless `others_available` is false: the last available
+    /// endpoint of an upstream is never ejected.
+    pub fn record_failure(&self, policy: &Ejection, others_available: bool, now: Instant) {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= policy.consecutive_failures.get() && others_available {
+            self.failures.store(0, Ordering::Relaxed);
+            *self.ejected_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(now + policy.cooldown);
+            self.metrics.ejections.inc();
+            tracing::warn!(endpoint = %self.addr, failures, cooldown = ?policy.cooldown, "endpoint ejected");
+        }
+    }
+}
+
+/// Counts one request in flight on an endpoint for as long as it lives. The proxy moves it
+/// into the response body, so the count lasts until the body's last byte has been sent.
+#[derive(Debug)]
+pub struct InFlight {
+    endpoint: Arc<Endpoint>,
+}
+
+impl InFlight {
+    /// Starts counting a request on `endpoint`.
+    pub fn new(endpoint: Arc<Endpoint>) -> Self {
+        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+        endpoint.metrics.in_flight.inc();
+        Self { endpoint }
+    }
+
+    /// The endpoint counted.
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.endpoint.metrics.in_flight.dec();
+    }
+}
