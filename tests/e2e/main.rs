@@ -1,1 +1,4 @@
-fn main() {}
+//! End-to-end tests: the real `accel` sidecar on `127.0.0.1:0` in front of fake origins,
+//! driven over sockets. One module per topic.
+
+mod smoke;
