@@ -1,4 +1,10 @@
 //! End-to-end tests: the real `accel` sidecar on `127.0.0.1:0` in front of fake origins,
 //! driven over sockets. One module per topic.
 
+mod admin;
+mod balancing;
+mod failures;
+mod health;
+mod routing;
 mod smoke;
+mod transparency;

@@ -1,0 +1,251 @@
+//! Upstream failures become answers: 504 on timeout, 502 on a refused or reset connection,
+//! 503 with `Retry-After` when no endpoint can answer; retries only where safe; a body that
+//! breaks off is never passed off as complete.
+
+use std::net::SocketAddr;
+
+use accel_e2e::{Collected, FakeOrigin, Gate, TestProxy, body, within};
+use http::{Method, Response};
+
+const RULES: &str = "[[route]]\nname = \"all\"\nupstream = \"api\"\n";
+
+/// An address where nothing listens (connections are refused).
+async fn dead_addr() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+#[tokio::test]
+async fn an_origin_that_does_not_answer_in_time_is_a_504() {
+    let never = Gate::new();
+    let origin = {
+        let never = never.clone();
+        FakeOrigin::new()
+            .route("/hang", "")
+            .handler(move |_| {
+                let never = never.clone();
+                async move {
+                    never.wait().await;
+                    Response::new(body::empty())
+                }
+            })
+            .start()
+            .await
+    };
+    let proxy = TestProxy::builder()
+        .upstream("api", &[origin.addr()])
+        .rules(
+            r#"
+            [[route]]
+            name = "all"
+            upstream = "api"
+            timeouts = { response = "100ms" }
+            "#,
+        )
+        .start()
+        .await;
+
+    let response = proxy.get("/hang").await;
+
+    assert_eq!(response.status, 504);
+    assert_eq!(response.text(), "upstream timeout\n");
+    let timeouts = format!(
+        r#"accel_upstream_requests_total{{upstream="api",endpoint="{}",outcome="timeout"}}"#,
+        origin.addr()
+    );
+    assert_eq!(proxy.metric(&timeouts).await, 1.0);
+    assert_eq!(proxy.metric(r#"accel_requests_total{route="all",method="GET",status="5xx"}"#).await, 1.0);
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_a_502() {
+    let proxy = TestProxy::builder().upstream("api", &[dead_addr().await]).rules(RULES).start().await;
+
+    let response = proxy.get("/x").await;
+
+    assert_eq!(response.status, 502);
+    assert_eq!(response.text(), "upstream unreachable\n");
+    assert_eq!(response.header("cache-control"), Some("no-store"));
+}
+
+#[tokio::test]
+async fn a_connection_reset_before_the_answer_is_a_502() {
+    let origin = FakeOrigin::new().route("/x", "").reset().start().await;
+    let proxy = TestProxy::builder().upstream("api", &[origin.addr()]).rules(RULES).start().await;
+
+    let response = proxy.get("/x").await;
+
+    assert_eq!(response.status, 502);
+    assert_eq!(response.text(), "upstream error\n");
+    assert_eq!(origin.hits("/x"), 1);
+}
+
+#[tokio::test]
+async fn no_available_endpoint_is_a_503_with_retry_after() {
+    // Both endpoints are dead: the first refusals eject them; once none is available the
+    // proxy still tries them all, and answers 503 when none takes the connection.
+    let proxy = TestProxy::builder()
+        .upstream_with(
+            "api",
+            &[dead_addr().await, dead_addr().await],
+            r#"ejection = { consecutive_failures = 1, cooldown = "1h" }"#,
+        )
+        .rules(RULES)
+        .start()
+        .await;
+    let mut last = proxy.get("/x").await;
+    for _ in 0..5 {
+        last = proxy.get("/x").await;
+    }
+
+    assert_eq!(last.status, 503);
+    assert_eq!(last.text(), "no healthy upstream\n");
+    assert_eq!(last.header("retry-after"), Some("1"));
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retried_on_another_endpoint_even_for_post() {
+    let live = FakeOrigin::new().route("/*", "live").start().await;
+    let proxy = TestProxy::builder()
+        .upstream_with(
+            "api",
+            &[dead_addr().await, live.addr()],
+            r#"ejection = { consecutive_failures = 100 }"#,
+        )
+        .rules(RULES)
+        .start()
+        .await;
+
+    for i in 0..20 {
+        let post = proxy.request(Method::POST, "/x").body(body::full(format!("order {i}"))).unwrap();
+        let response = proxy.send(post).await;
+        assert_eq!((response.status.as_u16(), response.text().as_str()), (200, "live"));
+    }
+    let seen = live.requests();
+    assert_eq!(seen.len(), 20, "each POST reached the origin exactly once");
+    assert!(seen.iter().enumerate().all(|(i, r)| r.body_len == format!("order {i}").len() as u64));
+}
+
+#[tokio::test]
+async fn idempotent_requests_are_retried_on_configured_statuses_and_posts_are_not() {
+    let busy = FakeOrigin::new().route("/*", "busy").status(503).start().await;
+    let fine = FakeOrigin::new().route("/*", "fine").start().await;
+    let proxy = TestProxy::builder()
+        .upstream_with("api", &[busy.addr(), fine.addr()], r#"ejection = { consecutive_failures = 1000 }"#)
+        .rules(
+            r#"
+            [[route]]
+            name = "all"
+            upstream = "api"
+            retry = { attempts = 2, statuses = [503] }
+            "#,
+        )
+        .start()
+        .await;
+
+    for _ in 0..20 {
+        assert_eq!(proxy.get("/read").await.text(), "fine");
+    }
+    assert_eq!(fine.hits("/read"), 20);
+
+    let mut answered_busy = 0;
+    for _ in 0..20 {
+        let post = proxy.request(Method::POST, "/write").body(body::full("x")).unwrap();
+        if proxy.send(post).await.status == 503 {
+            answered_busy += 1;
+        }
+    }
+    assert_eq!(answered_busy, busy.hits("/write"), "a POST that reached an endpoint is not retried");
+    assert_eq!(fine.hits("/write"), 20 - answered_busy);
+    assert!(answered_busy > 0, "ties are random, so some POSTs land on the busy endpoint");
+}
+
+#[tokio::test]
+async fn a_post_is_not_retried_once_its_body_was_sent() {
+    let resetting = FakeOrigin::new().route("/*", "").reset().start().await;
+    let fine = FakeOrigin::new().route("/*", "fine").start().await;
+    let proxy = TestProxy::builder()
+        .upstream_with(
+            "api",
+            &[resetting.addr(), fine.addr()],
+            r#"ejection = { consecutive_failures = 1000 }"#,
+        )
+        .rules(RULES)
+        .start()
+        .await;
+
+    let mut failed = 0;
+    for _ in 0..20 {
+        let post = proxy.request(Method::POST, "/write").body(body::full("payload")).unwrap();
+        if proxy.send(post).await.status == 502 {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, resetting.hits("/write"), "a POST whose body was sent is not repeated");
+    assert_eq!(fine.hits("/write"), 20 - failed);
+    assert!(failed > 0);
+
+    // The same failure on a GET is retried on the other endpoint.
+    for _ in 0..20 {
+        assert_eq!(proxy.get("/read").await.text(), "fine");
+    }
+}
+
+/// An origin whose `/cut` answer promises more than it sends, then breaks off once `gate`
+/// opens (so the answer's head has reached the client first).
+async fn truncating_origin(content_length: bool, gate: &Gate) -> accel_e2e::OriginHandle {
+    let gate = gate.clone();
+    FakeOrigin::new()
+        .route("/cut", "")
+        .handler(move |_| {
+            let gate = gate.clone();
+            async move {
+                let (tx, body) = body::channel();
+                tokio::spawn(async move {
+                    tx.send("only part of it").await;
+                    gate.wait().await;
+                    tx.abort().await;
+                });
+                let mut response = Response::new(body);
+                if content_length {
+                    response.headers_mut().insert("content-length", "1000".parse().unwrap());
+                }
+                response
+            }
+        })
+        .start()
+        .await
+}
+
+#[tokio::test]
+async fn a_truncated_body_with_a_length_is_not_passed_off_as_complete() {
+    let gate = Gate::new();
+    let origin = truncating_origin(true, &gate).await;
+    let proxy = TestProxy::builder().upstream("api", &[origin.addr()]).rules(RULES).start().await;
+
+    let request = proxy.request(Method::GET, "/cut").body(body::empty()).unwrap();
+    let response = within("headers", proxy.client().request(request)).await.expect("headers arrive");
+    assert_eq!(response.status(), 200);
+    gate.open();
+    let read = within("the body", Collected::from(response)).await;
+
+    assert!(read.is_err(), "the client must see the body break off, got {read:?}");
+}
+
+#[tokio::test]
+async fn a_truncated_chunked_body_is_not_passed_off_as_complete() {
+    for h2 in [false, true] {
+        let gate = Gate::new();
+        let origin = truncating_origin(false, &gate).await;
+        let proxy = TestProxy::builder().upstream("api", &[origin.addr()]).rules(RULES).start().await;
+        let client = if h2 { proxy.h2c_client() } else { proxy.client() };
+
+        let request = proxy.request(Method::GET, "/cut").body(body::empty()).unwrap();
+        let response = within("headers", client.request(request)).await.expect("headers arrive");
+        assert_eq!(response.status(), 200);
+        gate.open();
+        let read = within("the body", Collected::from(response)).await;
+
+        assert!(read.is_err(), "h2 {h2}: the client must see the body break off, got {read:?}");
+    }
+}

@@ -1,0 +1,148 @@
+//! Routing: host, methods, exact path, prefix and pattern, first match in file order, the
+//! default route, and 404 when nothing matches.
+
+use accel_e2e::{FakeOrigin, OriginHandle, TestProxy, body};
+use http::Method;
+
+const RULES: &str = r#"
+[[route]]
+name = "admin-host"
+match = { host = "admin.example.com" }
+upstream = "b"
+
+[[route]]
+name = "lead"
+match = { methods = ["GET", "HEAD"], path = "/api/leads/{id}" }
+upstream = "a"
+
+[[route]]
+name = "health"
+match = { path = "/health" }
+upstream = "a"
+
+[[route]]
+name = "api-writes"
+match = { methods = ["POST", "DELETE"], path_prefix = "/api/" }
+upstream = "b"
+
+[[route]]
+name = "api"
+match = { path_prefix = "/api/" }
+upstream = "a"
+"#;
+
+async fn origins() -> (OriginHandle, OriginHandle) {
+    let a = FakeOrigin::new().route("/*", "from a").start().await;
+    let b = FakeOrigin::new().route("/*", "from b").start().await;
+    (a, b)
+}
+
+async fn proxy(a: &OriginHandle, b: &OriginHandle, rules: &str) -> TestProxy {
+    TestProxy::builder().upstream("a", &[a.addr()]).upstream("b", &[b.addr()]).rules(rules).start().await
+}
+
+async fn requests(proxy: &TestProxy, route: &str, method: &str) -> f64 {
+    proxy.metric(&format!(r#"accel_requests_total{{route="{route}",method="{method}",status="2xx"}}"#)).await
+}
+
+#[tokio::test]
+async fn requests_go_to_the_first_matching_route() {
+    let (a, b) = origins().await;
+    let proxy = proxy(&a, &b, RULES).await;
+
+    // A pattern with a parameter; the method set holds.
+    assert_eq!(proxy.get("/api/leads/42").await.text(), "from a");
+    assert_eq!(requests(&proxy, "lead", "GET").await, 1.0);
+    // The pattern takes one segment only: deeper paths fall through to the prefix.
+    assert_eq!(proxy.get("/api/leads/42/notes").await.text(), "from a");
+    assert_eq!(requests(&proxy, "api", "GET").await, 1.0);
+
+    // A method outside the pattern route's set falls through to the next match.
+    let post = proxy.send(proxy.request(Method::POST, "/api/leads/42").body(body::full("x")).unwrap()).await;
+    assert_eq!(post.text(), "from b");
+    assert_eq!(requests(&proxy, "api-writes", "POST").await, 1.0);
+
+    // Exact path: only that path.
+    assert_eq!(proxy.get("/health").await.text(), "from a");
+    assert_eq!(requests(&proxy, "health", "GET").await, 1.0);
+    assert_eq!(proxy.get("/health/deep").await.status, 404);
+
+    // A prefix ending in `/` also takes the bare directory, but not a longer name.
+    assert_eq!(proxy.get("/api").await.text(), "from a");
+    assert_eq!(proxy.get("/apix").await.status, 404);
+
+    // The host route comes first, so it takes every path on its host (port ignored).
+    let by_host = proxy
+        .send(
+            proxy
+                .request(Method::GET, "/api/leads/42")
+                .header("host", "ADMIN.example.com:8080")
+                .body(body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(by_host.text(), "from b");
+    assert_eq!(requests(&proxy, "admin-host", "GET").await, 1.0);
+
+    // The origin sees the path and query unchanged.
+    proxy.get("/api/leads/7?fields=name&x=%20y").await;
+    assert_eq!(a.last_request().unwrap().uri.to_string(), "/api/leads/7?fields=name&x=%20y");
+}
+
+#[tokio::test]
+async fn without_a_match_the_proxy_answers_404_itself() {
+    let (a, b) = origins().await;
+    let proxy = proxy(&a, &b, RULES).await;
+
+    let response = proxy.get("/nowhere").await;
+
+    assert_eq!(response.status, 404);
+    assert_eq!(response.text(), "no route\n");
+    assert_eq!(response.header("cache-control"), Some("no-store"));
+    assert_eq!(a.total_hits() + b.total_hits(), 0, "nothing reached an origin");
+    assert_eq!(proxy.metric("accel_unrouted_requests_total").await, 1.0);
+}
+
+#[tokio::test]
+async fn a_catch_all_route_at_the_end_is_the_default_route() {
+    let (a, b) = origins().await;
+    let rules = format!("{RULES}\n[[route]]\nname = \"default\"\nupstream = \"b\"\n");
+    let proxy = proxy(&a, &b, &rules).await;
+
+    let response = proxy.get("/nowhere").await;
+
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "from b");
+    assert_eq!(b.hits("/nowhere"), 1);
+    assert_eq!(requests(&proxy, "default", "GET").await, 1.0);
+    // Earlier routes still win over the default.
+    assert_eq!(proxy.get("/api/leads/1").await.text(), "from a");
+}
+
+#[tokio::test]
+async fn the_origins_status_and_headers_pass_unchanged() {
+    let origin = FakeOrigin::new()
+        .route("/created", "made")
+        .status(201)
+        .header("location", "/things/1")
+        .header("set-cookie", "a=1")
+        .header("set-cookie", "b=2")
+        .route("/teapot", "short and stout")
+        .status(418)
+        .start()
+        .await;
+    let proxy = TestProxy::builder()
+        .upstream("api", &[origin.addr()])
+        .rules("[[route]]\nname = \"all\"\nupstream = \"api\"\n")
+        .start()
+        .await;
+
+    let created = proxy.get("/created").await;
+    assert_eq!(created.status, 201);
+    assert_eq!(created.header("location"), Some("/things/1"));
+    assert_eq!(created.header_all("set-cookie"), ["a=1", "b=2"]);
+    let teapot = proxy.get("/teapot").await;
+    assert_eq!(teapot.status, 418);
+    assert_eq!(teapot.text(), "short and stout");
+    assert_eq!(proxy.metric(r#"accel_requests_total{route="all",method="GET",status="4xx"}"#).await, 1.0);
+}
