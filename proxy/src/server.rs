@@ -12,6 +12,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Limits;
@@ -33,6 +34,8 @@ pub async fn run(
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections.get()));
+    // Every connection's task, so that the drain deadline can end the ones still open.
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
 
     loop {
@@ -68,7 +71,8 @@ pub async fn run(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         let handshake_timeout = limits.header_read_timeout;
-        tokio::spawn(async move {
+        while connections.try_join_next().is_some() {}
+        connections.spawn(async move {
             let _permit = permit;
             let _open = open;
             let result = match tls {
@@ -101,8 +105,11 @@ pub async fn run(
     drop(listener);
     tracing::info!(deadline = ?limits.drain_timeout, "draining connections");
     if tokio::time::timeout(limits.drain_timeout, graceful.shutdown()).await.is_err() {
-        tracing::warn!("drain deadline passed; closing remaining connections");
+        tracing::warn!(open = connections.len(), "drain deadline passed; closing remaining connections");
     }
+    // Past the deadline (or with every connection done): close what is left, so that no
+    // connection outlives the server, also when the process goes on (tests, embedding).
+    connections.shutdown().await;
 }
 
 /// Counts an open client connection for as long as it lives.

@@ -5,6 +5,7 @@ mod admin;
 mod balancing;
 mod failures;
 mod health;
+mod lifecycle;
 mod routing;
 mod smoke;
 mod transparency;

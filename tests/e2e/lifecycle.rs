@@ -1,0 +1,77 @@
+//! Lifecycle: graceful shutdown stops accepting, lets in-flight requests finish, and gives up
+//! on them after the drain deadline.
+
+use std::time::Duration;
+
+use accel_e2e::{Collected, FakeOrigin, Gate, TestProxy, body, eventually, within};
+use http::{Method, Response};
+
+const RULES: &str = "[[route]]\nname = \"all\"\nupstream = \"api\"\n";
+
+async fn gated_origin(gate: &Gate) -> accel_e2e::OriginHandle {
+    let gate = gate.clone();
+    FakeOrigin::new()
+        .route("/*", "")
+        .handler(move |_| {
+            let gate = gate.clone();
+            async move {
+                gate.wait().await;
+                Response::new(body::full("finished"))
+            }
+        })
+        .start()
+        .await
+}
+
+#[tokio::test]
+async fn shutdown_drains_requests_in_flight() {
+    let gate = Gate::new();
+    let origin = gated_origin(&gate).await;
+    let proxy = TestProxy::builder().upstream("api", &[origin.addr()]).rules(RULES).start().await;
+    let addr = proxy.addr();
+    let client = proxy.client();
+    let request = proxy.request(Method::GET, "/slow").body(body::empty()).unwrap();
+    let held = tokio::spawn(async move { client.request(request).await });
+    eventually("the request reached the origin", || origin.total_hits() == 1).await;
+
+    let stopping = tokio::spawn(proxy.shutdown());
+    // New connections are refused once the listener is closed…
+    let mut refused = false;
+    for _ in 0..2000 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(refused, "the listener closes on shutdown");
+    // …but the request in flight still gets its whole answer.
+    assert!(!stopping.is_finished(), "shutdown waits for the request in flight");
+    gate.open();
+    let response = within("the held request", held).await.unwrap().expect("an answer");
+    let response = Collected::from(response).await.expect("the whole body");
+    assert_eq!((response.status.as_u16(), response.text().as_str()), (200, "finished"));
+    within("shutdown completes", stopping).await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_gives_up_after_the_drain_deadline() {
+    let gate = Gate::new();
+    let origin = gated_origin(&gate).await;
+    let proxy = TestProxy::builder()
+        .upstream("api", &[origin.addr()])
+        .rules(RULES)
+        .config(|c| c.limits.drain_timeout = Duration::from_millis(100))
+        .start()
+        .await;
+    let client = proxy.client();
+    let request = proxy.request(Method::GET, "/stuck").body(body::empty()).unwrap();
+    let held = tokio::spawn(async move { client.request(request).await });
+    eventually("the request reached the origin", || origin.total_hits() == 1).await;
+
+    within("shutdown completes despite a stuck request", proxy.shutdown()).await;
+
+    // The stuck request's connection was closed: the client sees an error, not a hang.
+    let outcome = within("the stuck request ends", held).await.unwrap();
+    assert!(outcome.is_err(), "{outcome:?}");
+}
