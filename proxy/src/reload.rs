@@ -24,28 +24,68 @@ pub fn reload_now(proxy: &Proxy, why: &str) {
 
 /// Watches for reload triggers until `shutdown` completes.
 pub async fn run(proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
-    let (tx, mut rx) = mpsc::channel::<()>(1);
-    let watcher = watch_files(&proxy, tx);
+    Reloader::start(&proxy).run(proxy, shutdown).await;
+}
+
+/// The reload triggers (SIGHUP and the rules files watcher), already listening.
+///
+/// Starting it is synchronous so that the sidecar can have it watching before it serves: a
+/// rules change made once the proxy answers is never missed.
+pub struct Reloader {
+    rx: mpsc::Receiver<()>,
+    watcher: Option<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>>,
     #[cfg(unix)]
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    tokio::pin!(shutdown);
-    loop {
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader").field("watching", &self.watcher.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl Reloader {
+    /// Starts watching the rules files and listening for SIGHUP. Needs a Tokio runtime.
+    pub fn start(proxy: &Proxy) -> Self {
+        let (tx, rx) = mpsc::channel::<()>(1);
+        let watcher = watch_files(proxy, tx);
         #[cfg(unix)]
-        let sighup = async {
-            match hangup.as_mut() {
-                Some(signal) => signal.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let sighup = std::future::pending::<Option<()>>();
-        tokio::select! {
-            () = &mut shutdown => break,
-            Some(()) = sighup => reload_now(&proxy, "sighup"),
-            Some(()) = rx.recv() => reload_now(&proxy, "file change"),
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        Self {
+            rx,
+            watcher,
+            #[cfg(unix)]
+            hangup,
         }
     }
-    drop(watcher);
+
+    /// Reloads `proxy` on every trigger until `shutdown` completes.
+    pub async fn run(self, proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
+        let Self {
+            mut rx,
+            watcher,
+            #[cfg(unix)]
+            mut hangup,
+        } = self;
+        tokio::pin!(shutdown);
+        loop {
+            #[cfg(unix)]
+            let sighup = async {
+                match hangup.as_mut() {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let sighup = std::future::pending::<Option<()>>();
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(()) = sighup => reload_now(&proxy, "sighup"),
+                Some(()) = rx.recv() => reload_now(&proxy, "file change"),
+            }
+        }
+        drop(watcher);
+    }
 }
 
 /// Watches the directories of the rules globs (editors replace files, so watching the files

@@ -90,7 +90,8 @@ impl Sidecar {
         for upstream in &proxy.upstreams {
             tasks.push(tokio::spawn(upstream::health::run(upstream.clone(), stopped())));
         }
-        tasks.push(tokio::spawn(reload::run(proxy.clone(), stopped())));
+        // reload: watching before the listeners serve, so no later rules change is missed.
+        tasks.push(tokio::spawn(reload::Reloader::start(&proxy).run(proxy.clone(), stopped())));
         tasks.push(tokio::spawn(admin::run(admin, proxy.clone(), stopped())));
         tracing::info!(
             listen = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),

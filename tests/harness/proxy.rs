@@ -113,7 +113,7 @@ impl TestProxyBuilder {
         let task = tokio::spawn(sidecar.run(async move {
             let _ = stop_rx.await;
         }));
-        TestProxy {
+        let proxy = TestProxy {
             addr,
             admin_addr,
             proxy,
@@ -123,7 +123,10 @@ impl TestProxyBuilder {
             task: Some(task),
             h1: Client::builder(TokioExecutor::new()).build_http(),
             h2c: Client::builder(TokioExecutor::new()).http2_only(true).build_http(),
-        }
+        };
+        // The admin listener answers once the sidecar runs: its rules watcher is watching.
+        proxy.admin_get("/healthz").await;
+        proxy
     }
 }
 

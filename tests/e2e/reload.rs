@@ -1,0 +1,178 @@
+//! Rules reload: on a rules file change and on demand (what SIGHUP does); an invalid set is
+//! rejected, counted, and the running rules keep serving; no request fails because of a
+//! reload, including one in flight across it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use accel_e2e::{Collected, FakeOrigin, Gate, TestProxy, body, eventually_async, within};
+use http::{Method, Response};
+
+fn route(name: &str, path_prefix: &str) -> String {
+    format!(
+        "[[route]]\nname = \"{name}\"\nmatch = {{ path_prefix = \"{path_prefix}\" }}\nupstream = \"api\"\n"
+    )
+}
+
+const RELOAD_OK: &str = r#"accel_config_reloads_total{result="success"}"#;
+const RELOAD_ERROR: &str = r#"accel_config_reloads_total{result="error"}"#;
+
+#[tokio::test]
+async fn a_changed_rules_file_is_picked_up() {
+    let origin = FakeOrigin::new().route("/*", "ok").start().await;
+    let proxy =
+        TestProxy::builder().upstream("api", &[origin.addr()]).rules(&route("old", "/old/")).start().await;
+    assert_eq!(proxy.get("/new/x").await.status, 404);
+
+    proxy.rewrite_rules(&route("new", "/new/"));
+
+    eventually_async("the new rules serve", || async { proxy.get("/new/x").await.status == 200 }).await;
+    assert_eq!(proxy.get("/old/x").await.status, 404, "the old rules are gone");
+    assert!(proxy.metric(RELOAD_OK).await >= 1.0);
+}
+
+#[tokio::test]
+async fn a_new_file_matching_the_rules_glob_is_picked_up() {
+    let origin = FakeOrigin::new().route("/*", "ok").start().await;
+    let proxy =
+        TestProxy::builder().upstream("api", &[origin.addr()]).rules(&route("a", "/a/")).start().await;
+
+    let more = proxy.rules_path().with_file_name("more.toml");
+    std::fs::write(&more, route("b", "/b/")).unwrap();
+
+    eventually_async("the new file's routes serve", || async { proxy.get("/b/x").await.status == 200 }).await;
+    assert_eq!(proxy.get("/a/x").await.status, 200);
+}
+
+#[tokio::test]
+async fn an_explicit_reload_swaps_the_rules() {
+    let origin = FakeOrigin::new().route("/*", "ok").start().await;
+    let proxy =
+        TestProxy::builder().upstream("api", &[origin.addr()]).rules(&route("old", "/old/")).start().await;
+
+    proxy.rewrite_rules(&format!("{}\n{}", route("one", "/one/"), route("two", "/two/")));
+    let routes = proxy.reload().expect("valid rules");
+
+    assert_eq!(routes, 2);
+    assert_eq!(proxy.get("/two/x").await.status, 200);
+    assert_eq!(proxy.get("/old/x").await.status, 404);
+}
+
+#[tokio::test]
+async fn an_invalid_reload_keeps_the_running_rules() {
+    let origin = FakeOrigin::new().route("/*", "ok").start().await;
+    let proxy =
+        TestProxy::builder().upstream("api", &[origin.addr()]).rules(&route("good", "/")).start().await;
+
+    proxy.rewrite_rules(
+        "[[route]]\nname = \"bad\"\nupstream = \"nowhere\"\ntimeouts = { response = \"soon\" }\n",
+    );
+    let problems = proxy.reload().expect_err("the new rules are invalid");
+
+    let text = problems.to_string();
+    let file = proxy.rules_path().display().to_string();
+    assert!(
+        text.contains(&format!(r#"{file}: route "bad": key `upstream`: unknown upstream "nowhere""#)),
+        "{text}"
+    );
+    assert!(text.contains(r#"route "bad": key `timeouts.response`"#), "{text}");
+    assert!(proxy.metric(RELOAD_ERROR).await >= 1.0);
+    assert_eq!(proxy.get("/anything").await.status, 200, "the old rules still serve");
+    let status = proxy.status_json().await;
+    assert_eq!(status["routes"][0]["name"], "good");
+}
+
+#[tokio::test]
+async fn an_invalid_file_change_is_rejected_and_counted() {
+    let origin = FakeOrigin::new().route("/*", "ok").start().await;
+    let proxy =
+        TestProxy::builder().upstream("api", &[origin.addr()]).rules(&route("good", "/")).start().await;
+
+    proxy.rewrite_rules("[[route]\nthis is not toml");
+
+    eventually_async("the watcher rejects the file", || async { proxy.metric(RELOAD_ERROR).await >= 1.0 })
+        .await;
+    assert_eq!(proxy.metric(RELOAD_OK).await, 0.0);
+    assert_eq!(proxy.get("/anything").await.status, 200);
+}
+
+#[tokio::test]
+async fn reloads_under_load_fail_no_request() {
+    let origin = FakeOrigin::new().route("/*", "ok").start().await;
+    let proxy = TestProxy::builder().upstream("api", &[origin.addr()]).rules(&route("v0", "/")).start().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let client = proxy.client();
+        let url = proxy.url("/load");
+        let stop = stop.clone();
+        clients.push(tokio::spawn(async move {
+            let mut answered = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let request = http::Request::get(&url).body(body::empty()).unwrap();
+                let response = client.request(request).await.expect("an answer");
+                let response = Collected::from(response).await.expect("a whole body");
+                assert_eq!(response.status, 200, "{}", response.text());
+                answered += 1;
+            }
+            answered
+        }));
+    }
+
+    for i in 1..=20 {
+        // Both variants route everything; names and order change so each is a new table.
+        let rules = if i % 2 == 0 {
+            route(&format!("v{i}"), "/")
+        } else {
+            format!("{}\n{}", route("extra", "/extra/"), route(&format!("v{i}"), "/"))
+        };
+        proxy.rewrite_rules(&rules);
+        proxy.reload().expect("valid rules");
+        let before = origin.total_hits();
+        eventually_async("requests flow after the reload", || async { origin.total_hits() > before + 4 })
+            .await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut total = 0;
+    for client in clients {
+        total += within("a client finishes", client).await.expect("no client failed");
+    }
+    assert!(total >= 80, "{total}");
+    assert_eq!(proxy.metric(r#"accel_requests_total{route="v20",method="GET",status="5xx"}"#).await, 0.0);
+}
+
+#[tokio::test]
+async fn a_request_in_flight_finishes_on_the_rules_it_started_with() {
+    let gate = Gate::new();
+    let origin = {
+        let gate = gate.clone();
+        FakeOrigin::new()
+            .route("/slow", "")
+            .handler(move |_| {
+                let gate = gate.clone();
+                async move {
+                    gate.wait().await;
+                    Response::new(body::full("finished"))
+                }
+            })
+            .start()
+            .await
+    };
+    let proxy =
+        TestProxy::builder().upstream("api", &[origin.addr()]).rules(&route("before", "/")).start().await;
+    let client = proxy.client();
+    let request = proxy.request(Method::GET, "/slow").body(body::empty()).unwrap();
+    let held = tokio::spawn(async move { client.request(request).await });
+    eventually_async("the request reached the origin", || async { origin.hits("/slow") == 1 }).await;
+
+    // The route it matched disappears.
+    proxy.rewrite_rules(&route("after", "/other/"));
+    proxy.reload().expect("valid rules");
+    assert_eq!(proxy.get("/slow").await.status, 404);
+    gate.open();
+
+    let response = within("the held request", held).await.unwrap().expect("an answer");
+    let response = Collected::from(response).await.unwrap();
+    assert_eq!((response.status.as_u16(), response.text().as_str()), (200, "finished"));
+    assert_eq!(proxy.metric(r#"accel_requests_total{route="before",method="GET",status="2xx"}"#).await, 1.0);
+}
