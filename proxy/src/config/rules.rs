@@ -58,7 +58,7 @@ pub fn load(globs: &[String], upstreams: &HashSet<UpstreamName>) -> Result<RuleS
         if let Some(first) = seen.insert(&route.name, &route.file) {
             problems.in_route(
                 &route.file,
-                route.name.as_str(),
+                &format!("{:?}", route.name.as_str()),
                 "name",
                 format!("duplicate route name (first defined in {})", first.display()),
             );
@@ -106,7 +106,7 @@ pub fn parse(
                 Err(e) => {
                     let key = e.path().to_string();
                     let key = if key == "." { String::new() } else { key };
-                    problems.in_route(file, &label, &key, e.into_inner().to_string());
+                    problems.in_route(file, &label, &key, e.into_inner().to_string().trim());
                 }
             }
         }
