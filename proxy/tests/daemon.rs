@@ -1,0 +1,265 @@
+//! `accel run` as a process: it streams a 50 MiB upload and download with bounded memory,
+//! reloads its rules on SIGHUP, and on SIGTERM stops accepting, finishes the request in
+//! flight and exits 0.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+const MIB: usize = 1024 * 1024;
+const DEADLINE: Duration = Duration::from_secs(30);
+
+type TestBody = BoxBody<Bytes, std::io::Error>;
+
+/// An origin: `/upload` answers with the length of the body it read; `/download` sends
+/// 50 MiB; `/slow` answers once `release` is notified.
+async fn origin(release: Arc<Notify>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let release = release.clone();
+            let service = service_fn(move |request: Request<Incoming>| {
+                let release = release.clone();
+                async move {
+                    let body: TestBody = match request.uri().path() {
+                        "/upload" => {
+                            let mut body = request.into_body();
+                            let mut length = 0;
+                            while let Some(frame) = body.frame().await {
+                                length += frame.unwrap().data_ref().map_or(0, Bytes::len);
+                            }
+                            full(length.to_string())
+                        }
+                        "/download" => {
+                            let chunk = Bytes::from(vec![b'y'; 64 * 1024]);
+                            let chunks = futures_util::stream::iter(
+                                (0..800).map(move |_| Ok::<_, std::io::Error>(Frame::data(chunk.clone()))),
+                            );
+                            StreamBody::new(chunks).boxed()
+                        }
+                        "/slow" => {
+                            release.notified().await;
+                            full("finished")
+                        }
+                        _ => full("ok"),
+                    };
+                    Ok::<_, Infallible>(Response::new(body))
+                }
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn full(data: impl Into<Bytes>) -> TestBody {
+    Full::new(data.into()).map_err(|never| match never {}).boxed()
+}
+
+fn empty() -> TestBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running `accel run` process with its files; killed on drop.
+struct Daemon {
+    child: Child,
+    dir: PathBuf,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, TestBody>,
+}
+
+impl Daemon {
+    async fn start(name: &str, origin: SocketAddr) -> Self {
+        let dir = std::env::temp_dir().join(format!("accel-daemon-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("rules")).unwrap();
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        std::fs::write(
+            dir.join("accel.toml"),
+            format!(
+                "[listen]\nhttp = \"{listen}\"\n[admin]\naddr = \"{admin}\"\n[runtime]\nworker_threads = 2\n\
+                 [log]\naccess = false\n[limits]\ndrain_timeout = \"20s\"\n\
+                 [upstreams.api]\nendpoints = [\"{origin}\"]\n[rules]\nfiles = [\"rules/*.toml\"]\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.join("rules/all.toml"), "[[route]]\nname = \"all\"\nupstream = \"api\"\n")
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_accel"))
+            .arg("run")
+            .arg("--config")
+            .arg(dir.join("accel.toml"))
+            .env_remove("ACCEL_CONFIG")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start accel");
+        let daemon =
+            Self { child, dir, listen, admin, client: Client::builder(TokioExecutor::new()).build_http() };
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while daemon.try_get(daemon.admin, "/healthz").await.is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "accel did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        daemon
+    }
+
+    async fn try_get(&self, addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+        let request = Request::get(format!("http://{addr}{path}")).body(empty()).unwrap();
+        let response = self.client.request(request).await.ok()?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.ok()?.to_bytes();
+        Some((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    async fn metric(&self, series: &str) -> f64 {
+        let (_, text) = self.try_get(self.admin, "/metrics").await.expect("metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// The process's peak resident memory, from /proc.
+    fn peak_rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmHWM");
+        kib * 1024
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{name}");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn fifty_mib_each_way_pass_with_bounded_memory() {
+    let origin = origin(Arc::new(Notify::new())).await;
+    let daemon = Daemon::start("memory", origin).await;
+    let baseline = daemon.peak_rss_bytes();
+
+    let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+    let chunks = futures_util::stream::iter((0..800).map(move |_| Ok(Frame::data(chunk.clone()))));
+    let upload = Request::put(format!("http://{}/upload", daemon.listen))
+        .body(StreamBody::new(chunks).boxed())
+        .unwrap();
+    let response = tokio::time::timeout(DEADLINE, daemon.client.request(upload)).await.unwrap().unwrap();
+    let text = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(text, (50 * MIB).to_string());
+
+    let download = Request::get(format!("http://{}/download", daemon.listen)).body(empty()).unwrap();
+    let response = tokio::time::timeout(DEADLINE, daemon.client.request(download)).await.unwrap().unwrap();
+    let mut body = response.into_body();
+    let mut received = 0;
+    while let Some(frame) = tokio::time::timeout(DEADLINE, body.frame()).await.unwrap() {
+        received += frame.unwrap().data_ref().map_or(0, Bytes::len);
+    }
+    assert_eq!(received, 50 * MIB);
+
+    // 100 MiB went through; a proxy that buffered a body would have grown by 50 MiB.
+    let peak = daemon.peak_rss_bytes();
+    let grown = peak.saturating_sub(baseline);
+    println!(
+        "accel peak RSS {} KiB (baseline {} KiB, grew {} KiB)",
+        peak / 1024,
+        baseline / 1024,
+        grown / 1024
+    );
+    assert!(grown < 16 * MIB as u64, "the proxy grew by {} KiB moving 50 MiB bodies", grown / 1024);
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_rules() {
+    let origin = origin(Arc::new(Notify::new())).await;
+    let daemon = Daemon::start("sighup", origin).await;
+    let success = r#"accel_config_reloads_total{result="success"}"#;
+    assert_eq!(daemon.metric(success).await, 0.0);
+
+    // No file changed: only the signal can cause this reload.
+    daemon.signal("HUP");
+
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while daemon.metric(success).await < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "SIGHUP did not reload");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(daemon.try_get(daemon.listen, "/x").await, Some((200, "ok".into())), "still serving");
+}
+
+#[tokio::test]
+async fn sigterm_finishes_the_request_in_flight_and_exits_0() {
+    let release = Arc::new(Notify::new());
+    let origin = origin(release.clone()).await;
+    let mut daemon = Daemon::start("sigterm", origin).await;
+    let slow = Request::get(format!("http://{}/slow", daemon.listen)).body(empty()).unwrap();
+    let held = tokio::spawn(daemon.client.request(slow));
+    let in_flight = r#"accel_endpoint_in_flight{upstream="api",endpoint=""#;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while daemon.metric(&format!("{in_flight}{origin}\"}}")).await < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "the slow request did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    daemon.signal("TERM");
+
+    // The listener closes: new connections are refused…
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while tokio::net::TcpStream::connect(daemon.listen).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "the listener stayed open after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(daemon.child.try_wait().unwrap().is_none(), "accel waits for the request in flight");
+    // …and the request in flight still completes.
+    release.notify_one();
+    let response = tokio::time::timeout(DEADLINE, held).await.unwrap().unwrap().expect("an answer");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "finished");
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "accel did not exit after draining");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+}
