@@ -10,6 +10,7 @@
 //! - [`route`]: host + method + path → the first matching route of the current rules;
 //! - [`forward`]: forwarding headers, least-connections pick ([`upstream`]), tries with
 //!   timeouts and retries over a keep-alive pool;
+//! - [`compress`]: brotli / zstd / gzip as the client accepts and the route allows, streamed;
 //! - [`metrics`]: one record of every outcome, by route.
 //!
 //! Around it: [`config`] (operator files → validated model), [`proxy`] (shared state and
@@ -20,6 +21,7 @@
 pub mod admin;
 pub mod body;
 pub mod cli;
+pub mod compress;
 pub mod config;
 pub mod downstream;
 pub mod error;

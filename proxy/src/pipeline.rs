@@ -6,6 +6,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::body::Body;
+use crate::compress;
 use crate::downstream::Downstream;
 use crate::error::ProxyError;
 use crate::forward::{self, RequestBody, ServedBy};
@@ -31,6 +32,9 @@ pub async fn handle(proxy: &Proxy, downstream: &Downstream, request: Request<Inc
     let method = parts.method.clone();
     let access = proxy.access_log.then(|| (parts.uri.clone(), parts.version));
 
+    // compress: what the client accepts, read before the request goes upstream.
+    let compress = compress::Negotiation::new(route.compress.as_ref(), &parts.method, &parts.headers);
+
     // forward: forwarding headers, then least-connections pick and tries with retries.
     forward::headers::to_upstream(
         &mut parts.headers,
@@ -49,6 +53,8 @@ pub async fn handle(proxy: &Proxy, downstream: &Downstream, request: Request<Inc
     forward::headers::to_downstream(response.headers_mut(), &proxy.forwarded);
     // The client's protocol frames the answer, whatever the endpoint spoke.
     *response.version_mut() = http::Version::default();
+    // compress: brotli / zstd / gzip as the client accepts and the rule allows.
+    let response = compress.apply(response);
 
     // metrics: one record of every outcome.
     let cache = CacheResult::None;

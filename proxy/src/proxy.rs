@@ -29,6 +29,8 @@ pub struct Proxy {
     rules_files: Mutex<Vec<PathBuf>>,
     /// Admin token for write endpoints.
     pub admin_token: Option<String>,
+    /// The `[compress]` defaults and compression metrics every route's compression is built from.
+    pub compression: crate::compress::Compression,
 }
 
 impl Proxy {
@@ -37,7 +39,9 @@ impl Proxy {
         let metrics = Arc::new(Metrics::new(&config.latency_buckets));
         let upstreams: Vec<Arc<Upstream>> =
             config.upstreams.iter().map(|u| Arc::new(Upstream::new(u.clone(), &metrics))).collect();
+        let compression = crate::compress::Compression::new(config.compress.clone(), &metrics);
         let proxy = Self {
+            compression,
             routes: ArcSwap::from_pointee(RouteTable::default()),
             upstreams,
             metrics,
@@ -84,7 +88,8 @@ impl Proxy {
             .filter_map(|rule| {
                 let upstream = self.upstreams.iter().find(|u| u.name == rule.upstream)?.clone();
                 let metrics = RouteMetrics::new(&self.metrics, &rule.name);
-                Some(Arc::new(Route { rule, upstream, metrics }))
+                let compress = self.compression.for_route(&rule);
+                Some(Arc::new(Route { rule, upstream, metrics, compress }))
             })
             .collect();
         self.routes.store(Arc::new(RouteTable::new(table)));

@@ -31,6 +31,9 @@ pub struct SidecarFile {
     pub upstreams: BTreeMap<String, UpstreamFile>,
     #[serde(default)]
     pub rules: RulesFilesFile,
+    /// `[compress]`: compression defaults of every route.
+    #[serde(default)]
+    pub compress: crate::compress::CompressFile,
 }
 
 /// `[listen]`: where clients connect.
@@ -233,6 +236,9 @@ pub struct RouteFile {
     pub timeouts: TimeoutsFile,
     #[serde(default)]
     pub retry: Option<RetryFile>,
+    /// Compression of the route's answers; see [`crate::compress::CompressFile`].
+    #[serde(default)]
+    pub compress: Option<crate::compress::CompressFile>,
 }
 
 /// `match = { ... }` of a route. Every given condition must hold.

@@ -61,6 +61,8 @@ pub struct RouteRule {
     pub upstream: UpstreamName,
     pub timeouts: Timeouts,
     pub retry: RetryPolicy,
+    /// `compress = { ... }`: `None` when the route has no table (the `[compress]` defaults apply).
+    pub compress: Option<crate::compress::CompressSettings>,
 }
 
 /// How long the upstream may take.

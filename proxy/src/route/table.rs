@@ -15,6 +15,8 @@ pub struct Route {
     pub rule: RouteRule,
     pub upstream: Arc<Upstream>,
     pub metrics: RouteMetrics,
+    /// The route's compression; `None` when it does not compress.
+    pub compress: Option<crate::compress::RouteCompression>,
 }
 
 /// Routes in match order.
