@@ -6,6 +6,10 @@
 # and, when asked with --cases, the cache-hit cases
 #   accel-cache  accel with a 5-minute cache rule: every measured request is a hit
 #   nginx-cache  nginx with proxy_cache: every measured request is a hit
+# and the compression cases (the client sends Accept-Encoding; every answer is compressed)
+#   accel-gzip   accel compressing with gzip level 6 as the answer streams
+#   accel-br     accel compressing with brotli at its streamed default (quality 4)
+#   nginx-gzip   nginx with `gzip on` at gzip_comp_level 6
 #
 # Pinning (2 cores): the load generator (accel-load, one thread) has core 0 to itself in
 # every case; everything that answers — fast-origin (one thread), and the proxy under test
@@ -21,6 +25,7 @@
 #
 # Usage: benches/load.sh [--duration 10s] [--warmup 2s] [--concurrency 32] [--size 2048[,102400]]
 #                        [--keys 1] [--cases direct,accel,nginx[,accel-cache,nginx-cache]]
+#                        [--cases accel-gzip,accel-br,nginx-gzip]
 #                        [--no-build]
 # Output: a table on stdout, target/bench/load-report.json (all cases), target/bench/cases/*.json
 # (one accel-load report per case).
@@ -155,9 +160,11 @@ stop_server() {
 
 REPORTS=()
 
-# run_load LABEL BASE_URL: the measured load against BASE_URL, on the load core.
+# run_load LABEL BASE_URL [ACCEL-LOAD OPTIONS...]: the measured load against BASE_URL, on the
+# load core; further options (such as -H 'Accept-Encoding: gzip') go to accel-load.
 run_load() {
     local label=$1 base=$2 file
+    shift 2
     file="$OUT_DIR/cases/$(printf '%02d' "${#REPORTS[@]}")-${label// /_}.json"
     local targets=(--url "$base/bench")
     if ((KEYS > 1)); then
@@ -168,7 +175,7 @@ run_load() {
     fi
     log "$label: $CONCURRENCY connections, $WARMUP warm-up + $DURATION"
     if taskset -c "$LOAD_CORE" "$RELEASE/accel-load" "${targets[@]}" --concurrency "$CONCURRENCY" \
-        --duration "$DURATION" --warmup "$WARMUP" --threads 1 --json --label "$label" >"$file"; then
+        --duration "$DURATION" --warmup "$WARMUP" --threads 1 --json --label "$label" "$@" >"$file"; then
         REPORTS+=("$file")
     else
         log "$label: no answer received; left out of the report"
@@ -215,9 +222,11 @@ $cache_rule
 EOF
 }
 
-# run_accel LABEL CACHE_RULE: one accel case; skipped when accel is missing or does not start.
+# run_accel LABEL ROUTE_FIELDS [ACCEL-LOAD OPTIONS...]: one accel case; skipped when accel is
+# missing or does not start.
 run_accel() {
     local label=$1 cache_rule=$2 dir="$WORK/accel-${1// /_}"
+    shift 2
     if [[ ! -x "$RELEASE/accel" ]]; then
         log "$label: skipped: $RELEASE/accel is not built"
         return 0
@@ -228,7 +237,7 @@ run_accel() {
         return 0
     fi
     local pid=$SERVER_PID
-    run_load "$label" "http://127.0.0.1:$ACCEL_PORT"
+    run_load "$label" "http://127.0.0.1:$ACCEL_PORT" "$@"
     stop_server "$pid"
 }
 
@@ -241,10 +250,10 @@ case_accel_cache() {
     run_accel "accel-cache$1" 'cache = { ttl = "5m" }'
 }
 
-# write_nginx_config DIR CACHE: a one-worker keep-alive reverse proxy to the origin, with
-# proxy_cache when CACHE is 1; sets NGINX_PORT.
+# write_nginx_config DIR CACHE [GZIP]: a one-worker keep-alive reverse proxy to the origin, with
+# proxy_cache when CACHE is 1 and `gzip on` (level 6, JSON) when GZIP is 1; sets NGINX_PORT.
 write_nginx_config() {
-    local dir=$1 cache=$2 user_line="" cache_path="" cache_directives=""
+    local dir=$1 cache=$2 gzip=${3:-0} user_line="" cache_path="" cache_directives="" gzip_directives=""
     mkdir -p "$dir/logs"
     NGINX_PORT=$(free_port)
     # As root, nginx would switch its worker to `nobody`, who cannot write in $WORK.
@@ -252,6 +261,9 @@ write_nginx_config() {
     if ((cache)); then
         cache_path="proxy_cache_path $dir/cache levels=1:2 keys_zone=bench:64m max_size=1g inactive=10m use_temp_path=off;"
         cache_directives="proxy_cache bench; proxy_cache_valid 200 5m; add_header Cache-Status \$upstream_cache_status;"
+    fi
+    if ((gzip)); then
+        gzip_directives="gzip on; gzip_types application/json; gzip_comp_level 6; gzip_min_length 1024; gzip_proxied any; gzip_vary on;"
     fi
     cat >"$dir/nginx.conf" <<EOF
 $user_line
@@ -283,30 +295,46 @@ http {
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             $cache_directives
+            $gzip_directives
         }
     }
 }
 EOF
 }
 
+# run_nginx LABEL CACHE GZIP [ACCEL-LOAD OPTIONS...]: one nginx case.
 run_nginx() {
-    local label=$1 cache=$2 dir="$WORK/nginx-${1// /_}"
-    write_nginx_config "$dir" "$cache"
+    local label=$1 cache=$2 gzip=$3 dir="$WORK/nginx-${1// /_}"
+    shift 3
+    write_nginx_config "$dir" "$cache" "$gzip"
     if ! start_server "${label// /_}" "$NGINX_PORT" nginx -p "$dir" -c "$dir/nginx.conf" -e stderr; then
         log "$label: skipped: nginx did not start"
         return 0
     fi
     local pid=$SERVER_PID
-    run_load "$label" "http://127.0.0.1:$NGINX_PORT"
+    run_load "$label" "http://127.0.0.1:$NGINX_PORT" "$@"
     stop_server "$pid"
 }
 
 case_nginx() {
-    run_nginx "nginx$1" 0
+    run_nginx "nginx$1" 0 0
 }
 
 case_nginx_cache() {
-    run_nginx "nginx-cache$1" 1
+    run_nginx "nginx-cache$1" 1 0
+}
+
+# Compression: every answer compressed on the way out, at the same gzip level as nginx's case.
+case_accel_gzip() {
+    run_accel "accel-gzip$1" 'compress = { encodings = ["gzip"], level = { gzip = 6 } }' -H 'Accept-Encoding: gzip'
+}
+
+case_accel_br() {
+    run_accel "accel-br$1" 'compress = { encodings = ["br"] }' -H 'Accept-Encoding: br'
+}
+
+case_nginx_gzip() {
+    run_nginx "nginx-gzip$1" 0 1 -H 'Accept-Encoding: gzip'
 }
 
 # run_suite SIZE SUFFIX: starts a fast-origin answering SIZE bytes and runs every case.
@@ -319,7 +347,8 @@ run_suite() {
     IFS=, read -ra names <<<"$CASES"
     for name in "${names[@]}"; do
         case "$name" in
-            direct | accel | nginx | accel-cache | nginx-cache) "case_${name//-/_}" "$suffix" ;;
+            direct | accel | nginx | accel-cache | nginx-cache | accel-gzip | accel-br | nginx-gzip)
+                "case_${name//-/_}" "$suffix" ;;
             *) echo "load.sh: unknown case $name" >&2; exit 64 ;;
         esac
     done

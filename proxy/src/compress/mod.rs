@@ -13,8 +13,9 @@
 //!   any) when it does not.
 //!
 //! Files: [`encoding`] (the codings), [`negotiate`] (`Accept-Encoding`), [`predicate`] (when
-//! not to), [`codec`] (compressors over chunks), [`body`] (streaming bodies), [`rule`]
-//! (operator settings → policy), [`metrics`].
+//! not to), [`codec`] (compressors over chunks), [`body`] (streaming bodies), [`variant`]
+//! (cached answers' variants, compressed once), [`rule`] (operator settings → policy),
+//! [`metrics`].
 
 pub mod body;
 pub mod codec;
@@ -23,15 +24,19 @@ pub mod metrics;
 pub mod negotiate;
 pub mod predicate;
 pub mod rule;
+pub mod variant;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::response::Parts;
 use http::{Method, Response};
+use http_body::SizeHint;
 
 pub use encoding::Encoding;
 pub use negotiate::AcceptEncoding;
 pub use predicate::Skip;
 pub use rule::{CompressFile, CompressPolicy, CompressSettings};
+pub use variant::Variants;
 
 use self::body::{DecodeBody, EncodeBody, Flush};
 use self::codec::{Decoder, Encoder};
@@ -66,6 +71,46 @@ impl Compression {
 pub struct RouteCompression {
     pub policy: CompressPolicy,
     pub metrics: RouteCompressMetrics,
+}
+
+impl RouteCompression {
+    /// The variants slot for an answer about to be cached. With `eager`, every coding of
+    /// the route is compressed now, in the background, if the answer is compressible.
+    pub fn variants_for(&self, parts: &Parts, body: &Bytes) -> Variants {
+        let variants = Variants::new();
+        if let Some(fill) = self.eager_fill(parts, body, &variants) {
+            tokio::spawn(fill);
+        }
+        variants
+    }
+
+    /// With `eager` and a compressible answer: the work that compresses each of the route's
+    /// codings into `variants`; `None` otherwise.
+    pub fn eager_fill(
+        &self,
+        parts: &Parts,
+        body: &Bytes,
+        variants: &Variants,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let hint = SizeHint::with_exact(body.len() as u64);
+        if !self.policy.eager
+            || predicate::response(&self.policy, parts.status, &parts.headers, &hint).is_some()
+        {
+            return None;
+        }
+        let (variants, body) = (variants.clone(), body.clone());
+        let (policy, metrics) = (self.policy.clone(), self.metrics.clone());
+        Some(async move {
+            for &encoding in &policy.encodings {
+                let level = policy.cached_level(encoding);
+                if let Err(error) =
+                    variants.get_or_compress(encoding, level, &body, metrics.get(encoding)).await
+                {
+                    tracing::warn!(encoding = encoding.as_str(), %error, "eager variant compression failed");
+                }
+            }
+        })
+    }
 }
 
 /// The compress stage for one exchange: what the client accepts, read from the request before
@@ -112,6 +157,40 @@ impl<'a> Negotiation<'a> {
         }
         let body = self.encode(route, &mut parts, body);
         Response::from_parts(parts, body)
+    }
+
+    /// A cached answer (`parts` and its identity `body`) as the client gets it: the variant
+    /// of `variants` in the negotiated coding, compressed at the route's `cached_level` the
+    /// first time any client asks for it and reused after; the identity body when the route,
+    /// the request or the answer rules compression out, or the client accepts none of the
+    /// route's codings. Never a coding the client did not accept.
+    pub async fn apply_cached(self, mut parts: Parts, body: &Bytes, variants: &Variants) -> Response<Body> {
+        let identity = |parts| Response::from_parts(parts, Body::full(body.clone()));
+        let Some(route) = self.route else { return identity(parts) };
+        let hint = SizeHint::with_exact(body.len() as u64);
+        if predicate::response(&route.policy, parts.status, &parts.headers, &hint).is_some() {
+            return identity(parts);
+        }
+        add_vary(&mut parts.headers);
+        let encoding = self.accept.negotiate(&route.policy.encodings);
+        if self.skip.is_some() || encoding == Encoding::Identity {
+            return identity(parts);
+        }
+        let metrics = route.metrics.get(encoding);
+        let level = route.policy.cached_level(encoding);
+        match variants.get_or_compress(encoding, level, body, metrics).await {
+            Ok(variant) => {
+                if let Some(m) = metrics {
+                    m.responses.inc();
+                }
+                variant::mark_variant(&mut parts, encoding, variant.len());
+                Response::from_parts(parts, Body::full(variant))
+            }
+            Err(error) => {
+                tracing::warn!(encoding = encoding.as_str(), %error, "cached variant compression failed");
+                identity(parts)
+            }
+        }
     }
 
     /// Compresses `body` in the coding negotiated, if any, and marks the headers.

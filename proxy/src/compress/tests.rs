@@ -256,3 +256,77 @@ async fn routes_without_compression_change_nothing() {
     assert!(response.headers().get(header::VARY).is_none());
     assert!(response.headers().get(header::CONTENT_ENCODING).is_none());
 }
+
+#[tokio::test]
+async fn a_cached_answer_is_compressed_once_per_coding_and_served_to_many() {
+    let fixture = Fixture::new("");
+    let body = Bytes::from(sample(100 * 1024));
+    let mut stored = Response::new(());
+    stored.headers_mut().insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+    stored.headers_mut().insert(header::ETAG, "\"v1\"".parse().unwrap());
+    let (stored, ()) = stored.into_parts();
+    let variants = fixture.route.variants_for(&stored, &body);
+    let clients: [(Method, &str, Option<&str>); 6] = [
+        (Method::GET, "br, gzip", Some("br")),
+        (Method::GET, "gzip, deflate, br, zstd", Some("br")),
+        (Method::GET, "gzip", Some("gzip")),
+        (Method::GET, "br", Some("br")),
+        (Method::GET, "identity", None),
+        (Method::HEAD, "br", None),
+    ];
+    for (method, accept, expected) in clients {
+        let negotiation =
+            Negotiation::new(Some(&fixture.route), &method, &headers(&[("accept-encoding", accept)]));
+        let mut parts = stored.clone();
+        parts.headers.insert(header::CONTENT_LENGTH, body.len().into());
+        let (parts, sent) = negotiation.apply_cached(parts, &body, &variants).await.into_parts();
+        let sent = sent.collect().await.unwrap().to_bytes();
+        let got = get(&parts, "content-encoding").first().copied();
+        assert_eq!(got, expected, "{method} Accept-Encoding: {accept}");
+        assert_eq!(get(&parts, "vary"), ["Accept-Encoding"]);
+        assert_eq!(get(&parts, "content-length"), [sent.len().to_string().as_str()]);
+        match expected {
+            Some(coding) => {
+                let encoding = Encoding::from_token(coding).unwrap();
+                assert_eq!(decode_all(encoding, &sent), body);
+                assert_eq!(get(&parts, "etag"), ["W/\"v1\""]);
+            }
+            None => assert_eq!(sent, body),
+        }
+    }
+    let runs = |coding: &str| {
+        fixture.metric(&format!(
+            "accel_compressions_total{{route=\"api\",encoding=\"{coding}\",kind=\"variant\"}}"
+        ))
+    };
+    assert_eq!((runs("br"), runs("gzip"), runs("zstd")), (1.0, 1.0, 0.0));
+    assert_eq!(fixture.metric("accel_compressed_responses_total{route=\"api\",encoding=\"br\"}"), 3.0);
+    assert_eq!(
+        fixture.metric("accel_compressions_total{route=\"api\",encoding=\"br\",kind=\"stream\"}"),
+        0.0
+    );
+    assert!(variants.weight() > 0 && variants.weight() < body.len() / 4);
+}
+
+#[tokio::test]
+async fn eager_variants_are_made_when_stored() {
+    let fixture = Fixture::new("eager = true\nencodings = [\"zstd\", \"gzip\"]");
+    let body = Bytes::from(sample(8 * 1024));
+    let mut stored = Response::new(());
+    stored.headers_mut().insert(header::CONTENT_TYPE, "text/html".parse().unwrap());
+    let (stored, ()) = stored.into_parts();
+    let variants = Variants::new();
+    fixture.route.eager_fill(&stored, &body, &variants).expect("eager and compressible").await;
+    assert!(variants.get(Encoding::Zstd).is_some() && variants.get(Encoding::Gzip).is_some());
+    assert!(variants.get(Encoding::Brotli).is_none(), "only the route's codings");
+
+    let mut image = Response::new(());
+    image.headers_mut().insert(header::CONTENT_TYPE, "image/png".parse().unwrap());
+    let (image, ()) = image.into_parts();
+    assert!(
+        fixture.route.eager_fill(&image, &body, &Variants::new()).is_none(),
+        "not compressible: no variants"
+    );
+    let lazy = Fixture::new("");
+    assert!(lazy.route.eager_fill(&stored, &body, &Variants::new()).is_none(), "not eager: made on demand");
+}
