@@ -3,6 +3,7 @@
 
 mod admin;
 mod balancing;
+mod compress;
 mod failures;
 mod health;
 mod lifecycle;

@@ -36,14 +36,19 @@ impl std::fmt::Debug for Encoder {
 }
 
 impl Encoder {
-    /// A compressor for `encoding` at `level` (clamped to the coding's range). `size`: the
-    /// whole input's length when known, which lets brotli and zstd size their window to it.
-    /// `None` for identity.
+    /// A compressor for a streamed body in `encoding` at `level` (clamped to the coding's
+    /// range). `size`: the body's length when known (`Content-Length`), which lets brotli and
+    /// zstd use a smaller window (and less memory) for a small body; the window is at most
+    /// [`STREAM_WINDOW_LOG`]. `None` for identity.
     pub fn new(encoding: Encoding, level: i32, size: Option<usize>) -> Option<Self> {
+        Self::with_window(encoding, level, size, STREAM_WINDOW_LOG)
+    }
+
+    fn with_window(encoding: Encoding, level: i32, size: Option<usize>, max_window_log: u32) -> Option<Self> {
         let range = encoding.levels();
         let level = level.clamp(*range.start(), *range.end());
-        let window_log = size.map_or(STREAM_WINDOW_LOG, |n| {
-            (usize::BITS - n.max(1024).saturating_sub(1).leading_zeros()).min(MAX_WINDOW_LOG)
+        let window_log = size.map_or(max_window_log, |n| {
+            (usize::BITS - n.max(1024).saturating_sub(1).leading_zeros()).min(max_window_log)
         });
         let coder: Box<dyn EncodeV2 + Send> = match encoding {
             Encoding::Identity => return None,
@@ -123,7 +128,7 @@ impl Encoder {
 
 /// Compresses a whole body at once (a cached variant).
 pub fn compress(encoding: Encoding, level: i32, input: &[u8]) -> io::Result<Bytes> {
-    let Some(mut encoder) = Encoder::new(encoding, level, Some(input.len())) else {
+    let Some(mut encoder) = Encoder::with_window(encoding, level, Some(input.len()), MAX_WINDOW_LOG) else {
         return Ok(Bytes::copy_from_slice(input));
     };
     let mut out = BytesMut::from(encoder.encode(input, false)?);

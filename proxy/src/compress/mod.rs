@@ -196,7 +196,8 @@ impl<'a> Negotiation<'a> {
     /// Compresses `body` in the coding negotiated, if any, and marks the headers.
     fn encode(&self, route: &RouteCompression, parts: &mut Parts, body: Body) -> Body {
         let encoding = self.accept.negotiate(&route.policy.encodings);
-        let Some(encoder) = Encoder::new(encoding, route.policy.level(encoding), None) else { return body };
+        let length = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+        let Some(encoder) = Encoder::new(encoding, route.policy.level(encoding), length) else { return body };
         let flush =
             if predicate::is_event_stream(&parts.headers) { Flush::EveryChunk } else { Flush::Coding };
         let meter = route.metrics.get(encoding).map(|m| {
