@@ -17,6 +17,10 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// `Keep-Alive`, `Proxy-Connection`, `TE` (but `TE: trailers`), `Transfer-Encoding`, `Upgrade`,
 /// `Proxy-Authenticate`, `Proxy-Authorization`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names instead of a lookup per header.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -47,6 +51,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
 }
 
 /// Prepares a downstream request's headers for the upstream: strips hop-by-hop headers, sets
@@ -87,7 +102,7 @@ pub fn to_upstream(
             headers.insert(X_FORWARDED_HOST.clone(), host);
         }
     } else {
-        set(headers, &X_FORWARDED_FOR, &peer.to_string());
+        headers.insert(X_FORWARDED_FOR.clone(), ip_value(peer));
         headers.insert(X_FORWARDED_PROTO.clone(), proto);
         match headers.get(header::HOST).cloned() {
             Some(host) => {
@@ -120,10 +135,40 @@ fn append_via(headers: &mut HeaderMap, version: Version, pseudonym: &HeaderValue
         Version::HTTP_3 => "3",
         _ => "1.1",
     };
-    let entry = format!("{protocol} {}", pseudonym.to_str().unwrap_or("accel"));
-    if let Ok(value) = HeaderValue::from_str(&entry) {
+    let mut entry = Vec::with_capacity(protocol.len() + 1 + pseudonym.len());
+    entry.extend_from_slice(protocol.as_bytes());
+    entry.push(b' ');
+    entry.extend_from_slice(pseudonym.as_bytes());
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(entry)) {
         headers.append(header::VIA, value);
     }
+}
+
+/// An address as a header value, IPv4 without going through `fmt` (this runs per request).
+fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return HeaderValue::from_str(&ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    };
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            text[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            text[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    HeaderValue::from_bytes(&text[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
@@ -176,6 +221,16 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
         assert_eq!(h["via"], "1.1 accel");
+    }
+
+    #[test]
+    fn addresses_are_written_as_the_standard_library_writes_them() {
+        for ip in
+            ["0.0.0.0", "10.0.0.2", "203.0.113.5", "255.255.255.255", "100.9.10.99", "::1", "2001:db8::7"]
+        {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_value(ip), ip.to_string().as_str());
+        }
     }
 
     #[test]
