@@ -249,3 +249,41 @@ async fn a_truncated_chunked_body_is_not_passed_off_as_complete() {
         assert!(read.is_err(), "h2 {h2}: the client must see the body break off, got {read:?}");
     }
 }
+
+#[tokio::test]
+async fn an_idempotent_request_that_times_out_is_retried_on_another_endpoint() {
+    let never = Gate::new();
+    let hanging = {
+        let never = never.clone();
+        FakeOrigin::new()
+            .route("/*", "")
+            .handler(move |_| {
+                let never = never.clone();
+                async move {
+                    never.wait().await;
+                    Response::new(body::empty())
+                }
+            })
+            .start()
+            .await
+    };
+    let fine = FakeOrigin::new().route("/*", "fine").start().await;
+    let proxy = TestProxy::builder()
+        .upstream_with("api", &[hanging.addr(), fine.addr()], r#"ejection = { consecutive_failures = 1000 }"#)
+        .rules(
+            r#"
+            [[route]]
+            name = "all"
+            upstream = "api"
+            timeouts = { response = "100ms" }
+            "#,
+        )
+        .start()
+        .await;
+
+    for _ in 0..10 {
+        let response = proxy.get("/read").await;
+        assert_eq!((response.status.as_u16(), response.text().as_str()), (200, "fine"));
+    }
+    assert_eq!(fine.hits("/read"), 10);
+}

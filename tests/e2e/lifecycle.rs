@@ -75,3 +75,21 @@ async fn shutdown_gives_up_after_the_drain_deadline() {
     let outcome = within("the stuck request ends", held).await.unwrap();
     assert!(outcome.is_err(), "{outcome:?}");
 }
+
+#[tokio::test]
+async fn a_client_too_slow_to_send_its_headers_is_disconnected() {
+    let origin = FakeOrigin::new().route("/*", "ok").start().await;
+    let proxy = TestProxy::builder()
+        .upstream("api", &[origin.addr()])
+        .rules(RULES)
+        .sidecar_toml("[limits]\nheader_read_timeout = \"100ms\"")
+        .start()
+        .await;
+    let mut connection = accel_e2e::RawConnection::open(proxy.addr()).await;
+
+    connection.write(b"GET / HTTP/1.1\r\nHost: slow").await;
+    let rest = connection.read_to_close().await;
+
+    assert!(!String::from_utf8_lossy(&rest).contains("200"), "{rest:?}");
+    assert_eq!(origin.total_hits(), 0);
+}

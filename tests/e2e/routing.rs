@@ -146,3 +146,45 @@ async fn the_origins_status_and_headers_pass_unchanged() {
     assert_eq!(teapot.text(), "short and stout");
     assert_eq!(proxy.metric(r#"accel_requests_total{route="all",method="GET",status="4xx"}"#).await, 1.0);
 }
+
+#[tokio::test]
+async fn head_and_bodiless_answers_pass_unchanged() {
+    let origin = FakeOrigin::new()
+        .route("/doc", "twelve bytes")
+        .header("etag", "\"v1\"")
+        .route("/gone", "")
+        .status(204)
+        .route("/same", "")
+        .status(304)
+        .header("etag", "\"v1\"")
+        .start()
+        .await;
+    let proxy = TestProxy::builder()
+        .upstream("api", &[origin.addr()])
+        .rules("[[route]]\nname = \"all\"\nupstream = \"api\"\n")
+        .start()
+        .await;
+
+    let head = proxy.send(proxy.request(Method::HEAD, "/doc").body(body::empty()).unwrap()).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("12"));
+    assert_eq!(head.header("etag"), Some("\"v1\""));
+    assert!(head.body.is_empty());
+    assert_eq!(origin.last_request().unwrap().method, Method::HEAD);
+
+    let no_content = proxy.get("/gone").await;
+    assert_eq!(no_content.status, 204);
+    assert!(no_content.body.is_empty());
+    let not_modified = proxy
+        .send(
+            proxy
+                .request(Method::GET, "/same")
+                .header("if-none-match", "\"v1\"")
+                .body(body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(not_modified.header("etag"), Some("\"v1\""));
+    assert_eq!(origin.last_request().unwrap().header("if-none-match"), Some("\"v1\""));
+}
