@@ -287,3 +287,55 @@ async fn an_idempotent_request_that_times_out_is_retried_on_another_endpoint() {
     }
     assert_eq!(fine.hits("/read"), 10);
 }
+
+#[tokio::test]
+async fn a_client_that_breaks_off_its_upload_does_not_count_against_the_endpoint() {
+    let origin = FakeOrigin::new()
+        .route("/*", "")
+        .handler(|request| async move {
+            let read = request.into_body().drain().await;
+            Response::new(body::full(format!("{read:?}")))
+        })
+        .start()
+        .await;
+    let other = FakeOrigin::new().route("/*", "other").start().await;
+    let proxy = TestProxy::builder()
+        .upstream_with(
+            "api",
+            &[origin.addr(), other.addr()],
+            r#"ejection = { consecutive_failures = 1, cooldown = "1h" }"#,
+        )
+        .rules(RULES)
+        .start()
+        .await;
+
+    // Uploads that the client aborts half-way, until one has reached each endpoint.
+    for _ in 0..64 {
+        let (tx, upload) = body::channel();
+        let request = proxy.request(Method::PUT, "/upload").body(upload).unwrap();
+        let client = proxy.client();
+        let answer = tokio::spawn(async move { client.request(request).await });
+        tx.send("part of it").await;
+        let before = origin.total_hits() + other.total_hits();
+        accel_e2e::eventually_async("the upload reached an endpoint", || async {
+            origin.requests().iter().any(|r| r.body_len > 0 && !r.body_complete && !r.body_failed)
+                || origin.total_hits() + other.total_hits() > before
+        })
+        .await;
+        tx.abort().await;
+        let _ = within("the aborted upload ends", answer).await;
+        if origin.total_hits() > 0 && other.total_hits() > 0 {
+            break;
+        }
+    }
+
+    // The client failed, not the endpoints: both stay in.
+    let status = proxy.status_json().await;
+    let states: Vec<&str> = status["upstreams"][0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["healthy", "healthy"]);
+}
