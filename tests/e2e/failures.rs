@@ -339,3 +339,39 @@ async fn a_client_that_breaks_off_its_upload_does_not_count_against_the_endpoint
         .collect();
     assert_eq!(states, ["healthy", "healthy"]);
 }
+
+#[tokio::test]
+async fn an_h2c_upload_is_retried_on_another_endpoint_after_a_refused_connection() {
+    let live = FakeOrigin::new()
+        .route("/*", "")
+        .handler(|request| async move {
+            let length = request.into_body().drain().await.expect("the whole body");
+            Response::new(body::full(length.to_string()))
+        })
+        .start()
+        .await;
+    let proxy = TestProxy::builder()
+        .upstream_with(
+            "api",
+            &[dead_addr().await, live.addr()],
+            r#"ejection = { consecutive_failures = 100 }"#,
+        )
+        .rules(RULES)
+        .start()
+        .await;
+    let client = proxy.h2c_client();
+
+    for _ in 0..10 {
+        let (tx, upload) = body::channel();
+        let request = proxy.request(Method::POST, "/x").body(upload).unwrap();
+        let answer = tokio::spawn(client.request(request));
+        for _ in 0..4 {
+            tx.send(vec![b'z'; 10_000]).await;
+        }
+        drop(tx);
+        let response = within("an answer", answer).await.unwrap().expect("an answer");
+        let response = Collected::from(response).await.unwrap();
+        assert_eq!((response.status.as_u16(), response.text().as_str()), (200, "40000"));
+    }
+    assert_eq!(live.total_hits(), 10);
+}

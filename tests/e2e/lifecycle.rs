@@ -23,6 +23,14 @@ async fn gated_origin(gate: &Gate) -> accel_e2e::OriginHandle {
         .await
 }
 
+/// Waits until connections to `addr` are refused.
+async fn listener_closed(addr: std::net::SocketAddr) {
+    accel_e2e::eventually_async("the listener closes on shutdown", || async move {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn shutdown_drains_requests_in_flight() {
     let gate = Gate::new();
@@ -36,15 +44,7 @@ async fn shutdown_drains_requests_in_flight() {
 
     let stopping = tokio::spawn(proxy.shutdown());
     // New connections are refused once the listener is closed…
-    let mut refused = false;
-    for _ in 0..2000 {
-        if tokio::net::TcpStream::connect(addr).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(refused, "the listener closes on shutdown");
+    listener_closed(addr).await;
     // …but the request in flight still gets its whole answer.
     assert!(!stopping.is_finished(), "shutdown waits for the request in flight");
     gate.open();
@@ -92,4 +92,26 @@ async fn a_client_too_slow_to_send_its_headers_is_disconnected() {
 
     assert!(!String::from_utf8_lossy(&rest).contains("200"), "{rest:?}");
     assert_eq!(origin.total_hits(), 0);
+}
+
+#[tokio::test]
+async fn shutdown_drains_h2c_streams_in_flight() {
+    let gate = Gate::new();
+    let origin = gated_origin(&gate).await;
+    let proxy = TestProxy::builder().upstream("api", &[origin.addr()]).rules(RULES).start().await;
+    let client = proxy.h2c_client();
+    let request = proxy.request(Method::GET, "/slow").body(body::empty()).unwrap();
+    let held = tokio::spawn(client.request(request));
+    eventually("the request reached the origin", || origin.total_hits() == 1).await;
+
+    let addr = proxy.addr();
+    let stopping = tokio::spawn(proxy.shutdown());
+    listener_closed(addr).await;
+    assert!(!stopping.is_finished(), "shutdown waits for the stream in flight");
+    gate.open();
+
+    let response = within("the held stream", held).await.unwrap().expect("an answer");
+    let response = Collected::from(response).await.expect("the whole body");
+    assert_eq!((response.status.as_u16(), response.text().as_str()), (200, "finished"));
+    within("shutdown completes", stopping).await.unwrap();
 }

@@ -334,3 +334,18 @@ async fn h2c_clients_are_served_over_http_1_1_to_the_origin() {
     assert_eq!(seen.header("via"), Some("2 accel"));
     assert!(seen.header("host").is_some_and(|h| h == proxy.addr().to_string()), "{:?}", seen.headers);
 }
+
+#[tokio::test]
+async fn connections_to_the_origin_are_kept_alive() {
+    let origin = FakeOrigin::new().route("/*", "ok").start().await;
+    let proxy = proxy_for(&origin).await;
+
+    for _ in 0..20 {
+        assert_eq!(proxy.get("/k").await.status, 200);
+    }
+    let request = proxy.request(Method::POST, "/k").body(body::full("with a body")).unwrap();
+    assert_eq!(proxy.send(request).await.status, 200);
+
+    assert_eq!(origin.total_hits(), 21);
+    assert_eq!(origin.connections(), 1, "one pooled connection serves sequential requests");
+}
