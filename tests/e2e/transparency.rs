@@ -349,3 +349,38 @@ async fn connections_to_the_origin_are_kept_alive() {
     assert_eq!(origin.total_hits(), 21);
     assert_eq!(origin.connections(), 1, "one pooled connection serves sequential requests");
 }
+
+#[tokio::test]
+async fn header_order_survives_hop_by_hop_stripping() {
+    let origin = FakeOrigin::new()
+        .route("/*", "ok")
+        .header("x-first", "1")
+        .header("connection", "x-hop")
+        .header("x-hop", "gone")
+        .header("x-second", "2")
+        .header("x-third", "3")
+        .start()
+        .await;
+    let proxy = proxy_for(&origin).await;
+    let mut connection = RawConnection::open(proxy.addr()).await;
+
+    connection
+        .write(
+            b"GET /o HTTP/1.1\r\nHost: app.test\r\nX-A: 1\r\nConnection: keep-alive\r\nX-B: 2\r\n\
+              Keep-Alive: timeout=5\r\nX-C: 3\r\nX-D: 4\r\n\r\n",
+        )
+        .await;
+    let head = connection.read_head().await;
+
+    let seen = origin.last_request().unwrap();
+    let sent: Vec<&str> = seen
+        .headers
+        .keys()
+        .map(|k| k.as_str())
+        .filter(|k| k.starts_with("x-") && !k.starts_with("x-forwarded"))
+        .collect();
+    assert_eq!(sent, ["x-a", "x-b", "x-c", "x-d"]);
+    let received: Vec<&str> =
+        head.headers.iter().map(|(k, _)| k.as_str()).filter(|k| k.starts_with("x-")).collect();
+    assert_eq!(received, ["x-first", "x-second", "x-third"]);
+}
