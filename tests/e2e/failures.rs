@@ -375,3 +375,66 @@ async fn an_h2c_upload_is_retried_on_another_endpoint_after_a_refused_connection
     }
     assert_eq!(live.total_hits(), 10);
 }
+
+#[tokio::test]
+async fn a_dead_upstream_known_to_be_down_is_a_503_with_retry_after() {
+    let proxy = TestProxy::builder()
+        .upstream_with(
+            "api",
+            &[dead_addr().await],
+            r#"health = { path = "/health", interval = "20ms", timeout = "500ms", unhealthy_threshold = 1 }"#,
+        )
+        .rules(RULES)
+        .start()
+        .await;
+    accel_e2e::eventually_async("the health check marks the endpoint down", || async {
+        proxy.admin_get("/readyz").await.status == 503
+    })
+    .await;
+
+    let response = proxy.get("/x").await;
+
+    assert_eq!(response.status, 503);
+    assert_eq!(response.text(), "no healthy upstream\n");
+    assert_eq!(response.header("retry-after"), Some("1"));
+}
+
+#[tokio::test]
+async fn a_request_with_both_content_length_and_chunked_is_not_smuggled() {
+    let origin = FakeOrigin::new()
+        .route("/*", "")
+        .handler(|request| async move {
+            let (parts, body) = request.into_parts();
+            let length = body.drain().await.unwrap_or(0);
+            Response::new(body::full(format!("{:?} {length}", parts.headers.get("content-length"))))
+        })
+        .start()
+        .await;
+    let proxy = proxy_for_origin(&origin).await;
+    let mut connection = accel_e2e::RawConnection::open(proxy.addr()).await;
+
+    connection
+        .write(
+            b"POST /s HTTP/1.1\r\nHost: app.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: app.test\r\n\r\n",
+        )
+        .await;
+    let head = connection.read_head().await;
+    let _ = connection.read_to_close().await;
+
+    // Rejected outright, or framed by Transfer-Encoding alone: never both on the way up.
+    assert!(head.status == 400 || head.status == 200, "{head:?}");
+    for seen in origin.requests().iter().filter(|r| r.path() == "/s") {
+        assert_eq!(seen.body_len, 5, "the body is what the chunked framing says");
+        assert!(
+            !(seen.header("content-length").is_some() && seen.header("transfer-encoding").is_some()),
+            "{:?}",
+            seen.headers
+        );
+        assert!(seen.header("content-length").is_none_or(|l| l == "5"), "{:?}", seen.headers);
+    }
+}
+
+async fn proxy_for_origin(origin: &accel_e2e::OriginHandle) -> TestProxy {
+    TestProxy::builder().upstream("api", &[origin.addr()]).rules(RULES).start().await
+}

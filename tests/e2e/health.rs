@@ -263,3 +263,43 @@ async fn a_dead_endpoint_costs_idempotent_clients_nothing() {
         proxy.metric(&outcome("connect_error")).await + proxy.metric(&outcome("protocol_error")).await;
     assert_eq!(failed, 2.0);
 }
+
+#[tokio::test]
+async fn only_consecutive_failures_count_towards_ejection() {
+    let flip = Arc::new(AtomicBool::new(false));
+    let a = {
+        let flip = flip.clone();
+        FakeOrigin::new()
+            .route("/*", "")
+            .handler(move |_| {
+                // 500, 200, 500, 200, … whatever the order requests arrive in.
+                let fail = !flip.fetch_xor(true, Ordering::SeqCst);
+                async move {
+                    let mut response = Response::new(body::full("a"));
+                    if fail {
+                        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    response
+                }
+            })
+            .start()
+            .await
+    };
+    let b = FakeOrigin::new().route("/*", "b").start().await;
+    let proxy = TestProxy::builder()
+        .upstream_with(
+            "api",
+            &[a.addr(), b.addr()],
+            r#"ejection = { consecutive_failures = 2, cooldown = "1h" }"#,
+        )
+        .rules(RULES)
+        .start()
+        .await;
+
+    for _ in 0..40 {
+        proxy.get("/x").await;
+    }
+
+    assert!(a.total_hits() > 2, "a took part ({} requests)", a.total_hits());
+    assert_eq!(state(&proxy, a.addr()).await, "healthy", "a success in between resets the count");
+}

@@ -115,3 +115,32 @@ async fn shutdown_drains_h2c_streams_in_flight() {
     assert_eq!((response.status.as_u16(), response.text().as_str()), (200, "finished"));
     within("shutdown completes", stopping).await.unwrap();
 }
+
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    let origin = FakeOrigin::new().route("/*", "ok").start().await;
+    let proxy = TestProxy::builder()
+        .upstream("api", &[origin.addr()])
+        .rules(RULES)
+        .sidecar_toml("[limits]\nmax_connections = 1")
+        .start()
+        .await;
+    let mut first = accel_e2e::RawConnection::open(proxy.addr()).await;
+    first.write(b"GET /first HTTP/1.1\r\nHost: app.test\r\n\r\n").await;
+    assert_eq!(first.read_head().await.status, 200);
+    let _ = first.read_exact(2).await;
+
+    // The second connection is not served while the first one (kept alive) holds the slot…
+    let mut second = accel_e2e::RawConnection::open(proxy.addr()).await;
+    second.write(b"GET /second HTTP/1.1\r\nHost: app.test\r\n\r\n").await;
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(origin.hits("/second"), 0);
+    assert_eq!(proxy.metric("accel_downstream_connections_open").await, 1.0);
+
+    // …and is once it closes.
+    drop(first);
+    assert_eq!(second.read_head().await.status, 200);
+    assert_eq!(origin.hits("/second"), 1);
+}
