@@ -95,6 +95,11 @@ struct Daemon {
 
 impl Daemon {
     async fn start(name: &str, origin: SocketAddr) -> Self {
+        Self::start_with(name, origin, "[log]\naccess = false\n").await
+    }
+
+    /// Starts with `log` as the `[log]` table; standard output goes to `stdout.log`.
+    async fn start_with(name: &str, origin: SocketAddr, log: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("accel-daemon-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("rules")).unwrap();
@@ -104,7 +109,7 @@ impl Daemon {
             dir.join("accel.toml"),
             format!(
                 "[listen]\nhttp = \"{listen}\"\n[admin]\naddr = \"{admin}\"\n[runtime]\nworker_threads = 2\n\
-                 [log]\naccess = false\n[limits]\ndrain_timeout = \"20s\"\n\
+                 {log}\n[limits]\ndrain_timeout = \"20s\"\n\
                  [upstreams.api]\nendpoints = [\"{origin}\"]\n[rules]\nfiles = [\"rules/*.toml\"]\n"
             ),
         )
@@ -116,8 +121,8 @@ impl Daemon {
             .arg("--config")
             .arg(dir.join("accel.toml"))
             .env_remove("ACCEL_CONFIG")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .env_remove("RUST_LOG")
+            .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap())
             .stderr(Stdio::null())
             .spawn()
             .expect("start accel");
@@ -262,4 +267,37 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_0() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn each_request_gets_one_json_access_line() {
+    let origin = origin(Arc::new(Notify::new())).await;
+    let mut daemon =
+        Daemon::start_with("access", origin, "[log]\nformat = \"json\"\nlevel = \"warn\"\naccess = true\n")
+            .await;
+
+    assert_eq!(daemon.try_get(daemon.listen, "/hello?q=1").await, Some((200, "ok".into())));
+    assert_eq!(daemon.try_get(daemon.listen, "/again").await, Some((200, "ok".into())));
+    // Stopping flushes the log writer.
+    daemon.signal("TERM");
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while daemon.child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "accel did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let log = std::fs::read_to_string(daemon.dir.join("stdout.log")).unwrap();
+    let access: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["target"] == "accel::access")
+        .collect();
+    assert_eq!(access.len(), 2, "{log}");
+    let line = &access[0];
+    assert_eq!(line["route"], "all", "{line}");
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["path"], "/hello");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["endpoint"], origin.to_string());
+    assert!(line["micros"].is_u64(), "{line}");
 }
