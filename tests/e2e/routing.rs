@@ -188,3 +188,36 @@ async fn head_and_bodiless_answers_pass_unchanged() {
     assert_eq!(not_modified.header("etag"), Some("\"v1\""));
     assert_eq!(origin.last_request().unwrap().header("if-none-match"), Some("\"v1\""));
 }
+
+#[tokio::test]
+async fn wildcard_hosts_and_rest_patterns_match() {
+    let (a, b) = origins().await;
+    let proxy = proxy(
+        &a,
+        &b,
+        r#"
+        [[route]]
+        name = "tenants"
+        match = { host = "*.tenants.test" }
+        upstream = "b"
+
+        [[route]]
+        name = "files"
+        match = { path = "/files/{owner}/{*rest}" }
+        upstream = "a"
+        "#,
+    )
+    .await;
+    let with_host = |path: &str, host: &str| {
+        proxy.request(Method::GET, path).header("host", host).body(body::empty()).unwrap()
+    };
+
+    assert_eq!(proxy.send(with_host("/x", "acme.tenants.test")).await.text(), "from b");
+    assert_eq!(proxy.send(with_host("/x", "a.b.tenants.test:443")).await.text(), "from b");
+    // The bare domain is not a subdomain of itself.
+    assert_eq!(proxy.send(with_host("/x", "tenants.test")).await.status, 404);
+
+    assert_eq!(proxy.get("/files/ann/a/b/c.txt").await.text(), "from a");
+    assert_eq!(proxy.get("/files/ann/").await.text(), "from a", "the rest may be empty");
+    assert_eq!(proxy.get("/files/").await.status, 404, "the owner segment is required");
+}
