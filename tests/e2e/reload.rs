@@ -202,3 +202,18 @@ async fn endpoint_health_survives_a_reload() {
     }
     assert_eq!(broken.total_hits(), 1, "the ejected endpoint stays out across the reload");
 }
+
+#[tokio::test]
+async fn one_change_is_one_reload() {
+    let origin = FakeOrigin::new().route("/*", "ok").start().await;
+    let proxy =
+        TestProxy::builder().upstream("api", &[origin.addr()]).rules(&route("old", "/old/")).start().await;
+
+    proxy.rewrite_rules(&route("new", "/new/"));
+    eventually_async("the change is picked up", || async { proxy.metric(RELOAD_OK).await >= 1.0 }).await;
+
+    // Reloading reads the files; that must not count as another change. Five debounce
+    // periods later there has still been exactly one reload.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(proxy.metric(RELOAD_OK).await, 1.0);
+}
