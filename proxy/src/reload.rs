@@ -130,8 +130,14 @@ fn watch_files(
     proxy: &Proxy,
     tx: mpsc::Sender<()>,
 ) -> Option<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>> {
-    let patterns: Vec<glob::Pattern> =
-        proxy.rules_globs().iter().filter_map(|g| glob::Pattern::new(g).ok()).collect();
+    // The watcher reports absolute paths: compare them with absolute globs, else rules given
+    // relative to a relative `--config` path would never match.
+    let globs: Vec<String> = proxy
+        .rules_globs()
+        .iter()
+        .map(|g| std::path::absolute(g).map_or_else(|_| g.clone(), |p| p.to_string_lossy().into_owned()))
+        .collect();
+    let patterns: Vec<glob::Pattern> = globs.iter().filter_map(|g| glob::Pattern::new(g).ok()).collect();
     let matches = {
         let patterns = patterns.clone();
         move |path: &Path| patterns.iter().any(|p| p.matches_path(path))
@@ -145,7 +151,7 @@ fn watch_files(
     })
     .map_err(|e| tracing::warn!(error = %e, "cannot watch rules files; reload with SIGHUP"))
     .ok()?;
-    let mut dirs: Vec<PathBuf> = proxy.rules_globs().iter().map(|g| glob_base(g)).collect();
+    let mut dirs: Vec<PathBuf> = globs.iter().map(|g| glob_base(g)).collect();
     dirs.sort();
     dirs.dedup();
     for dir in dirs {
