@@ -221,3 +221,21 @@ async fn wildcard_hosts_and_rest_patterns_match() {
     assert_eq!(proxy.get("/files/ann/").await.text(), "from a", "the rest may be empty");
     assert_eq!(proxy.get("/files/").await.status, 404, "the owner segment is required");
 }
+
+#[tokio::test]
+async fn a_request_with_two_hosts_or_none_is_rejected() {
+    let (a, b) = origins().await;
+    let proxy = proxy(&a, &b, RULES).await;
+
+    // RFC 9112 §3.2: a server answers 400 to an HTTP/1.1 request with more than one Host,
+    // or none; routing on one Host while the origin reads the other would be a bypass.
+    for request in [
+        &b"GET /api/leads/1 HTTP/1.1\r\nHost: app.test\r\nHost: admin.example.com\r\n\r\n"[..],
+        &b"GET /api/leads/1 HTTP/1.1\r\nX-No-Host: 1\r\n\r\n"[..],
+    ] {
+        let mut connection = accel_e2e::RawConnection::open(proxy.addr()).await;
+        connection.write(request).await;
+        assert_eq!(connection.read_head().await.status, 400, "{}", String::from_utf8_lossy(request));
+    }
+    assert_eq!(a.total_hits() + b.total_hits(), 0);
+}
