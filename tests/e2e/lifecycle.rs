@@ -37,6 +37,7 @@ async fn shutdown_drains_requests_in_flight() {
     let origin = gated_origin(&gate).await;
     let proxy = TestProxy::builder().upstream("api", &[origin.addr()]).rules(RULES).start().await;
     let addr = proxy.addr();
+    let admin = proxy.admin_addr();
     let client = proxy.client();
     let request = proxy.request(Method::GET, "/slow").body(body::empty()).unwrap();
     let held = tokio::spawn(async move { client.request(request).await });
@@ -45,13 +46,19 @@ async fn shutdown_drains_requests_in_flight() {
     let stopping = tokio::spawn(proxy.shutdown());
     // New connections are refused once the listener is closed…
     listener_closed(addr).await;
-    // …but the request in flight still gets its whole answer.
+    // …the admin listener still answers (metrics stay scrapable while draining)…
+    let mut scrape = accel_e2e::RawConnection::open(admin).await;
+    scrape.write(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n").await;
+    assert_eq!(scrape.read_head().await.status, 200);
+    drop(scrape);
+    // …and the request in flight still gets its whole answer.
     assert!(!stopping.is_finished(), "shutdown waits for the request in flight");
     gate.open();
     let response = within("the held request", held).await.unwrap().expect("an answer");
     let response = Collected::from(response).await.expect("the whole body");
     assert_eq!((response.status.as_u16(), response.text().as_str()), (200, "finished"));
     within("shutdown completes", stopping).await.unwrap();
+    listener_closed(admin).await;
 }
 
 #[tokio::test]
