@@ -269,13 +269,17 @@ async fn an_idempotent_request_that_times_out_is_retried_on_another_endpoint() {
     };
     let fine = FakeOrigin::new().route("/*", "fine").start().await;
     let proxy = TestProxy::builder()
-        .upstream_with("api", &[hanging.addr(), fine.addr()], r#"ejection = { consecutive_failures = 1000 }"#)
+        .upstream_with(
+            "api",
+            &[hanging.addr(), fine.addr()],
+            r#"ejection = { consecutive_failures = 1, cooldown = "1h" }"#,
+        )
         .rules(
             r#"
             [[route]]
             name = "all"
             upstream = "api"
-            timeouts = { response = "100ms" }
+            timeouts = { response = "1s" }
             "#,
         )
         .start()
