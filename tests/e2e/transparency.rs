@@ -172,6 +172,7 @@ async fn forwarding_headers_from_an_untrusted_client_are_replaced() {
         .header("x-forwarded-for", "1.2.3.4")
         .header("x-forwarded-proto", "https")
         .header("x-forwarded-host", "evil.test")
+        .header("forwarded", "for=1.2.3.4;proto=https;host=evil.test")
         .body(body::empty())
         .unwrap();
     proxy.send(request).await;
@@ -180,6 +181,7 @@ async fn forwarding_headers_from_an_untrusted_client_are_replaced() {
     assert_eq!(seen.header_all("x-forwarded-for"), ["127.0.0.1"]);
     assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
     assert_eq!(seen.header("x-forwarded-host"), Some("app.test"));
+    assert!(seen.header("forwarded").is_none(), "the standard header cannot be forged either");
     assert_eq!(seen.header("via"), Some("1.1 accel"));
 }
 
@@ -200,6 +202,7 @@ async fn forwarding_headers_from_a_trusted_proxy_are_extended() {
         .header("x-forwarded-proto", "https")
         .header("x-forwarded-host", "www.example.com")
         .header("via", "1.1 cdn")
+        .header("forwarded", "for=198.51.100.7;proto=https")
         .body(body::empty())
         .unwrap();
     let response = proxy.send(request).await;
@@ -209,6 +212,7 @@ async fn forwarding_headers_from_a_trusted_proxy_are_extended() {
     assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
     assert_eq!(seen.header("x-forwarded-host"), Some("www.example.com"));
     assert_eq!(seen.header_all("via"), ["1.1 cdn", "1.1 edge-sidecar"]);
+    assert_eq!(seen.header("forwarded"), Some("for=198.51.100.7;proto=https"), "a trusted proxy's is kept");
     assert_eq!(response.header("via"), Some("1.1 edge-sidecar"));
 }
 

@@ -68,7 +68,8 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Prepares a downstream request's headers for the upstream: strips hop-by-hop headers, sets
 /// `Host` for HTTP/2 clients (from `:authority`), sets `X-Forwarded-For`/`-Proto`/`-Host`
-/// (extending a trusted proxy's, replacing anyone else's) and appends `Via`.
+/// (extending a trusted proxy's, replacing anyone else's; an untrusted client's `Forwarded`
+/// is dropped) and appends `Via`.
 pub fn to_upstream(
     headers: &mut HeaderMap,
     version: Version,
@@ -104,6 +105,9 @@ pub fn to_upstream(
             headers.insert(X_FORWARDED_HOST.clone(), host);
         }
     } else {
+        // RFC 7239 `Forwarded` says the same things as `X-Forwarded-*`: an untrusted client
+        // may not say them either.
+        headers.remove(header::FORWARDED);
         set(headers, &X_FORWARDED_FOR, &peer.to_string());
         headers.insert(X_FORWARDED_PROTO.clone(), proto);
         match headers.get(header::HOST).cloned() {
