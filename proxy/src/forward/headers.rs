@@ -15,29 +15,46 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every header it names,
 /// `Keep-Alive`, `Proxy-Connection`, `TE` (but `TE: trailers`), `Transfer-Encoding`, `Upgrade`,
-/// `Proxy-Authenticate`, `Proxy-Authorization`.
+/// `Proxy-Authenticate`, `Proxy-Authorization`. The other headers keep their order.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names instead of a lookup per header.
-    if !headers.keys().any(is_hop_by_hop) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    let hop = |name: &HeaderName| is_hop_by_hop(name) || named.contains(name);
+    if !headers.keys().any(hop) {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
+    let te_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))));
+    // `HeaderMap::remove` fills the hole with the last header, reordering the others: rebuild
+    // the map in order instead (only when there is something to strip).
+    let mut kept = HeaderMap::with_capacity(headers.len());
+    let mut current: Option<HeaderName> = None;
+    for (name, value) in std::mem::take(headers) {
+        if let Some(name) = name {
+            current = Some(name);
         }
-        headers.remove(header::CONNECTION);
+        let Some(name) = &current else { continue };
+        if *name == header::TE && te_trailers {
+            if !kept.contains_key(header::TE) {
+                kept.insert(header::TE, HeaderValue::from_static("trailers"));
+            }
+        } else if !hop(name) {
+            kept.append(name.clone(), value);
+        }
     }
-    let te_trailers = headers.get(header::TE).is_some_and(|v| {
-        v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
-    });
-    for name in [
+    *headers = kept;
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        &header::CONNECTION,
         &KEEP_ALIVE,
         &PROXY_CONNECTION,
         &header::TE,
@@ -45,28 +62,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         &header::UPGRADE,
         &header::PROXY_AUTHENTICATE,
         &header::PROXY_AUTHORIZATION,
-    ] {
-        headers.remove(name);
-    }
-    if te_trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-}
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == header::PROXY_AUTHENTICATE
-        || name == header::PROXY_AUTHORIZATION
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
+    ]
+    .contains(&name)
 }
 
 /// Prepares a downstream request's headers for the upstream: strips hop-by-hop headers, sets
 /// `Host` for HTTP/2 clients (from `:authority`), sets `X-Forwarded-For`/`-Proto`/`-Host`
-/// (extending a trusted proxy's, replacing anyone else's) and appends `Via`.
+/// (extending a trusted proxy's, replacing anyone else's; an untrusted client's `Forwarded`
+/// is dropped) and appends `Via`.
 pub fn to_upstream(
     headers: &mut HeaderMap,
     version: Version,
@@ -102,6 +105,9 @@ pub fn to_upstream(
             headers.insert(X_FORWARDED_HOST.clone(), host);
         }
     } else {
+        // RFC 7239 `Forwarded` says the same things as `X-Forwarded-*`: an untrusted client
+        // may not say them either.
+        headers.remove(header::FORWARDED);
         headers.insert(X_FORWARDED_FOR.clone(), ip_value(peer));
         headers.insert(X_FORWARDED_PROTO.clone(), proto);
         match headers.get(header::HOST).cloned() {

@@ -108,6 +108,12 @@ async fn tries(route: &Route, mut parts: Parts, body: RequestBody) -> Result<Res
         {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) if e.is_connect() => Err(TryError::Connect(e)),
+            Ok(Err(e)) if is_downstream_body_error(&e) => {
+                // The client's body broke off (it went away mid-upload): the client failed,
+                // not the endpoint, so no outcome, no ejection, no retry.
+                tracing::debug!(endpoint = %endpoint.addr, error = %e, "request body broke off");
+                return Err(ProxyError::BadRequest { reason: "request body broke off" });
+            }
             Ok(Err(e)) => Err(TryError::Exchange(e)),
             Err(_) => Err(TryError::Timeout(route.rule.timeouts.response)),
         };
@@ -173,6 +179,19 @@ fn classify(
         ),
         TryError::Timeout(after) => (UpstreamOutcome::Timeout, ProxyError::Timeout { after }, false),
     }
+}
+
+/// True when a try failed because the request body the proxy was sending (the downstream's)
+/// yielded an error, rather than because of the endpoint.
+fn is_downstream_body_error(error: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
+            return hyper_error.is_user();
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// RFC 9110 §9.2.2 idempotent methods.
