@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::cache::{Cache, Clock};
+use crate::cache::Cache;
 use crate::config::{self, Config, ForwardedConfig, Problems, RuleSet};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::route::{Route, RouteTable};
@@ -40,8 +40,7 @@ impl Proxy {
         let metrics = Arc::new(Metrics::new(&config.latency_buckets));
         let upstreams: Vec<Arc<Upstream>> =
             config.upstreams.iter().map(|u| Arc::new(Upstream::new(u.clone(), &metrics))).collect();
-        let cache =
-            Arc::new(Cache::new(config.cache.clone(), config.forwarded.clone(), &metrics, Clock::system()));
+        let cache = Arc::new(Cache::new(config.cache.clone(), config.forwarded.clone(), &metrics));
         let proxy = Self {
             routes: ArcSwap::from_pointee(RouteTable::default()),
             upstreams,

@@ -177,9 +177,11 @@ struct Fill {
 }
 
 impl Cache {
-    /// An empty cache with `config`'s memory bound; metrics registered with `metrics`.
-    pub fn new(config: CacheConfig, forwarded: ForwardedConfig, metrics: &Metrics, clock: Clock) -> Self {
+    /// An empty cache with `config`'s memory bound and clock; metrics registered with
+    /// `metrics`.
+    pub fn new(config: CacheConfig, forwarded: ForwardedConfig, metrics: &Metrics) -> Self {
         let metrics = CacheMetrics::new(metrics);
+        let clock = config.clock.clone();
         Self {
             store: CacheStore::new(config.memory, metrics.clone()),
             config,
@@ -188,6 +190,11 @@ impl Cache {
             flights: Coalescer::default(),
             forwarded,
         }
+    }
+
+    /// Requests waiting for a leader now.
+    pub fn waiting_followers(&self) -> usize {
+        self.flights.followers()
     }
 
     /// The cache's first look at a request on `route` (matched with `params`, for `host`).
@@ -317,7 +324,7 @@ impl Cache {
 
     /// An answer from `entry`: a 304 when the client's conditions match, else the entry (no
     /// body for HEAD), with `Age` and `Cache-Status`. The caller counts the lookup.
-    fn answer(
+    pub fn answer(
         &self,
         entry: &CacheEntry,
         head: bool,
@@ -574,10 +581,9 @@ impl Cache {
                     let status = CacheStatus::StaleIfError { ttl, fwd_status: None };
                     return self.answer(entry, fill.head, &fill.request, now, status);
                 }
-                let mut response = error.into_response();
+                let response = error.into_response();
                 let status = forwarded(&fill, response.status(), false);
-                self.mark(response.headers_mut(), status);
-                return Answer { response, result: status.result() };
+                return self.forwarded_answer(&fill, response, status);
             }
         };
         let code = response.status();
@@ -628,7 +634,11 @@ impl Cache {
                 let limit = rule.as_ref().map_or(rule::DEFAULT_MAX_OBJECT_SIZE, |r| r.max_object_size);
                 let filling =
                     Filling { cache: self.clone(), key, request, template, seq, store, leader, limit };
+                let collapse_only = rule.is_none();
                 let mut response = Response::from_parts(parts, Body::boxed(FillBody::new(body, filling)));
+                if collapse_only {
+                    return Answer { response, result: CacheResult::None };
+                }
                 self.mark(response.headers_mut(), status);
                 return Answer { response, result: status.result() };
             }
@@ -640,9 +650,16 @@ impl Cache {
             }
             None => forwarded(&fill, code, false),
         };
-        // `fill` (and its leader) drops here: followers go upstream on their own.
-        drop(fill);
-        let mut response = Response::from_parts(parts, body);
+        // `fill`'s leader drops with it: followers go upstream on their own.
+        self.forwarded_answer(&fill, Response::from_parts(parts, body), status)
+    }
+
+    /// The upstream's answer marked with `status` (routes that only collapse GETs report
+    /// nothing: they do not cache).
+    fn forwarded_answer(&self, fill: &Fill, mut response: Response<Body>, status: CacheStatus) -> Answer {
+        if fill.rule.is_none() {
+            return Answer { response, result: CacheResult::None };
+        }
         self.mark(response.headers_mut(), status);
         Answer { response, result: status.result() }
     }
