@@ -253,7 +253,7 @@ impl Cache {
                         self.refresh_in_background(
                             route, key, rule, &entry, params, host, request, downstream,
                         );
-                        let status = CacheStatus::StaleWhileRevalidate { ttl: -(by.as_secs() as i64) - 1 };
+                        let status = CacheStatus::StaleWhileRevalidate { ttl: stale_ttl(by) };
                         route.cache_metrics.lookup(CacheResult::Stale);
                         return Lookup::Answer(self.answer(&entry, head, headers, now, status));
                     }
@@ -447,6 +447,11 @@ impl Cache {
     }
 }
 
+/// The `ttl` of a stale entry in `Cache-Status`: negative whole seconds, at least one.
+fn stale_ttl(by: Duration) -> i64 {
+    -(by.as_secs_f64().ceil() as i64).max(1)
+}
+
 /// True when `entry` may answer a request with (or without) credentials.
 fn usable(entry: &CacheEntry, credentials: bool, rule: &CacheRule) -> bool {
     !credentials || entry.freshness.shared_with_credentials || rule.key.includes_credentials()
@@ -457,9 +462,7 @@ fn usable_on_error(stale: Option<&Arc<CacheEntry>>, now: clock::Millis) -> Optio
     let entry = stale?;
     match entry.staleness(now) {
         Staleness::Fresh { .. } => Some((entry, 0)),
-        Staleness::Stale { by } if by < entry.freshness.stale_if_error => {
-            Some((entry, -(by.as_secs() as i64) - 1))
-        }
+        Staleness::Stale { by } if by < entry.freshness.stale_if_error => Some((entry, stale_ttl(by))),
         Staleness::Stale { .. } => None,
     }
 }
@@ -523,7 +526,8 @@ impl Pass {
                 conditional::add_validators(headers, stale);
                 fill.revalidating = true;
             }
-            _ if fill.store => {
+            // A leader's answer is shared with followers that sent no conditions of their own.
+            _ if fill.store || fill.rule.is_none() => {
                 headers.remove(header::IF_NONE_MATCH);
                 headers.remove(header::IF_MODIFIED_SINCE);
             }
@@ -540,12 +544,13 @@ impl Pass {
             Mode::Through { status, invalidation } => {
                 let mut response = result.unwrap_or_else(ProxyError::into_response);
                 let code = response.status();
+                let write = invalidation.is_some();
                 if let Some(invalidation) = invalidation
                     && (code.is_success() || code.is_redirection())
                 {
                     cache.invalidate(invalidation, response.headers());
                 }
-                if status.is_some() || !route.rule.cache.invalidate.is_empty() {
+                if status.is_some() || write {
                     cache.strip_tag_headers(response.headers_mut());
                 }
                 if let Some(status) = status {
