@@ -745,3 +745,138 @@ impl Cache {
         self.answer(&entry, head, &request, now, CacheStatus::Revalidated { ttl })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Stage tests: the cache between a request and a fabricated upstream answer, in paused
+    //! time (the system clock follows Tokio's).
+
+    use std::path::Path;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::config::UpstreamConfig;
+    use crate::metrics::RouteMetrics;
+    use crate::route::{Matcher, RetryPolicy, RouteName, RouteRule, Timeouts};
+    use crate::upstream::{Upstream, UpstreamName};
+
+    fn setup(cache_rule: CacheRule) -> (Arc<Cache>, Arc<Route>) {
+        let metrics = Metrics::new(&[1.0]);
+        let cache = Arc::new(Cache::new(CacheConfig::default(), ForwardedConfig::default(), &metrics));
+        let name = RouteName::try_from("leads").unwrap();
+        let upstream_name = UpstreamName::try_from("api").unwrap();
+        let upstream = Upstream::new(
+            UpstreamConfig {
+                name: upstream_name.clone(),
+                endpoints: vec!["127.0.0.1:9".parse().unwrap()],
+                health: None,
+                ejection: Default::default(),
+                connect_timeout: Duration::from_secs(1),
+                max_idle_per_endpoint: 1,
+                idle_timeout: Duration::from_secs(1),
+            },
+            &metrics,
+        );
+        let rule = RouteRule {
+            name: name.clone(),
+            file: Arc::from(Path::new("rules/test.toml")),
+            matcher: Matcher::default(),
+            upstream: upstream_name,
+            timeouts: Timeouts { response: Duration::from_secs(1), total: Duration::from_secs(1) },
+            retry: RetryPolicy::default(),
+            cache: RouteCache {
+                rule: Some(Arc::new(cache_rule)),
+                invalidate: Vec::new(),
+                coalesce: rule::CoalesceRule { enabled: true, follower_timeout: Duration::from_secs(5) },
+            },
+        };
+        let route = Arc::new(Route {
+            metrics: RouteMetrics::new(&metrics, &name),
+            cache_metrics: cache.metrics.route(&name),
+            rule,
+            upstream: Arc::new(upstream),
+        });
+        (cache, route)
+    }
+
+    fn request(path: &str) -> Request<()> {
+        Request::get(path).header("host", "api.test").body(()).unwrap()
+    }
+
+    fn downstream() -> Downstream {
+        Downstream { peer: "127.0.0.1:5000".parse().unwrap(), peer_trusted: false, tls: false }
+    }
+
+    fn upstream_answer(
+        body: &'static str,
+        cache_control: &'static str,
+    ) -> Result<Response<Body>, ProxyError> {
+        let mut response = Response::new(Body::full(body));
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
+        Ok(response)
+    }
+
+    fn forward(lookup: Lookup) -> Pass {
+        match lookup {
+            Lookup::Forward(pass) => pass,
+            Lookup::Answer(answer) => panic!("expected a forward, got {:?}", answer.result),
+        }
+    }
+
+    fn answered(lookup: Lookup) -> Answer {
+        match lookup {
+            Lookup::Answer(answer) => answer,
+            Lookup::Forward(_) => panic!("expected an answer from the cache"),
+        }
+    }
+
+    async fn text(answer: Answer) -> String {
+        let bytes = answer.response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_filled_miss_answers_until_it_is_stale_then_covers_an_upstream_error() {
+        let (cache, route) =
+            setup(CacheRule { stale_if_error: Duration::from_secs(60), ..CacheRule::default() });
+        let params = PathParams::default();
+        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/1"), &downstream());
+
+        let miss = forward(look());
+        let filled = miss.complete(upstream_answer("lead 1", "max-age=10"));
+        assert_eq!(filled.result, CacheResult::Miss);
+        assert_eq!(text(filled).await, "lead 1", "reading the body to its end stores it");
+
+        tokio::time::advance(Duration::from_secs(9)).await;
+        let hit = answered(look());
+        assert_eq!(hit.result, CacheResult::Hit);
+        assert_eq!(hit.response.headers()["age"], "9");
+
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let stale = forward(look());
+        let rescued = stale.complete(Err(ProxyError::Timeout { after: Duration::from_secs(1) }));
+        assert_eq!(rescued.result, CacheResult::Stale);
+        assert_eq!(rescued.response.status(), StatusCode::OK);
+        assert_eq!(text(rescued).await, "lead 1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_takes_the_leaders_answer() {
+        let (cache, route) = setup(CacheRule::default());
+        let params = PathParams::default();
+        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/2"), &downstream());
+
+        let Coalesced::Forward(leader) = forward(look()).coalesce().await else {
+            panic!("the first one leads")
+        };
+        let follower = tokio::spawn(forward(look()).coalesce());
+        tokio::task::yield_now().await;
+        assert_eq!(cache.waiting_followers(), 1);
+        assert_eq!(text(leader.complete(upstream_answer("scored", "max-age=60"))).await, "scored");
+
+        let Coalesced::Answer(answer) = follower.await.unwrap() else { panic!("the follower was answered") };
+        assert_eq!(answer.response.headers()[CACHE_STATUS.clone()], "accel; fwd=miss; collapsed");
+        assert_eq!(text(answer).await, "scored");
+    }
+}
