@@ -742,3 +742,25 @@ async fn collapsing_on_a_route_that_does_not_cache_keeps_users_apart() {
     assert!(origin.hits("/me") >= 2);
     assert_eq!(proxy.get("/me").await.header("x-cache-status"), None, "nothing was stored");
 }
+
+#[tokio::test]
+async fn the_purge_client_of_accel_purge_talks_to_the_admin_listener() {
+    let origin = FakeOrigin::new()
+        .route("/api/leads/*", "lead")
+        .header("cache-control", "max-age=60")
+        .header("cache-tag", "leads")
+        .start()
+        .await;
+    let proxy = proxy(&origin, "cache = {}", &clock()).await;
+    proxy.get("/api/leads/1").await;
+    proxy.get("/api/leads/2").await;
+    let admin = proxy.admin_addr().to_string();
+    let request = accel::cache::purge::PurgeRequest { tags: vec!["leads".into()], ..Default::default() };
+
+    let wrong = accel::cache::purge::send(&admin, "nope", &request).await;
+    let counts = accel::cache::purge::send(&admin, "t0ken", &request).await.expect("purged");
+
+    assert!(wrong.unwrap_err().to_string().contains("403"));
+    assert_eq!((counts.purged, counts.tags), (2, 2));
+    assert_eq!(proxy.get("/api/leads/1").await.header("x-cache-status"), Some("MISS"));
+}
