@@ -52,7 +52,8 @@ pub fn load(path: Option<&Path>) -> Result<Config, Problems> {
 
 /// Converts the operator's file into the running configuration, collecting every problem.
 pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<Config, Problems> {
-    let SidecarFile { listen, admin, runtime, limits, forwarded, log, metrics, upstreams, rules } = file;
+    let SidecarFile { listen, admin, runtime, limits, forwarded, log, metrics, upstreams, rules, cache } =
+        file;
     let mut problems = Problems::default();
     let p = &mut problems;
 
@@ -154,6 +155,9 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
         })
         .collect();
 
+    let cache =
+        crate::cache::config::convert(cache, admin.token.as_deref().filter(|t| !t.is_empty()), p, shown);
+
     let config = Config {
         path: path.map(Path::to_path_buf),
         listen: listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
@@ -177,6 +181,7 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
         latency_buckets,
         upstreams,
         rules_files,
+        cache,
     };
     problems.into_result(config)
 }
