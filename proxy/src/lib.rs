@@ -8,6 +8,8 @@
 //! - [`server`]: accept — the client listeners, connection limits, HTTP/1.1 and h2c, and
 //!   TLS ([`tls`]) with ALPN h2 / http/1.1;
 //! - [`route`]: host + method + path → the first matching route of the current rules;
+//! - [`limit`]: rate limit — the per-client concurrency cap, then the route's quotas for the
+//!   request's key (client address, header, path parameter, …) → pass, wait, or `429`;
 //! - [`forward`]: forwarding headers, least-connections pick ([`upstream`]), tries with
 //!   timeouts and retries over a keep-alive pool;
 //! - [`metrics`]: one record of every outcome, by route.
@@ -24,6 +26,7 @@ pub mod config;
 pub mod downstream;
 pub mod error;
 pub mod forward;
+pub mod limit;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;

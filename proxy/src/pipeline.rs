@@ -9,6 +9,7 @@ use crate::body::Body;
 use crate::downstream::Downstream;
 use crate::error::ProxyError;
 use crate::forward::{self, RequestBody, ServedBy};
+use crate::limit;
 use crate::metrics::CacheResult;
 use crate::proxy::Proxy;
 use crate::route::PathParams;
@@ -26,6 +27,17 @@ pub async fn handle(proxy: &Proxy, downstream: &Downstream, request: Request<Inc
         let response = ProxyError::NoRoute.into_response();
         access_log(proxy, None, &request, &response, started, CacheResult::None);
         return response;
+    };
+    // rate limit: the per-client concurrency cap and the route's quotas, before any upstream
+    // work; a refusal is recorded like any answer. The admission rides to the response.
+    let admission = match limit::admit(proxy, route, downstream, &request, &params).await {
+        Ok(admission) => admission,
+        Err(refused) => {
+            let seconds = started.elapsed().as_secs_f64();
+            route.metrics.record(request.method(), refused.status(), CacheResult::None, seconds);
+            access_log(proxy, Some(route.rule.name.as_str()), &request, &refused, started, CacheResult::None);
+            return refused;
+        }
     };
     let (mut parts, body) = request.into_parts();
     let method = parts.method.clone();
@@ -49,6 +61,7 @@ pub async fn handle(proxy: &Proxy, downstream: &Downstream, request: Request<Inc
     forward::headers::to_downstream(response.headers_mut(), &proxy.forwarded);
     // The client's protocol frames the answer, whatever the endpoint spoke.
     *response.version_mut() = http::Version::default();
+    admission.finish(&mut response);
 
     // metrics: one record of every outcome.
     let cache = CacheResult::None;

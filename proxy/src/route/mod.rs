@@ -61,6 +61,8 @@ pub struct RouteRule {
     pub upstream: UpstreamName,
     pub timeouts: Timeouts,
     pub retry: RetryPolicy,
+    /// Rate limits, all of which a request must pass; empty: not rate limited.
+    pub rate_limit: Vec<crate::limit::rule::LimitRule>,
 }
 
 /// How long the upstream may take.

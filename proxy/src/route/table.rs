@@ -5,6 +5,7 @@ use std::sync::Arc;
 use http::Method;
 
 use super::{PathParams, RouteRule};
+use crate::limit::RouteLimits;
 use crate::metrics::RouteMetrics;
 use crate::upstream::Upstream;
 
@@ -15,6 +16,8 @@ pub struct Route {
     pub rule: RouteRule,
     pub upstream: Arc<Upstream>,
     pub metrics: RouteMetrics,
+    /// The route's rate limiters, kept across reloads while their definition is unchanged.
+    pub limits: RouteLimits,
 }
 
 /// Routes in match order.
