@@ -12,7 +12,7 @@ use crate::forward::{self, RequestBody, ServedBy};
 use crate::limit;
 use crate::metrics::CacheResult;
 use crate::proxy::Proxy;
-use crate::route::PathParams;
+use crate::route::{PathParams, Route};
 
 /// Answers one request. Never fails: every error becomes a response here (see
 /// [`ProxyError::into_response`]).
@@ -32,12 +32,7 @@ pub async fn handle(proxy: &Proxy, downstream: &Downstream, request: Request<Inc
     // work; a refusal is recorded like any answer. The admission rides to the response.
     let admission = match limit::admit(proxy, route, downstream, &request, &params).await {
         Ok(admission) => admission,
-        Err(refused) => {
-            let seconds = started.elapsed().as_secs_f64();
-            route.metrics.record(request.method(), refused.status(), CacheResult::None, seconds);
-            access_log(proxy, Some(route.rule.name.as_str()), &request, &refused, started, CacheResult::None);
-            return refused;
-        }
+        Err(refused) => return answered_early(proxy, route, &request, refused, started),
     };
     let (mut parts, body) = request.into_parts();
     let method = parts.method.clone();
@@ -81,6 +76,20 @@ pub async fn handle(proxy: &Proxy, downstream: &Downstream, request: Request<Inc
             client = %downstream.peer,
         );
     }
+    response
+}
+
+/// Records an answer the proxy gave itself before going upstream (a refusal), like any other.
+fn answered_early(
+    proxy: &Proxy,
+    route: &Route,
+    request: &Request<Incoming>,
+    response: Response<Body>,
+    started: Instant,
+) -> Response<Body> {
+    let seconds = started.elapsed().as_secs_f64();
+    route.metrics.record(request.method(), response.status(), CacheResult::None, seconds);
+    access_log(proxy, Some(route.rule.name.as_str()), request, &response, started, CacheResult::None);
     response
 }
 
