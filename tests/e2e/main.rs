@@ -7,6 +7,7 @@ mod cache;
 mod failures;
 mod health;
 mod lifecycle;
+mod limit;
 mod reload;
 mod routing;
 mod smoke;
