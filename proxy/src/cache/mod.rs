@@ -785,6 +785,7 @@ mod tests {
             upstream: upstream_name,
             timeouts: Timeouts { response: Duration::from_secs(1), total: Duration::from_secs(1) },
             retry: RetryPolicy::default(),
+            rate_limit: Vec::new(),
             cache: RouteCache {
                 rule: Some(Arc::new(cache_rule)),
                 invalidate: Vec::new(),
@@ -794,6 +795,7 @@ mod tests {
         let route = Arc::new(Route {
             metrics: RouteMetrics::new(&metrics, &name),
             cache_metrics: cache.metrics.route(&name),
+            limits: Default::default(),
             rule,
             upstream: Arc::new(upstream),
         });
