@@ -12,6 +12,9 @@
 //!   timeouts and retries over a keep-alive pool;
 //! - [`metrics`]: one record of every outcome, by route.
 //!
+//! Shared between sidecars, when `[redis]` is configured: [`tier`] (second-level cache,
+//! cluster-wide purges and rate limits over Redis).
+//!
 //! Around it: [`config`] (operator files → validated model), [`proxy`] (shared state and
 //! reload), [`reload`] (SIGHUP and file watching), [`admin`] (metrics, health, status),
 //! [`sidecar`] (everything assembled), [`error`] (errors → responses), [`body`],
@@ -32,5 +35,6 @@ pub mod reload;
 pub mod route;
 pub mod server;
 pub mod sidecar;
+pub mod tier;
 pub mod tls;
 pub mod upstream;

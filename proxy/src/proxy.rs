@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use crate::config::{self, Config, ForwardedConfig, Problems, RuleSet};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::route::{Route, RouteTable};
+use crate::tier::RedisTier;
 use crate::upstream::{Upstream, UpstreamName};
 
 /// Shared proxy state.
@@ -29,6 +30,8 @@ pub struct Proxy {
     rules_files: Mutex<Vec<PathBuf>>,
     /// Admin token for write endpoints.
     pub admin_token: Option<String>,
+    /// The shared Redis tier, when configured.
+    pub redis: Option<Arc<RedisTier>>,
 }
 
 impl Proxy {
@@ -37,6 +40,13 @@ impl Proxy {
         let metrics = Arc::new(Metrics::new(&config.latency_buckets));
         let upstreams: Vec<Arc<Upstream>> =
             config.upstreams.iter().map(|u| Arc::new(Upstream::new(u.clone(), &metrics))).collect();
+        let redis = config.redis.as_ref().and_then(|redis| match RedisTier::new(redis, &metrics) {
+            Ok(tier) => Some(Arc::new(tier)),
+            Err(e) => {
+                tracing::error!(error = %e, "redis tier disabled: cannot build its client");
+                None
+            }
+        });
         let proxy = Self {
             routes: ArcSwap::from_pointee(RouteTable::default()),
             upstreams,
@@ -46,6 +56,7 @@ impl Proxy {
             rules_globs: config.rules_files.clone(),
             rules_files: Mutex::new(Vec::new()),
             admin_token: config.admin.token.clone(),
+            redis,
         };
         proxy.install(rules);
         proxy

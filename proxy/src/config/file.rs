@@ -31,6 +31,9 @@ pub struct SidecarFile {
     pub upstreams: BTreeMap<String, UpstreamFile>,
     #[serde(default)]
     pub rules: RulesFilesFile,
+    /// `[redis]`: the shared Redis tier; absent: each sidecar works alone.
+    #[serde(default)]
+    pub redis: Option<crate::tier::config::RedisFile>,
 }
 
 /// `[listen]`: where clients connect.

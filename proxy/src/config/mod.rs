@@ -48,6 +48,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// Glob patterns of the rules files, already joined to the config directory.
     pub rules_files: Vec<String>,
+    /// The shared Redis tier, when `[redis]` is configured.
+    pub redis: Option<crate::tier::RedisConfig>,
 }
 
 /// A TLS listener: address and the server configuration (certificate, ALPN h2 and http/1.1).

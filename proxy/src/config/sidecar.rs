@@ -48,7 +48,8 @@ pub fn load(path: Option<&Path>) -> Result<Config, Problems> {
 
 /// Converts the operator's file into the running configuration, collecting every problem.
 pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<Config, Problems> {
-    let SidecarFile { listen, admin, runtime, limits, forwarded, log, metrics, upstreams, rules } = file;
+    let SidecarFile { listen, admin, runtime, limits, forwarded, log, metrics, upstreams, rules, redis } =
+        file;
     let mut problems = Problems::default();
     let p = &mut problems;
 
@@ -150,6 +151,8 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
         })
         .collect();
 
+    let redis = redis.and_then(|file| crate::tier::config::convert(p, shown, file));
+
     let config = Config {
         path: path.map(Path::to_path_buf),
         listen: listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
@@ -173,6 +176,7 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
         latency_buckets,
         upstreams,
         rules_files,
+        redis,
     };
     problems.into_result(config)
 }
