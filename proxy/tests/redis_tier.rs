@@ -324,6 +324,11 @@ async fn unreachable_redis_degrades_without_failing_and_says_so() {
     assert_eq!(a.tier.pending_purges(), 1, "kept for when Redis is back");
     assert!(a.metric("accel_redis_errors_total{op=\"l2_get\"}").unwrap_or(0.0) >= 1.0);
 
+    // With no traffic at all, the health check still finds out.
+    let mut idle = Sidecar::new(&config);
+    idle.start();
+    eventually("an idle sidecar reports Redis down", || idle.metric("accel_redis_up") == Some(0.0)).await;
+
     let mut closed = config.clone();
     closed.fail = FailMode::Closed;
     let c = Sidecar::new(&closed);

@@ -137,8 +137,9 @@ impl RedisTier {
     }
 
     /// Runs the tier's background work until `shutdown`: the purge subscriber, and the
-    /// maintenance loop (connects a cluster, probes an open circuit so it recovers without
-    /// traffic, replays purges kept during an outage).
+    /// maintenance loop (connects a cluster, pings Redis every `cool_down / 4` — between
+    /// 50 ms and 1 s — so the circuit opens and recovers without traffic, replays purges kept
+    /// during an outage).
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()> + Send) {
         let subscriber = self.bus.clone().run(self.client.clone(), std::future::pending::<()>());
         let maintenance = self.maintain();
@@ -159,10 +160,9 @@ impl RedisTier {
             if self.client.connect().await.is_err() {
                 continue;
             }
-            if self.state() != CircuitState::Closed {
-                // The probe: succeeds only once the cool-down is over and Redis answers.
-                let _ = self.client.query::<String>(Op::Ping, &redis::cmd("PING")).await;
-            }
+            // A health check on every tick: `accel_redis_up` is true even without traffic,
+            // and an open circuit is probed (once its cool-down is over) and recovers.
+            let _ = self.client.query::<String>(Op::Ping, &redis::cmd("PING")).await;
             if self.state() == CircuitState::Closed && self.bus.pending() > 0 {
                 let sent = self.bus.replay(&self.client).await;
                 if sent > 0 {
