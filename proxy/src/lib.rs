@@ -8,8 +8,14 @@
 //! - [`server`]: accept — the client listeners, connection limits, HTTP/1.1 and h2c, and
 //!   TLS ([`tls`]) with ALPN h2 / http/1.1;
 //! - [`route`]: host + method + path → the first matching route of the current rules;
+//! - [`cache`]: lookup — a fresh hit answers, a stale entry is served while it refreshes or
+//!   revalidated, a miss is filled; unsafe requests invalidate ([`cache::purge`]: the admin
+//!   purge API);
+//! - [`coalesce`]: identical concurrent misses send one leader upstream, followers wait;
 //! - [`forward`]: forwarding headers, least-connections pick ([`upstream`]), tries with
 //!   timeouts and retries over a keep-alive pool;
+//! - cache store ([`cache`] again): storable answers stored with their tags while they
+//!   stream to the client;
 //! - [`metrics`]: one record of every outcome, by route.
 //!
 //! Shared between sidecars, when `[redis]` is configured: [`tier`] (second-level cache,
@@ -22,7 +28,9 @@
 
 pub mod admin;
 pub mod body;
+pub mod cache;
 pub mod cli;
+pub mod coalesce;
 pub mod config;
 pub mod downstream;
 pub mod error;

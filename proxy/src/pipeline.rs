@@ -1,17 +1,18 @@
 //! The request path, composed in one place in the order a request meets the stages. The
 //! response travels back through the same stages in reverse.
 
-use http::{Request, Response};
+use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::body::Body;
+use crate::cache::{Answer, Coalesced, Lookup};
 use crate::downstream::Downstream;
 use crate::error::ProxyError;
 use crate::forward::{self, RequestBody, ServedBy};
 use crate::metrics::CacheResult;
 use crate::proxy::Proxy;
-use crate::route::PathParams;
+use crate::route::{PathParams, Route};
 
 /// Answers one request. Never fails: every error becomes a response here (see
 /// [`ProxyError::into_response`]).
@@ -27,11 +28,25 @@ pub async fn handle(proxy: &Proxy, downstream: &Downstream, request: Request<Inc
         access_log(proxy, None, &request, &response, started, CacheResult::None);
         return response;
     };
-    let (mut parts, body) = request.into_parts();
-    let method = parts.method.clone();
-    let access = proxy.access_log.then(|| (parts.uri.clone(), parts.version));
+    let method = request.method().clone();
+    let access = proxy.access_log.then(|| (request.uri().clone(), request.version()));
 
-    // forward: forwarding headers, then least-connections pick and tries with retries.
+    // cache lookup: a fresh entry answers here (HEAD from the GET entry, 304 to a matching
+    // conditional request; a stale one within stale-while-revalidate too, refreshed in the
+    // background); otherwise the pass says what the forward is for.
+    let pass = match proxy.cache.lookup(route, &params, host, &request, downstream) {
+        Lookup::Answer(answer) => return finish(route, downstream, &method, access, answer, started),
+        Lookup::Forward(pass) => pass,
+    };
+    // coalesce: identical concurrent misses send one leader upstream; followers take its answer.
+    let mut pass = match pass.coalesce().await {
+        Coalesced::Answer(answer) => return finish(route, downstream, &method, access, answer, started),
+        Coalesced::Forward(pass) => pass,
+    };
+
+    // forward: forwarding headers (and the cache's validators), then least-connections pick
+    // and tries with retries.
+    let (mut parts, body) = request.into_parts();
     forward::headers::to_upstream(
         &mut parts.headers,
         parts.version,
@@ -39,20 +54,34 @@ pub async fn handle(proxy: &Proxy, downstream: &Downstream, request: Request<Inc
         downstream,
         &proxy.forwarded,
     );
-    let mut response = match forward::send(route, parts, RequestBody::new(body)).await {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::debug!(route = %route.rule.name, side = ?error.side(), error = %error, "request failed");
-            error.into_response()
-        }
-    };
-    forward::headers::to_downstream(response.headers_mut(), &proxy.forwarded);
-    // The client's protocol frames the answer, whatever the endpoint spoke.
-    *response.version_mut() = http::Version::default();
+    pass.prepare(&mut parts.headers);
+    let result = forward::send(route, parts, RequestBody::new(body)).await.map(|mut response| {
+        forward::headers::to_downstream(response.headers_mut(), &proxy.forwarded);
+        response
+    });
+    if let Err(error) = &result {
+        tracing::debug!(route = %route.rule.name, side = ?error.side(), error = %error, "request failed");
+    }
 
-    // metrics: one record of every outcome.
-    let cache = CacheResult::None;
-    route.metrics.record(&method, response.status(), cache, started.elapsed().as_secs_f64());
+    // cache store: storable answers stored with their tags as they stream; a 304 refreshes;
+    // stale-if-error; successful unsafe requests invalidate.
+    let answer = pass.complete(result);
+    finish(route, downstream, &method, access, answer, started)
+}
+
+/// metrics: one record of every outcome; the access log line.
+fn finish(
+    route: &Route,
+    downstream: &Downstream,
+    method: &Method,
+    access: Option<(Uri, Version)>,
+    answer: Answer,
+    started: Instant,
+) -> Response<Body> {
+    let Answer { mut response, result: cache } = answer;
+    // The client's protocol frames the answer, whatever the endpoint spoke.
+    *response.version_mut() = Version::default();
+    route.metrics.record(method, response.status(), cache, started.elapsed().as_secs_f64());
     if let Some((uri, version)) = access {
         let endpoint = response.extensions().get::<ServedBy>().map(|s| s.0.to_string());
         tracing::info!(

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
+use crate::cache::{Cache, Clock};
 use crate::config::{self, Config, ForwardedConfig, Problems, RuleSet};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::route::{Route, RouteTable};
@@ -30,6 +31,8 @@ pub struct Proxy {
     rules_files: Mutex<Vec<PathBuf>>,
     /// Admin token for write endpoints.
     pub admin_token: Option<String>,
+    /// The response cache: here, not in the route table, so that it survives reloads.
+    pub cache: Arc<Cache>,
     /// The shared Redis tier, when configured.
     pub redis: Option<Arc<RedisTier>>,
 }
@@ -40,6 +43,8 @@ impl Proxy {
         let metrics = Arc::new(Metrics::new(&config.latency_buckets));
         let upstreams: Vec<Arc<Upstream>> =
             config.upstreams.iter().map(|u| Arc::new(Upstream::new(u.clone(), &metrics))).collect();
+        let cache =
+            Arc::new(Cache::new(config.cache.clone(), config.forwarded.clone(), &metrics, Clock::system()));
         let redis = config.redis.as_ref().and_then(|redis| match RedisTier::new(redis, &metrics) {
             Ok(tier) => Some(Arc::new(tier)),
             Err(e) => {
@@ -56,6 +61,7 @@ impl Proxy {
             rules_globs: config.rules_files.clone(),
             rules_files: Mutex::new(Vec::new()),
             admin_token: config.admin.token.clone(),
+            cache,
             redis,
         };
         proxy.install(rules);
@@ -95,7 +101,8 @@ impl Proxy {
             .filter_map(|rule| {
                 let upstream = self.upstreams.iter().find(|u| u.name == rule.upstream)?.clone();
                 let metrics = RouteMetrics::new(&self.metrics, &rule.name);
-                Some(Arc::new(Route { rule, upstream, metrics }))
+                let cache_metrics = self.cache.metrics.route(&rule.name);
+                Some(Arc::new(Route { rule, upstream, metrics, cache_metrics }))
             })
             .collect();
         self.routes.store(Arc::new(RouteTable::new(table)));

@@ -31,6 +31,9 @@ pub struct SidecarFile {
     pub upstreams: BTreeMap<String, UpstreamFile>,
     #[serde(default)]
     pub rules: RulesFilesFile,
+    /// The response cache.
+    #[serde(default)]
+    pub cache: crate::cache::config::CacheFile,
     /// `[redis]`: the shared Redis tier; absent: each sidecar works alone.
     #[serde(default)]
     pub redis: Option<crate::tier::config::RedisFile>,
@@ -236,6 +239,15 @@ pub struct RouteFile {
     pub timeouts: TimeoutsFile,
     #[serde(default)]
     pub retry: Option<RetryFile>,
+    /// Response caching (see `crate::cache::rule`).
+    #[serde(default)]
+    pub cache: Option<crate::cache::rule::CacheRuleFile>,
+    /// Tag templates invalidated when an unsafe request on the route succeeds.
+    #[serde(default)]
+    pub invalidate: Vec<String>,
+    /// Collapsing of identical concurrent misses.
+    #[serde(default)]
+    pub coalesce: Option<crate::cache::rule::CoalesceFile>,
 }
 
 /// `match = { ... }` of a route. Every given condition must hold.

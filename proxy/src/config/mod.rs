@@ -48,6 +48,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// Glob patterns of the rules files, already joined to the config directory.
     pub rules_files: Vec<String>,
+    /// The response cache.
+    pub cache: crate::cache::CacheConfig,
     /// The shared Redis tier, when `[redis]` is configured.
     pub redis: Option<crate::tier::RedisConfig>,
 }

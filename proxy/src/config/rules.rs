@@ -121,7 +121,7 @@ fn convert(
     upstreams: &HashSet<UpstreamName>,
     problems: &mut Problems,
 ) -> Option<RouteRule> {
-    let RouteFile { name, matcher, upstream, timeouts, retry } = route;
+    let RouteFile { name, matcher, upstream, timeouts, retry, cache, invalidate, coalesce } = route;
     let before = problems.0.len();
     let mut at = |key: &str, message: String| problems.in_route(&file, label, key, message);
 
@@ -173,10 +173,11 @@ fn convert(
         }
         Timeouts { response: response_d, total: total_d }
     };
+    let cache = crate::cache::rule::convert(cache, invalidate, coalesce, &mut at);
     if problems.0.len() != before {
         return None;
     }
-    Some(RouteRule { name: name?, file, matcher, upstream: upstream_name?, timeouts, retry })
+    Some(RouteRule { name: name?, file, matcher, upstream: upstream_name?, timeouts, retry, cache })
 }
 
 fn compile_match(m: MatchFile, at: &mut impl FnMut(&str, String)) -> Matcher {

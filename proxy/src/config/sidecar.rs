@@ -48,8 +48,19 @@ pub fn load(path: Option<&Path>) -> Result<Config, Problems> {
 
 /// Converts the operator's file into the running configuration, collecting every problem.
 pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<Config, Problems> {
-    let SidecarFile { listen, admin, runtime, limits, forwarded, log, metrics, upstreams, rules, redis } =
-        file;
+    let SidecarFile {
+        listen,
+        admin,
+        runtime,
+        limits,
+        forwarded,
+        log,
+        metrics,
+        upstreams,
+        rules,
+        cache,
+        redis,
+    } = file;
     let mut problems = Problems::default();
     let p = &mut problems;
 
@@ -151,6 +162,8 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
         })
         .collect();
 
+    let cache =
+        crate::cache::config::convert(cache, admin.token.as_deref().filter(|t| !t.is_empty()), p, shown);
     let redis = redis.and_then(|file| crate::tier::config::convert(p, shown, file));
 
     let config = Config {
@@ -176,6 +189,7 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
         latency_buckets,
         upstreams,
         rules_files,
+        cache,
         redis,
     };
     problems.into_result(config)

@@ -61,6 +61,8 @@ pub struct RouteRule {
     pub upstream: UpstreamName,
     pub timeouts: Timeouts,
     pub retry: RetryPolicy,
+    /// Caching, invalidation and coalescing.
+    pub cache: crate::cache::RouteCache,
 }
 
 /// How long the upstream may take.

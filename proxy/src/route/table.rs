@@ -15,6 +15,8 @@ pub struct Route {
     pub rule: RouteRule,
     pub upstream: Arc<Upstream>,
     pub metrics: RouteMetrics,
+    /// The route's cache lookup counters.
+    pub cache_metrics: crate::cache::RouteCacheMetrics,
 }
 
 /// Routes in match order.
