@@ -621,6 +621,36 @@ mod tests {
         assert_eq!(metric(&proxy, r#"accel_rate_limit_keys{route="r",limit="client_ip"}"#), Some(1.0));
     }
 
+    #[test]
+    fn limit_problems_name_the_file_route_and_key() {
+        let config = config("");
+        let upstreams = config.upstreams.iter().map(|u| u.name.clone()).collect();
+        let mut problems = Problems::default();
+        let text = "[[route]]\nname = \"x\"\nupstream = \"api\"\nrate_limit = { rate = \"fast\" }\n\n\
+                    [[route]]\nname = \"y\"\nupstream = \"api\"\nrate_limit = { rate = \"1/s\", colour = \"red\" }\n";
+        config::rules::parse(Path::new("rules/test.toml"), text, &upstreams, &mut problems);
+        let text = problems.to_string();
+        assert!(
+            text.contains(r#"rules/test.toml: route "x": key `rate_limit.rate`: invalid rate "fast""#),
+            "{text}"
+        );
+        assert!(text.contains(r#"route "y": key `rate_limit.colour`: unknown field `colour`"#), "{text}");
+    }
+
+    #[test]
+    fn limits_settings_are_validated() {
+        let file: SidecarFile = toml::from_str(
+            "[limits]\nclient_concurrency = 0\nrate_limit_keys = 0\nrate_limit_cleanup = \"never\"",
+        )
+        .unwrap();
+        let text = config::sidecar::convert(file, None, Path::new("accel.toml")).unwrap_err().to_string();
+        for key in ["limits.client_concurrency", "limits.rate_limit_keys", "limits.rate_limit_cleanup"] {
+            assert!(text.contains(&format!("key `{key}`")), "{key} in {text}");
+        }
+        let settings = config("[limits]\nclient_concurrency = false").limits.rate_limiting;
+        assert_eq!(settings, LimitSettings::default());
+    }
+
     /// A rules file that tests rewrite and reload.
     struct RulesFile(PathBuf);
 
