@@ -5,6 +5,8 @@
 #   nginx    nginx 1.22 as a plain keep-alive reverse proxy in front of fast-origin
 # and, when asked with --cases, the cache-hit cases
 #   accel-cache  accel with a 5-minute cache rule: every measured request is a hit
+#   accel-limited  accel with a per-client rate limit that the load never reaches: the
+#                  cost of a limit check (compare with `accel` in the same run)
 #   nginx-cache  nginx with proxy_cache: every measured request is a hit
 #
 # Pinning (2 cores): the load generator (accel-load, one thread) has core 0 to itself in
@@ -20,7 +22,7 @@
 # from its default of 1000, which would otherwise add a reconnect every 1000 requests).
 #
 # Usage: benches/load.sh [--duration 10s] [--warmup 2s] [--concurrency 32] [--size 2048[,102400]]
-#                        [--keys 1] [--cases direct,accel,nginx[,accel-cache,nginx-cache]]
+#                        [--keys 1] [--cases direct,accel,nginx[,accel-cache,nginx-cache,accel-limited]]
 #                        [--no-build]
 # Output: a table on stdout, target/bench/load-report.json (all cases), target/bench/cases/*.json
 # (one accel-load report per case).
@@ -241,6 +243,11 @@ case_accel_cache() {
     run_accel "accel-cache$1" 'cache = { ttl = "5m" }'
 }
 
+# A per-client limit far above what the load sends: every request is checked and passes.
+case_accel_limited() {
+    run_accel "accel-limited$1" 'rate_limit = { rate = "1000000/s", key = "client_ip" }'
+}
+
 # write_nginx_config DIR CACHE: a one-worker keep-alive reverse proxy to the origin, with
 # proxy_cache when CACHE is 1; sets NGINX_PORT.
 write_nginx_config() {
@@ -319,7 +326,7 @@ run_suite() {
     IFS=, read -ra names <<<"$CASES"
     for name in "${names[@]}"; do
         case "$name" in
-            direct | accel | nginx | accel-cache | nginx-cache) "case_${name//-/_}" "$suffix" ;;
+            direct | accel | nginx | accel-cache | nginx-cache | accel-limited) "case_${name//-/_}" "$suffix" ;;
             *) echo "load.sh: unknown case $name" >&2; exit 64 ;;
         esac
     done

@@ -8,6 +8,8 @@
 //! - [`server`]: accept — the client listeners, connection limits, HTTP/1.1 and h2c, and
 //!   TLS ([`tls`]) with ALPN h2 / http/1.1;
 //! - [`route`]: host + method + path → the first matching route of the current rules;
+//! - [`limit`]: rate limit — the per-client concurrency cap, then the route's quotas for the
+//!   request's key (client address, header, path parameter, …) → pass, wait, or `429`;
 //! - [`cache`]: lookup — a fresh hit answers, a stale entry is served while it refreshes or
 //!   revalidated, a miss is filled; unsafe requests invalidate ([`cache::purge`]: the admin
 //!   purge API);
@@ -35,6 +37,7 @@ pub mod config;
 pub mod downstream;
 pub mod error;
 pub mod forward;
+pub mod limit;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;

@@ -10,6 +10,7 @@ use crate::cache::{Answer, Coalesced, Lookup};
 use crate::downstream::Downstream;
 use crate::error::ProxyError;
 use crate::forward::{self, RequestBody, ServedBy};
+use crate::limit;
 use crate::metrics::CacheResult;
 use crate::proxy::Proxy;
 use crate::route::{PathParams, Route};
@@ -28,6 +29,17 @@ pub async fn handle(proxy: &Proxy, downstream: &Downstream, request: Request<Inc
         access_log(proxy, None, &request, &response, started, CacheResult::None);
         return response;
     };
+    // rate limit: the per-client concurrency cap and the route's quotas, before any upstream
+    // work; a refusal is recorded like any answer. The admission rides to the response.
+    let admission = match limit::admit(proxy, route, downstream, &request, &params).await {
+        Ok(admission) => admission,
+        Err(refused) => {
+            let seconds = started.elapsed().as_secs_f64();
+            route.metrics.record(request.method(), refused.status(), CacheResult::None, seconds);
+            access_log(proxy, Some(route.rule.name.as_str()), &request, &refused, started, CacheResult::None);
+            return refused;
+        }
+    };
     let method = request.method().clone();
     let access = proxy.access_log.then(|| (request.uri().clone(), request.version()));
 
@@ -35,12 +47,16 @@ pub async fn handle(proxy: &Proxy, downstream: &Downstream, request: Request<Inc
     // conditional request; a stale one within stale-while-revalidate too, refreshed in the
     // background); otherwise the pass says what the forward is for.
     let pass = match proxy.cache.lookup(route, &params, host, &request, downstream) {
-        Lookup::Answer(answer) => return finish(route, downstream, &method, access, answer, started),
+        Lookup::Answer(answer) => {
+            return finish(route, downstream, &method, access, answer, admission, started);
+        }
         Lookup::Forward(pass) => pass,
     };
     // coalesce: identical concurrent misses send one leader upstream; followers take its answer.
     let mut pass = match pass.coalesce().await {
-        Coalesced::Answer(answer) => return finish(route, downstream, &method, access, answer, started),
+        Coalesced::Answer(answer) => {
+            return finish(route, downstream, &method, access, answer, admission, started);
+        }
         Coalesced::Forward(pass) => pass,
     };
 
@@ -66,7 +82,7 @@ pub async fn handle(proxy: &Proxy, downstream: &Downstream, request: Request<Inc
     // cache store: storable answers stored with their tags as they stream; a 304 refreshes;
     // stale-if-error; successful unsafe requests invalidate.
     let answer = pass.complete(result);
-    finish(route, downstream, &method, access, answer, started)
+    finish(route, downstream, &method, access, answer, admission, started)
 }
 
 /// metrics: one record of every outcome; the access log line.
@@ -76,11 +92,14 @@ fn finish(
     method: &Method,
     access: Option<(Uri, Version)>,
     answer: Answer,
+    admission: limit::Admission,
     started: Instant,
 ) -> Response<Body> {
     let Answer { mut response, result: cache } = answer;
     // The client's protocol frames the answer, whatever the endpoint spoke.
     *response.version_mut() = Version::default();
+    // rate limit, on the way back: RateLimit headers; the concurrency slot rides the body.
+    admission.finish(&mut response);
     route.metrics.record(method, response.status(), cache, started.elapsed().as_secs_f64());
     if let Some((uri, version)) = access {
         let endpoint = response.extensions().get::<ServedBy>().map(|s| s.0.to_string());

@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 
 use crate::cache::{Cache, Clock};
 use crate::config::{self, Config, ForwardedConfig, Problems, RuleSet};
+use crate::limit::RateLimiting;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::route::{Route, RouteTable};
 use crate::tier::RedisTier;
@@ -22,6 +23,8 @@ pub struct Proxy {
     /// Upstream pools, in configuration order.
     pub upstreams: Vec<Arc<Upstream>>,
     pub metrics: Arc<Metrics>,
+    /// Rate limiters (kept across reloads) and the per-client concurrency cap.
+    pub limits: RateLimiting,
     pub forwarded: ForwardedConfig,
     /// Log one line per request.
     pub access_log: bool,
@@ -55,6 +58,7 @@ impl Proxy {
         let proxy = Self {
             routes: ArcSwap::from_pointee(RouteTable::default()),
             upstreams,
+            limits: RateLimiting::new(config.limits.rate_limiting, &metrics),
             metrics,
             forwarded: config.forwarded.clone(),
             access_log: config.log.access,
@@ -96,15 +100,18 @@ impl Proxy {
 
     fn install(&self, rules: RuleSet) {
         let RuleSet { routes, files } = rules;
+        let mut limits = self.limits.reload();
         let table: Vec<Arc<Route>> = routes
             .into_iter()
             .filter_map(|rule| {
                 let upstream = self.upstreams.iter().find(|u| u.name == rule.upstream)?.clone();
                 let metrics = RouteMetrics::new(&self.metrics, &rule.name);
                 let cache_metrics = self.cache.metrics.route(&rule.name);
-                Some(Arc::new(Route { rule, upstream, metrics, cache_metrics }))
+                let limits = limits.route(&rule);
+                Some(Arc::new(Route { rule, upstream, metrics, cache_metrics, limits }))
             })
             .collect();
+        limits.finish();
         self.routes.store(Arc::new(RouteTable::new(table)));
         *self.rules_files.lock().unwrap_or_else(|e| e.into_inner()) = files;
     }

@@ -122,6 +122,23 @@ pub struct LimitsFile {
     /// On shutdown, how long in-flight requests may take to finish. Default `30s`.
     #[serde(default)]
     pub drain_timeout: Option<String>,
+    /// Requests in flight at once per client address: `true` (10) or a number; default off.
+    #[serde(default)]
+    pub client_concurrency: Option<ConcurrencyFile>,
+    /// Keys with their own bucket, per rate limiter. Default 100000.
+    #[serde(default)]
+    pub rate_limit_keys: Option<usize>,
+    /// How often rate limiters drop idle keys. Default `10s`.
+    #[serde(default)]
+    pub rate_limit_cleanup: Option<String>,
+}
+
+/// `client_concurrency = true` (the default cap) or `= N`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+pub enum ConcurrencyFile {
+    Enabled(bool),
+    Max(u32),
 }
 
 /// `[forwarded]`: forwarding headers.
@@ -248,6 +265,9 @@ pub struct RouteFile {
     /// Collapsing of identical concurrent misses.
     #[serde(default)]
     pub coalesce: Option<crate::cache::rule::CoalesceFile>,
+    /// Rate limits: one table or a list of tables; none: the route is not rate limited.
+    #[serde(default)]
+    pub rate_limit: Option<crate::limit::rule::OneOrMany<crate::limit::rule::LimitFile>>,
 }
 
 /// `match = { ... }` of a route. Every given condition must hold.

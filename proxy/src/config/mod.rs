@@ -78,6 +78,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// Per-client concurrency cap and rate limiters' bounds.
+    pub rate_limiting: crate::limit::LimitSettings,
 }
 
 /// Who may set `X-Forwarded-*`, and what goes in `Via`.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 
-use super::file::{EjectionFile, HealthFile, SidecarFile, UpstreamFile};
+use super::file::{ConcurrencyFile, EjectionFile, HealthFile, LimitsFile, SidecarFile, UpstreamFile};
 use super::{
     AdminConfig, Config, DEFAULT_LATENCY_BUCKETS, Ejection, ForwardedConfig, HealthCheck, Limits, LogConfig,
     LogFormat, Problems, TlsListen, UpstreamConfig, parse_duration,
@@ -95,6 +95,7 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
             threads
         }
     };
+    let rate_limiting = rate_limiting(p, shown, &limits);
     let max_connections = NonZeroUsize::new(limits.max_connections.unwrap_or(10_000));
     if max_connections.is_none() {
         p.at(shown, "limits.max_connections", "must be at least 1");
@@ -179,6 +180,7 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
             max_connections: max_connections.unwrap_or(NonZeroUsize::MIN),
             header_read_timeout,
             drain_timeout,
+            rate_limiting,
         },
         forwarded: ForwardedConfig { trusted_proxies, via },
         log: LogConfig {
@@ -262,6 +264,34 @@ fn upstream(p: &mut Problems, shown: &Path, name: String, file: UpstreamFile) ->
         max_idle_per_endpoint: max_idle_per_endpoint.unwrap_or(256),
         idle_timeout: duration(p, shown, &at("idle_timeout"), idle_timeout, 90),
     })
+}
+
+/// `[limits]` keys of rate limiting: the per-client concurrency cap and the limiters' bounds.
+fn rate_limiting(p: &mut Problems, shown: &Path, limits: &LimitsFile) -> crate::limit::LimitSettings {
+    use crate::limit::{
+        DEFAULT_CLEANUP_INTERVAL, DEFAULT_CLIENT_CONCURRENCY, DEFAULT_MAX_KEYS, LimitSettings,
+    };
+    let client_concurrency = match limits.client_concurrency {
+        None | Some(ConcurrencyFile::Enabled(false)) => None,
+        Some(ConcurrencyFile::Enabled(true)) => NonZeroU32::new(DEFAULT_CLIENT_CONCURRENCY),
+        Some(ConcurrencyFile::Max(n)) => NonZeroU32::new(n).or_else(|| {
+            p.at(shown, "limits.client_concurrency", "must be at least 1 (or false for no cap)");
+            None
+        }),
+    };
+    let max_keys =
+        NonZeroUsize::new(limits.rate_limit_keys.unwrap_or(DEFAULT_MAX_KEYS)).unwrap_or_else(|| {
+            p.at(shown, "limits.rate_limit_keys", "must be at least 1");
+            NonZeroUsize::MIN
+        });
+    let cleanup_interval = duration(
+        p,
+        shown,
+        "limits.rate_limit_cleanup",
+        limits.rate_limit_cleanup.clone(),
+        DEFAULT_CLEANUP_INTERVAL.as_secs(),
+    );
+    LimitSettings { client_concurrency, max_keys, cleanup_interval }
 }
 
 fn socket_addr(p: &mut Problems, shown: &Path, key: &str, text: &str) -> Option<SocketAddr> {

@@ -63,6 +63,8 @@ pub struct RouteRule {
     pub retry: RetryPolicy,
     /// Caching, invalidation and coalescing.
     pub cache: crate::cache::RouteCache,
+    /// Rate limits, all of which a request must pass; empty: not rate limited.
+    pub rate_limit: Vec<crate::limit::rule::LimitRule>,
 }
 
 /// How long the upstream may take.
