@@ -61,6 +61,8 @@ pub async fn run(url: &str, iterations: usize, size: usize) -> anyhow::Result<Ve
         stale_while_revalidate: Duration::ZERO,
         stale_if_error: Duration::from_secs(60),
         tags: vec!["lead:1".into(), "leads".into()],
+        host: "127.0.0.1".into(),
+        path: "/api/pricing/1".into(),
     };
     let mut figures = Vec::new();
 

@@ -55,6 +55,9 @@ impl Proxy {
                 None
             }
         });
+        if let Some(tier) = &redis {
+            cache.share(tier.clone());
+        }
         let proxy = Self {
             routes: ArcSwap::from_pointee(RouteTable::default()),
             upstreams,

@@ -137,6 +137,8 @@ fn entry(body: &str, tags: &[&str]) -> SharedEntry {
         stale_while_revalidate: Duration::ZERO,
         stale_if_error: Duration::from_secs(60),
         tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        host: "api.example.com".into(),
+        path: "/api/leads/1".into(),
     }
 }
 

@@ -6,6 +6,7 @@ mod balancing;
 mod failures;
 mod health;
 mod lifecycle;
+mod redis;
 mod reload;
 mod routing;
 mod smoke;

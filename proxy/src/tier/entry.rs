@@ -4,6 +4,7 @@
 //! Layout (integers big-endian): `b"AC"`, version `1`, status `u16`, stored_at (ms since the
 //! Unix epoch) `u64`, ttl / stale-while-revalidate / stale-if-error (ms) `u64` ×3, tags
 //! (`u16` count, then `u16` length + bytes + `u64` generation each), the `*` generation `u64`,
+//! host and path of the request (`u16` length + bytes each),
 //! headers (`u16` count, then `u16` name length + name + `u32` value length + value each),
 //! body codec `u8` (0 raw, 1 zstd), body length `u32` uncompressed, then the body.
 //!
@@ -36,6 +37,9 @@ pub struct SharedEntry {
     pub stale_if_error: Duration,
     /// The entry's tags (rule and origin tags).
     pub tags: Vec<String>,
+    /// Host (lower case) and path of the request that filled it, for purges by path prefix.
+    pub host: String,
+    pub path: String,
 }
 
 impl SharedEntry {
@@ -97,6 +101,11 @@ pub fn encode(entry: &SharedEntry, tag_generations: &[u64], all_generation: u64)
         out.extend_from_slice(&tag_generations.get(i).copied().unwrap_or(0).to_be_bytes());
     }
     out.extend_from_slice(&all_generation.to_be_bytes());
+    for text in [&entry.host, &entry.path] {
+        let text = &text.as_bytes()[..text.len().min(usize::from(u16::MAX))];
+        out.extend_from_slice(&(text.len() as u16).to_be_bytes());
+        out.extend_from_slice(text);
+    }
     let count = entry.headers.len().min(usize::from(u16::MAX));
     out.extend_from_slice(&(count as u16).to_be_bytes());
     for (name, value) in entry.headers.iter().take(count) {
@@ -132,6 +141,12 @@ pub fn decode(bytes: &[u8]) -> Result<Stored, DecodeError> {
         tag_generations.push(r.u64()?);
     }
     let all_generation = r.u64()?;
+    let mut text = || -> Result<String, DecodeError> {
+        let len = usize::from(r.u16()?);
+        std::str::from_utf8(r.take(len)?).map(str::to_owned).map_err(|_| DecodeError::Malformed)
+    };
+    let host = text()?;
+    let path = text()?;
     let count = usize::from(r.u16()?);
     let mut headers = HeaderMap::with_capacity(count);
     for _ in 0..count {
@@ -155,8 +170,18 @@ pub fn decode(bytes: &[u8]) -> Result<Stored, DecodeError> {
         }
         _ => return Err(DecodeError::Malformed),
     };
-    let entry =
-        SharedEntry { status, headers, body, stored_at, ttl, stale_while_revalidate, stale_if_error, tags };
+    let entry = SharedEntry {
+        status,
+        headers,
+        body,
+        stored_at,
+        ttl,
+        stale_while_revalidate,
+        stale_if_error,
+        tags,
+        host,
+        path,
+    };
     Ok(Stored { entry, tag_generations, all_generation })
 }
 
@@ -203,6 +228,8 @@ mod tests {
             stale_while_revalidate: Duration::from_secs(10),
             stale_if_error: Duration::from_secs(3600),
             tags: vec!["lead:1".into(), "leads".into()],
+            host: "api.example.com".into(),
+            path: "/api/leads/1".into(),
         }
     }
 

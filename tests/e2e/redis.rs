@@ -1,0 +1,95 @@
+//! The shared Redis tier end to end: two real sidecars with the same `[redis]` section in
+//! front of one origin share answers and purges; an unreachable Redis changes nothing for
+//! clients but the metrics.
+
+use accel::cache::purge::PurgeRequest;
+use accel_e2e::{FakeOrigin, OriginHandle, TestProxy, eventually_async, require_redis};
+
+const RULES: &str = r#"
+[[route]]
+name = "leads"
+match = { path_prefix = "/api/leads/" }
+upstream = "api"
+cache = { ttl = "5m", tags = ["leads"] }
+"#;
+
+fn redis_section(url: &str, prefix: &str) -> String {
+    format!("[redis]\nurl = \"{url}\"\nprefix = \"{prefix}\"\ntimeout = \"500ms\"\n")
+}
+
+async fn sidecar(origin: &OriginHandle, redis: &str) -> TestProxy {
+    TestProxy::builder().upstream("api", &[origin.addr()]).rules(RULES).sidecar_toml(redis).start().await
+}
+
+fn unique_prefix(test: &str) -> String {
+    format!("e2e:{test}:{}:{}:", std::process::id(), fastrand_suffix())
+}
+
+fn fastrand_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+#[tokio::test]
+async fn two_sidecars_share_an_answer_and_a_purge_on_one_reaches_both() {
+    let Some(url) = require_redis() else { return };
+    let origin = FakeOrigin::new().route("/api/leads/1", "{\"lead\":1}").start().await;
+    let redis = redis_section(&url, &unique_prefix("share"));
+    let a = sidecar(&origin, &redis).await;
+    let b = sidecar(&origin, &redis).await;
+    eventually_async("both sidecars subscribed", || async {
+        a.metric("accel_redis_up").await == 1.0 && b.metric("accel_redis_up").await == 1.0
+    })
+    .await;
+
+    let first = a.get("/api/leads/1").await;
+    assert_eq!(first.text(), "{\"lead\":1}");
+    // A stores in Redis in the background, after the body ends.
+    eventually_async("A's answer reached Redis", || async {
+        a.metric("accel_redis_l2_total{result=\"stored\"}").await == 1.0
+    })
+    .await;
+    let shared = b.get("/api/leads/1").await;
+    assert_eq!(shared.text(), "{\"lead\":1}");
+    assert_eq!(origin.hits("/api/leads/1"), 1, "B answered from Redis: the origin saw one request");
+    assert!(
+        shared.header("cache-status").is_some_and(|s| s.contains("hit")),
+        "{:?}",
+        shared.header("cache-status")
+    );
+    assert_eq!(b.metric("accel_redis_l2_total{result=\"hit\"}").await, 1.0);
+    // B's memory has it now: no more Redis lookups for it.
+    b.get("/api/leads/1").await;
+    assert_eq!(b.metric("accel_redis_l2_total{result=\"hit\"}").await, 1.0);
+
+    // A purge on A (as the admin API does) reaches B's memory and Redis.
+    let purge = PurgeRequest { tags: vec!["leads".into()], ..PurgeRequest::default() };
+    a.proxy().cache.purge(&purge).expect("purge");
+    eventually_async("B applied A's purge", || async {
+        b.metric("accel_redis_purges_applied_total").await == 1.0
+    })
+    .await;
+    b.get("/api/leads/1").await;
+    assert_eq!(origin.hits("/api/leads/1"), 2, "purged on both: B went to the origin");
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_changes_nothing_for_clients_and_metrics_say_so() {
+    let origin = FakeOrigin::new().route("/api/leads/1", "ok").start().await;
+    // Nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let redis = format!(
+        "[redis]\nurl = \"redis://127.0.0.1:{port}\"\nbreaker = {{ failures = 2, cool_down = \"200ms\" }}\n"
+    );
+    let proxy = sidecar(&origin, &redis).await;
+    for _ in 0..5 {
+        let response = proxy.get("/api/leads/1").await;
+        assert_eq!(response.status, 200);
+        assert_eq!(response.text(), "ok");
+    }
+    assert_eq!(origin.hits("/api/leads/1"), 1, "memory caching still works");
+    eventually_async("accel_redis_up says degraded", || async {
+        proxy.metric("accel_redis_up").await == 0.0
+    })
+    .await;
+    assert!(proxy.metric("accel_redis_errors_total{op=\"ping\"}").await >= 1.0);
+}
