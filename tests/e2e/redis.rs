@@ -93,3 +93,44 @@ async fn an_unreachable_redis_changes_nothing_for_clients_and_metrics_say_so() {
     .await;
     assert!(proxy.metric("accel_redis_errors_total{op=\"ping\"}").await >= 1.0);
 }
+
+#[tokio::test]
+async fn a_cluster_limit_over_two_sidecars_lets_the_limit_through_not_twice_it() {
+    let Some(url) = require_redis() else { return };
+    let origin = FakeOrigin::new().route("/api/pricing", "42").start().await;
+    // 10 at once, then one per 6 minutes: no refill can happen during the test, however slow
+    // the machine (the exact 10/s arithmetic is tested with an injected clock in the tier).
+    let rules = r#"
+        [[route]]
+        name = "pricing"
+        match = { path = "/api/pricing" }
+        upstream = "api"
+        rate_limit = { rate = "10/h", burst = 10, key = "client_ip", scope = "cluster" }
+    "#;
+    let redis = redis_section(&url, &unique_prefix("limit"));
+    let start = |origin: &OriginHandle| {
+        TestProxy::builder().upstream("api", &[origin.addr()]).rules(rules).sidecar_toml(&redis).start()
+    };
+    let a = start(&origin).await;
+    let b = start(&origin).await;
+    let mut passed = 0;
+    let mut refused = 0;
+    for i in 0..20 {
+        let response = if i % 2 == 0 { a.get("/api/pricing").await } else { b.get("/api/pricing").await };
+        match response.status.as_u16() {
+            200 => passed += 1,
+            429 => {
+                refused += 1;
+                assert!(response.header("retry-after").is_some());
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((passed, refused), (10, 10), "the cluster shares one bucket of 10");
+    assert_eq!(origin.hits("/api/pricing"), 10);
+    assert_eq!(
+        a.metric("accel_redis_limit_checks_total{result=\"allowed\"}").await
+            + b.metric("accel_redis_limit_checks_total{result=\"allowed\"}").await,
+        10.0
+    );
+}
