@@ -20,8 +20,9 @@
 //!   stream to the client;
 //! - [`metrics`]: one record of every outcome, by route.
 //!
-//! Shared between sidecars, when `[redis]` is configured: [`tier`] (second-level cache,
-//! cluster-wide purges and rate limits over Redis).
+//! Shared between sidecars, when `[redis]` is configured: [`tier`] — a second level under the
+//! cache (a memory miss looks in Redis before the origin), purges that reach every sidecar,
+//! and `scope = "cluster"` rate limits; Redis trouble degrades to memory and local limits.
 //!
 //! Around it: [`config`] (operator files → validated model), [`proxy`] (shared state and
 //! reload), [`reload`] (SIGHUP and file watching), [`admin`] (metrics, health, status),
