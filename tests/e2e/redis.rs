@@ -134,3 +134,73 @@ async fn a_cluster_limit_over_two_sidecars_lets_the_limit_through_not_twice_it()
         10.0
     );
 }
+
+/// A `redis-server` started again on the port of a killed [`accel_e2e::PrivateRedis`].
+struct Restarted(std::process::Child);
+
+impl Restarted {
+    async fn on(port: u16) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server restarts");
+        accel_e2e::eventually("redis answers again", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .await;
+        Self(child)
+    }
+}
+
+impl Drop for Restarted {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn redis_stopped_mid_test_requests_keep_succeeding_and_the_tier_recovers() {
+    let Some(mut redis) = accel_e2e::private_redis().await else { return };
+    let origin = FakeOrigin::new().route("/api/leads/1", "one").route("/api/leads/2", "two").start().await;
+    let section = format!(
+        "[redis]\nurl = \"{}\"\ntimeout = \"500ms\"\nbreaker = {{ failures = 2, cool_down = \"200ms\" }}\n",
+        redis.url()
+    );
+    let a = sidecar(&origin, &section).await;
+    let b = sidecar(&origin, &section).await;
+    a.get("/api/leads/1").await;
+    eventually_async("stored in Redis", || async {
+        a.metric("accel_redis_l2_total{result=\"stored\"}").await == 1.0
+    })
+    .await;
+    b.get("/api/leads/1").await;
+    assert_eq!(origin.hits("/api/leads/1"), 1);
+
+    redis.kill();
+    for _ in 0..3 {
+        assert_eq!(a.get("/api/leads/2").await.text(), "two");
+        assert_eq!(b.get("/api/leads/1").await.text(), "one", "memory keeps serving");
+    }
+    eventually_async("both report Redis down", || async {
+        a.metric("accel_redis_up").await == 0.0 && b.metric("accel_redis_up").await == 0.0
+    })
+    .await;
+    // Purged on A while Redis is away: applied on A now, on B once Redis is back.
+    let purge = PurgeRequest { tags: vec!["leads".into()], ..PurgeRequest::default() };
+    a.proxy().cache.purge(&purge).expect("purge");
+
+    let _back = Restarted::on(redis.port()).await;
+    eventually_async("both recover by themselves", || async {
+        a.metric("accel_redis_up").await == 1.0 && b.metric("accel_redis_up").await == 1.0
+    })
+    .await;
+    // B must not serve the entry purged while it was cut off.
+    eventually_async("B no longer serves the purged entry", || async {
+        let before = origin.hits("/api/leads/1");
+        b.get("/api/leads/1").await;
+        origin.hits("/api/leads/1") > before
+    })
+    .await;
+}
