@@ -22,7 +22,7 @@
 # from its default of 1000, which would otherwise add a reconnect every 1000 requests).
 #
 # Usage: benches/load.sh [--duration 10s] [--warmup 2s] [--concurrency 32] [--size 2048[,102400]]
-#                        [--keys 1] [--cases direct,accel,nginx[,accel-cache,nginx-cache,accel-limited]]
+#                        [--keys 1[,2000]] [--cases direct,accel,nginx[,accel-cache,nginx-cache,accel-limited]]
 #                        [--no-build]
 # Output: a table on stdout, target/bench/load-report.json (all cases), target/bench/cases/*.json
 # (one accel-load report per case).
@@ -36,6 +36,7 @@ DURATION=10s
 WARMUP=2s
 CONCURRENCY=32
 SIZES=2048
+KEY_SPREADS=1  # comma-separated: every size is measured at each key spread
 KEYS=1
 CASES=direct,accel,nginx
 BUILD=1
@@ -50,7 +51,7 @@ while (($#)); do
         --warmup) WARMUP=${2:?--warmup needs a value}; shift 2 ;;
         --concurrency) CONCURRENCY=${2:?--concurrency needs a value}; shift 2 ;;
         --size) SIZES=${2:?--size needs a value}; shift 2 ;;
-        --keys) KEYS=${2:?--keys needs a value}; shift 2 ;;
+        --keys) KEY_SPREADS=${2:?--keys needs a value}; shift 2 ;;
         --cases) CASES=${2:?--cases needs a value}; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         -h | --help) usage; exit 0 ;;
@@ -343,16 +344,19 @@ main() {
     LOADAVG_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
     rm -f "$OUT_DIR"/cases/*.json
     IFS=, read -ra sizes <<<"$SIZES"
+    IFS=, read -ra spreads <<<"$KEY_SPREADS"
     local size suffix
     for size in "${sizes[@]}"; do
-        suffix=""
-        # Labels name the size and key spread whenever they are not the plain 2 KB, one key.
-        if ((${#sizes[@]} > 1 || size != 2048 || KEYS > 1)); then
-            suffix=" $((size / 1024))KB"
-            ((size % 1024 == 0)) || suffix=" ${size}B"
-            ((KEYS == 1)) || suffix+=" k$KEYS"
-        fi
-        run_suite "$size" "$suffix"
+        for KEYS in "${spreads[@]}"; do
+            suffix=""
+            # Labels name the size and key spread whenever they are not the plain 2 KB, one key.
+            if ((${#sizes[@]} > 1 || ${#spreads[@]} > 1 || size != 2048 || KEYS > 1)); then
+                suffix=" $((size / 1024))KB"
+                ((size % 1024 == 0)) || suffix=" ${size}B"
+                ((KEYS == 1)) || suffix+=" k$KEYS"
+            fi
+            run_suite "$size" "$suffix"
+        done
     done
     if ((${#REPORTS[@]} == 0)); then
         echo "load.sh: no case produced a report" >&2
@@ -361,7 +365,7 @@ main() {
     echo
     "$RELEASE/load-report" --out "$OUT_DIR/load-report.json" \
         --param duration="$DURATION" --param warmup="$WARMUP" --param concurrency="$CONCURRENCY" \
-        --param sizes="[$SIZES]" --param keys="$KEYS" --param loadavg_before="$LOADAVG_BEFORE" \
+        --param sizes="[$SIZES]" --param keys="[$KEY_SPREADS]" --param loadavg_before="$LOADAVG_BEFORE" \
         --param pinning="load generator on core $LOAD_CORE; origin and proxy on core $SERVER_CORE" \
         "${REPORTS[@]}"
     echo

@@ -21,7 +21,14 @@ pub async fn handle(proxy: &Proxy, downstream: &Downstream, request: Request<Inc
     let started = Instant::now();
     // route: one snapshot of the rules for the whole request, even across a reload.
     let table = proxy.routes.load();
-    let host = request_host(&request);
+    let host = match request_host(&request) {
+        Ok(host) => host,
+        Err(error) => {
+            let response = error.into_response();
+            access_log(proxy, None, &request, &response, started, CacheResult::None);
+            return response;
+        }
+    };
     let mut params = PathParams::default();
     let Some(route) = table.find(host, request.method(), request.uri().path(), &mut params) else {
         proxy.metrics.unrouted.inc();
@@ -119,13 +126,25 @@ fn finish(
     response
 }
 
-/// The request's host without port: `Host`, or the URI's authority (HTTP/2).
-fn request_host<B>(request: &Request<B>) -> Option<&str> {
-    let raw = match request.headers().get(http::header::HOST) {
-        Some(value) => value.to_str().ok()?,
-        None => request.uri().authority()?.as_str(),
+/// The request's host without port: `Host`, or the URI's authority (HTTP/2). As RFC 9112 §3.2
+/// asks, more than one `Host`, an unreadable one, or none on HTTP/1.1 is a bad request: routing
+/// on one host while the origin reads another would bypass host routes.
+fn request_host<B>(request: &Request<B>) -> Result<Option<&str>, ProxyError> {
+    let mut hosts = request.headers().get_all(http::header::HOST).iter();
+    let raw = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err(ProxyError::BadRequest { reason: "more than one Host" }),
+        (Some(value), None) => {
+            value.to_str().map_err(|_| ProxyError::BadRequest { reason: "unreadable Host" })?
+        }
+        (None, _) => match request.uri().authority() {
+            Some(authority) => authority.as_str(),
+            None if request.version() == http::Version::HTTP_11 => {
+                return Err(ProxyError::BadRequest { reason: "no Host" });
+            }
+            None => return Ok(None),
+        },
     };
-    Some(strip_port(raw))
+    Ok(Some(strip_port(raw)))
 }
 
 fn strip_port(host: &str) -> &str {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::cache::{Cache, Clock};
+use crate::cache::Cache;
 use crate::config::{self, Config, ForwardedConfig, Problems, RuleSet};
 use crate::limit::RateLimiting;
 use crate::metrics::{Metrics, RouteMetrics};
@@ -46,8 +46,7 @@ impl Proxy {
         let metrics = Arc::new(Metrics::new(&config.latency_buckets));
         let upstreams: Vec<Arc<Upstream>> =
             config.upstreams.iter().map(|u| Arc::new(Upstream::new(u.clone(), &metrics))).collect();
-        let cache =
-            Arc::new(Cache::new(config.cache.clone(), config.forwarded.clone(), &metrics, Clock::system()));
+        let cache = Arc::new(Cache::new(config.cache.clone(), config.forwarded.clone(), &metrics));
         let redis = config.redis.as_ref().and_then(|redis| match RedisTier::new(redis, &metrics) {
             Ok(tier) => Some(Arc::new(tier)),
             Err(e) => {

@@ -3,6 +3,7 @@
 
 mod admin;
 mod balancing;
+mod cache;
 mod failures;
 mod health;
 mod lifecycle;

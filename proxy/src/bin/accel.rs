@@ -39,11 +39,18 @@ fn main() -> ExitCode {
                 }
             };
             let _log = accel::logging::init(&config.log);
-            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            // One worker: a single-threaded runtime, which schedules without cross-thread
+            // synchronisation (the pinned-core deployment the benchmarks measure).
+            let mut runtime = match config.worker_threads.map(|n| n.get()) {
+                Some(1) => tokio::runtime::Builder::new_current_thread(),
+                Some(threads) => {
+                    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+                    runtime.worker_threads(threads);
+                    runtime
+                }
+                None => tokio::runtime::Builder::new_multi_thread(),
+            };
             runtime.enable_all();
-            if let Some(threads) = config.worker_threads {
-                runtime.worker_threads(threads.get());
-            }
             let runtime = match runtime.build() {
                 Ok(runtime) => runtime,
                 Err(e) => {

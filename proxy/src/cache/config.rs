@@ -44,6 +44,8 @@ pub struct CacheConfig {
     /// Bearer token of the purge endpoint (`cache.purge_token`, else `admin.token`); `None`
     /// disables it.
     pub purge_token: Option<String>,
+    /// Cache time: the system clock (following Tokio's), or a manual one injected by tests.
+    pub clock: super::Clock,
 }
 
 /// Default `cache.memory`.
@@ -58,6 +60,7 @@ impl Default for CacheConfig {
             strip_tag_headers: true,
             x_cache_status: false,
             purge_token: None,
+            clock: super::Clock::system(),
         }
     }
 }
@@ -112,6 +115,7 @@ pub fn convert(file: CacheFile, admin_token: Option<&str>, p: &mut Problems, sho
         strip_tag_headers: strip_tag_headers.unwrap_or(true),
         x_cache_status: x_cache_status.unwrap_or(false),
         purge_token: purge_token.filter(|t| !t.is_empty()).or_else(|| admin_token.map(str::to_owned)),
+        clock: defaults.clock,
     }
 }
 

@@ -180,9 +180,11 @@ struct Fill {
 }
 
 impl Cache {
-    /// An empty cache with `config`'s memory bound; metrics registered with `metrics`.
-    pub fn new(config: CacheConfig, forwarded: ForwardedConfig, metrics: &Metrics, clock: Clock) -> Self {
+    /// An empty cache with `config`'s memory bound and clock; metrics registered with
+    /// `metrics`.
+    pub fn new(config: CacheConfig, forwarded: ForwardedConfig, metrics: &Metrics) -> Self {
         let metrics = CacheMetrics::new(metrics);
+        let clock = config.clock.clone();
         Self {
             store: CacheStore::new(config.memory, metrics.clone()),
             config,
@@ -192,6 +194,11 @@ impl Cache {
             forwarded,
             shared: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Requests waiting for a leader now.
+    pub fn waiting_followers(&self) -> usize {
+        self.flights.followers()
     }
 
     /// The cache's first look at a request on `route` (matched with `params`, for `host`).
@@ -250,7 +257,7 @@ impl Cache {
                         self.refresh_in_background(
                             route, key, rule, &entry, params, host, request, downstream,
                         );
-                        let status = CacheStatus::StaleWhileRevalidate { ttl: -(by.as_secs() as i64) - 1 };
+                        let status = CacheStatus::StaleWhileRevalidate { ttl: stale_ttl(by) };
                         route.cache_metrics.lookup(CacheResult::Stale);
                         return Lookup::Answer(self.answer(&entry, head, headers, now, status));
                     }
@@ -321,7 +328,7 @@ impl Cache {
 
     /// An answer from `entry`: a 304 when the client's conditions match, else the entry (no
     /// body for HEAD), with `Age` and `Cache-Status`. The caller counts the lookup.
-    fn answer(
+    pub fn answer(
         &self,
         entry: &CacheEntry,
         head: bool,
@@ -445,6 +452,11 @@ impl Cache {
     }
 }
 
+/// The `ttl` of a stale entry in `Cache-Status`: negative whole seconds, at least one.
+fn stale_ttl(by: Duration) -> i64 {
+    -(by.as_secs_f64().ceil() as i64).max(1)
+}
+
 /// True when `entry` may answer a request with (or without) credentials.
 fn usable(entry: &CacheEntry, credentials: bool, rule: &CacheRule) -> bool {
     !credentials || entry.freshness.shared_with_credentials || rule.key.includes_credentials()
@@ -455,9 +467,7 @@ fn usable_on_error(stale: Option<&Arc<CacheEntry>>, now: clock::Millis) -> Optio
     let entry = stale?;
     match entry.staleness(now) {
         Staleness::Fresh { .. } => Some((entry, 0)),
-        Staleness::Stale { by } if by < entry.freshness.stale_if_error => {
-            Some((entry, -(by.as_secs() as i64) - 1))
-        }
+        Staleness::Stale { by } if by < entry.freshness.stale_if_error => Some((entry, stale_ttl(by))),
         Staleness::Stale { .. } => None,
     }
 }
@@ -522,7 +532,8 @@ impl Pass {
                 conditional::add_validators(headers, stale);
                 fill.revalidating = true;
             }
-            _ if fill.store => {
+            // A leader's answer is shared with followers that sent no conditions of their own.
+            _ if fill.store || fill.rule.is_none() => {
                 headers.remove(header::IF_NONE_MATCH);
                 headers.remove(header::IF_MODIFIED_SINCE);
             }
@@ -539,12 +550,13 @@ impl Pass {
             Mode::Through { status, invalidation } => {
                 let mut response = result.unwrap_or_else(ProxyError::into_response);
                 let code = response.status();
+                let write = invalidation.is_some();
                 if let Some(invalidation) = invalidation
                     && (code.is_success() || code.is_redirection())
                 {
                     cache.invalidate(invalidation, response.headers());
                 }
-                if status.is_some() || !route.rule.cache.invalidate.is_empty() {
+                if status.is_some() || write {
                     cache.strip_tag_headers(response.headers_mut());
                 }
                 if let Some(status) = status {
@@ -580,10 +592,9 @@ impl Cache {
                     let status = CacheStatus::StaleIfError { ttl, fwd_status: None };
                     return self.answer(entry, fill.head, &fill.request, now, status);
                 }
-                let mut response = error.into_response();
+                let response = error.into_response();
                 let status = forwarded(&fill, response.status(), false);
-                self.mark(response.headers_mut(), status);
-                return Answer { response, result: status.result() };
+                return self.forwarded_answer(&fill, response, status);
             }
         };
         let code = response.status();
@@ -634,7 +645,11 @@ impl Cache {
                 let limit = rule.as_ref().map_or(rule::DEFAULT_MAX_OBJECT_SIZE, |r| r.max_object_size);
                 let filling =
                     Filling { cache: self.clone(), key, request, template, seq, store, leader, limit };
+                let collapse_only = rule.is_none();
                 let mut response = Response::from_parts(parts, Body::boxed(FillBody::new(body, filling)));
+                if collapse_only {
+                    return Answer { response, result: CacheResult::None };
+                }
                 self.mark(response.headers_mut(), status);
                 return Answer { response, result: status.result() };
             }
@@ -646,9 +661,16 @@ impl Cache {
             }
             None => forwarded(&fill, code, false),
         };
-        // `fill` (and its leader) drops here: followers go upstream on their own.
-        drop(fill);
-        let mut response = Response::from_parts(parts, body);
+        // `fill`'s leader drops with it: followers go upstream on their own.
+        self.forwarded_answer(&fill, Response::from_parts(parts, body), status)
+    }
+
+    /// The upstream's answer marked with `status` (routes that only collapse GETs report
+    /// nothing: they do not cache).
+    fn forwarded_answer(&self, fill: &Fill, mut response: Response<Body>, status: CacheStatus) -> Answer {
+        if fill.rule.is_none() {
+            return Answer { response, result: CacheResult::None };
+        }
         self.mark(response.headers_mut(), status);
         Answer { response, result: status.result() }
     }
@@ -727,5 +749,142 @@ impl Cache {
             Staleness::Stale { .. } => 0,
         };
         self.answer(&entry, head, &request, now, CacheStatus::Revalidated { ttl })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Stage tests: the cache between a request and a fabricated upstream answer, in paused
+    //! time (the system clock follows Tokio's).
+
+    use std::path::Path;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::config::UpstreamConfig;
+    use crate::metrics::RouteMetrics;
+    use crate::route::{Matcher, RetryPolicy, RouteName, RouteRule, Timeouts};
+    use crate::upstream::{Upstream, UpstreamName};
+
+    fn setup(cache_rule: CacheRule) -> (Arc<Cache>, Arc<Route>) {
+        let metrics = Metrics::new(&[1.0]);
+        let cache = Arc::new(Cache::new(CacheConfig::default(), ForwardedConfig::default(), &metrics));
+        let name = RouteName::try_from("leads").unwrap();
+        let upstream_name = UpstreamName::try_from("api").unwrap();
+        let upstream = Upstream::new(
+            UpstreamConfig {
+                name: upstream_name.clone(),
+                endpoints: vec!["127.0.0.1:9".parse().unwrap()],
+                health: None,
+                ejection: Default::default(),
+                connect_timeout: Duration::from_secs(1),
+                max_idle_per_endpoint: 1,
+                idle_timeout: Duration::from_secs(1),
+            },
+            &metrics,
+        );
+        let rule = RouteRule {
+            name: name.clone(),
+            file: Arc::from(Path::new("rules/test.toml")),
+            matcher: Matcher::default(),
+            upstream: upstream_name,
+            timeouts: Timeouts { response: Duration::from_secs(1), total: Duration::from_secs(1) },
+            retry: RetryPolicy::default(),
+            cache: RouteCache {
+                rule: Some(Arc::new(cache_rule)),
+                invalidate: Vec::new(),
+                coalesce: rule::CoalesceRule { enabled: true, follower_timeout: Duration::from_secs(5) },
+            },
+            rate_limit: Vec::new(),
+        };
+        let route = Arc::new(Route {
+            metrics: RouteMetrics::new(&metrics, &name),
+            cache_metrics: cache.metrics.route(&name),
+            rule,
+            upstream: Arc::new(upstream),
+            limits: Default::default(),
+        });
+        (cache, route)
+    }
+
+    fn request(path: &str) -> Request<()> {
+        Request::get(path).header("host", "api.test").body(()).unwrap()
+    }
+
+    fn downstream() -> Downstream {
+        Downstream { peer: "127.0.0.1:5000".parse().unwrap(), peer_trusted: false, tls: false }
+    }
+
+    fn upstream_answer(
+        body: &'static str,
+        cache_control: &'static str,
+    ) -> Result<Response<Body>, ProxyError> {
+        let mut response = Response::new(Body::full(body));
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
+        Ok(response)
+    }
+
+    fn forward(lookup: Lookup) -> Pass {
+        match lookup {
+            Lookup::Forward(pass) => pass,
+            Lookup::Answer(answer) => panic!("expected a forward, got {:?}", answer.result),
+        }
+    }
+
+    fn answered(lookup: Lookup) -> Answer {
+        match lookup {
+            Lookup::Answer(answer) => answer,
+            Lookup::Forward(_) => panic!("expected an answer from the cache"),
+        }
+    }
+
+    async fn text(answer: Answer) -> String {
+        let bytes = answer.response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_filled_miss_answers_until_it_is_stale_then_covers_an_upstream_error() {
+        let (cache, route) =
+            setup(CacheRule { stale_if_error: Duration::from_secs(60), ..CacheRule::default() });
+        let params = PathParams::default();
+        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/1"), &downstream());
+
+        let miss = forward(look());
+        let filled = miss.complete(upstream_answer("lead 1", "max-age=10"));
+        assert_eq!(filled.result, CacheResult::Miss);
+        assert_eq!(text(filled).await, "lead 1", "reading the body to its end stores it");
+
+        tokio::time::advance(Duration::from_secs(9)).await;
+        let hit = answered(look());
+        assert_eq!(hit.result, CacheResult::Hit);
+        assert_eq!(hit.response.headers()["age"], "9");
+
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let stale = forward(look());
+        let rescued = stale.complete(Err(ProxyError::Timeout { after: Duration::from_secs(1) }));
+        assert_eq!(rescued.result, CacheResult::Stale);
+        assert_eq!(rescued.response.status(), StatusCode::OK);
+        assert_eq!(text(rescued).await, "lead 1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_takes_the_leaders_answer() {
+        let (cache, route) = setup(CacheRule::default());
+        let params = PathParams::default();
+        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/2"), &downstream());
+
+        let Coalesced::Forward(leader) = forward(look()).coalesce().await else {
+            panic!("the first one leads")
+        };
+        let follower = tokio::spawn(forward(look()).coalesce());
+        tokio::task::yield_now().await;
+        assert_eq!(cache.waiting_followers(), 1);
+        assert_eq!(text(leader.complete(upstream_answer("scored", "max-age=60"))).await, "scored");
+
+        let Coalesced::Answer(answer) = follower.await.unwrap() else { panic!("the follower was answered") };
+        assert_eq!(answer.response.headers()[CACHE_STATUS.clone()], "accel; fwd=miss; collapsed");
+        assert_eq!(text(answer).await, "scored");
     }
 }

@@ -243,7 +243,6 @@ mod tests {
             super::super::CacheConfig::default(),
             Default::default(),
             &crate::metrics::Metrics::new(&[1.0]),
-            super::super::Clock::manual(0),
         );
         assert_eq!(cache.purge(&PurgeRequest::default()), Err(PurgeError::Empty));
         let bad_url =

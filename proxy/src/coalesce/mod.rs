@@ -73,6 +73,11 @@ impl<K: Eq + Hash + Clone, T: Clone> Coalescer<K, T> {
         }
     }
 
+    /// Followers waiting now, over all flights.
+    pub fn followers(&self) -> usize {
+        self.flights.lock().map_or(0, |f| f.values().map(watch::Sender::receiver_count).sum())
+    }
+
     /// Flights in progress.
     pub fn in_flight(&self) -> usize {
         self.flights.lock().map_or(0, |f| f.len())

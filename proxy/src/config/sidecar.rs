@@ -1,5 +1,6 @@
 //! `accel.toml` → [`Config`]: figment layers the defaults, the file, then `ACCEL_*` variables
-//! (`ACCEL_LISTEN__HTTP=0.0.0.0:9090`: a double underscore separates keys).
+//! (`ACCEL_LISTEN__HTTP=0.0.0.0:9090`: a double underscore separates keys; variables without
+//! one, such as `ACCEL_CONFIG`, are not configuration keys).
 
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -27,7 +28,10 @@ pub fn load(path: Option<&Path>) -> Result<Config, Problems> {
         }
         figment = figment.merge(Toml::file_exact(path));
     }
-    let figment = figment.merge(Env::prefixed("ACCEL_").split("__"));
+    // Only `ACCEL_<SECTION>__<KEY>` variables are configuration: others with the prefix
+    // (`ACCEL_CONFIG`, the path of this file; `ACCEL_REQUIRE_SERVICES` for tests) are not keys.
+    let figment =
+        figment.merge(Env::prefixed("ACCEL_").filter(|key| key.as_str().contains("__")).split("__"));
     let shown = path.map_or_else(|| PathBuf::from("<defaults>"), Path::to_path_buf);
     let file: SidecarFile = figment.extract().map_err(|e| {
         let mut problems = Problems::default();
