@@ -20,6 +20,10 @@
 //!   stream to the client;
 //! - [`metrics`]: one record of every outcome, by route.
 //!
+//! Shared between sidecars, when `[redis]` is configured: [`tier`] — a second level under the
+//! cache (a memory miss looks in Redis before the origin), purges that reach every sidecar,
+//! and `scope = "cluster"` rate limits; Redis trouble degrades to memory and local limits.
+//!
 //! Around it: [`config`] (operator files → validated model), [`proxy`] (shared state and
 //! reload), [`reload`] (SIGHUP and file watching), [`admin`] (metrics, health, status),
 //! [`sidecar`] (everything assembled), [`error`] (errors → responses), [`body`],
@@ -43,5 +47,6 @@ pub mod reload;
 pub mod route;
 pub mod server;
 pub mod sidecar;
+pub mod tier;
 pub mod tls;
 pub mod upstream;

@@ -50,12 +50,16 @@ pub async fn handle(proxy: &Proxy, downstream: &Downstream, request: Request<Inc
     // conditional request; a stale one within stale-while-revalidate too, refreshed in the
     // background); otherwise the pass says what the forward is for.
     let pass = match proxy.cache.lookup(route, &params, host, &request, downstream) {
-        Lookup::Answer(answer) => return finish(route, downstream, &method, access, admission, answer, started),
+        Lookup::Answer(answer) => {
+            return finish(route, downstream, &method, access, answer, admission, started);
+        }
         Lookup::Forward(pass) => pass,
     };
     // coalesce: identical concurrent misses send one leader upstream; followers take its answer.
     let mut pass = match pass.coalesce().await {
-        Coalesced::Answer(answer) => return finish(route, downstream, &method, access, admission, answer, started),
+        Coalesced::Answer(answer) => {
+            return finish(route, downstream, &method, access, answer, admission, started);
+        }
         Coalesced::Forward(pass) => pass,
     };
 
@@ -81,7 +85,7 @@ pub async fn handle(proxy: &Proxy, downstream: &Downstream, request: Request<Inc
     // cache store: storable answers stored with their tags as they stream; a 304 refreshes;
     // stale-if-error; successful unsafe requests invalidate.
     let answer = pass.complete(result);
-    finish(route, downstream, &method, access, admission, answer, started)
+    finish(route, downstream, &method, access, answer, admission, started)
 }
 
 /// metrics: one record of every outcome; the access log line.
@@ -90,13 +94,14 @@ fn finish(
     downstream: &Downstream,
     method: &Method,
     access: Option<(Uri, Version)>,
-    admission: Admission,
     answer: Answer,
+    admission: Admission,
     started: Instant,
 ) -> Response<Body> {
     let Answer { mut response, result: cache } = answer;
     // The client's protocol frames the answer, whatever the endpoint spoke.
     *response.version_mut() = Version::default();
+    // rate limit, on the way back: RateLimit headers; the concurrency slot rides the body.
     admission.finish(&mut response);
     route.metrics.record(method, response.status(), cache, started.elapsed().as_secs_f64());
     if let Some((uri, version)) = access {

@@ -12,6 +12,7 @@ use crate::config::{self, Config, ForwardedConfig, Problems, RuleSet};
 use crate::limit::RateLimiting;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::route::{Route, RouteTable};
+use crate::tier::RedisTier;
 use crate::upstream::{Upstream, UpstreamName};
 
 /// Shared proxy state.
@@ -35,6 +36,8 @@ pub struct Proxy {
     pub admin_token: Option<String>,
     /// The response cache: here, not in the route table, so that it survives reloads.
     pub cache: Arc<Cache>,
+    /// The shared Redis tier, when configured.
+    pub redis: Option<Arc<RedisTier>>,
 }
 
 impl Proxy {
@@ -44,6 +47,16 @@ impl Proxy {
         let upstreams: Vec<Arc<Upstream>> =
             config.upstreams.iter().map(|u| Arc::new(Upstream::new(u.clone(), &metrics))).collect();
         let cache = Arc::new(Cache::new(config.cache.clone(), config.forwarded.clone(), &metrics));
+        let redis = config.redis.as_ref().and_then(|redis| match RedisTier::new(redis, &metrics) {
+            Ok(tier) => Some(Arc::new(tier)),
+            Err(e) => {
+                tracing::error!(error = %e, "redis tier disabled: cannot build its client");
+                None
+            }
+        });
+        if let Some(tier) = &redis {
+            cache.share(tier.clone());
+        }
         let proxy = Self {
             routes: ArcSwap::from_pointee(RouteTable::default()),
             upstreams,
@@ -55,6 +68,7 @@ impl Proxy {
             rules_files: Mutex::new(Vec::new()),
             admin_token: config.admin.token.clone(),
             cache,
+            redis,
         };
         proxy.install(rules);
         proxy

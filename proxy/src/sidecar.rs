@@ -92,6 +92,9 @@ impl Sidecar {
         }
         // reload: watching before the listeners serve, so no later rules change is missed.
         tasks.push(tokio::spawn(reload::Reloader::start(&proxy).run(proxy.clone(), stopped())));
+        if let Some(tier) = &proxy.redis {
+            tasks.push(tokio::spawn(tier.clone().run(stopped())));
+        }
         tasks.push(tokio::spawn(limit::cleanup(proxy.clone(), stopped())));
         tasks.push(tokio::spawn(admin::run(admin, proxy.clone(), stopped())));
         tracing::info!(

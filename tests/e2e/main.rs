@@ -8,6 +8,7 @@ mod failures;
 mod health;
 mod lifecycle;
 mod limit;
+mod redis;
 mod reload;
 mod routing;
 mod smoke;

@@ -46,6 +46,7 @@ impl Filling {
         let variant = key_for(&entry, key, &request);
         if store {
             cache.store.insert(key, &request, entry.clone(), seq);
+            cache.share_entry(key, variant, &entry);
         }
         if let Some(leader) = leader {
             leader.publish(Arc::new(Shared { entry, variant }));

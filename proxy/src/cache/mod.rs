@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod policy;
 pub mod purge;
 pub mod rule;
+mod shared;
 pub mod status;
 pub mod store;
 pub mod tag;
@@ -91,6 +92,8 @@ pub struct Cache {
     pub clock: Clock,
     flights: Coalescer<CacheKey, Arc<Shared>>,
     forwarded: ForwardedConfig,
+    /// The shared Redis tier, when `[redis]` is configured (see `shared`).
+    shared: std::sync::OnceLock<Arc<crate::tier::RedisTier>>,
 }
 
 /// The key of identical GETs collapsed on routes that do not cache: credentials and cookies
@@ -189,6 +192,7 @@ impl Cache {
             clock,
             flights: Coalescer::default(),
             forwarded,
+            shared: std::sync::OnceLock::new(),
         }
     }
 
@@ -440,6 +444,7 @@ impl Cache {
         tags.extend(header_tags(response, &self.config.invalidation_headers));
         let purged = self.store.purge_tags(&tags);
         self.metrics.purged(PurgeKind::Invalidation, purged);
+        self.publish(crate::tier::Purge::Tags(tags.iter().map(|t| t.name().to_owned()).collect()));
     }
 
     fn now_system(&self, now: clock::Millis) -> SystemTime {
@@ -485,12 +490,13 @@ impl Pass {
         let Mode::Fill(fill) = &mut self.mode else { return Coalesced::Forward(self) };
         let rule = self.route.rule.cache.coalesce;
         if !rule.enabled || fill.head || fill.bypass.is_some() {
-            return Coalesced::Forward(self);
+            return self.second_level().await;
         }
         let follower = match self.cache.flights.join(fill.key) {
             Role::Leader(leader) => {
                 fill.leader = Some(leader);
-                return Coalesced::Forward(self);
+                // The cluster's answer, if another sidecar has it, before the origin.
+                return self.second_level().await;
             }
             Role::Follower(follower) => follower,
         };

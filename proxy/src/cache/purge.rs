@@ -132,7 +132,31 @@ impl Cache {
             self.metrics.purged(PurgeKind::All, counts.all);
         }
         counts.purged = counts.tags + counts.urls + counts.keys + counts.prefixes + counts.all;
+        self.publish_purge(request, &url_tags);
         Ok(counts)
+    }
+}
+
+impl Cache {
+    /// Sends a purge carried out here to the other sidecars (and the second level).
+    fn publish_purge(&self, request: &PurgeRequest, url_tags: &[Tag]) {
+        use crate::tier::Purge;
+        let PurgeRequest { tags, urls: _, keys, prefixes, all } = request;
+        if *all {
+            self.publish(Purge::All);
+            return;
+        }
+        let names: Vec<String> =
+            tags.iter().cloned().chain(url_tags.iter().map(|t| t.name().to_owned())).collect();
+        if !names.is_empty() {
+            self.publish(Purge::Tags(names));
+        }
+        if !keys.is_empty() {
+            self.publish(Purge::Keys(keys.iter().map(|k| k.to_ascii_lowercase()).collect()));
+        }
+        for prefix in prefixes {
+            self.publish(Purge::Prefix(prefix.clone()));
+        }
     }
 }
 

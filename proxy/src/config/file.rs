@@ -34,6 +34,9 @@ pub struct SidecarFile {
     /// The response cache.
     #[serde(default)]
     pub cache: crate::cache::config::CacheFile,
+    /// `[redis]`: the shared Redis tier; absent: each sidecar works alone.
+    #[serde(default)]
+    pub redis: Option<crate::tier::config::RedisFile>,
 }
 
 /// `[listen]`: where clients connect.

@@ -50,6 +50,8 @@ pub struct Config {
     pub rules_files: Vec<String>,
     /// The response cache.
     pub cache: crate::cache::CacheConfig,
+    /// The shared Redis tier, when `[redis]` is configured.
+    pub redis: Option<crate::tier::RedisConfig>,
 }
 
 /// A TLS listener: address and the server configuration (certificate, ALPN h2 and http/1.1).

@@ -52,8 +52,19 @@ pub fn load(path: Option<&Path>) -> Result<Config, Problems> {
 
 /// Converts the operator's file into the running configuration, collecting every problem.
 pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<Config, Problems> {
-    let SidecarFile { listen, admin, runtime, limits, forwarded, log, metrics, upstreams, rules, cache } =
-        file;
+    let SidecarFile {
+        listen,
+        admin,
+        runtime,
+        limits,
+        forwarded,
+        log,
+        metrics,
+        upstreams,
+        rules,
+        cache,
+        redis,
+    } = file;
     let mut problems = Problems::default();
     let p = &mut problems;
 
@@ -158,6 +169,7 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
 
     let cache =
         crate::cache::config::convert(cache, admin.token.as_deref().filter(|t| !t.is_empty()), p, shown);
+    let redis = redis.and_then(|file| crate::tier::config::convert(p, shown, file));
 
     let config = Config {
         path: path.map(Path::to_path_buf),
@@ -184,6 +196,7 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
         upstreams,
         rules_files,
         cache,
+        redis,
     };
     problems.into_result(config)
 }

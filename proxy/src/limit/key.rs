@@ -117,8 +117,17 @@ impl KeySpec {
     /// The request's key. Parts are length-delimited and tagged, so no two different inputs
     /// (`a` + `bc` and `ab` + `c`, an address and a header holding its text) share a key.
     pub fn key(&self, input: &KeyInput<'_>) -> LimitKey {
+        self.hash(HASH_KEY.build_hasher(), input)
+    }
+
+    /// The request's key for a `scope = "cluster"` limit: the same parts under a fixed hash
+    /// (xxh3), so that every sidecar names the same client's bucket alike.
+    pub fn cluster_key(&self, input: &KeyInput<'_>) -> LimitKey {
+        self.hash(xxhash_rust::xxh3::Xxh3Default::new(), input)
+    }
+
+    fn hash(&self, mut hasher: impl Hasher, input: &KeyInput<'_>) -> LimitKey {
         let Self::Parts(parts) = self else { return 0 };
-        let mut hasher = HASH_KEY.build_hasher();
         for part in parts.iter() {
             match part {
                 KeyPart::ClientIp => {

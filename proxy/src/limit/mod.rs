@@ -17,6 +17,7 @@
 //! Files: [`rule`] (operator format → model), [`key`], [`limiter`], [`store`], [`delay`],
 //! [`headers`], [`concurrency`], [`metrics`].
 
+mod cluster;
 pub mod concurrency;
 pub mod delay;
 pub mod headers;
@@ -260,7 +261,13 @@ pub async fn admit<B>(
     let mut delayed: Vec<(&LimitHandles, Duration)> = Vec::new();
     let mut state = String::new();
     for limit in &limits.limits {
-        match limit.limiter.check(limit.rule.key.key(&input)) {
+        let decision = match (limit.rule.scope, &proxy.redis) {
+            (rule::Scope::Cluster, Some(tier)) => {
+                cluster::check(tier, &route.rule.name, &limit.rule, &limit.limiter, &input).await?
+            }
+            _ => limit.limiter.check(limit.rule.key.key(&input)),
+        };
+        match decision {
             Decision::Pass { remaining, wait: own, reset } => {
                 if !own.is_zero() {
                     wait = wait.max(own);

@@ -169,6 +169,9 @@ impl fmt::Display for LimitName {
 pub enum Scope {
     /// In this process: each sidecar counts its own requests.
     Local,
+    /// In the shared Redis tier (`[redis]`): all sidecars together let through what the
+    /// limit says. Without `[redis]` it counts locally.
+    Cluster,
 }
 
 /// One validated rate limit of a route.
@@ -279,12 +282,16 @@ fn convert_one(
     };
     let scope = match scope.as_deref().unwrap_or("local") {
         "local" => Some(Scope::Local),
-        "cluster" => {
-            fail("scope", "\"cluster\" is not available yet; only \"local\" is".into());
+        "cluster" if delay.is_some() => {
+            fail(
+                "scope",
+                "`delay` is not available with \"cluster\" (requests over the limit are refused)".into(),
+            );
             None
         }
+        "cluster" => Some(Scope::Cluster),
         other => {
-            fail("scope", format!("{other:?} is not a scope (\"local\")"));
+            fail("scope", format!("{other:?} is not a scope (\"local\", \"cluster\")"));
             None
         }
     };
@@ -386,7 +393,7 @@ mod tests {
             "rate_limit[0].burst: must be at least 1",
             "rate_limit[0].key: \"ip\" is not a key",
             "rate_limit[0].status: 200 is not an error status",
-            "rate_limit[0].scope: \"cluster\" is not available yet",
+            "rate_limit[0].scope: `delay` is not available with \"cluster\"",
             "rate_limit[1].key: path parameter \"id\" is not in the route",
             "rate_limit[1].delay: invalid duration",
             "rate_limit[3].name: \"client_ip\" is used by another limit",
