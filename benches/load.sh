@@ -5,6 +5,8 @@
 #   nginx    nginx 1.22 as a plain keep-alive reverse proxy in front of fast-origin
 # and, when asked with --cases, the cache-hit cases
 #   accel-cache  accel with a 5-minute cache rule: every measured request is a hit
+#   accel-limited  accel with a per-client rate limit that the load never reaches: the
+#                  cost of a limit check (compare with `accel` in the same run)
 #   nginx-cache  nginx with proxy_cache: every measured request is a hit
 # and the compression cases (the client sends Accept-Encoding; every answer is compressed)
 #   accel-gzip   accel compressing with gzip level 6 as the answer streams
@@ -24,7 +26,7 @@
 # from its default of 1000, which would otherwise add a reconnect every 1000 requests).
 #
 # Usage: benches/load.sh [--duration 10s] [--warmup 2s] [--concurrency 32] [--size 2048[,102400]]
-#                        [--keys 1] [--cases direct,accel,nginx[,accel-cache,nginx-cache]]
+#                        [--keys 1[,2000]] [--cases direct,accel,nginx[,accel-cache,nginx-cache,accel-limited]]
 #                        [--cases accel-gzip,accel-br,nginx-gzip]
 #                        [--no-build]
 # Output: a table on stdout, target/bench/load-report.json (all cases), target/bench/cases/*.json
@@ -39,6 +41,7 @@ DURATION=10s
 WARMUP=2s
 CONCURRENCY=32
 SIZES=2048
+KEY_SPREADS=1  # comma-separated: every size is measured at each key spread
 KEYS=1
 CASES=direct,accel,nginx
 BUILD=1
@@ -53,7 +56,7 @@ while (($#)); do
         --warmup) WARMUP=${2:?--warmup needs a value}; shift 2 ;;
         --concurrency) CONCURRENCY=${2:?--concurrency needs a value}; shift 2 ;;
         --size) SIZES=${2:?--size needs a value}; shift 2 ;;
-        --keys) KEYS=${2:?--keys needs a value}; shift 2 ;;
+        --keys) KEY_SPREADS=${2:?--keys needs a value}; shift 2 ;;
         --cases) CASES=${2:?--cases needs a value}; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         -h | --help) usage; exit 0 ;;
@@ -250,6 +253,11 @@ case_accel_cache() {
     run_accel "accel-cache$1" 'cache = { ttl = "5m" }'
 }
 
+# A per-client limit far above what the load sends: every request is checked and passes.
+case_accel_limited() {
+    run_accel "accel-limited$1" 'rate_limit = { rate = "1000000/s", key = "client_ip" }'
+}
+
 # write_nginx_config DIR CACHE [GZIP]: a one-worker keep-alive reverse proxy to the origin, with
 # proxy_cache when CACHE is 1 and `gzip on` (level 6, JSON) when GZIP is 1; sets NGINX_PORT.
 write_nginx_config() {
@@ -347,7 +355,7 @@ run_suite() {
     IFS=, read -ra names <<<"$CASES"
     for name in "${names[@]}"; do
         case "$name" in
-            direct | accel | nginx | accel-cache | nginx-cache | accel-gzip | accel-br | nginx-gzip)
+            direct | accel | nginx | accel-cache | nginx-cache | accel-limited | accel-gzip | accel-br | nginx-gzip)
                 "case_${name//-/_}" "$suffix" ;;
             *) echo "load.sh: unknown case $name" >&2; exit 64 ;;
         esac
@@ -365,16 +373,19 @@ main() {
     LOADAVG_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
     rm -f "$OUT_DIR"/cases/*.json
     IFS=, read -ra sizes <<<"$SIZES"
+    IFS=, read -ra spreads <<<"$KEY_SPREADS"
     local size suffix
     for size in "${sizes[@]}"; do
-        suffix=""
-        # Labels name the size and key spread whenever they are not the plain 2 KB, one key.
-        if ((${#sizes[@]} > 1 || size != 2048 || KEYS > 1)); then
-            suffix=" $((size / 1024))KB"
-            ((size % 1024 == 0)) || suffix=" ${size}B"
-            ((KEYS == 1)) || suffix+=" k$KEYS"
-        fi
-        run_suite "$size" "$suffix"
+        for KEYS in "${spreads[@]}"; do
+            suffix=""
+            # Labels name the size and key spread whenever they are not the plain 2 KB, one key.
+            if ((${#sizes[@]} > 1 || ${#spreads[@]} > 1 || size != 2048 || KEYS > 1)); then
+                suffix=" $((size / 1024))KB"
+                ((size % 1024 == 0)) || suffix=" ${size}B"
+                ((KEYS == 1)) || suffix+=" k$KEYS"
+            fi
+            run_suite "$size" "$suffix"
+        done
     done
     if ((${#REPORTS[@]} == 0)); then
         echo "load.sh: no case produced a report" >&2
@@ -383,7 +394,7 @@ main() {
     echo
     "$RELEASE/load-report" --out "$OUT_DIR/load-report.json" \
         --param duration="$DURATION" --param warmup="$WARMUP" --param concurrency="$CONCURRENCY" \
-        --param sizes="[$SIZES]" --param keys="$KEYS" --param loadavg_before="$LOADAVG_BEFORE" \
+        --param sizes="[$SIZES]" --param keys="[$KEY_SPREADS]" --param loadavg_before="$LOADAVG_BEFORE" \
         --param pinning="load generator on core $LOAD_CORE; origin and proxy on core $SERVER_CORE" \
         "${REPORTS[@]}"
     echo

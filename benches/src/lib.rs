@@ -9,6 +9,8 @@
 //!   body, the upstream that every proxy case of `benches/load.sh` shares.
 //! - [`comparison`]: `load-report`, the side-by-side table and combined JSON report of several
 //!   runs.
+//! - [`shared_tier`]: `redis-tier`, lookup latency of memory vs Redis vs origin and purge
+//!   propagation between two sidecars over Redis.
 //!
 //! The binaries in `src/bin/` only parse arguments, build the runtime and call these modules.
 
@@ -16,3 +18,4 @@ pub mod comparison;
 pub mod fast_origin;
 pub mod load;
 pub mod runtime;
+pub mod shared_tier;

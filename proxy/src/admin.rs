@@ -1,6 +1,7 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up),
 //! `/readyz` (rules loaded and every upstream has an available endpoint) and `/status` (JSON:
-//! routes, upstreams with endpoint health and in-flight counts).
+//! routes, upstreams with endpoint health and in-flight counts), and `POST /cache/purge`
+//! (token-protected, see [`crate::cache::purge`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -22,6 +23,7 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/status", get(status))
+        .route("/cache/purge", post(crate::cache::purge::handle))
         .with_state(proxy)
 }
 

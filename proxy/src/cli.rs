@@ -27,4 +27,35 @@ pub enum Command {
         #[arg(short, long, env = "ACCEL_CONFIG", default_value = "accel.toml")]
         config: PathBuf,
     },
+    /// Invalidate cached entries of a running proxy (its admin `POST /cache/purge`).
+    Purge(PurgeArgs),
+}
+
+/// `accel purge`: what to invalidate, and where the running proxy's admin listener is.
+#[derive(Debug, clap::Args)]
+pub struct PurgeArgs {
+    /// The sidecar configuration: the admin address and purge token are read from it.
+    #[arg(short, long, env = "ACCEL_CONFIG", default_value = "accel.toml")]
+    pub config: PathBuf,
+    /// The admin listener (`host:port` or URL); default: `admin.addr` of the configuration.
+    #[arg(long, env = "ACCEL_ADMIN")]
+    pub admin: Option<String>,
+    /// The purge token; default: `cache.purge_token` (or `admin.token`) of the configuration.
+    #[arg(long, env = "ACCEL_PURGE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Entries with this tag (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Entries of this absolute URL, every variant (repeatable).
+    #[arg(long = "url", value_name = "URL")]
+    pub urls: Vec<String>,
+    /// Entries whose path starts with this prefix, or absolute URL prefix (repeatable).
+    #[arg(long = "prefix", value_name = "PREFIX")]
+    pub prefixes: Vec<String>,
+    /// The entry with this cache key, 32 hex digits (repeatable).
+    #[arg(long = "key", value_name = "KEY")]
+    pub keys: Vec<String>,
+    /// Everything.
+    #[arg(long)]
+    pub all: bool,
 }

@@ -28,12 +28,14 @@ impl Downstream {
 }
 
 /// The client's address as the proxy trusts it: the socket peer, or — only when the peer is a
-/// trusted proxy — the right-most address of `X-Forwarded-For` that is not itself a trusted
-/// proxy. A client can never choose its address by sending a header.
+/// trusted proxy — the right-most address of `X-Forwarded-For` (or, when that is absent, of the
+/// `for=` parameters of `Forwarded`, RFC 7239) that is not itself a trusted proxy. A client can
+/// never choose its address by sending a header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientAddr(pub IpAddr);
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 impl ClientAddr {
     /// Resolves the client address of a request on `downstream`.
@@ -43,10 +45,16 @@ impl ClientAddr {
             return Self(peer);
         }
         let mut chain: Vec<IpAddr> = Vec::new();
-        for value in headers.get_all(&X_FORWARDED_FOR) {
+        let (name, hop): (&HeaderName, fn(&str) -> Option<IpAddr>) = if headers.contains_key(&X_FORWARDED_FOR)
+        {
+            (&X_FORWARDED_FOR, parse_forwarded_ip)
+        } else {
+            (&FORWARDED, parse_forwarded_element)
+        };
+        for value in headers.get_all(name) {
             let Ok(text) = value.to_str() else { return Self(peer) };
             for item in text.split(',') {
-                match parse_forwarded_ip(item.trim()) {
+                match hop(item.trim()) {
                     Some(ip) => chain.push(canonical(ip)),
                     // A malformed hop: trust nothing to its left.
                     None => chain.clear(),
@@ -67,6 +75,21 @@ fn parse_forwarded_ip(text: &str) -> Option<IpAddr> {
     }
     // `[::1]:1234` or `1.2.3.4:1234`
     text.parse::<SocketAddr>().ok().map(|s| s.ip())
+}
+
+/// The `for=` address of one `Forwarded` element (`for=192.0.2.1;proto=https`,
+/// `for="[2001:db8::1]:443"`); `None` for `unknown`, obfuscated identifiers or no `for`.
+fn parse_forwarded_element(element: &str) -> Option<IpAddr> {
+    let value = element.split(';').find_map(|pair| {
+        let (key, value) = pair.trim().split_once('=')?;
+        key.trim().eq_ignore_ascii_case("for").then_some(value.trim())
+    })?;
+    let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
+    match value.strip_prefix('[') {
+        // `[v6]` or `[v6]:port`
+        Some(rest) => rest.split_once(']').and_then(|(ip, _)| ip.parse().ok()),
+        None => parse_forwarded_ip(value),
+    }
 }
 
 /// IPv4-mapped IPv6 addresses as IPv4, so one client has one key.
@@ -115,6 +138,28 @@ mod tests {
             resolve("10.0.0.1:5000", &["198.51.100.7:443"]),
             "198.51.100.7".parse::<IpAddr>().unwrap()
         );
+    }
+
+    fn resolve_forwarded(peer: &str, forwarded: &[&str]) -> IpAddr {
+        let policy = policy();
+        let downstream = Downstream::new(peer.parse().unwrap(), false, &policy);
+        let mut headers = HeaderMap::new();
+        for v in forwarded {
+            headers.append("forwarded", v.parse().unwrap());
+        }
+        ClientAddr::resolve(&downstream, &headers, &policy).0
+    }
+
+    #[test]
+    fn forwarded_is_read_like_x_forwarded_for() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            resolve_forwarded("10.0.0.1:5000", &["for=6.6.6.6, for=198.51.100.7;proto=https, for=10.0.0.2"]),
+            ip("198.51.100.7")
+        );
+        assert_eq!(resolve_forwarded("10.0.0.1:5000", &[r#"for="[2001:db8::1]:443""#]), ip("2001:db8::1"));
+        assert_eq!(resolve_forwarded("10.0.0.1:5000", &["for=198.51.100.7, for=unknown"]), ip("10.0.0.1"));
+        assert_eq!(resolve_forwarded("203.0.113.9:5000", &["for=1.2.3.4"]), ip("203.0.113.9"));
     }
 
     #[test]

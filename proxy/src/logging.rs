@@ -12,9 +12,10 @@ pub fn init(config: &LogConfig) -> WorkerGuard {
     let (writer, guard) =
         tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(true).finish(std::io::stdout());
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
-    if !config.access
-        && let Ok(directive) = "accel::access=off".parse()
-    {
+    // `log.access` decides the access lines whatever the level: `level = "warn"` quiets the
+    // rest of the log, not the one line per request the operator asked for.
+    let access = if config.access { "accel::access=info" } else { "accel::access=off" };
+    if let Ok(directive) = access.parse() {
         filter = filter.add_directive(directive);
     }
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);

@@ -1,18 +1,20 @@
 //! The request path, composed in one place in the order a request meets the stages. The
 //! response travels back through the same stages in reverse.
 
-use http::{Request, Response};
+use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::body::Body;
-use crate::compress;
+use crate::cache::{Answer, CachedBody, Coalesced, Lookup};
+use crate::compress::Negotiation;
 use crate::downstream::Downstream;
 use crate::error::ProxyError;
 use crate::forward::{self, RequestBody, ServedBy};
+use crate::limit::{self, Admission};
 use crate::metrics::CacheResult;
 use crate::proxy::Proxy;
-use crate::route::PathParams;
+use crate::route::{PathParams, Route};
 
 /// Answers one request. Never fails: every error becomes a response here (see
 /// [`ProxyError::into_response`]).
@@ -20,7 +22,14 @@ pub async fn handle(proxy: &Proxy, downstream: &Downstream, request: Request<Inc
     let started = Instant::now();
     // route: one snapshot of the rules for the whole request, even across a reload.
     let table = proxy.routes.load();
-    let host = request_host(&request);
+    let host = match request_host(&request) {
+        Ok(host) => host,
+        Err(error) => {
+            let response = error.into_response();
+            access_log(proxy, None, &request, &response, started, CacheResult::None);
+            return response;
+        }
+    };
     let mut params = PathParams::default();
     let Some(route) = table.find(host, request.method(), request.uri().path(), &mut params) else {
         proxy.metrics.unrouted.inc();
@@ -28,14 +37,39 @@ pub async fn handle(proxy: &Proxy, downstream: &Downstream, request: Request<Inc
         access_log(proxy, None, &request, &response, started, CacheResult::None);
         return response;
     };
+    // rate limit: the per-client concurrency cap and the route's quotas, before any upstream
+    // work (cache hits included: a quota protects the sidecar too); a refusal is recorded like
+    // any answer. The admission rides to the response.
+    let admission = match limit::admit(proxy, route, downstream, &request, &params).await {
+        Ok(admission) => admission,
+        Err(refused) => return answered_early(proxy, route, &request, refused, started),
+    };
+    let method = request.method().clone();
+    let access = proxy.access_log.then(|| (request.uri().clone(), request.version()));
+    // compress: what the client accepts, read before the request goes anywhere.
+    let compress = Negotiation::new(route.compress.as_ref(), &method, request.headers());
+    let back = Outbound { admission, compress };
+
+    // cache lookup: a fresh entry answers here (HEAD from the GET entry, 304 to a matching
+    // conditional request; a stale one within stale-while-revalidate too, refreshed in the
+    // background); otherwise the pass says what the forward is for.
+    let pass = match proxy.cache.lookup(route, &params, host, &request, downstream) {
+        Lookup::Answer(answer) => {
+            return finish(route, downstream, &method, access, answer, back, started).await;
+        }
+        Lookup::Forward(pass) => pass,
+    };
+    // coalesce: identical concurrent misses send one leader upstream; followers take its answer.
+    let mut pass = match pass.coalesce().await {
+        Coalesced::Answer(answer) => {
+            return finish(route, downstream, &method, access, answer, back, started).await;
+        }
+        Coalesced::Forward(pass) => pass,
+    };
+
+    // forward: forwarding headers (and the cache's validators), then least-connections pick
+    // and tries with retries.
     let (mut parts, body) = request.into_parts();
-    let method = parts.method.clone();
-    let access = proxy.access_log.then(|| (parts.uri.clone(), parts.version));
-
-    // compress: what the client accepts, read before the request goes upstream.
-    let compress = compress::Negotiation::new(route.compress.as_ref(), &parts.method, &parts.headers);
-
-    // forward: forwarding headers, then least-connections pick and tries with retries.
     forward::headers::to_upstream(
         &mut parts.headers,
         parts.version,
@@ -43,22 +77,53 @@ pub async fn handle(proxy: &Proxy, downstream: &Downstream, request: Request<Inc
         downstream,
         &proxy.forwarded,
     );
-    let mut response = match forward::send(route, parts, RequestBody::new(body)).await {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::debug!(route = %route.rule.name, side = ?error.side(), error = %error, "request failed");
-            error.into_response()
-        }
-    };
-    forward::headers::to_downstream(response.headers_mut(), &proxy.forwarded);
-    // The client's protocol frames the answer, whatever the endpoint spoke.
-    *response.version_mut() = http::Version::default();
-    // compress: brotli / zstd / gzip as the client accepts and the rule allows.
-    let response = compress.apply(response);
+    pass.prepare(&mut parts.headers);
+    let result = forward::send(route, parts, RequestBody::new(body)).await.map(|mut response| {
+        forward::headers::to_downstream(response.headers_mut(), &proxy.forwarded);
+        response
+    });
+    if let Err(error) = &result {
+        tracing::debug!(route = %route.rule.name, side = ?error.side(), error = %error, "request failed");
+    }
 
-    // metrics: one record of every outcome.
-    let cache = CacheResult::None;
-    route.metrics.record(&method, response.status(), cache, started.elapsed().as_secs_f64());
+    // cache store: storable answers stored with their tags as they stream; a 304 refreshes;
+    // stale-if-error; successful unsafe requests invalidate.
+    let answer = pass.complete(result);
+    finish(route, downstream, &method, access, answer, back, started).await
+}
+
+/// What the answer meets on its way back, decided from the request.
+struct Outbound<'a> {
+    admission: Admission,
+    compress: Negotiation<'a>,
+}
+
+/// compress, rate limit headers, metrics: one record of every outcome; the access log line.
+async fn finish(
+    route: &Route,
+    downstream: &Downstream,
+    method: &Method,
+    access: Option<(Uri, Version)>,
+    answer: Answer,
+    back: Outbound<'_>,
+    started: Instant,
+) -> Response<Body> {
+    let Outbound { admission, compress } = back;
+    let Answer { mut response, result: cache } = answer;
+    // compress: after the cache stored the identity body. A cached body is compressed once
+    // per coding and the variant reused; anything else is compressed as it streams.
+    let mut response = match response.extensions_mut().remove::<CachedBody>() {
+        Some(cached) => {
+            let (parts, _) = response.into_parts();
+            compress.apply_cached(parts, &cached.body, &cached.variants).await
+        }
+        None => compress.apply(response),
+    };
+    // The client's protocol frames the answer, whatever the endpoint spoke.
+    *response.version_mut() = Version::default();
+    // rate limit, on the way back: RateLimit headers; the concurrency slot rides the body.
+    admission.finish(&mut response);
+    route.metrics.record(method, response.status(), cache, started.elapsed().as_secs_f64());
     if let Some((uri, version)) = access {
         let endpoint = response.extensions().get::<ServedBy>().map(|s| s.0.to_string());
         tracing::info!(
@@ -77,13 +142,39 @@ pub async fn handle(proxy: &Proxy, downstream: &Downstream, request: Request<Inc
     response
 }
 
-/// The request's host without port: `Host`, or the URI's authority (HTTP/2).
-fn request_host<B>(request: &Request<B>) -> Option<&str> {
-    let raw = match request.headers().get(http::header::HOST) {
-        Some(value) => value.to_str().ok()?,
-        None => request.uri().authority()?.as_str(),
+/// Records an answer the proxy gave itself before going upstream (a refusal), like any other.
+fn answered_early(
+    proxy: &Proxy,
+    route: &Route,
+    request: &Request<Incoming>,
+    response: Response<Body>,
+    started: Instant,
+) -> Response<Body> {
+    let seconds = started.elapsed().as_secs_f64();
+    route.metrics.record(request.method(), response.status(), CacheResult::None, seconds);
+    access_log(proxy, Some(route.rule.name.as_str()), request, &response, started, CacheResult::None);
+    response
+}
+
+/// The request's host without port: `Host`, or the URI's authority (HTTP/2). As RFC 9112 §3.2
+/// asks, more than one `Host`, an unreadable one, or none on HTTP/1.1 is a bad request: routing
+/// on one host while the origin reads another would bypass host routes.
+fn request_host<B>(request: &Request<B>) -> Result<Option<&str>, ProxyError> {
+    let mut hosts = request.headers().get_all(http::header::HOST).iter();
+    let raw = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err(ProxyError::BadRequest { reason: "more than one Host" }),
+        (Some(value), None) => {
+            value.to_str().map_err(|_| ProxyError::BadRequest { reason: "unreadable Host" })?
+        }
+        (None, _) => match request.uri().authority() {
+            Some(authority) => authority.as_str(),
+            None if request.version() == http::Version::HTTP_11 => {
+                return Err(ProxyError::BadRequest { reason: "no Host" });
+            }
+            None => return Ok(None),
+        },
     };
-    Some(strip_port(raw))
+    Ok(Some(strip_port(raw)))
 }
 
 fn strip_port(host: &str) -> &str {

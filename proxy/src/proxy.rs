@@ -7,9 +7,12 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
+use crate::cache::Cache;
 use crate::config::{self, Config, ForwardedConfig, Problems, RuleSet};
+use crate::limit::RateLimiting;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::route::{Route, RouteTable};
+use crate::tier::RedisTier;
 use crate::upstream::{Upstream, UpstreamName};
 
 /// Shared proxy state.
@@ -20,6 +23,8 @@ pub struct Proxy {
     /// Upstream pools, in configuration order.
     pub upstreams: Vec<Arc<Upstream>>,
     pub metrics: Arc<Metrics>,
+    /// Rate limiters (kept across reloads) and the per-client concurrency cap.
+    pub limits: RateLimiting,
     pub forwarded: ForwardedConfig,
     /// Log one line per request.
     pub access_log: bool,
@@ -31,6 +36,10 @@ pub struct Proxy {
     pub admin_token: Option<String>,
     /// The `[compress]` defaults and compression metrics every route's compression is built from.
     pub compression: crate::compress::Compression,
+    /// The response cache: here, not in the route table, so that it survives reloads.
+    pub cache: Arc<Cache>,
+    /// The shared Redis tier, when configured.
+    pub redis: Option<Arc<RedisTier>>,
 }
 
 impl Proxy {
@@ -40,16 +49,30 @@ impl Proxy {
         let upstreams: Vec<Arc<Upstream>> =
             config.upstreams.iter().map(|u| Arc::new(Upstream::new(u.clone(), &metrics))).collect();
         let compression = crate::compress::Compression::new(config.compress.clone(), &metrics);
+        let cache = Arc::new(Cache::new(config.cache.clone(), config.forwarded.clone(), &metrics));
+        let redis = config.redis.as_ref().and_then(|redis| match RedisTier::new(redis, &metrics) {
+            Ok(tier) => Some(Arc::new(tier)),
+            Err(e) => {
+                tracing::error!(error = %e, "redis tier disabled: cannot build its client");
+                None
+            }
+        });
+        if let Some(tier) = &redis {
+            cache.share(tier.clone());
+        }
         let proxy = Self {
             compression,
             routes: ArcSwap::from_pointee(RouteTable::default()),
             upstreams,
+            limits: RateLimiting::new(config.limits.rate_limiting, &metrics),
             metrics,
             forwarded: config.forwarded.clone(),
             access_log: config.log.access,
             rules_globs: config.rules_files.clone(),
             rules_files: Mutex::new(Vec::new()),
             admin_token: config.admin.token.clone(),
+            cache,
+            redis,
         };
         proxy.install(rules);
         proxy
@@ -83,15 +106,19 @@ impl Proxy {
 
     fn install(&self, rules: RuleSet) {
         let RuleSet { routes, files } = rules;
+        let mut limits = self.limits.reload();
         let table: Vec<Arc<Route>> = routes
             .into_iter()
             .filter_map(|rule| {
                 let upstream = self.upstreams.iter().find(|u| u.name == rule.upstream)?.clone();
                 let metrics = RouteMetrics::new(&self.metrics, &rule.name);
+                let cache_metrics = self.cache.metrics.route(&rule.name);
+                let limits = limits.route(&rule);
                 let compress = self.compression.for_route(&rule);
-                Some(Arc::new(Route { rule, upstream, metrics, compress }))
+                Some(Arc::new(Route { rule, upstream, metrics, cache_metrics, limits, compress }))
             })
             .collect();
+        limits.finish();
         self.routes.store(Arc::new(RouteTable::new(table)));
         *self.rules_files.lock().unwrap_or_else(|e| e.into_inner()) = files;
     }

@@ -33,6 +33,9 @@ pub async fn run(proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
 /// rules change made once the proxy answers is never missed.
 pub struct Reloader {
     rx: mpsc::Receiver<()>,
+    /// The rules files as last seen by the watcher: a file event reloads only when they differ
+    /// (reading the files to reload them is itself an event that must not reload again).
+    seen: Fingerprint,
     watcher: Option<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>>,
     #[cfg(unix)]
     hangup: Option<tokio::signal::unix::Signal>,
@@ -49,10 +52,12 @@ impl Reloader {
     pub fn start(proxy: &Proxy) -> Self {
         let (tx, rx) = mpsc::channel::<()>(1);
         let watcher = watch_files(proxy, tx);
+        let seen = Fingerprint::of(proxy.rules_globs());
         #[cfg(unix)]
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         Self {
             rx,
+            seen,
             watcher,
             #[cfg(unix)]
             hangup,
@@ -63,6 +68,7 @@ impl Reloader {
     pub async fn run(self, proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
         let Self {
             mut rx,
+            mut seen,
             watcher,
             #[cfg(unix)]
             mut hangup,
@@ -81,10 +87,40 @@ impl Reloader {
             tokio::select! {
                 () = &mut shutdown => break,
                 Some(()) = sighup => reload_now(&proxy, "sighup"),
-                Some(()) = rx.recv() => reload_now(&proxy, "file change"),
+                Some(()) = rx.recv() => {
+                    let now = Fingerprint::of(proxy.rules_globs());
+                    if now != seen {
+                        seen = now;
+                        reload_now(&proxy, "file change");
+                    }
+                }
             }
         }
         drop(watcher);
+    }
+}
+
+/// What the rules files look like from outside: every file the globs match, with its length
+/// and modification time. Taken with `stat` only, which (unlike reading) raises no file event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint(Vec<(PathBuf, u64, Option<std::time::SystemTime>)>);
+
+impl Fingerprint {
+    fn of(globs: &[String]) -> Self {
+        let mut files: Vec<_> = globs
+            .iter()
+            .filter_map(|g| glob::glob(g).ok())
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|path| {
+                let meta = std::fs::metadata(&path).ok();
+                let len = meta.as_ref().map_or(0, std::fs::Metadata::len);
+                let modified = meta.and_then(|m| m.modified().ok());
+                (path, len, modified)
+            })
+            .collect();
+        files.sort();
+        Self(files)
     }
 }
 
@@ -94,8 +130,14 @@ fn watch_files(
     proxy: &Proxy,
     tx: mpsc::Sender<()>,
 ) -> Option<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>> {
-    let patterns: Vec<glob::Pattern> =
-        proxy.rules_globs().iter().filter_map(|g| glob::Pattern::new(g).ok()).collect();
+    // The watcher reports absolute paths: compare them with absolute globs, else rules given
+    // relative to a relative `--config` path would never match.
+    let globs: Vec<String> = proxy
+        .rules_globs()
+        .iter()
+        .map(|g| std::path::absolute(g).map_or_else(|_| g.clone(), |p| p.to_string_lossy().into_owned()))
+        .collect();
+    let patterns: Vec<glob::Pattern> = globs.iter().filter_map(|g| glob::Pattern::new(g).ok()).collect();
     let matches = {
         let patterns = patterns.clone();
         move |path: &Path| patterns.iter().any(|p| p.matches_path(path))
@@ -109,7 +151,7 @@ fn watch_files(
     })
     .map_err(|e| tracing::warn!(error = %e, "cannot watch rules files; reload with SIGHUP"))
     .ok()?;
-    let mut dirs: Vec<PathBuf> = proxy.rules_globs().iter().map(|g| glob_base(g)).collect();
+    let mut dirs: Vec<PathBuf> = globs.iter().map(|g| glob_base(g)).collect();
     dirs.sort();
     dirs.dedup();
     for dir in dirs {

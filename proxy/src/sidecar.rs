@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::config::{self, Config, Problems, RuleSet};
 use crate::proxy::Proxy;
-use crate::{admin, reload, server, upstream};
+use crate::{admin, limit, reload, server, upstream};
 
 /// Loads and validates `accel.toml` (or defaults) and every rules file it names.
 pub fn load(path: Option<&Path>) -> Result<(Config, RuleSet), Problems> {
@@ -92,6 +92,10 @@ impl Sidecar {
         }
         // reload: watching before the listeners serve, so no later rules change is missed.
         tasks.push(tokio::spawn(reload::Reloader::start(&proxy).run(proxy.clone(), stopped())));
+        if let Some(tier) = &proxy.redis {
+            tasks.push(tokio::spawn(tier.clone().run(stopped())));
+        }
+        tasks.push(tokio::spawn(limit::cleanup(proxy.clone(), stopped())));
         tasks.push(tokio::spawn(admin::run(admin, proxy.clone(), stopped())));
         tracing::info!(
             listen = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),

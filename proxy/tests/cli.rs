@@ -161,8 +161,12 @@ fn sidecar_problems_name_the_key_and_env_overrides_are_checked_too() {
         assert!(stderr.contains(&expected), "missing {expected:?} in:\n{stderr}");
     }
 
-    // An environment override is validated like the file.
+    // Other ACCEL_ variables (the config path, test switches) are not configuration keys.
     let valid = Setup::new("env", SIDECAR, &[("a.toml", "[[route]]\nname = \"a\"\nupstream = \"api\"\n")]);
+    let (code, _, stderr) =
+        check(&valid.config(), &[("ACCEL_CONFIG", "elsewhere.toml"), ("ACCEL_REQUIRE_SERVICES", "1")]);
+    assert_eq!(code, 0, "{stderr}");
+    // An environment override is validated like the file.
     let (code, _, stderr) = check(&valid.config(), &[("ACCEL_ADMIN__ADDR", "nowhere")]);
     assert_eq!(code, 64);
     assert!(stderr.contains("key `admin.addr`"), "{stderr}");

@@ -95,17 +95,35 @@ struct Daemon {
 
 impl Daemon {
     async fn start(name: &str, origin: SocketAddr) -> Self {
+        Self::start_with(name, origin, "[log]\naccess = false\n").await
+    }
+
+    /// Starts with `log` as the `[log]` table; standard output goes to `stdout.log`.
+    async fn start_with(name: &str, origin: SocketAddr, log: &str) -> Self {
+        Self::start_in(name, origin, log, None).await
+    }
+
+    /// Starts in `dir` with `--config <config_dir>/accel.toml` given relative to it and the
+    /// rules glob `../rules/*.toml` relative to the config, as `deploy/accel.toml` does.
+    async fn start_in(name: &str, origin: SocketAddr, log: &str, config_dir: Option<&str>) -> Self {
         let dir = std::env::temp_dir().join(format!("accel-daemon-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("rules")).unwrap();
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let (config, glob) = match config_dir {
+            None => (dir.join("accel.toml"), "rules/*.toml"),
+            Some(sub) => {
+                std::fs::create_dir_all(dir.join(sub)).unwrap();
+                (PathBuf::from(sub).join("accel.toml"), "../rules/*.toml")
+            }
+        };
         std::fs::write(
-            dir.join("accel.toml"),
+            dir.join(&config),
             format!(
                 "[listen]\nhttp = \"{listen}\"\n[admin]\naddr = \"{admin}\"\n[runtime]\nworker_threads = 2\n\
-                 [log]\naccess = false\n[limits]\ndrain_timeout = \"20s\"\n\
-                 [upstreams.api]\nendpoints = [\"{origin}\"]\n[rules]\nfiles = [\"rules/*.toml\"]\n"
+                 {log}\n[limits]\ndrain_timeout = \"20s\"\n\
+                 [upstreams.api]\nendpoints = [\"{origin}\"]\n[rules]\nfiles = [\"{glob}\"]\n"
             ),
         )
         .unwrap();
@@ -114,10 +132,11 @@ impl Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_accel"))
             .arg("run")
             .arg("--config")
-            .arg(dir.join("accel.toml"))
+            .arg(&config)
+            .current_dir(&dir)
             .env_remove("ACCEL_CONFIG")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .env_remove("RUST_LOG")
+            .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap())
             .stderr(Stdio::null())
             .spawn()
             .expect("start accel");
@@ -262,4 +281,60 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_0() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn each_request_gets_one_json_access_line() {
+    let origin = origin(Arc::new(Notify::new())).await;
+    let mut daemon =
+        Daemon::start_with("access", origin, "[log]\nformat = \"json\"\nlevel = \"warn\"\naccess = true\n")
+            .await;
+
+    assert_eq!(daemon.try_get(daemon.listen, "/hello?q=1").await, Some((200, "ok".into())));
+    assert_eq!(daemon.try_get(daemon.listen, "/again").await, Some((200, "ok".into())));
+    // Stopping flushes the log writer.
+    daemon.signal("TERM");
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while daemon.child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "accel did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let log = std::fs::read_to_string(daemon.dir.join("stdout.log")).unwrap();
+    let access: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["target"] == "accel::access")
+        .collect();
+    assert_eq!(access.len(), 2, "{log}");
+    let line = &access[0];
+    assert_eq!(line["route"], "all", "{line}");
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["path"], "/hello");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["endpoint"], origin.to_string());
+    assert!(line["micros"].is_u64(), "{line}");
+}
+
+#[tokio::test]
+async fn rules_given_relative_to_a_relative_config_path_are_watched() {
+    let origin = origin(Arc::new(Notify::new())).await;
+    let daemon = Daemon::start_in("relative", origin, "[log]\naccess = false\n", Some("deploy")).await;
+    assert_eq!(daemon.try_get(daemon.listen, "/x").await, Some((200, "ok".into())));
+
+    let staging = daemon.dir.join("staging.toml");
+    std::fs::write(
+        &staging,
+        "[[route]]\nname = \"only\"\nmatch = { path = \"/only\" }\nupstream = \"api\"\n",
+    )
+    .unwrap();
+    std::fs::rename(&staging, daemon.dir.join("rules/all.toml")).unwrap();
+
+    let success = r#"accel_config_reloads_total{result="success"}"#;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while daemon.metric(success).await < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "the rules change was not picked up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(daemon.try_get(daemon.listen, "/x").await.map(|(status, _)| status), Some(404));
 }

@@ -151,3 +151,21 @@ async fn concurrent_requests_pile_onto_the_endpoint_that_keeps_up() {
         assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     }
 }
+
+#[tokio::test]
+async fn a_client_that_goes_away_mid_body_ends_the_count() {
+    let gate = Gate::new();
+    let origin = held_body_origin(&gate).await;
+    let proxy = TestProxy::builder().upstream("api", &[origin.addr()]).rules(RULES).start().await;
+    let request = proxy.request(Method::GET, "/x").body(body::empty()).unwrap();
+    let response = within("response headers", proxy.client().request(request)).await.expect("an answer");
+    assert_eq!(in_flight(&proxy.status_json().await, origin.addr()), 1);
+
+    // The client drops the response (and its connection) before the body ends.
+    drop(response);
+
+    accel_e2e::eventually_async("the in-flight count ends with the client", || async {
+        in_flight(&proxy.status_json().await, origin.addr()) == 0
+    })
+    .await;
+}

@@ -249,3 +249,196 @@ async fn a_truncated_chunked_body_is_not_passed_off_as_complete() {
         assert!(read.is_err(), "h2 {h2}: the client must see the body break off, got {read:?}");
     }
 }
+
+#[tokio::test]
+async fn an_idempotent_request_that_times_out_is_retried_on_another_endpoint() {
+    let never = Gate::new();
+    let hanging = {
+        let never = never.clone();
+        FakeOrigin::new()
+            .route("/*", "")
+            .handler(move |_| {
+                let never = never.clone();
+                async move {
+                    never.wait().await;
+                    Response::new(body::empty())
+                }
+            })
+            .start()
+            .await
+    };
+    let fine = FakeOrigin::new().route("/*", "fine").start().await;
+    let proxy = TestProxy::builder()
+        .upstream_with(
+            "api",
+            &[hanging.addr(), fine.addr()],
+            r#"ejection = { consecutive_failures = 1, cooldown = "1h" }"#,
+        )
+        .rules(
+            r#"
+            [[route]]
+            name = "all"
+            upstream = "api"
+            timeouts = { response = "1s" }
+            "#,
+        )
+        .start()
+        .await;
+
+    for _ in 0..10 {
+        let response = proxy.get("/read").await;
+        assert_eq!((response.status.as_u16(), response.text().as_str()), (200, "fine"));
+    }
+    assert_eq!(fine.hits("/read"), 10);
+}
+
+#[tokio::test]
+async fn a_client_that_breaks_off_its_upload_does_not_count_against_the_endpoint() {
+    let origin = FakeOrigin::new()
+        .route("/*", "")
+        .handler(|request| async move {
+            let read = request.into_body().drain().await;
+            Response::new(body::full(format!("{read:?}")))
+        })
+        .start()
+        .await;
+    let other = FakeOrigin::new().route("/*", "other").start().await;
+    let proxy = TestProxy::builder()
+        .upstream_with(
+            "api",
+            &[origin.addr(), other.addr()],
+            r#"ejection = { consecutive_failures = 1, cooldown = "1h" }"#,
+        )
+        .rules(RULES)
+        .start()
+        .await;
+
+    // Uploads that the client aborts half-way, until one has reached each endpoint.
+    for _ in 0..64 {
+        let (tx, upload) = body::channel();
+        let request = proxy.request(Method::PUT, "/upload").body(upload).unwrap();
+        let client = proxy.client();
+        let answer = tokio::spawn(async move { client.request(request).await });
+        tx.send("part of it").await;
+        let before = origin.total_hits() + other.total_hits();
+        accel_e2e::eventually_async("the upload reached an endpoint", || async {
+            origin.requests().iter().any(|r| r.body_len > 0 && !r.body_complete && !r.body_failed)
+                || origin.total_hits() + other.total_hits() > before
+        })
+        .await;
+        tx.abort().await;
+        let _ = within("the aborted upload ends", answer).await;
+        if origin.total_hits() > 0 && other.total_hits() > 0 {
+            break;
+        }
+    }
+
+    // The client failed, not the endpoints: both stay in.
+    let status = proxy.status_json().await;
+    let states: Vec<&str> = status["upstreams"][0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["healthy", "healthy"]);
+}
+
+#[tokio::test]
+async fn an_h2c_upload_is_retried_on_another_endpoint_after_a_refused_connection() {
+    let live = FakeOrigin::new()
+        .route("/*", "")
+        .handler(|request| async move {
+            let length = request.into_body().drain().await.expect("the whole body");
+            Response::new(body::full(length.to_string()))
+        })
+        .start()
+        .await;
+    let proxy = TestProxy::builder()
+        .upstream_with(
+            "api",
+            &[dead_addr().await, live.addr()],
+            r#"ejection = { consecutive_failures = 100 }"#,
+        )
+        .rules(RULES)
+        .start()
+        .await;
+    let client = proxy.h2c_client();
+
+    for _ in 0..10 {
+        let (tx, upload) = body::channel();
+        let request = proxy.request(Method::POST, "/x").body(upload).unwrap();
+        let answer = tokio::spawn(client.request(request));
+        for _ in 0..4 {
+            tx.send(vec![b'z'; 10_000]).await;
+        }
+        drop(tx);
+        let response = within("an answer", answer).await.unwrap().expect("an answer");
+        let response = Collected::from(response).await.unwrap();
+        assert_eq!((response.status.as_u16(), response.text().as_str()), (200, "40000"));
+    }
+    assert_eq!(live.total_hits(), 10);
+}
+
+#[tokio::test]
+async fn a_dead_upstream_known_to_be_down_is_a_503_with_retry_after() {
+    let proxy = TestProxy::builder()
+        .upstream_with(
+            "api",
+            &[dead_addr().await],
+            r#"health = { path = "/health", interval = "20ms", timeout = "500ms", unhealthy_threshold = 1 }"#,
+        )
+        .rules(RULES)
+        .start()
+        .await;
+    accel_e2e::eventually_async("the health check marks the endpoint down", || async {
+        proxy.admin_get("/readyz").await.status == 503
+    })
+    .await;
+
+    let response = proxy.get("/x").await;
+
+    assert_eq!(response.status, 503);
+    assert_eq!(response.text(), "no healthy upstream\n");
+    assert_eq!(response.header("retry-after"), Some("1"));
+}
+
+#[tokio::test]
+async fn a_request_with_both_content_length_and_chunked_is_not_smuggled() {
+    let origin = FakeOrigin::new()
+        .route("/*", "")
+        .handler(|request| async move {
+            let (parts, body) = request.into_parts();
+            let length = body.drain().await.unwrap_or(0);
+            Response::new(body::full(format!("{:?} {length}", parts.headers.get("content-length"))))
+        })
+        .start()
+        .await;
+    let proxy = proxy_for_origin(&origin).await;
+    let mut connection = accel_e2e::RawConnection::open(proxy.addr()).await;
+
+    connection
+        .write(
+            b"POST /s HTTP/1.1\r\nHost: app.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: app.test\r\n\r\n",
+        )
+        .await;
+    let head = connection.read_head().await;
+    let _ = connection.read_to_close().await;
+
+    // Rejected outright, or framed by Transfer-Encoding alone: never both on the way up.
+    assert!(head.status == 400 || head.status == 200, "{head:?}");
+    for seen in origin.requests().iter().filter(|r| r.path() == "/s") {
+        assert_eq!(seen.body_len, 5, "the body is what the chunked framing says");
+        assert!(
+            !(seen.header("content-length").is_some() && seen.header("transfer-encoding").is_some()),
+            "{:?}",
+            seen.headers
+        );
+        assert!(seen.header("content-length").is_none_or(|l| l == "5"), "{:?}", seen.headers);
+    }
+}
+
+async fn proxy_for_origin(origin: &accel_e2e::OriginHandle) -> TestProxy {
+    TestProxy::builder().upstream("api", &[origin.addr()]).rules(RULES).start().await
+}

@@ -61,7 +61,7 @@ async fn active_checks_eject_a_failing_endpoint_and_readmit_it() {
         .upstream_with(
             "api",
             &[a.addr(), b.addr()],
-            r#"health = { path = "/health", interval = "20ms", timeout = "1s", unhealthy_threshold = 2, healthy_threshold = 2 }"#,
+            r#"health = { path = "/health", interval = "20ms", timeout = "5s", unhealthy_threshold = 2, healthy_threshold = 2 }"#,
         )
         .rules(RULES)
         .start()
@@ -107,7 +107,7 @@ async fn a_killed_endpoint_is_checked_out_and_back_in_after_restart() {
         .upstream_with(
             "api",
             &[a.addr(), b.addr()],
-            r#"health = { path = "/health", interval = "20ms", timeout = "500ms", unhealthy_threshold = 1 }"#,
+            r#"health = { path = "/health", interval = "20ms", timeout = "5s", unhealthy_threshold = 1 }"#,
         )
         .rules(RULES)
         .start()
@@ -200,7 +200,9 @@ async fn an_ejected_endpoint_returns_after_its_cool_down() {
     while a.total_hits() == 0 {
         proxy.get("/x").await;
     }
-    assert_eq!(state(&proxy, a.addr()).await, "ejected");
+    // Counted rather than looked at: the cool-down may be over before `/status` is read.
+    let ejections = format!(r#"accel_endpoint_ejections_total{{upstream="api",endpoint="{}"}}"#, a.addr());
+    assert_eq!(proxy.metric(&ejections).await, 1.0);
 
     wait_for_state(&proxy, a.addr(), "healthy").await;
     eventually_async("the endpoint gets a request again", || async {
@@ -262,4 +264,44 @@ async fn a_dead_endpoint_costs_idempotent_clients_nothing() {
     let failed =
         proxy.metric(&outcome("connect_error")).await + proxy.metric(&outcome("protocol_error")).await;
     assert_eq!(failed, 2.0);
+}
+
+#[tokio::test]
+async fn only_consecutive_failures_count_towards_ejection() {
+    let flip = Arc::new(AtomicBool::new(false));
+    let a = {
+        let flip = flip.clone();
+        FakeOrigin::new()
+            .route("/*", "")
+            .handler(move |_| {
+                // 500, 200, 500, 200, … whatever the order requests arrive in.
+                let fail = !flip.fetch_xor(true, Ordering::SeqCst);
+                async move {
+                    let mut response = Response::new(body::full("a"));
+                    if fail {
+                        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    response
+                }
+            })
+            .start()
+            .await
+    };
+    let b = FakeOrigin::new().route("/*", "b").start().await;
+    let proxy = TestProxy::builder()
+        .upstream_with(
+            "api",
+            &[a.addr(), b.addr()],
+            r#"ejection = { consecutive_failures = 2, cooldown = "1h" }"#,
+        )
+        .rules(RULES)
+        .start()
+        .await;
+
+    for _ in 0..40 {
+        proxy.get("/x").await;
+    }
+
+    assert!(a.total_hits() > 2, "a took part ({} requests)", a.total_hits());
+    assert_eq!(state(&proxy, a.addr()).await, "healthy", "a success in between resets the count");
 }

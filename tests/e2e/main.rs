@@ -3,10 +3,13 @@
 
 mod admin;
 mod balancing;
+mod cache;
 mod compress;
 mod failures;
 mod health;
 mod lifecycle;
+mod limit;
+mod redis;
 mod reload;
 mod routing;
 mod smoke;

@@ -176,3 +176,44 @@ async fn a_request_in_flight_finishes_on_the_rules_it_started_with() {
     assert_eq!((response.status.as_u16(), response.text().as_str()), (200, "finished"));
     assert_eq!(proxy.metric(r#"accel_requests_total{route="before",method="GET",status="2xx"}"#).await, 1.0);
 }
+
+#[tokio::test]
+async fn endpoint_health_survives_a_reload() {
+    let broken = FakeOrigin::new().route("/*", "broken").status(500).start().await;
+    let fine = FakeOrigin::new().route("/*", "fine").start().await;
+    let proxy = TestProxy::builder()
+        .upstream_with(
+            "api",
+            &[broken.addr(), fine.addr()],
+            r#"ejection = { consecutive_failures = 1, cooldown = "1h" }"#,
+        )
+        .rules(&route("before", "/"))
+        .start()
+        .await;
+    while broken.total_hits() == 0 {
+        proxy.get("/x").await;
+    }
+
+    proxy.rewrite_rules(&route("after", "/"));
+    proxy.reload().expect("valid rules");
+
+    for _ in 0..20 {
+        assert_eq!(proxy.get("/x").await.text(), "fine");
+    }
+    assert_eq!(broken.total_hits(), 1, "the ejected endpoint stays out across the reload");
+}
+
+#[tokio::test]
+async fn one_change_is_one_reload() {
+    let origin = FakeOrigin::new().route("/*", "ok").start().await;
+    let proxy =
+        TestProxy::builder().upstream("api", &[origin.addr()]).rules(&route("old", "/old/")).start().await;
+
+    proxy.rewrite_rules(&route("new", "/new/"));
+    eventually_async("the change is picked up", || async { proxy.metric(RELOAD_OK).await >= 1.0 }).await;
+
+    // Reloading reads the files; that must not count as another change. Five debounce
+    // periods later there has still been exactly one reload.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(proxy.metric(RELOAD_OK).await, 1.0);
+}

@@ -146,3 +146,96 @@ async fn the_origins_status_and_headers_pass_unchanged() {
     assert_eq!(teapot.text(), "short and stout");
     assert_eq!(proxy.metric(r#"accel_requests_total{route="all",method="GET",status="4xx"}"#).await, 1.0);
 }
+
+#[tokio::test]
+async fn head_and_bodiless_answers_pass_unchanged() {
+    let origin = FakeOrigin::new()
+        .route("/doc", "twelve bytes")
+        .header("etag", "\"v1\"")
+        .route("/gone", "")
+        .status(204)
+        .route("/same", "")
+        .status(304)
+        .header("etag", "\"v1\"")
+        .start()
+        .await;
+    let proxy = TestProxy::builder()
+        .upstream("api", &[origin.addr()])
+        .rules("[[route]]\nname = \"all\"\nupstream = \"api\"\n")
+        .start()
+        .await;
+
+    let head = proxy.send(proxy.request(Method::HEAD, "/doc").body(body::empty()).unwrap()).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("12"));
+    assert_eq!(head.header("etag"), Some("\"v1\""));
+    assert!(head.body.is_empty());
+    assert_eq!(origin.last_request().unwrap().method, Method::HEAD);
+
+    let no_content = proxy.get("/gone").await;
+    assert_eq!(no_content.status, 204);
+    assert!(no_content.body.is_empty());
+    let not_modified = proxy
+        .send(
+            proxy
+                .request(Method::GET, "/same")
+                .header("if-none-match", "\"v1\"")
+                .body(body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(not_modified.header("etag"), Some("\"v1\""));
+    assert_eq!(origin.last_request().unwrap().header("if-none-match"), Some("\"v1\""));
+}
+
+#[tokio::test]
+async fn wildcard_hosts_and_rest_patterns_match() {
+    let (a, b) = origins().await;
+    let proxy = proxy(
+        &a,
+        &b,
+        r#"
+        [[route]]
+        name = "tenants"
+        match = { host = "*.tenants.test" }
+        upstream = "b"
+
+        [[route]]
+        name = "files"
+        match = { path = "/files/{owner}/{*rest}" }
+        upstream = "a"
+        "#,
+    )
+    .await;
+    let with_host = |path: &str, host: &str| {
+        proxy.request(Method::GET, path).header("host", host).body(body::empty()).unwrap()
+    };
+
+    assert_eq!(proxy.send(with_host("/x", "acme.tenants.test")).await.text(), "from b");
+    assert_eq!(proxy.send(with_host("/x", "a.b.tenants.test:443")).await.text(), "from b");
+    // The bare domain is not a subdomain of itself.
+    assert_eq!(proxy.send(with_host("/x", "tenants.test")).await.status, 404);
+
+    assert_eq!(proxy.get("/files/ann/a/b/c.txt").await.text(), "from a");
+    assert_eq!(proxy.get("/files/ann/").await.text(), "from a", "the rest may be empty");
+    assert_eq!(proxy.get("/files/").await.status, 404, "the owner segment is required");
+}
+
+#[tokio::test]
+async fn a_request_with_two_hosts_or_none_is_rejected() {
+    let (a, b) = origins().await;
+    let proxy = proxy(&a, &b, RULES).await;
+
+    // RFC 9112 §3.2: a server answers 400 to an HTTP/1.1 request with more than one Host,
+    // or none; routing on one Host while the origin reads the other would be a bypass.
+    for request in [
+        &b"GET /api/leads/1 HTTP/1.1\r\nHost: app.test\r\nHost: admin.example.com\r\n\r\n"[..],
+        &b"GET /api/leads/1 HTTP/1.1\r\nX-No-Host: 1\r\n\r\n"[..],
+    ] {
+        let mut connection = accel_e2e::RawConnection::open(proxy.addr()).await;
+        connection.write(request).await;
+        assert_eq!(connection.read_head().await.status, 400, "{}", String::from_utf8_lossy(request));
+    }
+    assert_eq!(a.total_hits() + b.total_hits(), 0);
+}

@@ -172,6 +172,7 @@ async fn forwarding_headers_from_an_untrusted_client_are_replaced() {
         .header("x-forwarded-for", "1.2.3.4")
         .header("x-forwarded-proto", "https")
         .header("x-forwarded-host", "evil.test")
+        .header("forwarded", "for=1.2.3.4;proto=https;host=evil.test")
         .body(body::empty())
         .unwrap();
     proxy.send(request).await;
@@ -180,6 +181,7 @@ async fn forwarding_headers_from_an_untrusted_client_are_replaced() {
     assert_eq!(seen.header_all("x-forwarded-for"), ["127.0.0.1"]);
     assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
     assert_eq!(seen.header("x-forwarded-host"), Some("app.test"));
+    assert!(seen.header("forwarded").is_none(), "the standard header cannot be forged either");
     assert_eq!(seen.header("via"), Some("1.1 accel"));
 }
 
@@ -200,6 +202,7 @@ async fn forwarding_headers_from_a_trusted_proxy_are_extended() {
         .header("x-forwarded-proto", "https")
         .header("x-forwarded-host", "www.example.com")
         .header("via", "1.1 cdn")
+        .header("forwarded", "for=198.51.100.7;proto=https")
         .body(body::empty())
         .unwrap();
     let response = proxy.send(request).await;
@@ -209,6 +212,7 @@ async fn forwarding_headers_from_a_trusted_proxy_are_extended() {
     assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
     assert_eq!(seen.header("x-forwarded-host"), Some("www.example.com"));
     assert_eq!(seen.header_all("via"), ["1.1 cdn", "1.1 edge-sidecar"]);
+    assert_eq!(seen.header("forwarded"), Some("for=198.51.100.7;proto=https"), "a trusted proxy's is kept");
     assert_eq!(response.header("via"), Some("1.1 edge-sidecar"));
 }
 
@@ -333,4 +337,54 @@ async fn h2c_clients_are_served_over_http_1_1_to_the_origin() {
     assert_eq!(seen.version, http::Version::HTTP_11);
     assert_eq!(seen.header("via"), Some("2 accel"));
     assert!(seen.header("host").is_some_and(|h| h == proxy.addr().to_string()), "{:?}", seen.headers);
+}
+
+#[tokio::test]
+async fn connections_to_the_origin_are_kept_alive() {
+    let origin = FakeOrigin::new().route("/*", "ok").start().await;
+    let proxy = proxy_for(&origin).await;
+
+    for _ in 0..20 {
+        assert_eq!(proxy.get("/k").await.status, 200);
+    }
+    let request = proxy.request(Method::POST, "/k").body(body::full("with a body")).unwrap();
+    assert_eq!(proxy.send(request).await.status, 200);
+
+    assert_eq!(origin.total_hits(), 21);
+    assert_eq!(origin.connections(), 1, "one pooled connection serves sequential requests");
+}
+
+#[tokio::test]
+async fn header_order_survives_hop_by_hop_stripping() {
+    let origin = FakeOrigin::new()
+        .route("/*", "ok")
+        .header("x-first", "1")
+        .header("connection", "x-hop")
+        .header("x-hop", "gone")
+        .header("x-second", "2")
+        .header("x-third", "3")
+        .start()
+        .await;
+    let proxy = proxy_for(&origin).await;
+    let mut connection = RawConnection::open(proxy.addr()).await;
+
+    connection
+        .write(
+            b"GET /o HTTP/1.1\r\nHost: app.test\r\nX-A: 1\r\nConnection: keep-alive\r\nX-B: 2\r\n\
+              Keep-Alive: timeout=5\r\nX-C: 3\r\nX-D: 4\r\n\r\n",
+        )
+        .await;
+    let head = connection.read_head().await;
+
+    let seen = origin.last_request().unwrap();
+    let sent: Vec<&str> = seen
+        .headers
+        .keys()
+        .map(|k| k.as_str())
+        .filter(|k| k.starts_with("x-") && !k.starts_with("x-forwarded"))
+        .collect();
+    assert_eq!(sent, ["x-a", "x-b", "x-c", "x-d"]);
+    let received: Vec<&str> =
+        head.headers.iter().map(|(k, _)| k.as_str()).filter(|k| k.starts_with("x-")).collect();
+    assert_eq!(received, ["x-first", "x-second", "x-third"]);
 }

@@ -153,7 +153,11 @@ impl FakeOrigin {
     pub async fn start(self) -> OriginHandle {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the fake origin");
         let addr = listener.local_addr().expect("the fake origin's address");
-        let shared = Arc::new(Shared { routes: self.routes, seen: Mutex::new(Vec::new()) });
+        let shared = Arc::new(Shared {
+            routes: self.routes,
+            seen: Mutex::new(Vec::new()),
+            accepted: Default::default(),
+        });
         let handle = OriginHandle { addr, shared, running: Mutex::new(None) };
         handle.serve(listener);
         handle
@@ -163,6 +167,8 @@ impl FakeOrigin {
 struct Shared {
     routes: Vec<Answer>,
     seen: Mutex<Vec<Record>>,
+    /// TCP connections accepted, over the origin's whole life.
+    accepted: std::sync::atomic::AtomicUsize,
 }
 
 struct Record {
@@ -267,6 +273,11 @@ impl OriginHandle {
         self.requests().pop()
     }
 
+    /// TCP connections accepted so far (keep-alive shows as fewer connections than requests).
+    pub fn connections(&self) -> usize {
+        self.shared.accepted.load(Ordering::SeqCst)
+    }
+
     /// Number of requests seen, all paths.
     pub fn total_hits(&self) -> usize {
         self.lock_seen().len()
@@ -301,6 +312,7 @@ impl OriginHandle {
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
+                shared.accepted.fetch_add(1, Ordering::SeqCst);
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
                 let service = service_fn(move |request| {

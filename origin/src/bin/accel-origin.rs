@@ -1,1 +1,71 @@
-fn main() {}
+//! `accel-origin`: parse, connect, migrate, then serve or seed (thin: the work is in the
+//! library). Exits 1 on a runtime failure; clap exits 2 on bad arguments.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use accel_origin::cli::{Cli, Command};
+use accel_origin::clock::Clock;
+use accel_origin::db::{Db, PoolSize};
+use accel_origin::{App, seed};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("accel-origin: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let pool = match &cli.command {
+        Command::Serve { pool_size, .. } => PoolSize { max: *pool_size, min: 2.min(*pool_size) },
+        Command::Migrate | Command::Seed { .. } => PoolSize { max: 4, min: 1 },
+    };
+    let db = Db::connect(&cli.database_url, pool).await?;
+    db.migrate().await?;
+    match cli.command {
+        Command::Migrate => println!("migrations applied ({})", db.backend()),
+        Command::Seed { size, now } => {
+            let now = now.unwrap_or_else(|| Clock::System.now());
+            let report = seed::seed(&db, size, now, size.rows() > 200_000).await?;
+            for (table, rows) in &report.tables {
+                println!("{table:>18}: {rows}");
+            }
+            println!("demo token (user 1): {}", report.demo_token);
+        }
+        Command::Serve { listen, refresh_secs, .. } => {
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            tracing::info!(%listen, database = db.backend(), "accel-origin serving");
+            let app = App::new(db.clone());
+            accel_origin::serve(listener, app, Duration::from_secs(refresh_secs), shutdown()).await?;
+            tracing::info!("accel-origin stopped");
+        }
+    }
+    db.close().await;
+    Ok(())
+}
+
+async fn shutdown() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = interrupt => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = interrupt.await;
+}

@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use accel::cli::{Cli, Command};
+use accel::cache::purge::{self, PurgeRequest};
+use accel::cli::{Cli, Command, PurgeArgs};
 use accel::sidecar::{self, Sidecar};
 use clap::Parser;
 
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Purge(args) => purge_command(args),
         Command::Run { config } => {
             let (config, rules) = match sidecar::load(Some(&config)) {
                 Ok(loaded) => loaded,
@@ -37,11 +39,18 @@ fn main() -> ExitCode {
                 }
             };
             let _log = accel::logging::init(&config.log);
-            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            // One worker: a single-threaded runtime, which schedules without cross-thread
+            // synchronisation (the pinned-core deployment the benchmarks measure).
+            let mut runtime = match config.worker_threads.map(|n| n.get()) {
+                Some(1) => tokio::runtime::Builder::new_current_thread(),
+                Some(threads) => {
+                    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+                    runtime.worker_threads(threads);
+                    runtime
+                }
+                None => tokio::runtime::Builder::new_multi_thread(),
+            };
             runtime.enable_all();
-            if let Some(threads) = config.worker_threads {
-                runtime.worker_threads(threads.get());
-            }
             let runtime = match runtime.build() {
                 Ok(runtime) => runtime,
                 Err(e) => {
@@ -60,6 +69,49 @@ fn main() -> ExitCode {
                 sidecar.run(sidecar::shutdown_signal()).await;
                 ExitCode::SUCCESS
             })
+        }
+    }
+}
+
+/// `accel purge`: one request to the running proxy's admin listener.
+fn purge_command(args: PurgeArgs) -> ExitCode {
+    let PurgeArgs { config, admin, token, tags, urls, prefixes, keys, all } = args;
+    let loaded = if admin.is_none() || token.is_none() {
+        Some(accel::config::load_sidecar(Some(&config)))
+    } else {
+        None
+    };
+    let loaded = match loaded.transpose() {
+        Ok(loaded) => loaded,
+        Err(problems) => {
+            eprintln!("{problems}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let admin = admin.or_else(|| loaded.as_ref().map(|c| c.admin.addr.to_string())).unwrap_or_default();
+    let Some(token) = token.or_else(|| loaded.as_ref().and_then(|c| c.cache.purge_token.clone())) else {
+        eprintln!("no purge token: pass --token or set cache.purge_token in {}", config.display());
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let request = PurgeRequest { tags, urls, keys, prefixes, all };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(purge::send(&admin, &token, &request)) {
+        Ok(counts) => {
+            println!(
+                "purged {} entries (tags {}, urls {}, keys {}, prefixes {}, all {})",
+                counts.purged, counts.tags, counts.urls, counts.keys, counts.prefixes, counts.all
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("purge failed: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

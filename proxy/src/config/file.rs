@@ -34,6 +34,12 @@ pub struct SidecarFile {
     /// `[compress]`: compression defaults of every route.
     #[serde(default)]
     pub compress: crate::compress::CompressFile,
+    /// The response cache.
+    #[serde(default)]
+    pub cache: crate::cache::config::CacheFile,
+    /// `[redis]`: the shared Redis tier; absent: each sidecar works alone.
+    #[serde(default)]
+    pub redis: Option<crate::tier::config::RedisFile>,
 }
 
 /// `[listen]`: where clients connect.
@@ -119,6 +125,23 @@ pub struct LimitsFile {
     /// On shutdown, how long in-flight requests may take to finish. Default `30s`.
     #[serde(default)]
     pub drain_timeout: Option<String>,
+    /// Requests in flight at once per client address: `true` (10) or a number; default off.
+    #[serde(default)]
+    pub client_concurrency: Option<ConcurrencyFile>,
+    /// Keys with their own bucket, per rate limiter. Default 100000.
+    #[serde(default)]
+    pub rate_limit_keys: Option<usize>,
+    /// How often rate limiters drop idle keys. Default `10s`.
+    #[serde(default)]
+    pub rate_limit_cleanup: Option<String>,
+}
+
+/// `client_concurrency = true` (the default cap) or `= N`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+pub enum ConcurrencyFile {
+    Enabled(bool),
+    Max(u32),
 }
 
 /// `[forwarded]`: forwarding headers.
@@ -239,6 +262,18 @@ pub struct RouteFile {
     /// Compression of the route's answers; see [`crate::compress::CompressFile`].
     #[serde(default)]
     pub compress: Option<crate::compress::CompressFile>,
+    /// Response caching (see `crate::cache::rule`).
+    #[serde(default)]
+    pub cache: Option<crate::cache::rule::CacheRuleFile>,
+    /// Tag templates invalidated when an unsafe request on the route succeeds.
+    #[serde(default)]
+    pub invalidate: Vec<String>,
+    /// Collapsing of identical concurrent misses.
+    #[serde(default)]
+    pub coalesce: Option<crate::cache::rule::CoalesceFile>,
+    /// Rate limits: one table or a list of tables; none: the route is not rate limited.
+    #[serde(default)]
+    pub rate_limit: Option<crate::limit::rule::OneOrMany<crate::limit::rule::LimitFile>>,
 }
 
 /// `match = { ... }` of a route. Every given condition must hold.

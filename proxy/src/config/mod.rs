@@ -50,6 +50,10 @@ pub struct Config {
     pub rules_files: Vec<String>,
     /// `[compress]`: compression defaults of every route.
     pub compress: crate::compress::CompressSettings,
+    /// The response cache.
+    pub cache: crate::cache::CacheConfig,
+    /// The shared Redis tier, when `[redis]` is configured.
+    pub redis: Option<crate::tier::RedisConfig>,
 }
 
 /// A TLS listener: address and the server configuration (certificate, ALPN h2 and http/1.1).
@@ -76,6 +80,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// Per-client concurrency cap and rate limiters' bounds.
+    pub rate_limiting: crate::limit::LimitSettings,
 }
 
 /// Who may set `X-Forwarded-*`, and what goes in `Via`.

@@ -121,7 +121,18 @@ fn convert(
     upstreams: &HashSet<UpstreamName>,
     problems: &mut Problems,
 ) -> Option<RouteRule> {
-    let RouteFile { name, matcher, upstream, timeouts, retry, compress } = route;
+    let RouteFile {
+        name,
+        matcher,
+        upstream,
+        timeouts,
+        retry,
+        cache,
+        invalidate,
+        coalesce,
+        rate_limit,
+        compress,
+    } = route;
     let before = problems.0.len();
     let mut at = |key: &str, message: String| problems.in_route(&file, label, key, message);
 
@@ -174,10 +185,28 @@ fn convert(
         Timeouts { response: response_d, total: total_d }
     };
     let compress = compress.map(|c| crate::compress::CompressSettings::convert(c, &mut at));
+    let cache = crate::cache::rule::convert(cache, invalidate, coalesce, &mut at);
+    let rate_limit = rate_limit.map_or_else(Vec::new, |limits| {
+        let params: Vec<&str> = match &matcher.path {
+            PathMatch::Pattern(pattern) => pattern.param_names().collect(),
+            _ => Vec::new(),
+        };
+        crate::limit::rule::convert(limits, &params, &mut at)
+    });
     if problems.0.len() != before {
         return None;
     }
-    Some(RouteRule { name: name?, file, matcher, upstream: upstream_name?, timeouts, retry, compress })
+    Some(RouteRule {
+        name: name?,
+        file,
+        matcher,
+        upstream: upstream_name?,
+        timeouts,
+        retry,
+        cache,
+        rate_limit,
+        compress,
+    })
 }
 
 fn compile_match(m: MatchFile, at: &mut impl FnMut(&str, String)) -> Matcher {

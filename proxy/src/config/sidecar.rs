@@ -1,5 +1,6 @@
 //! `accel.toml` → [`Config`]: figment layers the defaults, the file, then `ACCEL_*` variables
-//! (`ACCEL_LISTEN__HTTP=0.0.0.0:9090`: a double underscore separates keys).
+//! (`ACCEL_LISTEN__HTTP=0.0.0.0:9090`: a double underscore separates keys; variables without
+//! one, such as `ACCEL_CONFIG`, are not configuration keys).
 
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -9,7 +10,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 
-use super::file::{EjectionFile, HealthFile, SidecarFile, UpstreamFile};
+use super::file::{ConcurrencyFile, EjectionFile, HealthFile, LimitsFile, SidecarFile, UpstreamFile};
 use super::{
     AdminConfig, Config, DEFAULT_LATENCY_BUCKETS, Ejection, ForwardedConfig, HealthCheck, Limits, LogConfig,
     LogFormat, Problems, TlsListen, UpstreamConfig, parse_duration,
@@ -27,7 +28,10 @@ pub fn load(path: Option<&Path>) -> Result<Config, Problems> {
         }
         figment = figment.merge(Toml::file_exact(path));
     }
-    let figment = figment.merge(Env::prefixed("ACCEL_").split("__"));
+    // Only `ACCEL_<SECTION>__<KEY>` variables are configuration: others with the prefix
+    // (`ACCEL_CONFIG`, the path of this file; `ACCEL_REQUIRE_SERVICES` for tests) are not keys.
+    let figment =
+        figment.merge(Env::prefixed("ACCEL_").filter(|key| key.as_str().contains("__")).split("__"));
     let shown = path.map_or_else(|| PathBuf::from("<defaults>"), Path::to_path_buf);
     let file: SidecarFile = figment.extract().map_err(|e| {
         let mut problems = Problems::default();
@@ -48,8 +52,20 @@ pub fn load(path: Option<&Path>) -> Result<Config, Problems> {
 
 /// Converts the operator's file into the running configuration, collecting every problem.
 pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<Config, Problems> {
-    let SidecarFile { listen, admin, runtime, limits, forwarded, log, metrics, upstreams, rules, compress } =
-        file;
+    let SidecarFile {
+        listen,
+        admin,
+        runtime,
+        limits,
+        forwarded,
+        log,
+        metrics,
+        upstreams,
+        rules,
+        cache,
+        redis,
+        compress,
+    } = file;
     let mut problems = Problems::default();
     let p = &mut problems;
 
@@ -84,6 +100,7 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
             threads
         }
     };
+    let rate_limiting = rate_limiting(p, shown, &limits);
     let max_connections = NonZeroUsize::new(limits.max_connections.unwrap_or(10_000));
     if max_connections.is_none() {
         p.at(shown, "limits.max_connections", "must be at least 1");
@@ -153,6 +170,9 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
 
     let compress =
         crate::compress::CompressSettings::convert(compress, &mut |key, message| p.at(shown, key, message));
+    let cache =
+        crate::cache::config::convert(cache, admin.token.as_deref().filter(|t| !t.is_empty()), p, shown);
+    let redis = redis.and_then(|file| crate::tier::config::convert(p, shown, file));
 
     let config = Config {
         path: path.map(Path::to_path_buf),
@@ -167,6 +187,7 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
             max_connections: max_connections.unwrap_or(NonZeroUsize::MIN),
             header_read_timeout,
             drain_timeout,
+            rate_limiting,
         },
         forwarded: ForwardedConfig { trusted_proxies, via },
         log: LogConfig {
@@ -178,6 +199,8 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
         upstreams,
         rules_files,
         compress,
+        cache,
+        redis,
     };
     problems.into_result(config)
 }
@@ -249,6 +272,34 @@ fn upstream(p: &mut Problems, shown: &Path, name: String, file: UpstreamFile) ->
         max_idle_per_endpoint: max_idle_per_endpoint.unwrap_or(256),
         idle_timeout: duration(p, shown, &at("idle_timeout"), idle_timeout, 90),
     })
+}
+
+/// `[limits]` keys of rate limiting: the per-client concurrency cap and the limiters' bounds.
+fn rate_limiting(p: &mut Problems, shown: &Path, limits: &LimitsFile) -> crate::limit::LimitSettings {
+    use crate::limit::{
+        DEFAULT_CLEANUP_INTERVAL, DEFAULT_CLIENT_CONCURRENCY, DEFAULT_MAX_KEYS, LimitSettings,
+    };
+    let client_concurrency = match limits.client_concurrency {
+        None | Some(ConcurrencyFile::Enabled(false)) => None,
+        Some(ConcurrencyFile::Enabled(true)) => NonZeroU32::new(DEFAULT_CLIENT_CONCURRENCY),
+        Some(ConcurrencyFile::Max(n)) => NonZeroU32::new(n).or_else(|| {
+            p.at(shown, "limits.client_concurrency", "must be at least 1 (or false for no cap)");
+            None
+        }),
+    };
+    let max_keys =
+        NonZeroUsize::new(limits.rate_limit_keys.unwrap_or(DEFAULT_MAX_KEYS)).unwrap_or_else(|| {
+            p.at(shown, "limits.rate_limit_keys", "must be at least 1");
+            NonZeroUsize::MIN
+        });
+    let cleanup_interval = duration(
+        p,
+        shown,
+        "limits.rate_limit_cleanup",
+        limits.rate_limit_cleanup.clone(),
+        DEFAULT_CLEANUP_INTERVAL.as_secs(),
+    );
+    LimitSettings { client_concurrency, max_keys, cleanup_interval }
 }
 
 fn socket_addr(p: &mut Problems, shown: &Path, key: &str, text: &str) -> Option<SocketAddr> {

@@ -15,25 +15,46 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every header it names,
 /// `Keep-Alive`, `Proxy-Connection`, `TE` (but `TE: trailers`), `Transfer-Encoding`, `Upgrade`,
-/// `Proxy-Authenticate`, `Proxy-Authorization`.
+/// `Proxy-Authenticate`, `Proxy-Authorization`. The other headers keep their order.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-        headers.remove(header::CONNECTION);
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    let hop = |name: &HeaderName| is_hop_by_hop(name) || named.contains(name);
+    if !headers.keys().any(hop) {
+        return;
     }
-    let te_trailers = headers.get(header::TE).is_some_and(|v| {
-        v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
-    });
-    for name in [
+    let te_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))));
+    // `HeaderMap::remove` fills the hole with the last header, reordering the others: rebuild
+    // the map in order instead (only when there is something to strip).
+    let mut kept = HeaderMap::with_capacity(headers.len());
+    let mut current: Option<HeaderName> = None;
+    for (name, value) in std::mem::take(headers) {
+        if let Some(name) = name {
+            current = Some(name);
+        }
+        let Some(name) = &current else { continue };
+        if *name == header::TE && te_trailers {
+            if !kept.contains_key(header::TE) {
+                kept.insert(header::TE, HeaderValue::from_static("trailers"));
+            }
+        } else if !hop(name) {
+            kept.append(name.clone(), value);
+        }
+    }
+    *headers = kept;
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        &header::CONNECTION,
         &KEEP_ALIVE,
         &PROXY_CONNECTION,
         &header::TE,
@@ -41,17 +62,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         &header::UPGRADE,
         &header::PROXY_AUTHENTICATE,
         &header::PROXY_AUTHORIZATION,
-    ] {
-        headers.remove(name);
-    }
-    if te_trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
+    ]
+    .contains(&name)
 }
 
 /// Prepares a downstream request's headers for the upstream: strips hop-by-hop headers, sets
 /// `Host` for HTTP/2 clients (from `:authority`), sets `X-Forwarded-For`/`-Proto`/`-Host`
-/// (extending a trusted proxy's, replacing anyone else's) and appends `Via`.
+/// (extending a trusted proxy's, replacing anyone else's; an untrusted client's `Forwarded`
+/// is dropped) and appends `Via`.
 pub fn to_upstream(
     headers: &mut HeaderMap,
     version: Version,
@@ -87,7 +105,10 @@ pub fn to_upstream(
             headers.insert(X_FORWARDED_HOST.clone(), host);
         }
     } else {
-        set(headers, &X_FORWARDED_FOR, &peer.to_string());
+        // RFC 7239 `Forwarded` says the same things as `X-Forwarded-*`: an untrusted client
+        // may not say them either.
+        headers.remove(header::FORWARDED);
+        headers.insert(X_FORWARDED_FOR.clone(), ip_value(peer));
         headers.insert(X_FORWARDED_PROTO.clone(), proto);
         match headers.get(header::HOST).cloned() {
             Some(host) => {
@@ -120,10 +141,40 @@ fn append_via(headers: &mut HeaderMap, version: Version, pseudonym: &HeaderValue
         Version::HTTP_3 => "3",
         _ => "1.1",
     };
-    let entry = format!("{protocol} {}", pseudonym.to_str().unwrap_or("accel"));
-    if let Ok(value) = HeaderValue::from_str(&entry) {
+    let mut entry = Vec::with_capacity(protocol.len() + 1 + pseudonym.len());
+    entry.extend_from_slice(protocol.as_bytes());
+    entry.push(b' ');
+    entry.extend_from_slice(pseudonym.as_bytes());
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(entry)) {
         headers.append(header::VIA, value);
     }
+}
+
+/// An address as a header value, IPv4 without going through `fmt` (this runs per request).
+fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return HeaderValue::from_str(&ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    };
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            text[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            text[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    HeaderValue::from_bytes(&text[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
@@ -176,6 +227,16 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
         assert_eq!(h["via"], "1.1 accel");
+    }
+
+    #[test]
+    fn addresses_are_written_as_the_standard_library_writes_them() {
+        for ip in
+            ["0.0.0.0", "10.0.0.2", "203.0.113.5", "255.255.255.255", "100.9.10.99", "::1", "2001:db8::7"]
+        {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_value(ip), ip.to_string().as_str());
+        }
     }
 
     #[test]

@@ -69,7 +69,7 @@ enum TryError {
     Timeout(Duration),
 }
 
-async fn tries(route: &Route, parts: Parts, body: RequestBody) -> Result<Response<Body>, ProxyError> {
+async fn tries(route: &Route, mut parts: Parts, body: RequestBody) -> Result<Response<Body>, ProxyError> {
     let upstream = &route.upstream;
     let policy = &route.rule.retry;
     let idempotent = is_idempotent(&parts.method);
@@ -84,15 +84,18 @@ async fn tries(route: &Route, parts: Parts, body: RequestBody) -> Result<Respons
         tried.push(endpoint.index);
         let last_try = attempt == policy.attempts.get() || tried.len() == upstream.endpoints.len();
 
-        let mut uri = Uri::builder().scheme("http").authority(endpoint.addr.authority().clone());
-        if let Some(pq) = &path_and_query {
-            uri = uri.path_and_query(pq.clone());
-        }
-        let uri = uri.build().map_err(|_| ProxyError::BadRequest { reason: "request target" })?;
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = Some(endpoint.addr.authority().clone());
+        uri.path_and_query =
+            path_and_query.clone().or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
+        let uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest { reason: "request target" })?;
         let mut request = Request::new(body.for_try());
         *request.method_mut() = parts.method.clone();
         *request.uri_mut() = uri;
-        *request.headers_mut() = parts.headers.clone();
+        // The last try takes the headers; earlier ones keep them for the next.
+        *request.headers_mut() =
+            if last_try { std::mem::take(&mut parts.headers) } else { parts.headers.clone() };
         *request.version_mut() = http::Version::HTTP_11;
 
         let guard = InFlight::new(endpoint.clone());
@@ -105,6 +108,12 @@ async fn tries(route: &Route, parts: Parts, body: RequestBody) -> Result<Respons
         {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) if e.is_connect() => Err(TryError::Connect(e)),
+            Ok(Err(e)) if is_downstream_body_error(&e) => {
+                // The client's body broke off (it went away mid-upload): the client failed,
+                // not the endpoint, so no outcome, no ejection, no retry.
+                tracing::debug!(endpoint = %endpoint.addr, error = %e, "request body broke off");
+                return Err(ProxyError::BadRequest { reason: "request body broke off" });
+            }
             Ok(Err(e)) => Err(TryError::Exchange(e)),
             Err(_) => Err(TryError::Timeout(route.rule.timeouts.response)),
         };
@@ -170,6 +179,19 @@ fn classify(
         ),
         TryError::Timeout(after) => (UpstreamOutcome::Timeout, ProxyError::Timeout { after }, false),
     }
+}
+
+/// True when a try failed because the request body the proxy was sending (the downstream's)
+/// yielded an error, rather than because of the endpoint.
+fn is_downstream_body_error(error: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
+            return hyper_error.is_user();
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// RFC 9110 §9.2.2 idempotent methods.

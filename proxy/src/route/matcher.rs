@@ -117,6 +117,14 @@ impl PathPattern {
         self.segments.iter().any(|s| !matches!(s, Segment::Literal(_)))
     }
 
+    /// The names of the pattern's parameters, in path order.
+    pub fn param_names(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::Literal(_) => None,
+            Segment::Param(name) | Segment::Rest(name) => Some(&**name),
+        })
+    }
+
     fn matches(&self, path: &str, params: &mut PathParams) -> bool {
         let Some(mut rest) = path.strip_prefix('/') else { return false };
         let mut offset = 1;

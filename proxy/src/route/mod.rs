@@ -63,6 +63,10 @@ pub struct RouteRule {
     pub retry: RetryPolicy,
     /// `compress = { ... }`: `None` when the route has no table (the `[compress]` defaults apply).
     pub compress: Option<crate::compress::CompressSettings>,
+    /// Caching, invalidation and coalescing.
+    pub cache: crate::cache::RouteCache,
+    /// Rate limits, all of which a request must pass; empty: not rate limited.
+    pub rate_limit: Vec<crate::limit::rule::LimitRule>,
 }
 
 /// How long the upstream may take.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use http::Method;
 
 use super::{PathParams, RouteRule};
+use crate::limit::RouteLimits;
 use crate::metrics::RouteMetrics;
 use crate::upstream::Upstream;
 
@@ -17,6 +18,10 @@ pub struct Route {
     pub metrics: RouteMetrics,
     /// The route's compression; `None` when it does not compress.
     pub compress: Option<crate::compress::RouteCompression>,
+    /// The route's cache lookup counters.
+    pub cache_metrics: crate::cache::RouteCacheMetrics,
+    /// The route's rate limiters, kept across reloads while their definition is unchanged.
+    pub limits: RouteLimits,
 }
 
 /// Routes in match order.

@@ -1,0 +1,50 @@
+//! The `accel-origin` command line.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, Subcommand};
+
+use crate::db::DEFAULT_DATABASE_URL;
+use crate::seed::Size;
+
+/// The platform API that Accel accelerates.
+#[derive(Debug, Parser)]
+#[command(name = "accel-origin", version, about)]
+pub struct Cli {
+    /// `postgres://…` or `sqlite://…` (the file is created when missing).
+    #[arg(long, global = true, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Applies the migrations, then serves the API.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        listen: SocketAddr,
+        /// Seconds between refreshes of the analytics materialized views (PostgreSQL).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+        refresh_secs: u64,
+        /// Most database connections this instance opens.
+        #[arg(long, default_value_t = 16)]
+        pool_size: u32,
+    },
+    /// Applies the migrations and exits.
+    Migrate,
+    /// Applies the migrations and writes a deterministic data set into an empty database.
+    Seed {
+        /// `small` (the demo, seconds), `bench` (100k leads, ~1M usage and activity rows), or
+        /// a number of leads (other tables scale with it).
+        #[arg(long, default_value = "small", value_parser = Size::parse)]
+        size: Size,
+        /// "Now" of the data set, unix seconds (default: the current time); the same size and
+        /// `now` give the same rows.
+        #[arg(long)]
+        now: Option<i64>,
+    },
+}

@@ -1,0 +1,145 @@
+//! `[cache]` of `accel.toml`: what operators write and the validated [`CacheConfig`].
+
+use std::path::Path;
+
+use http::header::HeaderName;
+use serde::Deserialize;
+
+use crate::config::{Problems, parse_size};
+
+/// `[cache]`: the response cache shared by every route that caches.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheFile {
+    /// Memory for entries (bodies, headers, tags). Default `256MiB`.
+    #[serde(default)]
+    pub memory: Option<String>,
+    /// Response headers whose values tag the entry. Default `["Cache-Tag", "Surrogate-Key", "xkey"]`.
+    #[serde(default)]
+    pub tag_headers: Option<Vec<String>>,
+    /// Response headers of unsafe requests naming tags to invalidate. Default
+    /// `["Cache-Group-Invalidation"]`.
+    #[serde(default)]
+    pub invalidation_headers: Option<Vec<String>>,
+    /// Remove tag and invalidation headers from answers to clients. Default true.
+    #[serde(default)]
+    pub strip_tag_headers: Option<bool>,
+    /// Add `X-Cache-Status` (HIT, MISS, …) next to `Cache-Status`. Default false.
+    #[serde(default)]
+    pub x_cache_status: Option<bool>,
+    /// Bearer token of `POST /cache/purge` on the admin listener. Default: `admin.token`.
+    #[serde(default)]
+    pub purge_token: Option<String>,
+}
+
+/// The validated `[cache]`.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Bytes.
+    pub memory: u64,
+    pub tag_headers: Vec<HeaderName>,
+    pub invalidation_headers: Vec<HeaderName>,
+    pub strip_tag_headers: bool,
+    pub x_cache_status: bool,
+    /// Bearer token of the purge endpoint (`cache.purge_token`, else `admin.token`); `None`
+    /// disables it.
+    pub purge_token: Option<String>,
+    /// Cache time: the system clock (following Tokio's), or a manual one injected by tests.
+    pub clock: super::Clock,
+}
+
+/// Default `cache.memory`.
+pub const DEFAULT_MEMORY: u64 = 256 << 20;
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            memory: DEFAULT_MEMORY,
+            tag_headers: default_tag_headers(),
+            invalidation_headers: vec![HeaderName::from_static("cache-group-invalidation")],
+            strip_tag_headers: true,
+            x_cache_status: false,
+            purge_token: None,
+            clock: super::Clock::system(),
+        }
+    }
+}
+
+fn default_tag_headers() -> Vec<HeaderName> {
+    ["cache-tag", "surrogate-key", "xkey"].into_iter().map(HeaderName::from_static).collect()
+}
+
+/// Converts `[cache]`; `admin_token` is the purge token's fallback.
+pub fn convert(file: CacheFile, admin_token: Option<&str>, p: &mut Problems, shown: &Path) -> CacheConfig {
+    let CacheFile {
+        memory,
+        tag_headers,
+        invalidation_headers,
+        strip_tag_headers,
+        x_cache_status,
+        purge_token,
+    } = file;
+    let defaults = CacheConfig::default();
+    let memory = match memory {
+        None => DEFAULT_MEMORY,
+        Some(text) => match parse_size(&text) {
+            Ok(0) => {
+                p.at(shown, "cache.memory", "must be greater than zero");
+                DEFAULT_MEMORY
+            }
+            Ok(bytes) => bytes,
+            Err(e) => {
+                p.at(shown, "cache.memory", e);
+                DEFAULT_MEMORY
+            }
+        },
+    };
+    let mut names = |key: &str, list: Option<Vec<String>>, default: Vec<HeaderName>| match list {
+        None => default,
+        Some(list) => list
+            .iter()
+            .filter_map(|name| {
+                HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| p.at(shown, key, format!("{name:?} is not a header name")))
+                    .ok()
+            })
+            .collect(),
+    };
+    let tag_headers = names("cache.tag_headers", tag_headers, defaults.tag_headers);
+    let invalidation_headers =
+        names("cache.invalidation_headers", invalidation_headers, defaults.invalidation_headers);
+    CacheConfig {
+        memory,
+        tag_headers,
+        invalidation_headers,
+        strip_tag_headers: strip_tag_headers.unwrap_or(true),
+        x_cache_status: x_cache_status.unwrap_or(false),
+        purge_token: purge_token.filter(|t| !t.is_empty()).or_else(|| admin_token.map(str::to_owned)),
+        clock: defaults.clock,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_problems() {
+        let mut p = Problems::default();
+        let config = convert(CacheFile::default(), Some("admin"), &mut p, Path::new("accel.toml"));
+        assert!(p.is_empty());
+        assert_eq!(config.memory, 256 << 20);
+        assert_eq!(config.tag_headers.len(), 3);
+        assert_eq!(config.purge_token.as_deref(), Some("admin"));
+        let file = CacheFile {
+            memory: Some("lots".into()),
+            tag_headers: Some(vec!["bad header".into()]),
+            purge_token: Some("p".into()),
+            ..CacheFile::default()
+        };
+        let config = convert(file, Some("admin"), &mut p, Path::new("accel.toml"));
+        assert_eq!(config.purge_token.as_deref(), Some("p"));
+        let text = p.to_string();
+        assert!(text.contains("key `cache.memory`") && text.contains("key `cache.tag_headers`"), "{text}");
+    }
+}

@@ -1,0 +1,168 @@
+//! The miss path's body: the upstream body streams to the client while it is collected, up
+//! to the rule's `max_object_size`. When it ends complete, the entry is stored and the
+//! leader's followers get it; a body that grows past the limit streams on uncollected (never
+//! buffered whole), and one that breaks off or ends short of its `Content-Length` is never
+//! stored (and reaches the client as the error it is).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderValue};
+use http_body::{Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use super::entry::CacheEntry;
+use super::key::CacheKey;
+use super::policy::RejectReason;
+use super::store::Seq;
+use super::{Cache, FlightLeader, Shared};
+use crate::body::{Body, BoxError};
+
+/// What finishing an entry needs once its body is complete.
+#[derive(Debug)]
+pub(super) struct Filling {
+    pub cache: Arc<Cache>,
+    pub key: CacheKey,
+    /// The request's headers: they pick the variant when the answer varies.
+    pub request: HeaderMap,
+    /// The entry, body still empty.
+    pub template: CacheEntry,
+    pub seq: Seq,
+    /// Store the entry (false: only hand it to followers).
+    pub store: bool,
+    pub leader: Option<FlightLeader>,
+    /// Most bytes collected.
+    pub limit: usize,
+}
+
+impl Filling {
+    fn finish(self, body: Bytes) {
+        let Self { cache, key, request, mut template, seq, store, leader, .. } = self;
+        template.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        template.body = body;
+        let entry = Arc::new(template);
+        let variant = key_for(&entry, key, &request);
+        if store {
+            cache.store.insert(key, &request, entry.clone(), seq);
+            cache.share_entry(key, variant, &entry);
+        }
+        if let Some(leader) = leader {
+            leader.publish(Arc::new(Shared { entry, variant }));
+        }
+    }
+
+    fn abandon(self, reason: RejectReason) {
+        if self.store {
+            self.cache.metrics.rejected(reason);
+        }
+        // Dropping the leader releases the followers.
+    }
+}
+
+/// The key that tells variants apart: followers compare it with their own.
+pub(super) fn key_for(entry: &CacheEntry, key: CacheKey, request: &HeaderMap) -> CacheKey {
+    let names: Vec<header::HeaderName> = super::policy::vary_names(&entry.headers)
+        .filter_map(|n| header::HeaderName::from_bytes(n.as_bytes()).ok())
+        .collect();
+    if names.is_empty() { key } else { key.variant(&names, request) }
+}
+
+pin_project! {
+    /// An upstream body being collected into an entry as it streams to the client.
+    #[derive(Debug)]
+    pub(super) struct FillBody {
+        #[pin]
+        inner: Body,
+        chunks: Vec<Bytes>,
+        size: usize,
+        filling: Option<Filling>,
+    }
+}
+
+impl FillBody {
+    /// Collects `inner` into `filling`'s entry.
+    pub(super) fn new(inner: Body, filling: Filling) -> Self {
+        if http_body::Body::is_end_stream(&inner) {
+            // Nothing will be polled: the entry is complete now.
+            finish(Some(filling), Vec::new(), 0);
+            return Self { inner, chunks: Vec::new(), size: 0, filling: None };
+        }
+        Self { inner, chunks: Vec::new(), size: 0, filling: Some(filling) }
+    }
+}
+
+fn finish(filling: Option<Filling>, chunks: Vec<Bytes>, size: usize) {
+    let Some(filling) = filling else { return };
+    let expected = filling
+        .template
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if expected.is_some_and(|n| n != size) {
+        filling.abandon(RejectReason::Truncated);
+        return;
+    }
+    let body = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.into_iter().next().unwrap_or_default(),
+        _ => {
+            let mut all = BytesMut::with_capacity(size);
+            for chunk in chunks {
+                all.extend_from_slice(&chunk);
+            }
+            all.freeze()
+        }
+    };
+    filling.finish(body);
+}
+
+impl http_body::Body for FillBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(filling)) = (frame.data_ref(), this.filling.as_ref()) {
+                    *this.size += data.len();
+                    if *this.size > filling.limit {
+                        if let Some(filling) = this.filling.take() {
+                            filling.abandon(RejectReason::TooLarge);
+                        }
+                        *this.chunks = Vec::new();
+                    } else {
+                        this.chunks.push(data.clone());
+                    }
+                }
+                if this.inner.is_end_stream() {
+                    finish(this.filling.take(), std::mem::take(this.chunks), *this.size);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(filling) = this.filling.take() {
+                    filling.abandon(RejectReason::Truncated);
+                }
+                *this.chunks = Vec::new();
+            }
+            Poll::Ready(None) => finish(this.filling.take(), std::mem::take(this.chunks), *this.size),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

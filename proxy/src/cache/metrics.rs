@@ -1,0 +1,231 @@
+//! The cache's metrics (`accel_cache_*`), registered with the proxy's registry. Per-route
+//! handles ([`RouteCacheMetrics`]) are resolved when the rules load.
+//!
+//! - `accel_cache_lookups_total{route,result}`: every request on a caching route, by
+//!   result (hit, stale, miss, expired, revalidated, bypass): the hit rate is
+//!   `hit / sum` of one series;
+//! - `accel_cache_stores_total`, `accel_cache_rejections_total{reason}`;
+//! - `accel_cache_entries`, `accel_cache_bytes`, `accel_cache_evictions_total{cause}`;
+//! - `accel_cache_purges_total{kind}`, `accel_cache_purged_entries_total`;
+//! - `accel_cache_coalesced_followers_total{result}` (served, timeout, released);
+//! - `accel_cache_background_refreshes_total{result}` (stored, revalidated, failed).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
+use super::policy::RejectReason;
+use crate::metrics::{CacheResult, Metrics};
+use crate::route::RouteName;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LookupLabels {
+    route: String,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    cause: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    result: &'static str,
+}
+
+/// How a follower ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowerResult {
+    /// It answered with its leader's response.
+    Served,
+    /// It stopped waiting and went upstream itself.
+    Timeout,
+    /// The leader failed or its answer could not be shared; the follower went itself.
+    Released,
+}
+
+impl FollowerResult {
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    const ALL: [&'static str; 3] = ["served", "timeout", "released"];
+}
+
+/// How a background refresh ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshResult {
+    Stored,
+    Revalidated,
+    /// The origin failed or the answer could not be stored; the stale entry stays.
+    Failed,
+}
+
+impl RefreshResult {
+    const ALL: [&'static str; 3] = ["stored", "revalidated", "failed"];
+}
+
+/// What a purge removed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeKind {
+    Tag,
+    Url,
+    Key,
+    Prefix,
+    All,
+    /// A successful unsafe request.
+    Invalidation,
+}
+
+impl PurgeKind {
+    const ALL: [&'static str; 6] = ["tag", "url", "key", "prefix", "all", "invalidation"];
+}
+
+/// Why an entry left the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvictionCause {
+    /// Its stale windows ended.
+    Expired,
+    /// Memory was needed.
+    Size,
+}
+
+/// The cache's metric handles.
+#[derive(Debug, Clone)]
+pub struct CacheMetrics {
+    lookups: Family<LookupLabels, Counter>,
+    /// Answers stored.
+    pub stores: Counter,
+    rejections: [Counter; RejectReason::ALL.len()],
+    /// Entries in memory.
+    pub entries: Gauge,
+    /// Bytes the entries weigh.
+    pub bytes: Gauge,
+    evictions: [Counter; 2],
+    purges: [Counter; 6],
+    /// Entries invalidated by purges and unsafe requests.
+    pub purged_entries: Counter,
+    followers: [Counter; 3],
+    refreshes: [Counter; 3],
+}
+
+impl CacheMetrics {
+    /// Registers the cache's metrics with `metrics`.
+    pub fn new(metrics: &Metrics) -> Self {
+        let lookups = Family::<LookupLabels, Counter>::default();
+        let rejections_family = Family::<ReasonLabels, Counter>::default();
+        let evictions_family = Family::<CauseLabels, Counter>::default();
+        let purges_family = Family::<KindLabels, Counter>::default();
+        let followers_family = Family::<OutcomeLabels, Counter>::default();
+        let refreshes_family = Family::<OutcomeLabels, Counter>::default();
+        let this = Self {
+            lookups: lookups.clone(),
+            stores: Counter::default(),
+            rejections: RejectReason::ALL
+                .map(|r| rejections_family.get_or_create(&ReasonLabels { reason: r.as_str() }).clone()),
+            entries: Gauge::default(),
+            bytes: Gauge::default(),
+            evictions: ["expired", "size"]
+                .map(|cause| evictions_family.get_or_create(&CauseLabels { cause }).clone()),
+            purges: PurgeKind::ALL.map(|kind| purges_family.get_or_create(&KindLabels { kind }).clone()),
+            purged_entries: Counter::default(),
+            followers: FollowerResult::ALL
+                .map(|result| followers_family.get_or_create(&OutcomeLabels { result }).clone()),
+            refreshes: RefreshResult::ALL
+                .map(|result| refreshes_family.get_or_create(&OutcomeLabels { result }).clone()),
+        };
+        metrics.register("cache_lookups", "Requests on caching routes, by route and cache result", lookups);
+        metrics.register("cache_stores", "Answers stored in the cache", this.stores.clone());
+        metrics.register("cache_rejections", "Answers not stored, by reason", rejections_family);
+        metrics.register("cache_entries", "Entries in the cache", this.entries.clone());
+        metrics.register("cache_bytes", "Memory held by cache entries, in bytes", this.bytes.clone());
+        metrics.register("cache_evictions", "Entries removed by expiry or for memory", evictions_family);
+        metrics.register("cache_purges", "Purge and invalidation operations, by kind", purges_family);
+        metrics.register(
+            "cache_purged_entries",
+            "Entries invalidated by purges and unsafe requests",
+            this.purged_entries.clone(),
+        );
+        metrics.register(
+            "cache_coalesced_followers",
+            "Requests that waited for a leader's identical request, by how it ended",
+            followers_family,
+        );
+        metrics.register(
+            "cache_background_refreshes",
+            "Background refreshes of stale entries, by result",
+            refreshes_family,
+        );
+        this
+    }
+
+    /// Handles for `route`.
+    pub fn route(&self, route: &RouteName) -> RouteCacheMetrics {
+        let lookup = |result: CacheResult| match result {
+            // Not a lookup: a detached counter keeps the array indexable without a series.
+            CacheResult::None => Counter::default(),
+            _ => self
+                .lookups
+                .get_or_create(&LookupLabels { route: route.as_str().to_owned(), result: result.as_str() })
+                .clone(),
+        };
+        RouteCacheMetrics { lookups: CacheResult::ALL.map(lookup) }
+    }
+
+    /// Counts an answer not stored.
+    pub fn rejected(&self, reason: RejectReason) {
+        let i = RejectReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        self.rejections[i].inc();
+    }
+
+    /// Counts an entry leaving the store.
+    pub fn evicted(&self, cause: EvictionCause) {
+        self.evictions[cause as usize].inc();
+    }
+
+    /// Counts a purge that invalidated `entries`.
+    pub fn purged(&self, kind: PurgeKind, entries: u64) {
+        self.purges[kind as usize].inc();
+        self.purged_entries.inc_by(entries);
+    }
+
+    /// Counts a follower's end.
+    pub fn follower(&self, result: FollowerResult) {
+        self.followers[result.index()].inc();
+    }
+
+    /// Counts a background refresh's end.
+    pub fn refresh(&self, result: RefreshResult) {
+        self.refreshes[result as usize].inc();
+    }
+}
+
+/// One route's lookup counters.
+#[derive(Debug, Clone)]
+pub struct RouteCacheMetrics {
+    lookups: [Counter; CacheResult::ALL.len()],
+}
+
+impl RouteCacheMetrics {
+    /// Counts one request's cache result; `CacheResult::None` (the route does not cache) is
+    /// not a lookup.
+    pub fn lookup(&self, result: CacheResult) {
+        if result == CacheResult::None {
+            return;
+        }
+        let i = CacheResult::ALL.iter().position(|r| *r == result).unwrap_or(0);
+        self.lookups[i].inc();
+    }
+}

@@ -1,0 +1,372 @@
+//! What may be stored and for how long (RFC 9111 for a shared cache).
+//!
+//! - Stored: answers to GET with a cacheable status, without `no-store`, `private` or
+//!   `no-cache`, without `Set-Cookie` (unless the rule allows it), without `Vary: *`.
+//! - An answer to a request carrying `Authorization` is stored only when the response says a
+//!   shared cache may (`public`, `s-maxage`, `must-revalidate`, §3.5) or the route's key
+//!   includes the credential.
+//! - Freshness: by default the origin's `s-maxage`, then `max-age`, then `Expires` win, and
+//!   the rule's `ttl` applies when the origin is silent (as nginx's `proxy_cache_valid`); with
+//!   `origin_cache_control = false` the rule's `ttl` wins. The stale windows are the rule's,
+//!   or the origin's `stale-while-revalidate` / `stale-if-error` (RFC 5861) when it sends them.
+
+use std::time::{Duration, SystemTime};
+
+use http::header::{self, HeaderMap};
+use http::{HeaderValue, StatusCode};
+
+use super::rule::{CacheRule, ClientNoCache};
+
+/// The directives of `Cache-Control` a shared cache acts on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheControl {
+    pub no_store: bool,
+    pub no_cache: bool,
+    pub private: bool,
+    pub public: bool,
+    pub must_revalidate: bool,
+    pub max_age: Option<u64>,
+    pub s_maxage: Option<u64>,
+    pub stale_while_revalidate: Option<u64>,
+    pub stale_if_error: Option<u64>,
+}
+
+impl CacheControl {
+    /// The directives of every `Cache-Control` header in `headers`. Unknown directives are
+    /// ignored; a malformed number makes its directive absent.
+    pub fn parse(headers: &HeaderMap) -> Self {
+        let mut cc = Self::default();
+        for value in headers.get_all(header::CACHE_CONTROL) {
+            let Ok(value) = value.to_str() else { continue };
+            for directive in value.split(',') {
+                let (name, arg) = match directive.split_once('=') {
+                    Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+                    None => (directive.trim(), None),
+                };
+                let seconds = || arg.and_then(|a| a.parse::<u64>().ok());
+                match name.to_ascii_lowercase().as_str() {
+                    "no-store" => cc.no_store = true,
+                    // `no-cache="field"` only restricts the named fields; treat it as no-cache.
+                    "no-cache" => cc.no_cache = true,
+                    "private" => cc.private = true,
+                    "public" => cc.public = true,
+                    "must-revalidate" | "proxy-revalidate" => cc.must_revalidate = true,
+                    "max-age" => cc.max_age = seconds(),
+                    "s-maxage" => cc.s_maxage = seconds(),
+                    "stale-while-revalidate" => cc.stale_while_revalidate = seconds(),
+                    "stale-if-error" => cc.stale_if_error = seconds(),
+                    _ => {}
+                }
+            }
+        }
+        cc
+    }
+
+    /// True when the response explicitly states how long it stays fresh.
+    fn has_freshness(&self) -> bool {
+        self.max_age.is_some() || self.s_maxage.is_some()
+    }
+}
+
+/// How a stored answer ages: fresh for `ttl`, then usable while revalidating for `swr` and,
+/// when the origin fails, for `sie` (both counted from the end of `ttl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    pub ttl: Duration,
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
+    /// The answer may be served to requests that carry `Authorization`.
+    pub shared_with_credentials: bool,
+}
+
+impl Freshness {
+    /// How long the entry is worth keeping: fresh plus the longer stale window.
+    pub fn lifetime(&self) -> Duration {
+        self.ttl + self.stale_while_revalidate.max(self.stale_if_error)
+    }
+}
+
+/// Why an answer was not stored: the `reason` label of `accel_cache_rejections_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// The status is not one a cache keeps.
+    Status,
+    NoStore,
+    Private,
+    NoCache,
+    SetCookie,
+    /// `Vary: *`.
+    VaryAll,
+    /// The request carried credentials and the answer does not say it may be shared.
+    Credentials,
+    /// Neither the origin nor the rule gives a freshness lifetime, or it is zero.
+    NoFreshness,
+    /// The body is larger than the rule's `max_object_size`.
+    TooLarge,
+    /// The body ended early or failed.
+    Truncated,
+    /// The client said `Cache-Control: no-store`.
+    Request,
+}
+
+impl RejectReason {
+    /// Every value, in label order.
+    pub const ALL: [Self; 11] = [
+        Self::Status,
+        Self::NoStore,
+        Self::Private,
+        Self::NoCache,
+        Self::SetCookie,
+        Self::VaryAll,
+        Self::Credentials,
+        Self::NoFreshness,
+        Self::TooLarge,
+        Self::Truncated,
+        Self::Request,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Status => "status",
+            Self::NoStore => "no_store",
+            Self::Private => "private",
+            Self::NoCache => "no_cache",
+            Self::SetCookie => "set_cookie",
+            Self::VaryAll => "vary_star",
+            Self::Credentials => "credentials",
+            Self::NoFreshness => "no_freshness",
+            Self::TooLarge => "too_large",
+            Self::Truncated => "truncated",
+            Self::Request => "request",
+        }
+    }
+}
+
+/// Statuses stored on the rule's TTL when the origin says nothing: the heuristically
+/// cacheable ones (RFC 9110 §15.1), 206 excepted (ranges are not cached).
+const HEURISTIC: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
+/// Further statuses stored when the origin gives an explicit lifetime.
+const EXPLICIT: [u16; 2] = [302, 307];
+
+/// Decides whether the answer `status` + `headers` to a request (with credentials or not)
+/// may be stored under `rule`, and for how long. `now` dates `Expires`.
+pub fn storable(
+    rule: &CacheRule,
+    credentials: bool,
+    status: StatusCode,
+    headers: &HeaderMap,
+    now: SystemTime,
+) -> Result<Freshness, RejectReason> {
+    let cc = CacheControl::parse(headers);
+    let code = status.as_u16();
+    let explicit = cc.has_freshness() || headers.contains_key(header::EXPIRES);
+    if !(HEURISTIC.contains(&code) || (explicit && EXPLICIT.contains(&code))) {
+        return Err(RejectReason::Status);
+    }
+    if cc.no_store {
+        return Err(RejectReason::NoStore);
+    }
+    if cc.private {
+        return Err(RejectReason::Private);
+    }
+    if cc.no_cache {
+        return Err(RejectReason::NoCache);
+    }
+    if headers.contains_key(header::SET_COOKIE) && !rule.allow_set_cookie {
+        return Err(RejectReason::SetCookie);
+    }
+    if vary_names(headers).any(|name| name == "*") {
+        return Err(RejectReason::VaryAll);
+    }
+    let shared_with_credentials = cc.public || cc.s_maxage.is_some() || cc.must_revalidate;
+    if credentials && !shared_with_credentials && !rule.key.includes_credentials() {
+        return Err(RejectReason::Credentials);
+    }
+    let origin_ttl = if rule.origin_cache_control { origin_ttl(&cc, headers, now) } else { None };
+    let ttl = origin_ttl.or(rule.ttl).ok_or(RejectReason::NoFreshness)?;
+    let window = |origin: Option<u64>, rule: Duration| match origin {
+        // The origin's stale windows count when its freshness does.
+        Some(secs) if origin_ttl.is_some() => Duration::from_secs(secs),
+        _ => rule,
+    };
+    let freshness = Freshness {
+        ttl,
+        stale_while_revalidate: window(cc.stale_while_revalidate, rule.stale_while_revalidate),
+        stale_if_error: window(cc.stale_if_error, rule.stale_if_error),
+        shared_with_credentials,
+    };
+    if freshness.lifetime().is_zero() {
+        return Err(RejectReason::NoFreshness);
+    }
+    Ok(freshness)
+}
+
+/// The lifetime the origin gives: `s-maxage`, `max-age`, or `Expires` − `Date` (or now).
+fn origin_ttl(cc: &CacheControl, headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    if let Some(secs) = cc.s_maxage.or(cc.max_age) {
+        return Some(Duration::from_secs(secs));
+    }
+    let expires = http_date(headers.get(header::EXPIRES)?);
+    let Some(expires) = expires else {
+        // An invalid Expires (such as "0") means already expired (RFC 9111 §5.3).
+        return Some(Duration::ZERO);
+    };
+    let date = headers.get(header::DATE).and_then(http_date).unwrap_or(now);
+    Some(expires.duration_since(date).unwrap_or(Duration::ZERO))
+}
+
+/// Parses an HTTP date.
+pub fn http_date(value: &HeaderValue) -> Option<SystemTime> {
+    httpdate::parse_http_date(value.to_str().ok()?.trim()).ok()
+}
+
+/// The header names listed in `Vary` (lower case, as written).
+pub fn vary_names(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+}
+
+/// What the client's own `Cache-Control` asks of the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientDirective {
+    /// Use the cache normally.
+    Normal,
+    /// `no-cache` or `max-age=0` under `client_no_cache = "revalidate"`: go to the origin,
+    /// store what comes back.
+    Revalidate,
+    /// `no-store`: neither answer from nor store into the cache.
+    NoStore,
+}
+
+/// Reads the request's `Cache-Control` (and `Pragma: no-cache`) under the rule's policy.
+pub fn client_directive(headers: &HeaderMap, policy: ClientNoCache) -> ClientDirective {
+    if !headers.contains_key(header::CACHE_CONTROL) && !headers.contains_key(header::PRAGMA) {
+        return ClientDirective::Normal;
+    }
+    let cc = CacheControl::parse(headers);
+    if cc.no_store {
+        return ClientDirective::NoStore;
+    }
+    let pragma = headers
+        .get(header::PRAGMA)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("no-cache"));
+    let wants_fresh = cc.no_cache || cc.max_age == Some(0) || pragma;
+    match policy {
+        ClientNoCache::Revalidate if wants_fresh => ClientDirective::Revalidate,
+        _ => ClientDirective::Normal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::key::KeySpec;
+
+    fn rule(ttl: Option<u64>) -> CacheRule {
+        CacheRule { ttl: ttl.map(Duration::from_secs), ..CacheRule::default() }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+
+    fn check(rule: &CacheRule, status: u16, h: &[(&str, &str)]) -> Result<Freshness, RejectReason> {
+        storable(rule, false, StatusCode::from_u16(status).unwrap(), &headers(h), SystemTime::now())
+    }
+
+    #[test]
+    fn the_origins_lifetime_wins_and_the_rule_fills_in_when_it_is_silent() {
+        let r = rule(Some(300));
+        assert_eq!(check(&r, 200, &[("cache-control", "public, max-age=30")]).unwrap().ttl.as_secs(), 30);
+        assert_eq!(
+            check(&r, 200, &[("cache-control", "max-age=30, s-maxage=90")]).unwrap().ttl.as_secs(),
+            90
+        );
+        assert_eq!(check(&r, 200, &[]).unwrap().ttl.as_secs(), 300);
+        assert_eq!(check(&rule(None), 200, &[]), Err(RejectReason::NoFreshness));
+        let rule_wins = CacheRule { origin_cache_control: false, ..rule(Some(300)) };
+        assert_eq!(check(&rule_wins, 200, &[("cache-control", "max-age=30")]).unwrap().ttl.as_secs(), 300);
+    }
+
+    #[test]
+    fn expires_counts_from_date() {
+        let r = rule(None);
+        let f = check(
+            &r,
+            200,
+            &[("date", "Sun, 06 Nov 1994 08:49:37 GMT"), ("expires", "Sun, 06 Nov 1994 08:50:37 GMT")],
+        )
+        .unwrap();
+        assert_eq!(f.ttl.as_secs(), 60);
+        assert_eq!(check(&r, 200, &[("expires", "0")]), Err(RejectReason::NoFreshness));
+    }
+
+    #[test]
+    fn what_must_not_be_stored_is_not() {
+        let r = rule(Some(60));
+        assert_eq!(check(&r, 200, &[("cache-control", "no-store")]), Err(RejectReason::NoStore));
+        assert_eq!(check(&r, 200, &[("cache-control", "private, max-age=60")]), Err(RejectReason::Private));
+        assert_eq!(check(&r, 200, &[("cache-control", "no-cache")]), Err(RejectReason::NoCache));
+        assert_eq!(check(&r, 200, &[("set-cookie", "a=1")]), Err(RejectReason::SetCookie));
+        assert_eq!(check(&r, 200, &[("vary", "Accept, *")]), Err(RejectReason::VaryAll));
+        assert_eq!(check(&r, 500, &[]), Err(RejectReason::Status));
+        assert_eq!(check(&r, 302, &[]), Err(RejectReason::Status));
+        assert!(check(&r, 302, &[("cache-control", "max-age=5")]).is_ok());
+        assert!(check(&r, 404, &[]).is_ok());
+        let cookies_ok = CacheRule { allow_set_cookie: true, ..rule(Some(60)) };
+        assert!(check(&cookies_ok, 200, &[("set-cookie", "a=1")]).is_ok());
+    }
+
+    #[test]
+    fn credentials_need_a_shareable_answer_or_a_keyed_credential() {
+        let r = rule(Some(60));
+        let ask = |rule: &CacheRule, h: &[(&str, &str)]| {
+            storable(rule, true, StatusCode::OK, &headers(h), SystemTime::now())
+        };
+        assert_eq!(ask(&r, &[("cache-control", "max-age=60")]), Err(RejectReason::Credentials));
+        assert!(ask(&r, &[("cache-control", "public, max-age=60")]).unwrap().shared_with_credentials);
+        assert!(ask(&r, &[("cache-control", "s-maxage=60")]).is_ok());
+        let keyed = CacheRule {
+            key: KeySpec { headers: vec![header::AUTHORIZATION], ..KeySpec::default() },
+            ..rule(Some(60))
+        };
+        assert!(ask(&keyed, &[("cache-control", "max-age=60")]).is_ok());
+    }
+
+    #[test]
+    fn stale_windows_come_from_the_rule_or_the_origin() {
+        let r = CacheRule {
+            stale_while_revalidate: Duration::from_secs(10),
+            stale_if_error: Duration::from_secs(100),
+            ..rule(Some(60))
+        };
+        let f = check(&r, 200, &[]).unwrap();
+        assert_eq!((f.stale_while_revalidate.as_secs(), f.stale_if_error.as_secs()), (10, 100));
+        assert_eq!(f.lifetime().as_secs(), 160);
+        let f = check(&r, 200, &[("cache-control", "max-age=5, stale-while-revalidate=7")]).unwrap();
+        assert_eq!((f.stale_while_revalidate.as_secs(), f.stale_if_error.as_secs()), (7, 100));
+    }
+
+    #[test]
+    fn client_no_cache_is_ignored_or_revalidates_per_rule() {
+        let h = headers(&[("cache-control", "no-cache")]);
+        assert_eq!(client_directive(&h, ClientNoCache::Ignore), ClientDirective::Normal);
+        assert_eq!(client_directive(&h, ClientNoCache::Revalidate), ClientDirective::Revalidate);
+        let h = headers(&[("cache-control", "max-age=0")]);
+        assert_eq!(client_directive(&h, ClientNoCache::Revalidate), ClientDirective::Revalidate);
+        let h = headers(&[("cache-control", "no-store")]);
+        assert_eq!(client_directive(&h, ClientNoCache::Ignore), ClientDirective::NoStore);
+        assert_eq!(client_directive(&HeaderMap::new(), ClientNoCache::Revalidate), ClientDirective::Normal);
+    }
+}

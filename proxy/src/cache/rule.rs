@@ -1,0 +1,376 @@
+//! A route's cache fields: what operators write (`cache = { ... }`, `invalidate = [...]`,
+//! `coalesce = { ... }`) and the validated [`RouteCache`] the proxy runs on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use serde::Deserialize;
+
+use super::key::{KeySpec, QueryKey};
+use super::tag::TagTemplate;
+use crate::config::{parse_duration, parse_size};
+
+/// `cache = { ... }` of a route.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheRuleFile {
+    /// Default true; false turns caching off while keeping the settings.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Freshness lifetime when the origin gives none (or always, with
+    /// `origin_cache_control = false`).
+    #[serde(default)]
+    pub ttl: Option<String>,
+    /// After `ttl`, how long a stale entry is served while one background request refreshes it.
+    #[serde(default)]
+    pub stale_while_revalidate: Option<String>,
+    /// After `ttl`, how long a stale entry is served when the origin fails.
+    #[serde(default)]
+    pub stale_if_error: Option<String>,
+    /// Tag templates attached to every entry of the route.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Largest body stored; larger ones stream through uncached. Default `1MiB`.
+    #[serde(default)]
+    pub max_object_size: Option<String>,
+    /// Whether the origin's freshness directives win over `ttl`. Default true.
+    #[serde(default)]
+    pub origin_cache_control: Option<bool>,
+    /// `"ignore"` (default) or `"revalidate"`: what a client's `no-cache` / `max-age=0` does.
+    #[serde(default)]
+    pub client_no_cache: Option<String>,
+    /// Store answers that set cookies. Default false.
+    #[serde(default)]
+    pub allow_set_cookie: Option<bool>,
+    /// Which request parts form the key.
+    #[serde(default)]
+    pub key: Option<KeyFile>,
+}
+
+/// `key = { ... }` of a route's cache.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    /// Default true.
+    #[serde(default)]
+    pub host: Option<bool>,
+    /// `"all"` (default), `"none"`, or a list of parameter names.
+    #[serde(default)]
+    pub query: Option<QueryFile>,
+    /// Request headers whose values enter the key.
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// Cookie names whose values enter the key.
+    #[serde(default)]
+    pub cookies: Vec<String>,
+}
+
+/// `query = "all" | "none" | ["a", "b"]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum QueryFile {
+    Mode(String),
+    List(Vec<String>),
+}
+
+/// `coalesce = { ... }` of a route.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoalesceFile {
+    /// Default: true on caching routes, false elsewhere.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// How long a follower waits for the leader before going upstream itself. Default `5s`.
+    #[serde(default)]
+    pub follower_timeout: Option<String>,
+}
+
+/// A route's validated cache behaviour.
+#[derive(Debug, Clone, Default)]
+pub struct RouteCache {
+    /// How the route caches; `None`: it does not.
+    pub rule: Option<Arc<CacheRule>>,
+    /// Tags invalidated when an unsafe request on the route succeeds.
+    pub invalidate: Vec<TagTemplate>,
+    /// Collapsing of identical concurrent misses.
+    pub coalesce: CoalesceRule,
+}
+
+/// How a route caches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheRule {
+    /// Lifetime when the origin gives none; `None`: store only what the origin dates.
+    pub ttl: Option<Duration>,
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
+    pub tags: Vec<TagTemplate>,
+    /// Bytes.
+    pub max_object_size: usize,
+    pub origin_cache_control: bool,
+    pub client_no_cache: ClientNoCache,
+    pub allow_set_cookie: bool,
+    pub key: KeySpec,
+}
+
+impl Default for CacheRule {
+    fn default() -> Self {
+        Self {
+            ttl: None,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            tags: Vec::new(),
+            max_object_size: DEFAULT_MAX_OBJECT_SIZE,
+            origin_cache_control: true,
+            client_no_cache: ClientNoCache::Ignore,
+            allow_set_cookie: false,
+            key: KeySpec::default(),
+        }
+    }
+}
+
+/// Default `max_object_size`: 1 MiB.
+pub const DEFAULT_MAX_OBJECT_SIZE: usize = 1 << 20;
+/// Default `coalesce.follower_timeout`.
+pub const DEFAULT_FOLLOWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a client's `Cache-Control: no-cache` (or `max-age=0`, `Pragma: no-cache`) does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientNoCache {
+    /// Answer from the cache anyway: clients cannot force load onto the origin (nginx and
+    /// Varnish do the same).
+    Ignore,
+    /// Go to the origin and store its answer.
+    Revalidate,
+}
+
+/// Collapsing of identical concurrent misses into one upstream request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoalesceRule {
+    pub enabled: bool,
+    /// How long a follower waits for its leader.
+    pub follower_timeout: Duration,
+}
+
+impl Default for CoalesceRule {
+    fn default() -> Self {
+        Self { enabled: false, follower_timeout: DEFAULT_FOLLOWER_TIMEOUT }
+    }
+}
+
+/// Converts a route's `cache`, `invalidate` and `coalesce` fields; problems go to `at` with
+/// the key they concern.
+pub fn convert(
+    cache: Option<CacheRuleFile>,
+    invalidate: Vec<String>,
+    coalesce: Option<CoalesceFile>,
+    at: &mut impl FnMut(&str, String),
+) -> RouteCache {
+    let rule = cache.and_then(|file| convert_rule(file, at)).map(Arc::new);
+    let invalidate = templates(&invalidate, "invalidate", at);
+    let coalesce = {
+        let CoalesceFile { enabled, follower_timeout } = coalesce.unwrap_or_default();
+        let follower_timeout = match follower_timeout {
+            None => DEFAULT_FOLLOWER_TIMEOUT,
+            Some(text) => match parse_duration(&text) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    at("coalesce.follower_timeout", "must be greater than zero".into());
+                    DEFAULT_FOLLOWER_TIMEOUT
+                }
+                Err(e) => {
+                    at("coalesce.follower_timeout", e);
+                    DEFAULT_FOLLOWER_TIMEOUT
+                }
+            },
+        };
+        CoalesceRule { enabled: enabled.unwrap_or(rule.is_some()), follower_timeout }
+    };
+    RouteCache { rule, invalidate, coalesce }
+}
+
+fn convert_rule(file: CacheRuleFile, at: &mut impl FnMut(&str, String)) -> Option<CacheRule> {
+    let CacheRuleFile {
+        enabled,
+        ttl,
+        stale_while_revalidate,
+        stale_if_error,
+        tags,
+        max_object_size,
+        origin_cache_control,
+        client_no_cache,
+        allow_set_cookie,
+        key,
+    } = file;
+    let mut duration = |key: &str, text: Option<String>| -> Option<Duration> {
+        parse_duration(&text?).map_err(|e| at(key, e)).ok()
+    };
+    let ttl = duration("cache.ttl", ttl);
+    let stale_while_revalidate = duration("cache.stale_while_revalidate", stale_while_revalidate);
+    let stale_if_error = duration("cache.stale_if_error", stale_if_error);
+    if ttl.is_some_and(|t| t.is_zero()) {
+        at("cache.ttl", "must be greater than zero (omit it to store only what the origin dates)".into());
+    }
+    if ttl.is_none() && origin_cache_control == Some(false) {
+        at("cache.ttl", "is required when `origin_cache_control = false`".into());
+    }
+    let tags = templates(&tags, "cache.tags", at);
+    let max_object_size = match max_object_size {
+        None => DEFAULT_MAX_OBJECT_SIZE,
+        Some(text) => match parse_size(&text) {
+            Ok(0) => {
+                at("cache.max_object_size", "must be greater than zero".into());
+                DEFAULT_MAX_OBJECT_SIZE
+            }
+            Ok(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            Err(e) => {
+                at("cache.max_object_size", e);
+                DEFAULT_MAX_OBJECT_SIZE
+            }
+        },
+    };
+    let client_no_cache = match client_no_cache.as_deref() {
+        None | Some("ignore") => ClientNoCache::Ignore,
+        Some("revalidate") => ClientNoCache::Revalidate,
+        Some(other) => {
+            at("cache.client_no_cache", format!("{other:?} is not one of \"ignore\", \"revalidate\""));
+            ClientNoCache::Ignore
+        }
+    };
+    let key = key.map_or_else(KeySpec::default, |k| convert_key(k, at));
+    if enabled == Some(false) {
+        return None;
+    }
+    Some(CacheRule {
+        ttl: ttl.filter(|t| !t.is_zero()),
+        stale_while_revalidate: stale_while_revalidate.unwrap_or_default(),
+        stale_if_error: stale_if_error.unwrap_or_default(),
+        tags,
+        max_object_size,
+        origin_cache_control: origin_cache_control.unwrap_or(true),
+        client_no_cache,
+        allow_set_cookie: allow_set_cookie.unwrap_or(false),
+        key,
+    })
+}
+
+fn convert_key(file: KeyFile, at: &mut impl FnMut(&str, String)) -> KeySpec {
+    let KeyFile { host, query, headers, cookies } = file;
+    let query = match query {
+        None => QueryKey::All,
+        Some(QueryFile::Mode(mode)) => match mode.as_str() {
+            "all" => QueryKey::All,
+            "none" => QueryKey::None,
+            other => {
+                at("cache.key.query", format!("{other:?} is not \"all\", \"none\" or a list of names"));
+                QueryKey::All
+            }
+        },
+        Some(QueryFile::List(names)) => QueryKey::Only(names.into_iter().map(Into::into).collect()),
+    };
+    let headers = headers
+        .iter()
+        .filter_map(|name| {
+            HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| at("cache.key.headers", format!("{name:?} is not a header name")))
+                .ok()
+        })
+        .collect();
+    let cookies = cookies
+        .into_iter()
+        .filter(|name| {
+            let ok = !name.is_empty() && !name.contains([';', '=', ' ']);
+            if !ok {
+                at("cache.key.cookies", format!("{name:?} is not a cookie name"));
+            }
+            ok
+        })
+        .map(Into::into)
+        .collect();
+    KeySpec { host: host.unwrap_or(true), query, headers, cookies }
+}
+
+fn templates(texts: &[String], key: &str, at: &mut impl FnMut(&str, String)) -> Vec<TagTemplate> {
+    texts.iter().filter_map(|text| TagTemplate::parse(text).map_err(|e| at(key, e)).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> (RouteCache, Vec<(String, String)>) {
+        #[derive(Deserialize)]
+        struct Fields {
+            cache: Option<CacheRuleFile>,
+            #[serde(default)]
+            invalidate: Vec<String>,
+            coalesce: Option<CoalesceFile>,
+        }
+        let fields: Fields = toml::from_str(text).unwrap();
+        let mut problems = Vec::new();
+        let route = convert(fields.cache, fields.invalidate, fields.coalesce, &mut |k: &str, m: String| {
+            problems.push((k.to_owned(), m))
+        });
+        (route, problems)
+    }
+
+    #[test]
+    fn every_field_converts() {
+        let (route, problems) = parse(
+            r#"
+            cache = { ttl = "5m", stale_while_revalidate = "30s", stale_if_error = "1h", tags = ["lead:{path.id}"],
+                      max_object_size = "64KiB", origin_cache_control = false, client_no_cache = "revalidate",
+                      allow_set_cookie = true, key = { host = false, query = ["tier"], headers = ["Authorization"], cookies = ["sid"] } }
+            invalidate = ["leads"]
+            coalesce = { follower_timeout = "2s" }
+            "#,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let rule = route.rule.unwrap();
+        assert_eq!(rule.ttl, Some(Duration::from_secs(300)));
+        assert_eq!(rule.stale_if_error, Duration::from_secs(3600));
+        assert_eq!(rule.max_object_size, 64 << 10);
+        assert!(!rule.origin_cache_control && rule.allow_set_cookie);
+        assert_eq!(rule.client_no_cache, ClientNoCache::Revalidate);
+        assert!(rule.key.includes_credentials());
+        assert_eq!(rule.key.query, QueryKey::Only(vec!["tier".into()]));
+        assert_eq!(route.invalidate.len(), 1);
+        assert_eq!(route.coalesce, CoalesceRule { enabled: true, follower_timeout: Duration::from_secs(2) });
+    }
+
+    #[test]
+    fn coalescing_defaults_to_on_only_where_the_route_caches() {
+        let (route, _) = parse("invalidate = []");
+        assert!(route.rule.is_none() && !route.coalesce.enabled);
+        let (route, _) = parse("coalesce = { enabled = true }");
+        assert!(route.coalesce.enabled);
+        let (route, _) = parse("cache = { enabled = false, ttl = \"1m\" }");
+        assert!(route.rule.is_none() && !route.coalesce.enabled);
+    }
+
+    #[test]
+    fn problems_name_their_key() {
+        let (_, problems) = parse(
+            r#"
+            cache = { ttl = "soon", max_object_size = "big", client_no_cache = "always", tags = ["a {b}"],
+                      key = { query = "some", headers = ["bad header"] } }
+            invalidate = ["x:{nope.y}"]
+            coalesce = { follower_timeout = "0s" }
+            "#,
+        );
+        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "cache.ttl",
+                "cache.tags",
+                "cache.max_object_size",
+                "cache.client_no_cache",
+                "cache.key.query",
+                "cache.key.headers",
+                "invalidate",
+                "coalesce.follower_timeout"
+            ]
+        );
+    }
+}

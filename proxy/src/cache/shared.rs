@@ -1,0 +1,155 @@
+//! The cache's side of the shared Redis tier ([`crate::tier`], `[redis]` in `accel.toml`):
+//!
+//! - on a memory miss, the leader (or a request that does not coalesce) looks in the second
+//!   level before the origin; a fresh hit fills memory and answers the followers too, a stale
+//!   one becomes the entry to revalidate or fall back on;
+//! - a filled entry is written to the second level in the background;
+//! - purges (admin API, invalidations) are published to the other sidecars, and theirs are
+//!   applied to this store ([`LocalPurge`]).
+//!
+//! Answers that vary (`Vary`) stay in memory only: the second level is keyed by the primary
+//! key. Second-level entries do not record whether they may answer requests with
+//! `Authorization`, so such requests use them only when the rule keys on the credential.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use http::Uri;
+
+use super::entry::{CacheEntry, Staleness};
+use super::key::CacheKey;
+use super::policy::Freshness;
+use super::status::CacheStatus;
+use super::tag::Tag;
+use super::{Cache, Coalesced, Mode, Pass, Shared, fill};
+use crate::tier::{L2Lookup, LocalPurge, Purge, RedisTier, SharedEntry};
+
+impl Cache {
+    /// Shares this cache through `tier`: second-level lookups and stores, and purges both
+    /// ways. Only the first call counts.
+    pub fn share(self: &Arc<Self>, tier: Arc<RedisTier>) {
+        if self.shared.set(tier.clone()).is_ok() {
+            tier.attach(self.clone());
+        }
+    }
+
+    /// Writes a freshly filled entry to the second level, in the background.
+    pub(super) fn share_entry(&self, key: CacheKey, variant: CacheKey, entry: &CacheEntry) {
+        let Some(tier) = self.shared.get() else { return };
+        if variant != key || entry.freshness.lifetime().is_zero() {
+            return;
+        }
+        let (tier, shared) = (tier.clone(), to_shared(entry));
+        tokio::spawn(async move { tier.l2_put(&key.to_string(), &shared).await });
+    }
+
+    /// Sends a purge already applied to this store to the other sidecars and the second level.
+    pub(super) fn publish(&self, purge: Purge) {
+        if let Some(tier) = self.shared.get() {
+            let tier = tier.clone();
+            tokio::spawn(async move { tier.purge(purge).await });
+        }
+    }
+}
+
+impl LocalPurge for Cache {
+    fn purge_local(&self, purge: &Purge) -> u64 {
+        match purge {
+            Purge::Tags(tags) => {
+                let tags: Vec<Tag> = tags.iter().map(|t| Tag::new(t)).collect();
+                self.store.purge_tags(&tags)
+            }
+            Purge::Keys(keys) => {
+                keys.iter().filter_map(|k| CacheKey::from_hex(k)).map(|k| self.store.purge_key(k)).sum()
+            }
+            Purge::Prefix(prefix) if prefix.starts_with('/') => self.store.purge_prefix(None, prefix),
+            Purge::Prefix(url) => match url.parse::<Uri>() {
+                Ok(uri) => self.store.purge_prefix(uri.host(), uri.path()),
+                Err(_) => self.store.purge_all(),
+            },
+            Purge::All => self.store.purge_all(),
+        }
+    }
+}
+
+impl Pass {
+    /// The second-level lookup of a miss, before it goes upstream.
+    pub(super) async fn second_level(mut self) -> Coalesced {
+        let Some(tier) = self.cache.shared.get().cloned() else { return Coalesced::Forward(self) };
+        let Mode::Fill(fill) = &mut self.mode else { return Coalesced::Forward(self) };
+        let Some(rule) = fill.rule.clone() else { return Coalesced::Forward(self) };
+        if !fill.store || fill.stale.is_some() || fill.bypass.is_some() {
+            return Coalesced::Forward(self);
+        }
+        if fill.credentials && !rule.key.includes_credentials() {
+            return Coalesced::Forward(self);
+        }
+        let L2Lookup::Hit(shared) = tier.l2_get(&fill.key.to_string()).await else {
+            return Coalesced::Forward(self);
+        };
+        let entry = Arc::new(from_shared(*shared));
+        if fill::key_for(&entry, fill.key, &fill.request) != fill.key {
+            return Coalesced::Forward(self);
+        }
+        let now = self.cache.clock.now();
+        let Staleness::Fresh { remaining } = entry.staleness(now) else {
+            // Stale: revalidate it with the origin, or fall back on it if the origin fails.
+            fill.stale = Some(entry);
+            return Coalesced::Forward(self);
+        };
+        self.cache.store.insert(fill.key, &fill.request, entry.clone(), fill.seq);
+        if let Some(leader) = fill.leader.take() {
+            leader.publish(Arc::new(Shared { entry: entry.clone(), variant: fill.key }));
+        }
+        let status = CacheStatus::Hit { ttl: remaining.as_secs() as i64 };
+        let answer = self.cache.answer(&entry, false, &fill.request, now, status);
+        self.route.cache_metrics.lookup(answer.result);
+        Coalesced::Answer(answer)
+    }
+}
+
+/// The shared form of an entry. The upstream's `Age` is folded into `stored_at`, so that the
+/// age computed from it is the same everywhere.
+fn to_shared(entry: &CacheEntry) -> SharedEntry {
+    let stored_at = UNIX_EPOCH + Duration::from_millis(entry.stored_at);
+    SharedEntry {
+        status: entry.status,
+        headers: entry.headers.clone(),
+        body: entry.body.clone(),
+        stored_at: stored_at.checked_sub(entry.initial_age).unwrap_or(stored_at),
+        ttl: entry.freshness.ttl,
+        stale_while_revalidate: entry.freshness.stale_while_revalidate,
+        stale_if_error: entry.freshness.stale_if_error,
+        tags: entry.tags.iter().map(|t| t.name().to_owned()).collect(),
+        host: entry.host.to_string(),
+        path: entry.path.to_string(),
+    }
+}
+
+/// An entry from the shared form.
+fn from_shared(shared: SharedEntry) -> CacheEntry {
+    let SharedEntry {
+        status,
+        headers,
+        body,
+        stored_at,
+        ttl,
+        stale_while_revalidate,
+        stale_if_error,
+        tags,
+        host,
+        path,
+    } = shared;
+    CacheEntry {
+        status,
+        headers,
+        body,
+        stored_at: stored_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        initial_age: Duration::ZERO,
+        freshness: Freshness { ttl, stale_while_revalidate, stale_if_error, shared_with_credentials: false },
+        tags: tags.iter().map(|t| Tag::new(t)).collect(),
+        host: host.into(),
+        path: path.into(),
+        variants: Default::default(),
+    }
+}

@@ -1,0 +1,179 @@
+//! The per-client concurrency cap: at most `max` requests of one client address in flight at
+//! once, on every route. A request over the cap is refused at once with its own answer (`429`,
+//! `Retry-After: 1`, body `too many concurrent requests`). A request holds its
+//! [`ConcurrencyPermit`] until the last byte of its response body has been sent (or the client
+//! went away), including any time it waits in a rate limit's delay mode.
+//!
+//! Memory: one entry per client with requests in flight, removed with its last request.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body::{Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use super::headers::set_retry_after;
+use crate::body::{Body, BoxError};
+
+/// Lock shards: requests of different clients rarely contend.
+const SHARDS: usize = 16;
+
+/// In-flight requests per client address.
+#[derive(Debug)]
+pub struct ClientConcurrency {
+    max: NonZeroU32,
+    hasher: RandomState,
+    shards: [Mutex<HashMap<IpAddr, u32>>; SHARDS],
+}
+
+/// One request's place in its client's count; given back on drop.
+#[derive(Debug)]
+pub struct ConcurrencyPermit {
+    owner: Arc<ClientConcurrency>,
+    client: IpAddr,
+}
+
+impl ClientConcurrency {
+    /// A cap of `max` requests in flight per client.
+    pub fn new(max: NonZeroU32) -> Self {
+        Self { max, hasher: RandomState::new(), shards: Default::default() }
+    }
+
+    /// The cap.
+    pub fn max(&self) -> NonZeroU32 {
+        self.max
+    }
+
+    fn shard(&self, client: &IpAddr) -> &Mutex<HashMap<IpAddr, u32>> {
+        &self.shards[self.hasher.hash_one(client) as usize % SHARDS]
+    }
+
+    /// A permit for one more request of `client`, or `None` when it has `max` in flight.
+    pub fn acquire(self: &Arc<Self>, client: IpAddr) -> Option<ConcurrencyPermit> {
+        let mut counts = self.shard(&client).lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(client).or_insert(0);
+        if *count >= self.max.get() {
+            return None;
+        }
+        *count += 1;
+        Some(ConcurrencyPermit { owner: self.clone(), client })
+    }
+
+    /// Requests of `client` in flight now.
+    pub fn in_flight(&self, client: IpAddr) -> u32 {
+        self.shard(&client).lock().unwrap_or_else(|e| e.into_inner()).get(&client).copied().unwrap_or(0)
+    }
+
+    /// Clients with requests in flight now.
+    pub fn clients(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len()).sum()
+    }
+}
+
+impl Drop for ConcurrencyPermit {
+    fn drop(&mut self) {
+        let mut counts = self.owner.shard(&self.client).lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.client) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// The answer to a request over the cap.
+pub fn rejection() -> Response<Body> {
+    let mut response = Response::new(Body::full("too many concurrent requests\n"));
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    set_retry_after(headers, std::time::Duration::from_secs(1));
+    response
+}
+
+pin_project! {
+    /// A response body that holds a concurrency permit until its end.
+    #[derive(Debug)]
+    pub struct PermitBody {
+        #[pin]
+        inner: Body,
+        permit: Option<ConcurrencyPermit>,
+    }
+}
+
+impl PermitBody {
+    /// `inner`, holding `permit` until its last frame.
+    pub fn new(inner: Body, permit: ConcurrencyPermit) -> Self {
+        Self { inner, permit: Some(permit) }
+    }
+}
+
+impl http_body::Body for PermitBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            this.permit.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_counts_per_client_and_permits_give_back_on_drop() {
+        let cap = Arc::new(ClientConcurrency::new(NonZeroU32::new(2).unwrap()));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let first = cap.acquire(a).unwrap();
+        let second = cap.acquire(a).unwrap();
+        assert!(cap.acquire(a).is_none());
+        assert!(cap.acquire(b).is_some(), "another client is not affected");
+        assert_eq!(cap.in_flight(a), 2);
+        drop(first);
+        let third = cap.acquire(a).unwrap();
+        drop((second, third));
+        assert_eq!(cap.in_flight(a), 0);
+        assert_eq!(cap.clients(), 0, "idle clients are forgotten");
+    }
+
+    #[tokio::test]
+    async fn a_permit_lives_until_the_body_ends() {
+        use http_body_util::BodyExt;
+        let cap = Arc::new(ClientConcurrency::new(NonZeroU32::new(1).unwrap()));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut body = PermitBody::new(Body::full("hello"), cap.acquire(a).unwrap());
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "hello");
+        assert_eq!(cap.in_flight(a), 1, "held while the body is being sent");
+        assert!(body.frame().await.is_none());
+        assert_eq!(cap.in_flight(a), 0, "given back at the end of the body");
+        drop(body);
+    }
+}

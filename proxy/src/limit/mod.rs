@@ -1,0 +1,712 @@
+//! Rate limit: the stage right after route. A request first takes a place under the global
+//! per-client concurrency cap ([`concurrency`]), then must pass every rate limit of its route,
+//! in the order written: each limit counts the request under its key ([`key`]) in a keyed GCRA
+//! limiter ([`limiter`], bounded by [`store`]), and refuses it (`429` by default, with
+//! `Retry-After` and the [`headers`] of the IETF draft) or admits it, possibly after a bounded
+//! wait ([`delay`]). A route without `rate_limit` is not rate limited; the admin listener never
+//! is (it does not go through the pipeline).
+//!
+//! A request refused by a later limit has already been counted by the earlier ones: order
+//! limits from the most specific (per client) to the broadest (per route), so that one
+//! client's excess mostly costs that client.
+//!
+//! Limiters live in [`RateLimiting`], keyed by route name and limit definition: a reload that
+//! leaves a route's limit unchanged keeps its limiter and counts; a changed limit starts
+//! afresh at once. A periodic [`cleanup`] drops idle keys.
+//!
+//! Files: [`rule`] (operator format → model), [`key`], [`limiter`], [`store`], [`delay`],
+//! [`headers`], [`concurrency`], [`metrics`].
+
+mod cluster;
+pub mod concurrency;
+pub mod delay;
+pub mod headers;
+pub mod key;
+pub mod limiter;
+pub mod metrics;
+pub mod rule;
+pub mod store;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Response, header};
+
+use self::concurrency::{ClientConcurrency, ConcurrencyPermit, PermitBody};
+use self::key::KeyInput;
+use self::limiter::{Decision, Limiter, TokioClock};
+use self::metrics::{LimitHandles, LimitLabels, LimitMetrics};
+use self::rule::LimitRule;
+use crate::body::Body;
+use crate::downstream::{ClientAddr, Downstream};
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::route::{PathParams, Route, RouteName, RouteRule};
+
+/// Settings of `[limits]` in `accel.toml` that concern rate limiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitSettings {
+    /// Requests in flight at once per client address; `None`: no cap.
+    pub client_concurrency: Option<NonZeroU32>,
+    /// Keys with their own bucket, per limiter (see [`store`]).
+    pub max_keys: NonZeroUsize,
+    /// How often idle keys are dropped.
+    pub cleanup_interval: Duration,
+}
+
+/// `[limits] client_concurrency = true` means this many requests per client.
+pub const DEFAULT_CLIENT_CONCURRENCY: u32 = 10;
+/// Default of `[limits] rate_limit_keys`.
+pub const DEFAULT_MAX_KEYS: usize = 100_000;
+/// Default of `[limits] rate_limit_cleanup`.
+pub const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            client_concurrency: None,
+            max_keys: NonZeroUsize::new(DEFAULT_MAX_KEYS).unwrap_or(NonZeroUsize::MIN),
+            cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
+        }
+    }
+}
+
+/// The proxy's rate-limiting state: every limiter, the concurrency cap and their metrics.
+#[derive(Debug)]
+pub struct RateLimiting {
+    settings: LimitSettings,
+    metrics: LimitMetrics,
+    concurrency: Option<Arc<ClientConcurrency>>,
+    clock: TokioClock,
+    limiters: Mutex<HashMap<(RouteName, LimitRule), Arc<Limiter>>>,
+}
+
+/// One route's limits, resolved when the rules load.
+#[derive(Debug, Default)]
+pub struct RouteLimits {
+    limits: Vec<RouteLimit>,
+    needs_client: bool,
+    /// `RateLimit-Policy` of the limits with `headers = true`.
+    policy: Option<HeaderValue>,
+}
+
+#[derive(Debug)]
+struct RouteLimit {
+    rule: LimitRule,
+    limiter: Arc<Limiter>,
+    metrics: LimitHandles,
+    /// This limit's `RateLimit-Policy` item, sent with its refusals.
+    policy: Option<HeaderValue>,
+}
+
+/// What an admitted request carries to its response: the concurrency permit and the
+/// `RateLimit` headers.
+#[derive(Debug, Default)]
+#[must_use = "the admission holds the client's concurrency permit until the response"]
+pub struct Admission {
+    permit: Option<ConcurrencyPermit>,
+    policy: Option<HeaderValue>,
+    state: Option<HeaderValue>,
+}
+
+impl RateLimiting {
+    /// The state for `settings`, registering its metrics with `metrics`.
+    pub fn new(settings: LimitSettings, metrics: &Metrics) -> Self {
+        Self {
+            settings,
+            metrics: LimitMetrics::register(metrics),
+            concurrency: settings.client_concurrency.map(|max| Arc::new(ClientConcurrency::new(max))),
+            clock: TokioClock::default(),
+            limiters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The per-client concurrency cap, when enabled.
+    pub fn concurrency(&self) -> Option<&Arc<ClientConcurrency>> {
+        self.concurrency.as_ref()
+    }
+
+    /// Starts resolving the limits of a new rules snapshot.
+    pub fn reload(&self) -> Reload<'_> {
+        Reload {
+            limiting: self,
+            current: self.limiters.lock().unwrap_or_else(|e| e.into_inner()),
+            next: HashMap::new(),
+        }
+    }
+
+    /// Every limiter in use.
+    fn limiters(&self) -> Vec<Arc<Limiter>> {
+        self.limiters.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// Drops idle keys from every limiter.
+    pub fn cleanup_once(&self) {
+        for limiter in self.limiters() {
+            limiter.cleanup();
+        }
+    }
+}
+
+/// Resolves routes' limits for a new rules snapshot, keeping the limiters of unchanged limits.
+#[derive(Debug)]
+pub struct Reload<'a> {
+    limiting: &'a RateLimiting,
+    current: MutexGuard<'a, HashMap<(RouteName, LimitRule), Arc<Limiter>>>,
+    next: HashMap<(RouteName, LimitRule), Arc<Limiter>>,
+}
+
+impl Reload<'_> {
+    /// The limits of `route`: the running limiter for each limit whose definition is
+    /// unchanged, a new one for each new or changed limit.
+    pub fn route(&mut self, route: &RouteRule) -> RouteLimits {
+        let limiting = self.limiting;
+        let mut policy = String::new();
+        let limits: Vec<RouteLimit> = route
+            .rate_limit
+            .iter()
+            .map(|rule| {
+                let id = (route.name.clone(), rule.clone());
+                let limiter = match self.current.get(&id) {
+                    Some(running) => running.clone(),
+                    None => Arc::new(Limiter::new(
+                        rule.rate,
+                        rule.burst,
+                        rule.delay,
+                        limiting.settings.max_keys.get(),
+                        limiting.clock.clone(),
+                        limiting
+                            .metrics
+                            .keys
+                            .get_or_create(&LimitLabels::new(&route.name, &rule.name))
+                            .clone(),
+                    )),
+                };
+                self.next.insert(id, limiter.clone());
+                let mut own = String::new();
+                headers::push_policy(&mut own, rule);
+                if rule.headers {
+                    headers::push_policy(&mut policy, rule);
+                }
+                RouteLimit {
+                    rule: rule.clone(),
+                    limiter,
+                    metrics: limiting.metrics.limit(&route.name, &rule.name),
+                    policy: headers::value(own),
+                }
+            })
+            .collect();
+        RouteLimits {
+            needs_client: limits.iter().any(|l| l.rule.key.needs_client()),
+            limits,
+            policy: if policy.is_empty() { None } else { headers::value(policy) },
+        }
+    }
+
+    /// Retires the limiters of removed or changed limits (their key gauges go too).
+    pub fn finish(mut self) {
+        let kept: HashSet<LimitLabels> =
+            self.next.keys().map(|(route, rule)| LimitLabels::new(route, &rule.name)).collect();
+        for (route, rule) in self.current.keys() {
+            let labels = LimitLabels::new(route, &rule.name);
+            if !kept.contains(&labels) {
+                self.limiting.metrics.keys.remove(&labels);
+            }
+        }
+        *self.current = std::mem::take(&mut self.next);
+    }
+}
+
+impl RouteLimits {
+    /// True when the route has no rate limit.
+    pub fn is_empty(&self) -> bool {
+        self.limits.is_empty()
+    }
+}
+
+/// The stage: admits the request under the concurrency cap and the route's limits, waiting
+/// first in delay mode; or answers with the refusal.
+pub async fn admit<B>(
+    proxy: &Proxy,
+    route: &Route,
+    downstream: &Downstream,
+    request: &Request<B>,
+    params: &PathParams,
+) -> Result<Admission, Response<Body>> {
+    let limiting = &proxy.limits;
+    let limits = &route.limits;
+    if limits.limits.is_empty() && limiting.concurrency.is_none() {
+        return Ok(Admission::default());
+    }
+    let client = (limits.needs_client || limiting.concurrency.is_some())
+        .then(|| ClientAddr::resolve(downstream, request.headers(), &proxy.forwarded));
+    let mut admission = Admission::default();
+    if let (Some(cap), Some(client)) = (&limiting.concurrency, client) {
+        match cap.acquire(client.0) {
+            Some(permit) => admission.permit = Some(permit),
+            None => {
+                limiting.metrics.concurrency_rejected.inc();
+                return Err(concurrency::rejection());
+            }
+        }
+    }
+    if limits.limits.is_empty() {
+        return Ok(admission);
+    }
+    let input = KeyInput { client, headers: request.headers(), path: request.uri().path(), params };
+    let mut wait = Duration::ZERO;
+    let mut delayed: Vec<(&LimitHandles, Duration)> = Vec::new();
+    let mut state = String::new();
+    for limit in &limits.limits {
+        let decision = match (limit.rule.scope, &proxy.redis) {
+            (rule::Scope::Cluster, Some(tier)) => {
+                cluster::check(tier, &route.rule.name, &limit.rule, &limit.limiter, &input).await?
+            }
+            _ => limit.limiter.check(limit.rule.key.key(&input)),
+        };
+        match decision {
+            Decision::Pass { remaining, wait: own, reset } => {
+                if !own.is_zero() {
+                    wait = wait.max(own);
+                    delayed.push((&limit.metrics, own));
+                }
+                if limit.rule.headers {
+                    headers::push_state(&mut state, &limit.rule, remaining, reset);
+                }
+            }
+            Decision::Reject { retry_after, reset } => {
+                limit.metrics.limited.inc();
+                return Err(refusal(limit, retry_after, reset));
+            }
+        }
+    }
+    if !delayed.is_empty() {
+        delay::wait_turn(wait, &delayed).await;
+    }
+    if !state.is_empty() {
+        admission.policy = limits.policy.clone();
+        admission.state = headers::value(state);
+    }
+    Ok(admission)
+}
+
+impl Admission {
+    /// Adds the `RateLimit` headers to the response and hands the concurrency permit to its
+    /// body, which gives it back after the last byte.
+    pub fn finish(self, response: &mut Response<Body>) {
+        let Self { permit, policy, state } = self;
+        if let (Some(policy), Some(state)) = (policy, state) {
+            response.headers_mut().insert(&headers::RATELIMIT_POLICY, policy);
+            response.headers_mut().insert(&headers::RATELIMIT, state);
+        }
+        if let Some(permit) = permit {
+            let body = std::mem::replace(response.body_mut(), Body::empty());
+            *response.body_mut() = Body::boxed(PermitBody::new(body, permit));
+        }
+    }
+}
+
+/// The refusal of `limit`: its status, `Retry-After`, and its `RateLimit-Policy` / `RateLimit`.
+fn refusal(limit: &RouteLimit, retry_after: Duration, reset: Duration) -> Response<Body> {
+    let mut response = Response::new(Body::full("rate limited\n"));
+    *response.status_mut() = limit.rule.status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers::set_retry_after(headers, retry_after);
+    if let Some(policy) = &limit.policy {
+        headers.insert(&headers::RATELIMIT_POLICY, policy.clone());
+    }
+    let mut state = String::new();
+    headers::push_state(&mut state, &limit.rule, 0, reset);
+    if let Some(state) = headers::value(state) {
+        headers.insert(&headers::RATELIMIT, state);
+    }
+    response
+}
+
+/// Drops idle keys from every limiter every `cleanup_interval`, until `shutdown`.
+pub async fn cleanup(proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
+    let mut ticks = tokio::time::interval(proxy.limits.settings.cleanup_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = ticks.tick() => proxy.limits.cleanup_once(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use http::{Method, StatusCode};
+
+    use super::*;
+    use crate::config::file::SidecarFile;
+    use crate::config::{self, Problems, RuleSet};
+
+    const SIDECAR: &str = r#"
+        [forwarded]
+        trusted_proxies = ["10.0.0.0/8"]
+        [upstreams.api]
+        endpoints = ["127.0.0.1:1"]
+    "#;
+
+    fn config(extra: &str) -> config::Config {
+        let file: SidecarFile = toml::from_str(&format!("{extra}\n{SIDECAR}")).unwrap();
+        config::sidecar::convert(file, None, Path::new("accel.toml")).unwrap()
+    }
+
+    fn rules(config: &config::Config, text: &str) -> RuleSet {
+        let upstreams = config.upstreams.iter().map(|u| u.name.clone()).collect();
+        let mut problems = Problems::default();
+        let routes = config::rules::parse(Path::new("rules/test.toml"), text, &upstreams, &mut problems);
+        assert!(problems.is_empty(), "{problems}");
+        RuleSet { routes, files: Vec::new() }
+    }
+
+    fn proxy(limits: &str, routes: &str) -> Proxy {
+        let config = config(limits);
+        let rules = rules(&config, routes);
+        Proxy::new(&config, rules)
+    }
+
+    /// Runs the stage for a GET of `path` from `peer` with `headers`.
+    async fn ask(
+        proxy: &Proxy,
+        peer: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Admission, Response<Body>> {
+        let mut request = Request::get(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(()).unwrap();
+        let downstream = Downstream::new(peer.parse().unwrap(), false, &proxy.forwarded);
+        let table = proxy.routes.load();
+        let mut params = PathParams::default();
+        let route = table.find(None, &Method::GET, path, &mut params).expect("a route");
+        admit(proxy, route, &downstream, &request, &params).await
+    }
+
+    async fn passed(proxy: &Proxy, peer: &str, path: &str, headers: &[(&str, &str)], n: usize) -> usize {
+        let mut passed = 0;
+        for _ in 0..n {
+            passed += usize::from(ask(proxy, peer, path, headers).await.is_ok());
+        }
+        passed
+    }
+
+    fn metric(proxy: &Proxy, series: &str) -> Option<f64> {
+        let text = proxy.metrics.encode();
+        text.lines().find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    const LEADS: &str = r#"
+        [[route]]
+        name = "detect"
+        match = { path = "/api/golden-leads/detect" }
+        upstream = "api"
+        rate_limit = { rate = "20/s", burst = 5 }
+
+        [[route]]
+        name = "lead"
+        match = { path = "/api/golden-leads/{id}" }
+        upstream = "api"
+        rate_limit = [
+            { name = "per-lead", rate = "2/s", burst = 2, key = "path:id", headers = true },
+            { name = "all", rate = "100/s", key = "route", headers = true },
+        ]
+
+        [[route]]
+        name = "keyed"
+        match = { path_prefix = "/api/keyed" }
+        upstream = "api"
+        rate_limit = { rate = "1/m", burst = 1, key = ["client_ip", "header:x-api-key"] }
+
+        [[route]]
+        name = "health"
+        match = { path = "/health" }
+        upstream = "api"
+    "#;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_and_burst_pass_exact_counts() {
+        let proxy = proxy("", LEADS);
+        let detect = "/api/golden-leads/detect";
+        assert_eq!(passed(&proxy, "192.0.2.1:1000", detect, &[], 50).await, 5, "the burst");
+        tokio::time::advance(Duration::from_millis(50)).await;
+        assert_eq!(passed(&proxy, "192.0.2.1:1000", detect, &[], 50).await, 1, "one per 50 ms");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(passed(&proxy, "192.0.2.1:1000", detect, &[], 50).await, 5, "refilled to the burst");
+        assert_eq!(
+            metric(&proxy, r#"accel_rate_limited_total{route="detect",limit="client_ip"}"#),
+            Some(139.0)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_carry_retry_after_and_ratelimit_headers() {
+        let proxy = proxy("", LEADS);
+        let detect = "/api/golden-leads/detect";
+        assert_eq!(passed(&proxy, "192.0.2.1:1000", detect, &[], 5).await, 5);
+        let refused = ask(&proxy, "192.0.2.1:1000", detect, &[]).await.unwrap_err();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        let headers = refused.headers();
+        assert_eq!(headers["retry-after"], "1");
+        assert_eq!(headers["ratelimit-policy"], r#""client_ip";q=20;w=1"#);
+        // The bucket of 5 refills at 20/s: full again in 250 ms, rounded up to 1 s.
+        assert_eq!(headers["ratelimit"], r#""client_ip";r=0;t=1"#);
+        assert_eq!(headers["cache-control"], "no-store");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn passing_responses_carry_ratelimit_headers_when_asked() {
+        let proxy = proxy("", LEADS);
+        let admission = ask(&proxy, "192.0.2.1:1000", "/api/golden-leads/7", &[]).await.unwrap();
+        let mut response = Response::new(Body::empty());
+        admission.finish(&mut response);
+        assert_eq!(response.headers()["ratelimit-policy"], r#""per-lead";q=2;w=1, "all";q=100;w=1"#);
+        assert_eq!(response.headers()["ratelimit"], r#""per-lead";r=1;t=1, "all";r=99;t=1"#);
+        // A route without `headers = true` adds none.
+        let admission = ask(&proxy, "192.0.2.1:1000", "/api/golden-leads/detect", &[]).await.unwrap();
+        let mut response = Response::new(Body::empty());
+        admission.finish(&mut response);
+        assert!(response.headers().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_are_isolated_per_client_header_and_path_parameter() {
+        let proxy = proxy("", LEADS);
+        let detect = "/api/golden-leads/detect";
+        assert_eq!(passed(&proxy, "192.0.2.1:1000", detect, &[], 10).await, 5);
+        assert_eq!(passed(&proxy, "192.0.2.2:1000", detect, &[], 10).await, 5, "another client");
+        // Per lead id: every lead has its own 2.
+        assert_eq!(passed(&proxy, "192.0.2.1:1000", "/api/golden-leads/1", &[], 5).await, 2);
+        assert_eq!(passed(&proxy, "192.0.2.1:1000", "/api/golden-leads/2", &[], 5).await, 2);
+        // Client and API key together.
+        let keyed = "/api/keyed";
+        assert_eq!(passed(&proxy, "192.0.2.1:1000", keyed, &[("x-api-key", "a")], 3).await, 1);
+        assert_eq!(passed(&proxy, "192.0.2.1:1000", keyed, &[("x-api-key", "b")], 3).await, 1);
+        assert_eq!(passed(&proxy, "192.0.2.2:1000", keyed, &[("x-api-key", "a")], 3).await, 1);
+        assert_eq!(passed(&proxy, "192.0.2.1:1000", keyed, &[], 3).await, 1, "no key is a key too");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_cannot_pick_its_bucket_with_forwarding_headers() {
+        let proxy = proxy("", LEADS);
+        let detect = "/api/golden-leads/detect";
+        // An untrusted peer: X-Forwarded-For is ignored, every spoofed value hits one bucket.
+        let mut passed_spoofing = 0;
+        for i in 0..20 {
+            let spoof = format!("198.51.100.{i}");
+            passed_spoofing += usize::from(
+                ask(&proxy, "192.0.2.9:1000", detect, &[("x-forwarded-for", &spoof)]).await.is_ok(),
+            );
+        }
+        assert_eq!(passed_spoofing, 5);
+        // A trusted proxy: the right-most untrusted hop is the client, whatever the client
+        // prepended; two clients behind one proxy have their own buckets.
+        let via_proxy = |client: &'static str| [("x-forwarded-for", client)];
+        assert_eq!(passed(&proxy, "10.0.0.1:1000", detect, &via_proxy("6.6.6.6, 203.0.113.1"), 10).await, 5);
+        assert_eq!(passed(&proxy, "10.0.0.1:1000", detect, &via_proxy("7.7.7.7, 203.0.113.1"), 10).await, 0);
+        assert_eq!(passed(&proxy, "10.0.0.1:1000", detect, &via_proxy("203.0.113.2, 10.0.0.7"), 10).await, 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn routes_without_rate_limit_are_exempt() {
+        let proxy = proxy("", LEADS);
+        assert_eq!(passed(&proxy, "192.0.2.1:1000", "/health", &[], 1000).await, 1000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delay_mode_waits_in_turn_up_to_the_bound() {
+        let proxy = Arc::new(proxy(
+            "",
+            r#"
+            [[route]]
+            name = "queued"
+            upstream = "api"
+            rate_limit = { rate = "10/s", burst = 1, delay = "300ms" }
+            "#,
+        ));
+        let started = tokio::time::Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..6 {
+            let proxy = proxy.clone();
+            tasks.push(tokio::spawn(async move {
+                let ok = ask(&proxy, "192.0.2.1:1000", "/x", &[]).await.is_ok();
+                (ok, started.elapsed())
+            }));
+            tokio::task::yield_now().await;
+        }
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.unwrap());
+        }
+        let ms = Duration::from_millis;
+        assert_eq!(
+            outcomes,
+            [
+                (true, ms(0)),
+                (true, ms(100)),
+                (true, ms(200)),
+                (true, ms(300)),
+                (false, ms(0)),
+                (false, ms(0))
+            ]
+        );
+        assert_eq!(
+            metric(&proxy, r#"accel_rate_limit_delayed_total{route="queued",limit="client_ip"}"#),
+            Some(3.0)
+        );
+        let waited =
+            metric(&proxy, r#"accel_rate_limit_delay_seconds_sum{route="queued",limit="client_ip"}"#);
+        assert!(waited.is_some_and(|s| (s - 0.6).abs() < 1e-9), "{waited:?}");
+        assert_eq!(
+            metric(&proxy, r#"accel_rate_limited_total{route="queued",limit="client_ip"}"#),
+            Some(2.0)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_concurrency_cap_refuses_a_clients_excess_with_its_own_answer() {
+        let proxy = proxy("[limits]\nclient_concurrency = 2", LEADS);
+        let first = ask(&proxy, "192.0.2.1:1000", "/health", &[]).await.unwrap();
+        let second = ask(&proxy, "192.0.2.1:1001", "/api/golden-leads/detect", &[]).await.unwrap();
+        let refused = ask(&proxy, "192.0.2.1:1002", "/health", &[]).await.unwrap_err();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.headers()["retry-after"], "1");
+        assert!(ask(&proxy, "192.0.2.2:1000", "/health", &[]).await.is_ok(), "another client");
+        // The permit rides in the response body until it ends.
+        let mut response = Response::new(Body::full("x"));
+        first.finish(&mut response);
+        assert!(ask(&proxy, "192.0.2.1:1003", "/health", &[]).await.is_err());
+        drop(response);
+        assert!(ask(&proxy, "192.0.2.1:1004", "/health", &[]).await.is_ok());
+        drop(second);
+        assert_eq!(metric(&proxy, "accel_client_concurrency_rejected_total"), Some(2.0));
+        let cap = proxy.limits.concurrency().unwrap();
+        assert_eq!(cap.max().get(), 2);
+        assert_eq!(cap.clients(), 0);
+        // `true` is the default cap of 10.
+        let proxy = super::tests::proxy("[limits]\nclient_concurrency = true", LEADS);
+        assert_eq!(proxy.limits.concurrency().unwrap().max().get(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_memory_bound_holds_and_new_keys_share_the_overflow_bucket() {
+        let proxy = proxy(
+            "[limits]\nrate_limit_keys = 3\nrate_limit_cleanup = \"1s\"",
+            r#"
+            [[route]]
+            name = "r"
+            upstream = "api"
+            rate_limit = { rate = "1/s", burst = 1 }
+            "#,
+        );
+        let mut passed_clients = 0;
+        for i in 0..100 {
+            passed_clients += usize::from(ask(&proxy, &format!("192.0.2.{i}:1"), "/x", &[]).await.is_ok());
+        }
+        // Three tracked keys and one overflow bucket: four requests in all.
+        assert_eq!(passed_clients, 4);
+        assert_eq!(metric(&proxy, r#"accel_rate_limit_keys{route="r",limit="client_ip"}"#), Some(3.0));
+        // Once the buckets have refilled and idled, cleanup makes room again.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        proxy.limits.cleanup_once();
+        assert_eq!(metric(&proxy, r#"accel_rate_limit_keys{route="r",limit="client_ip"}"#), Some(0.0));
+        assert!(ask(&proxy, "192.0.2.200:1", "/x", &[]).await.is_ok());
+        assert_eq!(metric(&proxy, r#"accel_rate_limit_keys{route="r",limit="client_ip"}"#), Some(1.0));
+    }
+
+    #[test]
+    fn limit_problems_name_the_file_route_and_key() {
+        let config = config("");
+        let upstreams = config.upstreams.iter().map(|u| u.name.clone()).collect();
+        let mut problems = Problems::default();
+        let text = "[[route]]\nname = \"x\"\nupstream = \"api\"\nrate_limit = { rate = \"fast\" }\n\n\
+                    [[route]]\nname = \"y\"\nupstream = \"api\"\nrate_limit = { rate = \"1/s\", colour = \"red\" }\n";
+        config::rules::parse(Path::new("rules/test.toml"), text, &upstreams, &mut problems);
+        let text = problems.to_string();
+        assert!(
+            text.contains(r#"rules/test.toml: route "x": key `rate_limit.rate`: invalid rate "fast""#),
+            "{text}"
+        );
+        assert!(text.contains(r#"route "y": key `rate_limit.colour`: unknown field `colour`"#), "{text}");
+    }
+
+    #[test]
+    fn limits_settings_are_validated() {
+        let file: SidecarFile = toml::from_str(
+            "[limits]\nclient_concurrency = 0\nrate_limit_keys = 0\nrate_limit_cleanup = \"never\"",
+        )
+        .unwrap();
+        let text = config::sidecar::convert(file, None, Path::new("accel.toml")).unwrap_err().to_string();
+        for key in ["limits.client_concurrency", "limits.rate_limit_keys", "limits.rate_limit_cleanup"] {
+            assert!(text.contains(&format!("key `{key}`")), "{key} in {text}");
+        }
+        let settings = config("[limits]\nclient_concurrency = false").limits.rate_limiting;
+        assert_eq!(settings, LimitSettings::default());
+    }
+
+    /// A rules file that tests rewrite and reload.
+    struct RulesFile(PathBuf);
+
+    impl RulesFile {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("accel-limit-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir.join("rules.toml"))
+        }
+
+        fn write(&self, limit: &str) {
+            let text = format!(
+                "[[route]]\nname = \"r\"\nupstream = \"api\"\nrate_limit = {limit}\n\n[[route]]\nname = \"other\"\nmatch = {{ path = \"/other\" }}\nupstream = \"api\"\n"
+            );
+            std::fs::write(&self.0, text).unwrap();
+        }
+    }
+
+    impl Drop for RulesFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(self.0.parent().unwrap());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limits_keep_their_state_across_a_reload_unless_changed() {
+        let file = RulesFile::new("reload");
+        file.write(r#"{ rate = "1/m", burst = 2 }"#);
+        let mut config = config("");
+        config.rules_files = vec![file.0.to_string_lossy().into_owned()];
+        let rules = config::rules::load(
+            &config.rules_files,
+            &config.upstreams.iter().map(|u| u.name.clone()).collect(),
+        )
+        .unwrap();
+        let proxy = Proxy::new(&config, rules);
+        assert_eq!(passed(&proxy, "192.0.2.1:1", "/x", &[], 5).await, 2);
+        // Same limit, the file rewritten and reloaded: still exhausted.
+        file.write(r#"{ rate = "1/m", burst = 2 }"#);
+        proxy.reload().unwrap();
+        assert_eq!(passed(&proxy, "192.0.2.1:1", "/x", &[], 5).await, 0);
+        // A changed limit takes effect at once, with fresh state.
+        file.write(r#"{ rate = "1/m", burst = 3 }"#);
+        proxy.reload().unwrap();
+        assert_eq!(passed(&proxy, "192.0.2.1:1", "/x", &[], 5).await, 3);
+        // Removing the limit makes the route exempt.
+        file.write(r#"[]"#);
+        proxy.reload().unwrap();
+        assert_eq!(passed(&proxy, "192.0.2.1:1", "/x", &[], 5).await, 5);
+        assert_eq!(metric(&proxy, r#"accel_rate_limit_keys{route="r",limit="client_ip"}"#), None);
+    }
+}

@@ -1,0 +1,189 @@
+//! The second-level cache: on an in-memory miss the cache looks here before the origin, and
+//! stores storable answers here too, so N sidecars make one origin request per key instead of
+//! N. Entries live in Redis until the end of their longest stale window, compressed, and are
+//! checked against the current tag generations on every read (see [`super::bus`]).
+//!
+//! Optional cluster-wide coalescing: a miss takes `SET NX PX` on the key's lock; the sidecar
+//! that gets it is the cluster's leader, the others poll for its answer up to a deadline and
+//! then go upstream themselves. The lock expires, so a crashed leader never blocks anyone.
+
+use std::time::SystemTime;
+
+use redis::Script;
+use tokio::time::{Duration, Instant};
+
+use super::client::RedisClient;
+use super::config::L2Config;
+use super::entry::{self, SharedEntry};
+use super::keys::Keys;
+use super::metrics::{L2Result, Op, TierMetrics};
+
+/// Releases a lock only if this sidecar still holds it. KEYS: lock. ARGV: owner.
+const UNLOCK_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// The result of a second-level lookup.
+#[derive(Debug, Clone, PartialEq)]
+pub enum L2Lookup {
+    /// A usable entry (fresh or within a stale window: the cache decides).
+    Hit(Box<SharedEntry>),
+    /// Not there, expired, or purged since it was stored.
+    Miss,
+    /// Redis did not answer: go on as if there were no second level.
+    Unavailable,
+}
+
+/// Who fetches a missed key for the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockOutcome {
+    /// This sidecar holds the lock: go upstream, store, then unlock.
+    Leader,
+    /// Another sidecar is fetching: wait for its answer with [`SecondLevel::wait`].
+    Follower,
+    /// Cluster coalescing is off or Redis is unavailable: go upstream.
+    Alone,
+}
+
+/// The second-level cache.
+#[derive(Debug)]
+pub struct SecondLevel {
+    keys: Keys,
+    config: L2Config,
+    /// Lock owner id: this sidecar's.
+    owner: String,
+    unlock: Script,
+    metrics: TierMetrics,
+}
+
+impl SecondLevel {
+    /// The second level under `keys`; `owner` identifies this sidecar's locks.
+    pub fn new(keys: Keys, config: L2Config, owner: String, metrics: TierMetrics) -> Self {
+        Self { keys, config, owner, unlock: Script::new(UNLOCK_SCRIPT), metrics }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &L2Config {
+        &self.config
+    }
+
+    /// Looks `key` up: one GET, then one HMGET of the entry's tag generations.
+    pub async fn get(&self, client: &RedisClient, key: &str) -> L2Lookup {
+        let result = self.lookup(client, key).await;
+        self.metrics.l2(match &result {
+            Ok(L2Lookup::Hit(_)) => L2Result::Hit,
+            Ok(L2Lookup::Miss) => L2Result::Miss,
+            Ok(L2Lookup::Unavailable) | Err(()) => L2Result::Unavailable,
+        });
+        result.unwrap_or(L2Lookup::Unavailable)
+    }
+
+    async fn lookup(&self, client: &RedisClient, key: &str) -> Result<L2Lookup, ()> {
+        let entry_key = self.keys.entry(key);
+        let bytes: Option<Vec<u8>> =
+            client.query(Op::L2Get, redis::cmd("GET").arg(&entry_key)).await.map_err(|_| ())?;
+        let Some(bytes) = bytes else { return Ok(L2Lookup::Miss) };
+        let Ok(stored) = entry::decode(&bytes) else {
+            tracing::debug!(key = entry_key, "unreadable second-level entry treated as a miss");
+            return Ok(L2Lookup::Miss);
+        };
+        if stored.entry.remaining(SystemTime::now()).is_zero() {
+            return Ok(L2Lookup::Miss);
+        }
+        let (all, tags) = self.generations(client, &stored.entry.tags).await.map_err(|_| ())?;
+        if all != stored.all_generation || tags != stored.tag_generations {
+            self.metrics.l2(L2Result::Purged);
+            return Ok(L2Lookup::Miss);
+        }
+        Ok(L2Lookup::Hit(Box::new(stored.entry)))
+    }
+
+    /// Stores `entry` under `key` until the end of its longest stale window. Returns whether
+    /// it was stored (not when too large, already over, or Redis is unavailable).
+    pub async fn put(&self, client: &RedisClient, key: &str, entry: &SharedEntry) -> bool {
+        let lifetime = entry.remaining(SystemTime::now());
+        if lifetime.is_zero() {
+            return false;
+        }
+        // Generations are read before the write: a purge after this read makes the entry
+        // read as purged.
+        let Ok((all, tags)) = self.generations(client, &entry.tags).await else { return false };
+        let bytes = entry::encode(entry, &tags, all);
+        if bytes.len() > self.config.max_object_size {
+            self.metrics.l2(L2Result::TooLarge);
+            return false;
+        }
+        let millis = u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX).max(1);
+        let cmd = redis::cmd("SET").arg(self.keys.entry(key)).arg(bytes).arg("PX").arg(millis).clone();
+        let stored = client.query::<()>(Op::L2Set, &cmd).await.is_ok();
+        if stored {
+            self.metrics.l2(L2Result::Stored);
+        }
+        stored
+    }
+
+    /// The current `*` generation and those of `tags` (0 when never purged).
+    async fn generations(&self, client: &RedisClient, tags: &[String]) -> Result<(u64, Vec<u64>), ()> {
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.keys.generations()).arg(Keys::ALL_FIELD);
+        for tag in tags {
+            cmd.arg(Keys::tag_field(tag));
+        }
+        let values: Vec<Option<u64>> = client.query(Op::Generations, &cmd).await.map_err(|_| ())?;
+        let mut values = values.into_iter().map(Option::unwrap_or_default);
+        let all = values.next().unwrap_or(0);
+        Ok((all, values.collect()))
+    }
+
+    /// Tries to become the cluster's leader for `key`.
+    pub async fn try_lock(&self, client: &RedisClient, key: &str) -> LockOutcome {
+        let Some(ttl) = self.config.lock else { return LockOutcome::Alone };
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let cmd = redis::cmd("SET")
+            .arg(self.keys.lock(key))
+            .arg(&self.owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis)
+            .clone();
+        match client.query::<Option<String>>(Op::Lock, &cmd).await {
+            Ok(Some(_)) => LockOutcome::Leader,
+            Ok(None) => LockOutcome::Follower,
+            Err(_) => LockOutcome::Alone,
+        }
+    }
+
+    /// Releases `key`'s lock if this sidecar holds it.
+    pub async fn unlock(&self, client: &RedisClient, key: &str) {
+        let mut invocation = self.unlock.prepare_invoke();
+        invocation.key(self.keys.lock(key)).arg(&self.owner);
+        let _: Result<i64, _> =
+            client.run(Op::Lock, |mut conn| async move { invocation.invoke_async(&mut conn).await }).await;
+    }
+
+    /// A follower's wait: polls for the leader's answer until `timeout`; `None` when it did
+    /// not come (the follower then goes upstream on its own).
+    pub async fn wait(&self, client: &RedisClient, key: &str, timeout: Duration) -> Option<SharedEntry> {
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(5);
+        while Instant::now() < deadline {
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+            // Lock first, then the entry: the leader stores before it unlocks, so a lock seen
+            // gone means the entry (if storable) is already there.
+            let locked: Result<bool, _> =
+                client.query(Op::Lock, redis::cmd("EXISTS").arg(self.keys.lock(key))).await;
+            match self.lookup(client, key).await {
+                Ok(L2Lookup::Hit(entry)) => return Some(*entry),
+                Ok(_) => {}
+                Err(()) => return None,
+            }
+            if !matches!(locked, Ok(true)) {
+                // The leader is done (its answer was not storable) or gone.
+                return None;
+            }
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+        None
+    }
+}

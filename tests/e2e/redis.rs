@@ -1,0 +1,206 @@
+//! The shared Redis tier end to end: two real sidecars with the same `[redis]` section in
+//! front of one origin share answers and purges; an unreachable Redis changes nothing for
+//! clients but the metrics.
+
+use accel::cache::purge::PurgeRequest;
+use accel_e2e::{FakeOrigin, OriginHandle, TestProxy, eventually_async, require_redis};
+
+const RULES: &str = r#"
+[[route]]
+name = "leads"
+match = { path_prefix = "/api/leads/" }
+upstream = "api"
+cache = { ttl = "5m", tags = ["leads"] }
+"#;
+
+fn redis_section(url: &str, prefix: &str) -> String {
+    format!("[redis]\nurl = \"{url}\"\nprefix = \"{prefix}\"\ntimeout = \"500ms\"\n")
+}
+
+async fn sidecar(origin: &OriginHandle, redis: &str) -> TestProxy {
+    TestProxy::builder().upstream("api", &[origin.addr()]).rules(RULES).sidecar_toml(redis).start().await
+}
+
+fn unique_prefix(test: &str) -> String {
+    format!("e2e:{test}:{}:{}:", std::process::id(), fastrand_suffix())
+}
+
+fn fastrand_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+#[tokio::test]
+async fn two_sidecars_share_an_answer_and_a_purge_on_one_reaches_both() {
+    let Some(url) = require_redis() else { return };
+    let origin = FakeOrigin::new().route("/api/leads/1", "{\"lead\":1}").start().await;
+    let redis = redis_section(&url, &unique_prefix("share"));
+    let a = sidecar(&origin, &redis).await;
+    let b = sidecar(&origin, &redis).await;
+    eventually_async("both sidecars subscribed", || async {
+        a.metric("accel_redis_up").await == 1.0 && b.metric("accel_redis_up").await == 1.0
+    })
+    .await;
+
+    let first = a.get("/api/leads/1").await;
+    assert_eq!(first.text(), "{\"lead\":1}");
+    // A stores in Redis in the background, after the body ends.
+    eventually_async("A's answer reached Redis", || async {
+        a.metric("accel_redis_l2_total{result=\"stored\"}").await == 1.0
+    })
+    .await;
+    let shared = b.get("/api/leads/1").await;
+    assert_eq!(shared.text(), "{\"lead\":1}");
+    assert_eq!(origin.hits("/api/leads/1"), 1, "B answered from Redis: the origin saw one request");
+    assert!(
+        shared.header("cache-status").is_some_and(|s| s.contains("hit")),
+        "{:?}",
+        shared.header("cache-status")
+    );
+    assert_eq!(b.metric("accel_redis_l2_total{result=\"hit\"}").await, 1.0);
+    // B's memory has it now: no more Redis lookups for it.
+    b.get("/api/leads/1").await;
+    assert_eq!(b.metric("accel_redis_l2_total{result=\"hit\"}").await, 1.0);
+
+    // A purge on A (as the admin API does) reaches B's memory and Redis.
+    let purge = PurgeRequest { tags: vec!["leads".into()], ..PurgeRequest::default() };
+    a.proxy().cache.purge(&purge).expect("purge");
+    eventually_async("B applied A's purge", || async {
+        b.metric("accel_redis_purges_applied_total").await == 1.0
+    })
+    .await;
+    b.get("/api/leads/1").await;
+    assert_eq!(origin.hits("/api/leads/1"), 2, "purged on both: B went to the origin");
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_changes_nothing_for_clients_and_metrics_say_so() {
+    let origin = FakeOrigin::new().route("/api/leads/1", "ok").start().await;
+    // Nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let redis = format!(
+        "[redis]\nurl = \"redis://127.0.0.1:{port}\"\nbreaker = {{ failures = 2, cool_down = \"200ms\" }}\n"
+    );
+    let proxy = sidecar(&origin, &redis).await;
+    for _ in 0..5 {
+        let response = proxy.get("/api/leads/1").await;
+        assert_eq!(response.status, 200);
+        assert_eq!(response.text(), "ok");
+    }
+    assert_eq!(origin.hits("/api/leads/1"), 1, "memory caching still works");
+    eventually_async("accel_redis_up says degraded", || async {
+        proxy.metric("accel_redis_up").await == 0.0
+    })
+    .await;
+    assert!(proxy.metric("accel_redis_errors_total{op=\"ping\"}").await >= 1.0);
+}
+
+#[tokio::test]
+async fn a_cluster_limit_over_two_sidecars_lets_the_limit_through_not_twice_it() {
+    let Some(url) = require_redis() else { return };
+    let origin = FakeOrigin::new().route("/api/pricing", "42").start().await;
+    // 10 at once, then one per 6 minutes: no refill can happen during the test, however slow
+    // the machine (the exact 10/s arithmetic is tested with an injected clock in the tier).
+    let rules = r#"
+        [[route]]
+        name = "pricing"
+        match = { path = "/api/pricing" }
+        upstream = "api"
+        rate_limit = { rate = "10/h", burst = 10, key = "client_ip", scope = "cluster" }
+    "#;
+    let redis = redis_section(&url, &unique_prefix("limit"));
+    let start = |origin: &OriginHandle| {
+        TestProxy::builder().upstream("api", &[origin.addr()]).rules(rules).sidecar_toml(&redis).start()
+    };
+    let a = start(&origin).await;
+    let b = start(&origin).await;
+    let mut passed = 0;
+    let mut refused = 0;
+    for i in 0..20 {
+        let response = if i % 2 == 0 { a.get("/api/pricing").await } else { b.get("/api/pricing").await };
+        match response.status.as_u16() {
+            200 => passed += 1,
+            429 => {
+                refused += 1;
+                assert!(response.header("retry-after").is_some());
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((passed, refused), (10, 10), "the cluster shares one bucket of 10");
+    assert_eq!(origin.hits("/api/pricing"), 10);
+    assert_eq!(
+        a.metric("accel_redis_limit_checks_total{result=\"allowed\"}").await
+            + b.metric("accel_redis_limit_checks_total{result=\"allowed\"}").await,
+        10.0
+    );
+}
+
+/// A `redis-server` started again on the port of a killed [`accel_e2e::PrivateRedis`].
+struct Restarted(std::process::Child);
+
+impl Restarted {
+    async fn on(port: u16) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server restarts");
+        accel_e2e::eventually("redis answers again", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .await;
+        Self(child)
+    }
+}
+
+impl Drop for Restarted {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn redis_stopped_mid_test_requests_keep_succeeding_and_the_tier_recovers() {
+    let Some(mut redis) = accel_e2e::private_redis().await else { return };
+    let origin = FakeOrigin::new().route("/api/leads/1", "one").route("/api/leads/2", "two").start().await;
+    let section = format!(
+        "[redis]\nurl = \"{}\"\ntimeout = \"500ms\"\nbreaker = {{ failures = 2, cool_down = \"200ms\" }}\n",
+        redis.url()
+    );
+    let a = sidecar(&origin, &section).await;
+    let b = sidecar(&origin, &section).await;
+    a.get("/api/leads/1").await;
+    eventually_async("stored in Redis", || async {
+        a.metric("accel_redis_l2_total{result=\"stored\"}").await == 1.0
+    })
+    .await;
+    b.get("/api/leads/1").await;
+    assert_eq!(origin.hits("/api/leads/1"), 1);
+
+    redis.kill();
+    for _ in 0..3 {
+        assert_eq!(a.get("/api/leads/2").await.text(), "two");
+        assert_eq!(b.get("/api/leads/1").await.text(), "one", "memory keeps serving");
+    }
+    eventually_async("both report Redis down", || async {
+        a.metric("accel_redis_up").await == 0.0 && b.metric("accel_redis_up").await == 0.0
+    })
+    .await;
+    // Purged on A while Redis is away: applied on A now, on B once Redis is back.
+    let purge = PurgeRequest { tags: vec!["leads".into()], ..PurgeRequest::default() };
+    a.proxy().cache.purge(&purge).expect("purge");
+
+    let _back = Restarted::on(redis.port()).await;
+    eventually_async("both recover by themselves", || async {
+        a.metric("accel_redis_up").await == 1.0 && b.metric("accel_redis_up").await == 1.0
+    })
+    .await;
+    // B must not serve the entry purged while it was cut off.
+    eventually_async("B no longer serves the purged entry", || async {
+        let before = origin.hits("/api/leads/1");
+        b.get("/api/leads/1").await;
+        origin.hits("/api/leads/1") > before
+    })
+    .await;
+}
