@@ -233,3 +233,50 @@ async fn h2c_clients_get_compressed_answers_too() {
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(decode(Encoding::Zstd, &bytes), document);
 }
+
+#[tokio::test]
+async fn a_cached_answer_is_compressed_once_per_coding_and_served_to_many() {
+    let document = json(100 * 1024);
+    let origin = FakeOrigin::new()
+        .route("/api/report", document.clone())
+        .header("content-type", "application/json")
+        .header("cache-control", "max-age=300")
+        .start()
+        .await;
+    let rules = r#"
+[[route]]
+name = "api"
+upstream = "api"
+cache = { ttl = "5m" }
+compress = { min_size = "1KiB", cached_level = { br = 5, zstd = 3, gzip = 6 } }
+"#;
+    let proxy = TestProxy::builder().upstream("api", &[origin.addr()]).rules(rules).start().await;
+
+    // The miss streams compressed; the cache keeps the identity body.
+    let first = get(&proxy, "/api/report", Some("br")).await;
+    assert_eq!(first.header("content-encoding"), Some("br"));
+    assert_eq!(decode(Encoding::Brotli, &first.body), document);
+
+    for _ in 0..5 {
+        let hit = get(&proxy, "/api/report", Some("br")).await;
+        assert_eq!(hit.header("content-encoding"), Some("br"));
+        assert_eq!(hit.header("vary"), Some("Accept-Encoding"));
+        let length: usize =
+            hit.header("content-length").expect("a stored variant has a length").parse().unwrap();
+        assert_eq!(length, hit.body.len());
+        assert_eq!(decode(Encoding::Brotli, &hit.body), document);
+    }
+    let identity = get(&proxy, "/api/report", None).await;
+    assert_eq!(identity.header("content-encoding"), None);
+    assert_eq!(identity.body, document);
+    let gzip = get(&proxy, "/api/report", Some("gzip")).await;
+    assert_eq!(gzip.header("content-encoding"), Some("gzip"));
+    assert_eq!(decode(Encoding::Gzip, &gzip.body), document);
+
+    assert_eq!(origin.hits("/api/report"), 1, "every answer after the first came from the cache");
+    let variant_runs = |encoding: &str| {
+        format!("accel_compressions_total{{route=\"api\",encoding=\"{encoding}\",kind=\"variant\"}}")
+    };
+    assert_eq!(proxy.metric(&variant_runs("br")).await, 1.0, "five br hits, one br variant");
+    assert_eq!(proxy.metric(&variant_runs("gzip")).await, 1.0);
+}
