@@ -280,3 +280,40 @@ compress = { min_size = "1KiB", cached_level = { br = 5, zstd = 3, gzip = 6 } }
     assert_eq!(proxy.metric(&variant_runs("br")).await, 1.0, "five br hits, one br variant");
     assert_eq!(proxy.metric(&variant_runs("gzip")).await, 1.0);
 }
+
+#[tokio::test]
+async fn an_eager_route_compresses_every_coding_when_the_answer_is_stored() {
+    let document = json(20 * 1024);
+    let origin = FakeOrigin::new()
+        .route("/api/catalogue", document.clone())
+        .header("content-type", "application/json")
+        .header("cache-control", "max-age=300")
+        .start()
+        .await;
+    let rules = r#"
+[[route]]
+name = "api"
+upstream = "api"
+cache = { ttl = "5m" }
+compress = { min_size = "1KiB", eager = true, cached_level = { br = 5, zstd = 3, gzip = 6 } }
+"#;
+    let proxy = TestProxy::builder().upstream("api", &[origin.addr()]).rules(rules).start().await;
+
+    // A client that accepts nothing: the store alone makes the variants.
+    let first = get(&proxy, "/api/catalogue", None).await;
+    assert_eq!(first.body, document);
+    for encoding in ["br", "zstd", "gzip"] {
+        let series =
+            format!("accel_compressions_total{{route=\"api\",encoding=\"{encoding}\",kind=\"variant\"}}");
+        accel_e2e::eventually_async(&format!("the {encoding} variant"), || {
+            let (proxy, series) = (&proxy, series.clone());
+            async move { proxy.metric(&series).await == 1.0 }
+        })
+        .await;
+    }
+    let hit = get(&proxy, "/api/catalogue", Some("zstd")).await;
+    assert_eq!(hit.header("content-encoding"), Some("zstd"));
+    assert_eq!(decode(Encoding::Zstd, &hit.body), document);
+    let series = "accel_compressions_total{route=\"api\",encoding=\"zstd\",kind=\"variant\"}";
+    assert_eq!(proxy.metric(series).await, 1.0, "the hit used the eager variant");
+}

@@ -19,11 +19,14 @@ use super::policy::RejectReason;
 use super::store::Seq;
 use super::{Cache, FlightLeader, Shared};
 use crate::body::{Body, BoxError};
+use crate::route::Route;
 
 /// What finishing an entry needs once its body is complete.
 #[derive(Debug)]
 pub(super) struct Filling {
     pub cache: Arc<Cache>,
+    /// The route: its compression makes eager variants when the entry is stored.
+    pub route: Arc<Route>,
     pub key: CacheKey,
     /// The request's headers: they pick the variant when the answer varies.
     pub request: HeaderMap,
@@ -39,7 +42,7 @@ pub(super) struct Filling {
 
 impl Filling {
     fn finish(self, body: Bytes) {
-        let Self { cache, key, request, mut template, seq, store, leader, .. } = self;
+        let Self { cache, route, key, request, mut template, seq, store, leader, .. } = self;
         template.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         template.body = body;
         let entry = Arc::new(template);
@@ -47,6 +50,15 @@ impl Filling {
         if store {
             cache.store.insert(key, &request, entry.clone(), seq);
             cache.share_entry(key, variant, &entry);
+            // compress (eager routes): every coding's variant now, in the background.
+            if let Some(compress) = route.compress.as_ref().filter(|c| c.policy.eager) {
+                let (mut parts, ()) = http::Response::new(()).into_parts();
+                parts.status = entry.status;
+                parts.headers = entry.headers.clone();
+                if let Some(fill) = compress.eager_fill(&parts, &entry.body, &entry.variants) {
+                    tokio::spawn(fill);
+                }
+            }
         }
         if let Some(leader) = leader {
             leader.publish(Arc::new(Shared { entry, variant }));

@@ -577,7 +577,7 @@ impl Pass {
                 }
                 Answer { response, result: status.map_or(CacheResult::None, CacheStatus::result) }
             }
-            Mode::Fill(fill) => cache.complete_fill(*fill, result),
+            Mode::Fill(fill) => cache.complete_fill(*fill, result, &route),
         };
         if count {
             route.cache_metrics.lookup(answer.result);
@@ -588,7 +588,12 @@ impl Pass {
 
 impl Cache {
     /// The miss / stale path's end: the answer for the client, marked.
-    fn complete_fill(self: &Arc<Self>, fill: Fill, result: Result<Response<Body>, ProxyError>) -> Answer {
+    fn complete_fill(
+        self: &Arc<Self>,
+        fill: Fill,
+        result: Result<Response<Body>, ProxyError>,
+        route: &Arc<Route>,
+    ) -> Answer {
         let now = self.clock.now();
         let forwarded = |fill: &Fill, code: StatusCode, stored: bool| -> CacheStatus {
             let fwd_status = code.as_u16();
@@ -657,8 +662,17 @@ impl Cache {
                     variants: Default::default(),
                 };
                 let limit = rule.as_ref().map_or(rule::DEFAULT_MAX_OBJECT_SIZE, |r| r.max_object_size);
-                let filling =
-                    Filling { cache: self.clone(), key, request, template, seq, store, leader, limit };
+                let filling = Filling {
+                    cache: self.clone(),
+                    route: route.clone(),
+                    key,
+                    request,
+                    template,
+                    seq,
+                    store,
+                    leader,
+                    limit,
+                };
                 let collapse_only = rule.is_none();
                 let mut response = Response::from_parts(parts, Body::boxed(FillBody::new(body, filling)));
                 if collapse_only {

@@ -305,7 +305,7 @@ async fn a_cached_answer_is_compressed_once_per_coding_and_served_to_many() {
         fixture.metric("accel_compressions_total{route=\"api\",encoding=\"br\",kind=\"stream\"}"),
         0.0
     );
-    assert!(variants.weight() > 0 && variants.weight() < body.len() / 4);
+    assert!(variants.weight() > 0 && variants.weight() < body.len() / 2, "two compressed variants");
 }
 
 #[tokio::test]
