@@ -27,7 +27,7 @@
 #
 # Usage: benches/load.sh [--duration 10s] [--warmup 2s] [--concurrency 32] [--size 2048[,102400]]
 #                        [--keys 1[,2000]] [--cases direct,accel,nginx[,accel-cache,nginx-cache,accel-limited]]
-#                        [--cases accel-gzip,accel-br,nginx-gzip]
+#                        [--cases accel-gzip,accel-br,nginx-gzip,accel-cache-br,accel-cache-identity]
 #                        [--no-build]
 # Output: a table on stdout, target/bench/load-report.json (all cases), target/bench/cases/*.json
 # (one accel-load report per case).
@@ -341,6 +341,16 @@ case_accel_br() {
     run_accel "accel-br$1" 'compress = { encodings = ["br"] }' -H 'Accept-Encoding: br'
 }
 
+# Cached answers with compression on the route: every hit with `Accept-Encoding: br` is served
+# from the entry's brotli variant (made once), compared with identity hits of the same entry.
+case_accel_cache_br() {
+    run_accel "accel-cache-br$1" $'cache = { ttl = "5m" }\ncompress = { encodings = ["br"] }' -H 'Accept-Encoding: br'
+}
+
+case_accel_cache_identity() {
+    run_accel "accel-cache-identity$1" $'cache = { ttl = "5m" }\ncompress = { encodings = ["br"] }'
+}
+
 case_nginx_gzip() {
     run_nginx "nginx-gzip$1" 0 1 -H 'Accept-Encoding: gzip'
 }
@@ -355,7 +365,7 @@ run_suite() {
     IFS=, read -ra names <<<"$CASES"
     for name in "${names[@]}"; do
         case "$name" in
-            direct | accel | nginx | accel-cache | nginx-cache | accel-limited | accel-gzip | accel-br | nginx-gzip)
+            direct | accel | nginx | accel-cache | nginx-cache | accel-limited | accel-gzip | accel-br | nginx-gzip | accel-cache-br | accel-cache-identity)
                 "case_${name//-/_}" "$suffix" ;;
             *) echo "load.sh: unknown case $name" >&2; exit 64 ;;
         esac
