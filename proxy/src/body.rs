@@ -1,5 +1,5 @@
 //! The body type every stage passes along: a static answer, a streamed upstream body that
-//! carries its endpoint's in-flight guard, a downstream request body that can be replayed
+//! carries its endpoint's in-flight guard and connection lease, a downstream request body that can be replayed
 //! while it has not been sent, or any other body boxed.
 
 use std::pin::Pin;
@@ -13,7 +13,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
-use crate::upstream::InFlight;
+use crate::upstream::{InFlight, Lease};
 
 /// Errors of body streams.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -28,8 +28,10 @@ pin_project! {
         /// One chunk held in memory (cache hits, error answers): no allocation to send.
         Full { data: Option<Bytes> },
         /// A response body streamed from an endpoint; the guard keeps the endpoint's
-        /// in-flight count until the last byte (or an error, or the client going away).
-        Upstream { #[pin] inner: Incoming, guard: Option<InFlight> },
+        /// in-flight count until the last byte (or an error, or the client going away). The
+        /// lease goes back to the endpoint's idle connections after the last byte; on an
+        /// error or when the body is dropped early, the connection is closed with it.
+        Upstream { #[pin] inner: Incoming, guard: Option<InFlight>, lease: Option<Lease> },
         /// A downstream request body on its way upstream; see [`ReplayableBody`].
         Downstream { inner: ReplayableBody },
         /// Anything else (compression, tee into the cache, …).
@@ -49,9 +51,14 @@ impl Body {
         if data.is_empty() { Self::Empty } else { Self::Full { data: Some(data) } }
     }
 
-    /// An upstream response body that holds `guard` until its end.
-    pub fn upstream(inner: Incoming, guard: InFlight) -> Self {
-        Self::Upstream { inner, guard: Some(guard) }
+    /// An upstream response body that holds `guard` until its end, and then gives the
+    /// connection back (at once when there is no body, as for `HEAD`, 204 and 304).
+    pub fn upstream(inner: Incoming, guard: InFlight, lease: Lease) -> Self {
+        if http_body::Body::is_end_stream(&inner) {
+            lease.release(&guard.endpoint().connections);
+            return Self::Upstream { inner, guard: None, lease: None };
+        }
+        Self::Upstream { inner, guard: Some(guard), lease: Some(lease) }
     }
 
     /// Boxes any body whose errors convert into [`BoxError`].
@@ -75,13 +82,25 @@ impl http_body::Body for Body {
         match self.project() {
             BodyProj::Empty => Poll::Ready(None),
             BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            BodyProj::Upstream { inner, guard } => {
+            BodyProj::Upstream { inner, guard, lease } => {
                 let mut inner = inner;
                 let polled = inner.as_mut().poll_frame(cx);
-                match &polled {
-                    Poll::Ready(None | Some(Err(_))) => drop(guard.take()),
-                    Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => drop(guard.take()),
-                    _ => {}
+                let ended = match &polled {
+                    Poll::Ready(None) => true,
+                    Poll::Ready(Some(Ok(_))) => inner.is_end_stream(),
+                    Poll::Ready(Some(Err(_))) => {
+                        drop(lease.take());
+                        drop(guard.take());
+                        false
+                    }
+                    Poll::Pending => false,
+                };
+                if ended {
+                    // The connection goes back before the in-flight count drops.
+                    let guard = guard.take();
+                    if let (Some(guard), Some(lease)) = (&guard, lease.take()) {
+                        lease.release(&guard.endpoint().connections);
+                    }
                 }
                 polled.map_err(Into::into)
             }

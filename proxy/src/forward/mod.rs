@@ -11,6 +11,7 @@ pub mod headers;
 use std::time::Duration;
 
 use http::request::Parts;
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -19,7 +20,7 @@ use crate::body::{Body, BodySlot};
 use crate::error::ProxyError;
 use crate::metrics::UpstreamOutcome;
 use crate::route::Route;
-use crate::upstream::{Endpoint, InFlight};
+use crate::upstream::{Endpoint, InFlight, SendError};
 
 /// Which endpoint answered: put in the response's extensions for the access log.
 #[derive(Debug, Clone)]
@@ -56,65 +57,71 @@ impl RequestBody {
 /// Sends `parts` + `body` upstream for `route`. `parts.headers` must already be prepared
 /// for the upstream ([`headers::to_upstream`]).
 pub async fn send(route: &Route, parts: Parts, body: RequestBody) -> Result<Response<Body>, ProxyError> {
-    let total = route.rule.timeouts.total;
-    match tokio::time::timeout(total, tries(route, parts, body)).await {
-        Ok(result) => result,
-        Err(_) => Err(ProxyError::Timeout { after: total }),
-    }
+    tries(route, parts, body, Instant::now() + route.rule.timeouts.total).await
 }
 
 enum TryError {
-    Connect(hyper_util::client::legacy::Error),
-    Exchange(hyper_util::client::legacy::Error),
+    Connect(crate::body::BoxError),
+    Exchange(hyper::Error),
     Timeout(Duration),
 }
 
-async fn tries(route: &Route, mut parts: Parts, body: RequestBody) -> Result<Response<Body>, ProxyError> {
+/// The tries, until one answers or `deadline` (the route's total timeout) passes. Each try
+/// runs under one timer: the response timeout, cut short by the deadline.
+async fn tries(
+    route: &Route,
+    mut parts: Parts,
+    body: RequestBody,
+    deadline: Instant,
+) -> Result<Response<Body>, ProxyError> {
     let upstream = &route.upstream;
     let policy = &route.rule.retry;
     let idempotent = is_idempotent(&parts.method);
-    let path_and_query = parts.uri.path_and_query().cloned();
+    // Origin-form (`/path?query`): the endpoint is reached by the connection, not the target.
+    let target = origin_form(&parts.uri);
     let mut tried: Vec<usize> = Vec::new();
     let mut last_error: Option<ProxyError> = None;
 
     for attempt in 1..=policy.attempts.get() {
         let now = Instant::now();
+        if now >= deadline {
+            last_error = Some(ProxyError::Timeout { after: route.rule.timeouts.total });
+            break;
+        }
         let Some(pick) = upstream.pick(&tried, now) else { break };
         let endpoint = pick.endpoint;
         tried.push(endpoint.index);
         let last_try = attempt == policy.attempts.get() || tried.len() == upstream.endpoints.len();
 
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(http::uri::Scheme::HTTP);
-        uri.authority = Some(endpoint.addr.authority().clone());
-        uri.path_and_query =
-            path_and_query.clone().or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
-        let uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest { reason: "request target" })?;
         let mut request = Request::new(body.for_try());
         *request.method_mut() = parts.method.clone();
-        *request.uri_mut() = uri;
+        *request.uri_mut() = target.clone();
         // The last try takes the headers; earlier ones keep them for the next.
         *request.headers_mut() =
             if last_try { std::mem::take(&mut parts.headers) } else { parts.headers.clone() };
         *request.version_mut() = http::Version::HTTP_11;
+        if !request.headers().contains_key(http::header::HOST) {
+            // An HTTP/1.0 client may omit it; HTTP/1.1 requires it.
+            request.headers_mut().insert(http::header::HOST, endpoint.addr.host_header());
+        }
 
         let guard = InFlight::new(endpoint.clone());
         let started = Instant::now();
-        let result = match tokio::time::timeout(
-            route.rule.timeouts.response,
-            upstream.client.request(request),
-        )
-        .await
-        {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) if e.is_connect() => Err(TryError::Connect(e)),
-            Ok(Err(e)) if is_downstream_body_error(&e) => {
+        let response_deadline = started + route.rule.timeouts.response;
+        // The route's total timeout ends this try, and the tries.
+        let cut_short = deadline < response_deadline;
+        let try_deadline = if cut_short { deadline } else { response_deadline };
+        let result = match tokio::time::timeout_at(try_deadline, endpoint.connections.send(request)).await {
+            Ok(Ok(exchange)) => Ok(exchange),
+            Ok(Err(SendError::Connect(e))) => Err(TryError::Connect(e)),
+            Ok(Err(SendError::Exchange(e))) if e.is_user() => {
                 // The client's body broke off (it went away mid-upload): the client failed,
                 // not the endpoint, so no outcome, no ejection, no retry.
                 tracing::debug!(endpoint = %endpoint.addr, error = %e, "request body broke off");
                 return Err(ProxyError::BadRequest { reason: "request body broke off" });
             }
-            Ok(Err(e)) => Err(TryError::Exchange(e)),
+            Ok(Err(SendError::Exchange(e))) => Err(TryError::Exchange(e)),
+            Err(_) if cut_short => Err(TryError::Timeout(route.rule.timeouts.total)),
             Err(_) => Err(TryError::Timeout(route.rule.timeouts.response)),
         };
         endpoint.metrics.duration.observe(started.elapsed().as_secs_f64());
@@ -122,7 +129,7 @@ async fn tries(route: &Route, mut parts: Parts, body: RequestBody) -> Result<Res
             upstream.endpoints.iter().any(|e| e.index != endpoint.index && e.is_available(now));
 
         match result {
-            Ok(response) => {
+            Ok((response, lease)) => {
                 let status = response.status();
                 if status.is_server_error() {
                     endpoint.metrics.outcome(UpstreamOutcome::ServerError);
@@ -136,7 +143,7 @@ async fn tries(route: &Route, mut parts: Parts, body: RequestBody) -> Result<Res
                     tracing::debug!(endpoint = %endpoint.addr, %status, "retrying on another endpoint");
                     continue;
                 }
-                let mut response = response.map(|incoming| Body::upstream(incoming, guard));
+                let mut response = response.map(|incoming| Body::upstream(incoming, guard, lease));
                 response.extensions_mut().insert(ServedBy(endpoint.addr.clone()));
                 return Ok(response);
             }
@@ -168,7 +175,7 @@ fn classify(
             let proxy_error = if panic {
                 ProxyError::NoHealthyEndpoint { upstream: upstream.name.clone() }
             } else {
-                ProxyError::Connect { endpoint: endpoint.addr.clone(), source: e.into() }
+                ProxyError::Connect { endpoint: endpoint.addr.clone(), source: e }
             };
             (UpstreamOutcome::ConnectError, proxy_error, true)
         }
@@ -181,17 +188,13 @@ fn classify(
     }
 }
 
-/// True when a try failed because the request body the proxy was sending (the downstream's)
-/// yielded an error, rather than because of the endpoint.
-fn is_downstream_body_error(error: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
-            return hyper_error.is_user();
-        }
-        source = cause.source();
+/// The request target as sent to an endpoint: path and query only.
+fn origin_form(uri: &Uri) -> Uri {
+    if uri.scheme().is_none() && uri.authority().is_none() && uri.path_and_query().is_some() {
+        return uri.clone();
     }
-    false
+    let path_and_query = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Uri::from(path_and_query)
 }
 
 /// RFC 9110 §9.2.2 idempotent methods.

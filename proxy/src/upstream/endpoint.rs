@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use tokio::time::Instant;
 
+use super::connections::{ConnectionSettings, Connections};
 use super::{EndpointAddr, UpstreamName};
 use crate::config::Ejection;
 use crate::metrics::{EndpointMetrics, Metrics};
@@ -23,6 +24,8 @@ pub struct Endpoint {
     failures: AtomicU32,
     /// Until when passive ejection skips this endpoint.
     ejected_until: Mutex<Option<Instant>>,
+    /// Keep-alive connections to this endpoint.
+    pub connections: Connections,
     pub metrics: EndpointMetrics,
 }
 
@@ -48,11 +51,18 @@ impl EndpointState {
 }
 
 impl Endpoint {
-    pub(super) fn new(index: usize, upstream: &UpstreamName, addr: EndpointAddr, metrics: &Metrics) -> Self {
+    pub(super) fn new(
+        index: usize,
+        upstream: &UpstreamName,
+        addr: EndpointAddr,
+        settings: ConnectionSettings,
+        metrics: &Metrics,
+    ) -> Self {
         let metrics = EndpointMetrics::new(metrics, upstream, &addr);
         metrics.healthy.set(1);
         Self {
             index,
+            connections: Connections::new(addr.clone(), settings),
             addr,
             in_flight: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),

@@ -25,7 +25,7 @@ pub async fn run(upstream: Arc<Upstream>, shutdown: impl Future<Output = ()>) {
             () = &mut shutdown => return,
             _ = ticker.tick() => {}
         }
-        let results = join_all(upstream.endpoints.iter().map(|e| probe(&upstream, e, &check))).await;
+        let results = join_all(upstream.endpoints.iter().map(|e| probe(e, &check))).await;
         for ((endpoint, streak), ok) in upstream.endpoints.iter().zip(&mut streaks).zip(results) {
             streak.record(ok);
             if ok && streak.successes >= check.healthy_threshold.get() {
@@ -56,23 +56,19 @@ impl Streak {
 }
 
 /// One check of one endpoint: true on a 2xx answer within the timeout.
-async fn probe(upstream: &Upstream, endpoint: &Endpoint, check: &HealthCheck) -> bool {
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(endpoint.addr.authority().clone())
-        .path_and_query(check.path.clone())
-        .build();
-    let Ok(uri) = uri else { return false };
-    let Ok(request) =
-        Request::get(uri).header(http::header::USER_AGENT, "accel-health-check").body(Body::empty())
-    else {
-        return false;
-    };
-    match tokio::time::timeout(check.timeout, upstream.client.request(request)).await {
-        Ok(Ok(response)) => {
+async fn probe(endpoint: &Endpoint, check: &HealthCheck) -> bool {
+    let request = Request::get(Uri::from(check.path.clone()))
+        .header(http::header::HOST, endpoint.addr.host_header())
+        .header(http::header::USER_AGENT, "accel-health-check")
+        .body(Body::empty());
+    let Ok(request) = request else { return false };
+    match tokio::time::timeout(check.timeout, endpoint.connections.send(request)).await {
+        Ok(Ok((response, lease))) => {
             let ok = response.status().is_success();
-            // Drain the (small) body so the connection goes back to the pool.
-            let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+            // Read the (small) body to its end so the connection can be used again.
+            if http_body_util::BodyExt::collect(response.into_body()).await.is_ok() {
+                lease.release(&endpoint.connections);
+            }
             ok
         }
         Ok(Err(e)) => {

@@ -1,9 +1,11 @@
 //! Upstreams: named pools of origin endpoints, least-connections picking, health.
 //!
 //! - [`endpoint`]: one address with its in-flight count, health and ejection state;
+//! - [`connections`]: an endpoint's keep-alive HTTP/1.1 connections;
 //! - [`pick`]: least-connections among available endpoints, ties broken at random;
 //! - [`health`]: active health checks that mark endpoints unhealthy and re-admit them.
 
+pub mod connections;
 mod endpoint;
 pub mod health;
 mod pick;
@@ -12,15 +14,13 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use http::HeaderValue;
 use http::uri::Authority;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
+pub use connections::{ConnectionSettings, Lease, SendError};
 pub use endpoint::{Endpoint, EndpointState, InFlight};
 pub use pick::Pick;
 
-use crate::body::Body;
 use crate::config::UpstreamConfig;
 use crate::metrics::Metrics;
 
@@ -54,17 +54,26 @@ impl fmt::Display for UpstreamName {
 
 /// One endpoint's address: `host:port` (a name is resolved at connect time).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct EndpointAddr(Authority);
+pub struct EndpointAddr {
+    authority: Authority,
+    /// The same text as a `Host` value, for requests that came without one.
+    host: HeaderValue,
+}
 
 impl EndpointAddr {
     /// The `host:port` text.
     pub fn as_str(&self) -> &str {
-        self.0.as_str()
+        self.authority.as_str()
     }
 
     /// As a URI authority.
     pub fn authority(&self) -> &Authority {
-        &self.0
+        &self.authority
+    }
+
+    /// As a `Host` header value.
+    pub fn host_header(&self) -> HeaderValue {
+        self.host.clone()
     }
 }
 
@@ -76,47 +85,43 @@ impl FromStr for EndpointAddr {
         if authority.port_u16().is_none() || text.contains('@') || text.contains('/') {
             return Err(format!("{text:?} is not host:port (the port is required)"));
         }
-        Ok(Self(authority))
+        let host =
+            HeaderValue::from_str(authority.as_str()).map_err(|_| format!("{text:?} is not host:port"))?;
+        Ok(Self { authority, host })
     }
 }
 
 impl fmt::Display for EndpointAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0.as_str())
+        f.write_str(self.authority.as_str())
     }
 }
 
-/// The HTTP/1.1 keep-alive client used for one upstream's endpoints.
-pub type UpstreamClient = Client<HttpConnector, Body>;
-
-/// A pool of endpoints with its connection pool.
+/// A pool of endpoints, each with its keep-alive connections.
 #[derive(Debug)]
 pub struct Upstream {
     pub name: UpstreamName,
     pub config: UpstreamConfig,
     pub endpoints: Vec<Arc<Endpoint>>,
-    pub client: UpstreamClient,
 }
 
 impl Upstream {
     /// Builds the pool and registers each endpoint's metrics.
     pub fn new(config: UpstreamConfig, metrics: &Metrics) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_keepalive(Some(std::time::Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.idle_timeout)
-            .pool_max_idle_per_host(config.max_idle_per_endpoint)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(connector);
+        let settings = ConnectionSettings {
+            connect_timeout: config.connect_timeout,
+            max_idle: config.max_idle_per_endpoint,
+            idle_timeout: config.idle_timeout,
+        };
         let endpoints = config
             .endpoints
             .iter()
             .enumerate()
-            .map(|(index, addr)| Arc::new(Endpoint::new(index, &config.name, addr.clone(), metrics)))
+            .map(|(index, addr)| {
+                Arc::new(Endpoint::new(index, &config.name, addr.clone(), settings, metrics))
+            })
             .collect();
-        Self { name: config.name.clone(), config, endpoints, client }
+        Self { name: config.name.clone(), config, endpoints }
     }
 
     /// True when at least one endpoint is available (healthy and not ejected).

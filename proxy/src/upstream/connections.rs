@@ -1,0 +1,388 @@
+//! Keep-alive HTTP/1.1 connections to one endpoint.
+//!
+//! Each endpoint owns its idle connections: a stack (the most recently used first, so a quiet
+//! period lets the oldest ones time out) behind a mutex that is only held to push or pop. No
+//! pool key to hash, no task per request: a connection goes back on the stack when its
+//! response body has been read to the end ([`Lease::release`]), and is simply dropped — closed —
+//! when the body is abandoned, fails or the endpoint asked to close.
+//!
+//! A pooled connection the endpoint closed while it sat idle is the classic keep-alive race.
+//! hyper hands back a request it could not start writing; [`Connections::send`] then sends it
+//! once more on a fresh connection, as nginx and hyper-util's client do, so the race never
+//! reaches the client.
+//!
+//! Idle connections are closed after the upstream's `idle_timeout` by a sweeper task that
+//! lives as long as the endpoint, and at most `max_idle_per_endpoint` are kept.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use http::Request;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::EndpointAddr;
+use crate::body::{Body, BoxError};
+
+/// How an upstream's connections are made and kept; from `[upstreams.NAME]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionSettings {
+    /// How long a TCP connect may take.
+    pub connect_timeout: Duration,
+    /// Idle connections kept per endpoint; more are closed when they come back.
+    pub max_idle: usize,
+    /// How long a connection may sit idle before it is closed.
+    pub idle_timeout: Duration,
+}
+
+/// TCP keep-alive probes on upstream connections, so a silently dead peer is noticed.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// The keep-alive connections of one endpoint.
+#[derive(Debug)]
+pub struct Connections {
+    addr: EndpointAddr,
+    settings: ConnectionSettings,
+    /// Shared with the sweeper, which holds it weakly.
+    idle: Arc<Mutex<IdleStack>>,
+}
+
+#[derive(Debug, Default)]
+struct IdleStack {
+    /// Oldest first; taken from and returned to the end.
+    connections: Vec<Idle>,
+    sweeping: bool,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+/// Why a request could not be exchanged with the endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No connection could be made: nothing was sent.
+    #[error("connect failed: {0}")]
+    Connect(#[source] BoxError),
+    /// The exchange failed on an open connection; the request may have been (partly) sent.
+    #[error("exchange failed: {0}")]
+    Exchange(#[source] hyper::Error),
+}
+
+/// A connection lent to one exchange, until its response body has been read.
+#[derive(Debug)]
+pub struct Lease {
+    sender: SendRequest<Body>,
+}
+
+impl Connections {
+    /// No connections yet; they are made on demand.
+    pub fn new(addr: EndpointAddr, settings: ConnectionSettings) -> Self {
+        Self { addr, settings, idle: Arc::default() }
+    }
+
+    /// Sends `request` (origin-form target, `Host` set) on an idle connection, or a new one,
+    /// and returns the response head with the lease of its connection.
+    pub async fn send(
+        &self,
+        mut request: Request<Body>,
+    ) -> Result<(http::Response<Incoming>, Lease), SendError> {
+        while let Some(mut sender) = self.checkout() {
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok((response, Lease { sender })),
+                Err(mut error) => match error.take_message() {
+                    // The connection closed before the request went out: try the next one.
+                    Some(unsent) => {
+                        tracing::debug!(endpoint = %self.addr, error = %error.error(), "pooled connection closed");
+                        request = unsent;
+                    }
+                    None => return Err(SendError::Exchange(error.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect().await?;
+        match sender.send_request(request).await {
+            Ok(response) => Ok((response, Lease { sender })),
+            Err(error) => Err(SendError::Exchange(error)),
+        }
+    }
+
+    /// Idle connections now.
+    pub fn idle(&self) -> usize {
+        lock(&self.idle).connections.len()
+    }
+
+    /// The most recently used idle connection that is still open.
+    fn checkout(&self) -> Option<SendRequest<Body>> {
+        let mut idle = lock(&self.idle);
+        while let Some(Idle { sender, since }) = idle.connections.pop() {
+            if sender.is_ready() && since.elapsed() < self.settings.idle_timeout {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Puts a connection whose exchange has ended back on the stack. One that is not ready
+    /// yet (hyper has not seen the end of the exchange) is waited for off the request path.
+    fn checkin(&self, sender: SendRequest<Body>) {
+        if sender.is_ready() {
+            self.push(sender);
+            return;
+        }
+        if sender.is_closed() {
+            return;
+        }
+        let idle = Arc::downgrade(&self.idle);
+        let settings = self.settings;
+        tokio::spawn(async move {
+            let mut sender = sender;
+            if sender.ready().await.is_ok()
+                && let Some(idle) = idle.upgrade()
+            {
+                push(&idle, settings, sender);
+            }
+        });
+    }
+
+    fn push(&self, sender: SendRequest<Body>) {
+        push(&self.idle, self.settings, sender);
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Body>, SendError> {
+        let connecting = TcpStream::connect(self.addr.as_str());
+        let stream = match tokio::time::timeout(self.settings.connect_timeout, connecting).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(SendError::Connect(e.into())),
+            Err(_) => {
+                let timeout = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+                return Err(SendError::Connect(timeout.into()));
+            }
+        };
+        // Small requests and answers go out at once; idle peers are probed.
+        stream.set_nodelay(true).map_err(|e| SendError::Connect(e.into()))?;
+        let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
+        socket2::SockRef::from(&stream)
+            .set_tcp_keepalive(&keepalive)
+            .map_err(|e| SendError::Connect(e.into()))?;
+        let (sender, connection) =
+            http1::handshake(TokioIo::new(stream)).await.map_err(|e| SendError::Connect(e.into()))?;
+        let addr = self.addr.clone();
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(endpoint = %addr, %error, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+fn push(idle: &Arc<Mutex<IdleStack>>, settings: ConnectionSettings, sender: SendRequest<Body>) {
+    let mut stack = lock(idle);
+    if settings.max_idle == 0 {
+        return;
+    }
+    if stack.connections.len() >= settings.max_idle {
+        stack.connections.remove(0);
+    }
+    stack.connections.push(Idle { sender, since: Instant::now() });
+    if !stack.sweeping {
+        stack.sweeping = true;
+        tokio::spawn(sweep(Arc::downgrade(idle), settings.idle_timeout));
+    }
+}
+
+/// Closes connections idle for `timeout`, until none is left idle or the endpoint is gone.
+async fn sweep(idle: Weak<Mutex<IdleStack>>, timeout: Duration) {
+    let period = (timeout / 2).max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(idle) = idle.upgrade() else { return };
+        let mut stack = lock(&idle);
+        // Oldest first: the expired ones are a prefix.
+        let expired = stack.connections.iter().take_while(|c| c.since.elapsed() >= timeout).count();
+        stack.connections.drain(..expired);
+        if stack.connections.is_empty() {
+            // The next connection put back starts a new sweeper.
+            stack.sweeping = false;
+            return;
+        }
+    }
+}
+
+fn lock(idle: &Mutex<IdleStack>) -> std::sync::MutexGuard<'_, IdleStack> {
+    idle.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Lease {
+    /// The exchange ended cleanly (the response body was read to its end): the connection
+    /// may carry the next request.
+    pub fn release(self, connections: &Connections) {
+        connections.checkin(self.sender);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use http::{Method, Response, StatusCode};
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// An endpoint that answers every request with `body` over keep-alive connections and
+    /// counts the connections it accepted.
+    async fn endpoint(body: &'static str) -> (EndpointAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| async move {
+                    let status = if request.uri().path() == "/empty" {
+                        StatusCode::NO_CONTENT
+                    } else {
+                        StatusCode::OK
+                    };
+                    let body = if status == StatusCode::OK { body } else { "" };
+                    Ok::<_, std::convert::Infallible>(
+                        Response::builder()
+                            .status(status)
+                            .body(http_body_util::Full::new(Bytes::from(body)))
+                            .unwrap(),
+                    )
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn settings() -> ConnectionSettings {
+        ConnectionSettings {
+            connect_timeout: Duration::from_secs(1),
+            max_idle: 8,
+            idle_timeout: Duration::from_secs(90),
+        }
+    }
+
+    fn get(addr: &EndpointAddr, path: &'static str) -> Request<Body> {
+        let mut request = Request::new(Body::empty());
+        *request.uri_mut() = http::Uri::from_static(path);
+        request.headers_mut().insert(http::header::HOST, addr.host_header());
+        request
+    }
+
+    /// One exchange, the body read to its end and the connection given back.
+    async fn exchange(connections: &Connections, request: Request<Body>) -> Bytes {
+        let (response, lease) = connections.send(request).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        lease.release(connections);
+        body
+    }
+
+    #[tokio::test]
+    async fn sequential_exchanges_share_one_connection() {
+        let (addr, accepted) = endpoint("hello").await;
+        let connections = Connections::new(addr.clone(), settings());
+        for _ in 0..5 {
+            assert_eq!(exchange(&connections, get(&addr, "/")).await, "hello");
+        }
+        let mut head = get(&addr, "/");
+        *head.method_mut() = Method::HEAD;
+        assert_eq!(exchange(&connections, head).await, "");
+        assert_eq!(exchange(&connections, get(&addr, "/empty")).await, "");
+        assert_eq!(exchange(&connections, get(&addr, "/")).await, "hello");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(connections.idle(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_body_closes_its_connection() {
+        let (addr, accepted) = endpoint("hello").await;
+        let connections = Connections::new(addr.clone(), settings());
+        let (response, lease) = connections.send(get(&addr, "/")).await.unwrap();
+        drop((response, lease));
+        assert_eq!(exchange(&connections, get(&addr, "/")).await, "hello");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn concurrent_exchanges_open_connections_and_keep_at_most_max_idle() {
+        let (addr, accepted) = endpoint("hello").await;
+        let connections = Connections::new(addr.clone(), ConnectionSettings { max_idle: 2, ..settings() });
+        let mut open = Vec::new();
+        for _ in 0..3 {
+            open.push(connections.send(get(&addr, "/")).await.unwrap());
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        for (response, lease) in open {
+            response.into_body().collect().await.unwrap();
+            lease.release(&connections);
+        }
+        tokio::task::yield_now().await;
+        assert_eq!(connections.idle(), 2);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_after_the_idle_timeout() {
+        let (addr, _) = endpoint("hello").await;
+        let idle_timeout = Duration::from_secs(30);
+        let connections = Connections::new(addr.clone(), ConnectionSettings { idle_timeout, ..settings() });
+        exchange(&connections, get(&addr, "/")).await;
+        assert_eq!(connections.idle(), 1);
+        tokio::time::pause();
+        tokio::time::advance(idle_timeout / 2).await;
+        assert_eq!(connections.idle(), 1, "not yet idle for the whole timeout");
+        tokio::time::advance(idle_timeout).await;
+        tokio::task::yield_now().await;
+        assert_eq!(connections.idle(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_endpoint_closed_while_idle_is_replaced() {
+        // Answers one request per connection with keep-alive, then closes the socket anyway.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: EndpointAddr = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf).await.unwrap();
+                stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+                drop(stream);
+                closed_tx.send(()).unwrap();
+            }
+        });
+        let connections = Connections::new(addr.clone(), settings());
+        for _ in 0..3 {
+            assert_eq!(exchange(&connections, get(&addr, "/")).await, "ok");
+            closed.recv().await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: EndpointAddr = listener.local_addr().unwrap().to_string().parse().unwrap();
+        drop(listener);
+        let connections = Connections::new(addr.clone(), settings());
+        assert!(matches!(connections.send(get(&addr, "/")).await, Err(SendError::Connect(_))));
+    }
+}
