@@ -47,6 +47,7 @@ fn entry(body: Bytes, tags: Vec<Tag>, now: u64) -> CacheEntry {
         host: "api.example.com".into(),
         path: "/api/golden-leads/17".into(),
         variants: Default::default(),
+        hit: Default::default(),
     }
 }
 

@@ -5,7 +5,11 @@
 //! `Bytes` handle, never the body. [`CacheEntry::to_bytes`] / [`CacheEntry::from_bytes`] give
 //! a self-contained binary form for a second-level tier.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -35,6 +39,51 @@ pub struct CacheEntry {
     /// The body's compressed variants, each made once, the first time a client accepts its
     /// coding (see [`crate::compress::Variants`]); shared by clones of the entry.
     pub variants: crate::compress::Variants,
+    /// The headers of a fresh hit, built at most once per second of the entry's life.
+    pub hit: HitHeaders,
+}
+
+/// The complete response headers of a fresh hit (the entry's headers with `Age` and
+/// `Cache-Status`), kept for the second they describe: every hit within that second clones
+/// them instead of formatting two values and growing the map. A clone of the entry starts
+/// without them (its headers may be about to change). Lock-free: hits on a hot entry from
+/// several threads never wait for each other.
+#[derive(Default)]
+pub struct HitHeaders(ArcSwapOption<HitMemo>);
+
+struct HitMemo {
+    /// What the headers say: the entry's age and remaining freshness in whole seconds.
+    age: u64,
+    ttl: u64,
+    headers: HeaderMap,
+}
+
+impl HitHeaders {
+    /// The headers for a hit at `age` with `ttl` seconds of freshness left: the kept ones
+    /// when they say the same, else those `build` makes (then kept).
+    pub fn get(&self, age: u64, ttl: u64, build: impl FnOnce() -> HeaderMap) -> HeaderMap {
+        if let Some(kept) = &*self.0.load()
+            && kept.age == age
+            && kept.ttl == ttl
+        {
+            return kept.headers.clone();
+        }
+        let headers = build();
+        self.0.store(Some(Arc::new(HitMemo { age, ttl, headers: headers.clone() })));
+        headers
+    }
+}
+
+impl Clone for HitHeaders {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl fmt::Debug for HitHeaders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HitHeaders")
+    }
 }
 
 /// How old an entry is at a moment, and what that allows.
@@ -152,6 +201,7 @@ impl CacheEntry {
             host,
             path,
             variants: Default::default(),
+            hit: Default::default(),
         })
     }
 }
@@ -217,6 +267,7 @@ pub(crate) mod tests {
             host: "h".into(),
             path: "/a".into(),
             variants: Default::default(),
+            hit: Default::default(),
         }
     }
 

@@ -344,13 +344,28 @@ impl Cache {
         now: clock::Millis,
         status: CacheStatus,
     ) -> Answer {
-        let mut response = if conditional::matches(request, entry) {
-            conditional::not_modified(entry)
+        let age = entry.age(now).as_secs();
+        let response = if conditional::matches(request, entry) {
+            let mut response = conditional::not_modified(entry);
+            self.mark_hit(response.headers_mut(), age, status);
+            response
         } else {
             let mut response =
                 Response::new(if head { Body::empty() } else { Body::full(entry.body.clone()) });
             *response.status_mut() = entry.status;
-            *response.headers_mut() = entry.headers.clone();
+            *response.headers_mut() = match status {
+                // The common case: built once per second of the entry's life.
+                CacheStatus::Hit { ttl } => entry.hit.get(age, ttl.unsigned_abs(), || {
+                    let mut headers = entry.headers.clone();
+                    self.mark_hit(&mut headers, age, status);
+                    headers
+                }),
+                _ => {
+                    let mut headers = entry.headers.clone();
+                    self.mark_hit(&mut headers, age, status);
+                    headers
+                }
+            };
             if !head && request.contains_key(header::ACCEPT_ENCODING) {
                 // The compress stage serves a stored variant instead of compressing again.
                 let cached = CachedBody { body: entry.body.clone(), variants: entry.variants.clone() };
@@ -358,10 +373,15 @@ impl Cache {
             }
             response
         };
-        let headers = response.headers_mut();
-        headers.insert(header::AGE, conditional::age_value(entry.age(now).as_secs()));
-        self.mark(headers, status);
         Answer { response, result: status.result() }
+    }
+
+    /// `Age` and the cache's status headers of an answer from an entry `age` seconds old.
+    fn mark_hit(&self, headers: &mut HeaderMap, age: u64, status: CacheStatus) {
+        // Room for the headers added here, so the map grows (and rehashes) at most once.
+        headers.reserve(3);
+        headers.insert(header::AGE, conditional::age_value(age));
+        self.mark(headers, status);
     }
 
     fn mark(&self, headers: &mut HeaderMap, status: CacheStatus) {
@@ -660,6 +680,7 @@ impl Cache {
                     host,
                     path,
                     variants: Default::default(),
+                    hit: Default::default(),
                 };
                 let limit = rule.as_ref().map_or(rule::DEFAULT_MAX_OBJECT_SIZE, |r| r.max_object_size);
                 let filling = Filling {
@@ -916,5 +937,27 @@ mod tests {
         let Coalesced::Answer(answer) = follower.await.unwrap() else { panic!("the follower was answered") };
         assert_eq!(answer.response.headers()[CACHE_STATUS.clone()], "accel; fwd=miss; collapsed");
         assert_eq!(text(answer).await, "scored");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hits_within_a_second_share_their_headers_and_the_next_second_updates_them() {
+        let (cache, route) = setup(CacheRule::default());
+        let params = PathParams::default();
+        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/3"), &downstream());
+        text(forward(look()).complete(upstream_answer("lead 3", "max-age=60"))).await;
+
+        tokio::time::advance(Duration::from_millis(2_100)).await;
+        for _ in 0..3 {
+            let hit = answered(look());
+            assert_eq!(hit.response.headers()["age"], "2");
+            assert_eq!(hit.response.headers()[CACHE_STATUS.clone()], "accel; hit; ttl=57");
+            assert_eq!(hit.response.headers()["cache-control"], "max-age=60");
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let hit = answered(look());
+        assert_eq!(hit.response.headers()["age"], "3");
+        assert_eq!(hit.response.headers()[CACHE_STATUS.clone()], "accel; hit; ttl=56");
+        assert_eq!(hit.response.headers().get_all("age").iter().count(), 1);
+        assert_eq!(text(hit).await, "lead 3");
     }
 }

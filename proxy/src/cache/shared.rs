@@ -151,5 +151,6 @@ fn from_shared(shared: SharedEntry) -> CacheEntry {
         host: host.into(),
         path: path.into(),
         variants: Default::default(),
+        hit: Default::default(),
     }
 }
