@@ -12,6 +12,8 @@
 #   accel-gzip   accel compressing with gzip level 6 as the answer streams
 #   accel-br     accel compressing with brotli at its streamed default (quality 4)
 #   nginx-gzip   nginx with `gzip on` at gzip_comp_level 6
+# and, with --baseline BIN, the same pass-through as `accel` served by another build of accel
+#   accel-baseline  e.g. main's binary, to compare a change with it in one run
 #
 # Pinning (2 cores): the load generator (accel-load, one thread) has core 0 to itself in
 # every case; everything that answers — fast-origin (one thread), and the proxy under test
@@ -28,7 +30,9 @@
 # Usage: benches/load.sh [--duration 10s] [--warmup 2s] [--concurrency 32] [--size 2048[,102400]]
 #                        [--keys 1[,2000]] [--cases direct,accel,nginx[,accel-cache,nginx-cache,accel-limited]]
 #                        [--cases accel-gzip,accel-br,nginx-gzip,accel-cache-br,accel-cache-identity]
-#                        [--no-build]
+#                        [--baseline path/to/accel] [--rounds 1] [--no-build]
+# --rounds N runs the whole list of cases N times in turn (labels end in r1, r2, …), so that
+# drift in the machine's speed shows as spread between rounds instead of between cases.
 # Output: a table on stdout, target/bench/load-report.json (all cases), target/bench/cases/*.json
 # (one accel-load report per case).
 set -euo pipefail
@@ -45,6 +49,8 @@ KEY_SPREADS=1  # comma-separated: every size is measured at each key spread
 KEYS=1
 CASES=direct,accel,nginx
 BUILD=1
+BASELINE=""
+ROUNDS=1
 
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
@@ -58,6 +64,8 @@ while (($#)); do
         --size) SIZES=${2:?--size needs a value}; shift 2 ;;
         --keys) KEY_SPREADS=${2:?--keys needs a value}; shift 2 ;;
         --cases) CASES=${2:?--cases needs a value}; shift 2 ;;
+        --rounds) ROUNDS=${2:?--rounds needs a value}; shift 2 ;;
+        --baseline) BASELINE=${2:?--baseline needs a path}; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "load.sh: unknown argument $1 (see --help)" >&2; exit 64 ;;
@@ -228,14 +236,14 @@ EOF
 # run_accel LABEL ROUTE_FIELDS [ACCEL-LOAD OPTIONS...]: one accel case; skipped when accel is
 # missing or does not start.
 run_accel() {
-    local label=$1 cache_rule=$2 dir="$WORK/accel-${1// /_}"
+    local label=$1 cache_rule=$2 dir="$WORK/accel-${1// /_}" binary=${ACCEL_BINARY:-$RELEASE/accel}
     shift 2
-    if [[ ! -x "$RELEASE/accel" ]]; then
-        log "$label: skipped: $RELEASE/accel is not built"
+    if [[ ! -x "$binary" ]]; then
+        log "$label: skipped: $binary is not built"
         return 0
     fi
     write_accel_config "$dir" "$cache_rule"
-    if ! start_server "${label// /_}" "$ACCEL_PORT" "$RELEASE/accel" run --config "$dir/accel.toml"; then
+    if ! start_server "${label// /_}" "$ACCEL_PORT" "$binary" run --config "$dir/accel.toml"; then
         log "$label: skipped: accel did not start"
         return 0
     fi
@@ -246,6 +254,15 @@ run_accel() {
 
 case_accel() {
     run_accel "accel$1" ""
+}
+
+# The pass-through of `accel`, served by the --baseline binary.
+case_accel_baseline() {
+    if [[ -z "$BASELINE" ]]; then
+        log "accel-baseline$1: skipped: no --baseline binary given"
+        return 0
+    fi
+    ACCEL_BINARY=$BASELINE run_accel "accel-baseline$1" ""
 }
 
 # Every measured request is a cache hit: the warm-up fills the cache (one miss per key).
@@ -365,7 +382,7 @@ run_suite() {
     IFS=, read -ra names <<<"$CASES"
     for name in "${names[@]}"; do
         case "$name" in
-            direct | accel | nginx | accel-cache | nginx-cache | accel-limited | accel-gzip | accel-br | nginx-gzip | accel-cache-br | accel-cache-identity)
+            direct | accel | accel-baseline | nginx | accel-cache | nginx-cache | accel-limited | accel-gzip | accel-br | nginx-gzip | accel-cache-br | accel-cache-identity)
                 "case_${name//-/_}" "$suffix" ;;
             *) echo "load.sh: unknown case $name" >&2; exit 64 ;;
         esac
@@ -384,17 +401,20 @@ main() {
     rm -f "$OUT_DIR"/cases/*.json
     IFS=, read -ra sizes <<<"$SIZES"
     IFS=, read -ra spreads <<<"$KEY_SPREADS"
-    local size suffix
-    for size in "${sizes[@]}"; do
-        for KEYS in "${spreads[@]}"; do
-            suffix=""
-            # Labels name the size and key spread whenever they are not the plain 2 KB, one key.
-            if ((${#sizes[@]} > 1 || ${#spreads[@]} > 1 || size != 2048 || KEYS > 1)); then
-                suffix=" $((size / 1024))KB"
-                ((size % 1024 == 0)) || suffix=" ${size}B"
-                ((KEYS == 1)) || suffix+=" k$KEYS"
-            fi
-            run_suite "$size" "$suffix"
+    local size suffix round
+    for round in $(seq "$ROUNDS"); do
+        for size in "${sizes[@]}"; do
+            for KEYS in "${spreads[@]}"; do
+                suffix=""
+                # Labels name the size and key spread whenever they are not the plain 2 KB, one key.
+                if ((${#sizes[@]} > 1 || ${#spreads[@]} > 1 || size != 2048 || KEYS > 1)); then
+                    suffix=" $((size / 1024))KB"
+                    ((size % 1024 == 0)) || suffix=" ${size}B"
+                    ((KEYS == 1)) || suffix+=" k$KEYS"
+                fi
+                ((ROUNDS == 1)) || suffix+=" r$round"
+                run_suite "$size" "$suffix"
+            done
         done
     done
     if ((${#REPORTS[@]} == 0)); then

@@ -33,6 +33,11 @@ pub enum Command {
         /// Most database connections this instance opens.
         #[arg(long, default_value_t = 16)]
         pool_size: u32,
+        /// Serve as if "now" were this instant (unix seconds), e.g. the `--now` a data set was
+        /// seeded with, so that its time windows (recent analyses, usage days, activity)
+        /// cover the same rows on every run; default: the system clock.
+        #[arg(long)]
+        now: Option<i64>,
     },
     /// Applies the migrations and exits.
     Migrate,

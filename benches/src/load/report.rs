@@ -42,6 +42,8 @@ pub struct Latency {
     pub p50: u64,
     /// 90th percentile.
     pub p90: u64,
+    /// 95th percentile (the platform's latency objective).
+    pub p95: u64,
     /// 99th percentile.
     pub p99: u64,
     /// 99.9th percentile.
@@ -76,6 +78,7 @@ impl Report {
                 mean: histogram.mean(),
                 p50: histogram.value_at_quantile(0.50),
                 p90: histogram.value_at_quantile(0.90),
+                p95: histogram.value_at_quantile(0.95),
                 p99: histogram.value_at_quantile(0.99),
                 p999: histogram.value_at_quantile(0.999),
                 max: histogram.max(),
@@ -103,7 +106,7 @@ impl fmt::Display for Report {
             status_errors,
             transport_errors,
             requests_per_sec,
-            latency_us: Latency { mean, p50, p90, p99, p999, max },
+            latency_us: Latency { mean, p50, p90, p95, p99, p999, max },
             bytes_received,
         } = self;
         if !label.is_empty() {
@@ -117,7 +120,7 @@ impl fmt::Display for Report {
         writeln!(f, "  errors       {status_errors} status (not 2xx/3xx), {transport_errors} transport")?;
         writeln!(
             f,
-            "  latency µs   p50 {p50}  p90 {p90}  p99 {p99}  p99.9 {p999}  max {max}  mean {mean:.1}"
+            "  latency µs   p50 {p50}  p90 {p90}  p95 {p95}  p99 {p99}  p99.9 {p999}  max {max}  mean {mean:.1}"
         )?;
         write!(
             f,

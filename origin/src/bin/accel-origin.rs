@@ -43,10 +43,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!("demo token (user 1): {}", report.demo_token);
         }
-        Command::Serve { listen, refresh_secs, .. } => {
+        Command::Serve { listen, refresh_secs, now, .. } => {
             let listener = tokio::net::TcpListener::bind(listen).await?;
             tracing::info!(%listen, database = db.backend(), "accel-origin serving");
-            let app = App::new(db.clone());
+            let clock = now.map_or(Clock::System, Clock::Fixed);
+            let app = App::new(db.clone()).with_clock(clock);
             accel_origin::serve(listener, app, Duration::from_secs(refresh_secs), shutdown()).await?;
             tracing::info!("accel-origin stopped");
         }
