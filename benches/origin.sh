@@ -69,13 +69,14 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# psql against the server's maintenance database, with the bench URL's host, port and user.
-psql_admin() {
-    local rest=${DATABASE_URL#postgres://} userinfo hostport
+# psql_on DATABASE ARGS...: psql with the bench URL's host, port and user.
+psql_on() {
+    local database=$1 rest=${DATABASE_URL#postgres://} userinfo hostport
+    shift
     userinfo=${rest%%@*}
     hostport=${rest#*@}
     hostport=${hostport%%/*}
-    psql -X -q -v ON_ERROR_STOP=1 -h "${hostport%%:*}" -p "${hostport##*:}" -U "${userinfo%%:*}" -d postgres "$@"
+    psql -X -q -v ON_ERROR_STOP=1 -h "${hostport%%:*}" -p "${hostport##*:}" -U "${userinfo%%:*}" -d "$database" "$@"
 }
 
 database_name() {
@@ -88,22 +89,24 @@ prepare_database() {
     name=$(database_name)
     if ((RESEED)); then
         log "dropping database $name"
-        psql_admin -c "DROP DATABASE IF EXISTS \"$name\""
+        psql_on postgres -c "DROP DATABASE IF EXISTS \"$name\""
     fi
-    if [[ -z $(psql_admin -tAc "SELECT 1 FROM pg_database WHERE datname = '$name'") ]]; then
+    if [[ -z $(psql_on postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$name'") ]]; then
         log "creating database $name"
-        psql_admin -c "CREATE DATABASE \"$name\""
+        psql_on postgres -c "CREATE DATABASE \"$name\""
     fi
     local leads
-    leads=$(psql_admin -d "$name" -tAc "SELECT count(*) FROM leads" 2>/dev/null || echo 0)
+    leads=$(psql_on "$name" -tAc "SELECT count(*) FROM golden_leads" 2>/dev/null || echo 0)
     if [[ "$leads" == 0 ]]; then
         log "seeding $name at size $SIZE (once; --reseed starts over)"
         "$RELEASE/accel-origin" --database-url "$DATABASE_URL" seed --size "$SIZE" --now "$SEED_NOW" >&2
     else
         log "database $name already seeded ($leads leads)"
     fi
-    # Fresh statistics and materialized views, as after the origin's first refresh.
-    psql_admin -d "$name" -c "ANALYZE" >/dev/null
+    # Fresh statistics and a visibility map (index-only scans), as autovacuum leaves a
+    # settled production database.
+    "$RELEASE/accel-origin" --database-url "$DATABASE_URL" migrate >&2
+    psql_on "$name" -c "VACUUM (ANALYZE)" >/dev/null
 }
 
 start_origin() {
@@ -151,7 +154,7 @@ main() {
     rm -f "$OUT_DIR"/origin/*.json
 
     local token json='content-type: application/json'
-    token=$(psql_admin -d "$(database_name)" -tAc "SELECT api_token FROM users ORDER BY id LIMIT 1")
+    token=$(psql_on "$(database_name)" -tAc "SELECT api_token FROM users ORDER BY id LIMIT 1")
     local auth="authorization: Bearer $token"
     cat >"$WORK/detect.json" <<'EOF'
 {"email_opens":12,"email_clicks":4,"page_views":40,"pricing_page_views":5,"demo_requested":true,"trial_active":false,"company_size":150,"annual_budget":50000,"days_since_last_activity":3,"support_tickets":1,"industry":"software"}

@@ -33,6 +33,13 @@ struct Day {
     requests: i64,
     errors: i64,
     avg_ms: f64,
+    /// Requests of a second or more (summed into the totals).
+    #[serde(skip)]
+    slow: i64,
+    #[serde(skip)]
+    total_ms: f64,
+    #[serde(skip)]
+    max_ms: f64,
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
@@ -81,58 +88,39 @@ pub async fn tenant(
     if exists.is_none() {
         return Err(ApiError::NotFound { what: "tenant", id: tenant_id });
     }
-    let totals = app.query("usage.totals", async {
-        on_db!(&app.db, pool => sqlx::query_as::<_, (i64, f64, f64)>(
-            "SELECT count(*), COALESCE(avg(duration_ms), 0.0), COALESCE(max(duration_ms), 0.0) \
-             FROM usage_analytics WHERE tenant_id = $1 AND recorded_at >= $2",
-        )
-        .bind(tenant_id)
-        .bind(since)
-        .fetch_one(pool)
-        .await)
-    });
-    let slow = app.query("usage.slow", async {
-        on_db!(&app.db, pool => sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM usage_analytics WHERE tenant_id = $1 AND recorded_at >= $2 AND duration_ms >= 1000",
-        )
-        .bind(tenant_id)
-        .bind(since)
-        .fetch_one(pool)
-        .await)
-    });
-    let failed = app.query("usage.failed", async {
-        on_db!(&app.db, pool => sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM usage_analytics WHERE tenant_id = $1 AND recorded_at >= $2 AND status >= 500",
-        )
-        .bind(tenant_id)
-        .bind(since)
-        .fetch_one(pool)
-        .await)
-    });
+    // From the daily rollup (`usage_daily`): the days, and summed, the totals.
+    let first_day = since / DAY;
     let daily = app.query("usage.daily", async {
         on_db!(&app.db, pool => sqlx::query_as::<_, Day>(
-            "SELECT recorded_at / 86400 AS day, count(*) AS requests, \
-             CAST(sum(CASE WHEN status >= 500 THEN 1 ELSE 0 END) AS BIGINT) AS errors, avg(duration_ms) AS avg_ms \
-             FROM usage_analytics WHERE tenant_id = $1 AND recorded_at >= $2 GROUP BY 1 ORDER BY 1",
+            "SELECT day, CAST(sum(requests) AS BIGINT) AS requests, CAST(sum(errors) AS BIGINT) AS errors, \
+             CAST(sum(slow) AS BIGINT) AS slow, sum(total_ms) / CAST(sum(requests) AS DOUBLE PRECISION) AS avg_ms, \
+             sum(total_ms) AS total_ms, max(max_ms) AS max_ms \
+             FROM usage_daily WHERE tenant_id = $1 AND day >= $2 GROUP BY day ORDER BY day",
         )
         .bind(tenant_id)
-        .bind(since)
+        .bind(first_day)
         .fetch_all(pool)
         .await)
     });
     let top = app.query("usage.top_endpoints", async {
         on_db!(&app.db, pool => sqlx::query_as::<_, Endpoint>(
-            "SELECT endpoint, count(*) AS requests, avg(duration_ms) AS avg_ms \
-             FROM usage_analytics WHERE tenant_id = $1 AND recorded_at >= $2 \
+            "SELECT endpoint, CAST(sum(requests) AS BIGINT) AS requests, \
+             sum(total_ms) / CAST(sum(requests) AS DOUBLE PRECISION) AS avg_ms \
+             FROM usage_daily WHERE tenant_id = $1 AND day >= $2 \
              GROUP BY endpoint ORDER BY requests DESC, endpoint LIMIT 10",
         )
         .bind(tenant_id)
-        .bind(since)
+        .bind(first_day)
         .fetch_all(pool)
         .await)
     });
-    let ((requests, avg_ms, max_ms), slow, failed, mut daily, mut top_endpoints) =
-        tokio::try_join!(totals, slow, failed, daily, top)?;
+    let (mut daily, mut top_endpoints) = tokio::try_join!(daily, top)?;
+    let requests: i64 = daily.iter().map(|d| d.requests).sum();
+    let failed: i64 = daily.iter().map(|d| d.errors).sum();
+    let slow: i64 = daily.iter().map(|d| d.slow).sum();
+    let total_ms: f64 = daily.iter().map(|d| d.total_ms).sum();
+    let avg_ms = if requests == 0 { 0.0 } else { total_ms / requests as f64 };
+    let max_ms = daily.iter().map(|d| d.max_ms).fold(0.0, f64::max);
     for day in &mut daily {
         day.date = date_of_day(day.day);
         day.avg_ms = round2(day.avg_ms);
