@@ -1,6 +1,9 @@
 //! The request path, composed in one place in the order a request meets the stages. The
 //! response travels back through the same stages in reverse.
 
+use std::borrow::Cow;
+
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -14,12 +17,23 @@ use crate::forward::{self, RequestBody, ServedBy};
 use crate::limit::{self, Admission};
 use crate::metrics::CacheResult;
 use crate::proxy::Proxy;
-use crate::route::{PathParams, Route};
+use crate::route::{PathParams, Route, path};
 
 /// Answers one request. Never fails: every error becomes a response here (see
 /// [`ProxyError::into_response`]).
-pub async fn handle(proxy: &Proxy, downstream: &Downstream, request: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    proxy: &Proxy,
+    downstream: &Downstream,
+    mut request: Request<Incoming>,
+) -> Response<Body> {
     let started = Instant::now();
+    // route: dot segments removed from the path first, so a request is routed, limited,
+    // cached and forwarded by the path the origin will resolve (`/public/../admin` is `/admin`).
+    if let Err(error) = normalize_path(&mut request) {
+        let response = error.into_response();
+        access_log(proxy, None, &request, &response, started, CacheResult::None);
+        return response;
+    }
     // route: one snapshot of the rules for the whole request, even across a reload.
     let table = proxy.routes.load();
     let host = match request_host(&request) {
@@ -154,6 +168,27 @@ fn answered_early(
     route.metrics.record(request.method(), response.status(), CacheResult::None, seconds);
     access_log(proxy, Some(route.rule.name.as_str()), request, &response, started, CacheResult::None);
     response
+}
+
+/// Removes dot segments from the request's path (see [`crate::route::path`]); a path that
+/// climbs above the root is a bad request.
+fn normalize_path<B>(request: &mut Request<B>) -> Result<(), ProxyError> {
+    let path = match path::normalize(request.uri().path()) {
+        Ok(Cow::Borrowed(_)) => return Ok(()),
+        Ok(Cow::Owned(path)) => path,
+        Err(path::AboveRoot) => return Err(ProxyError::BadRequest { reason: "path above the root" }),
+    };
+    let target = match request.uri().query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query = Some(
+        PathAndQuery::try_from(target).map_err(|_| ProxyError::BadRequest { reason: "request target" })?,
+    );
+    *request.uri_mut() =
+        Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest { reason: "request target" })?;
+    Ok(())
 }
 
 /// The request's host without port: `Host`, or the URI's authority (HTTP/2). As RFC 9112 §3.2

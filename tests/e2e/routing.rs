@@ -239,3 +239,30 @@ async fn a_request_with_two_hosts_or_none_is_rejected() {
     }
     assert_eq!(a.total_hits() + b.total_hits(), 0);
 }
+
+#[tokio::test]
+async fn dot_segments_are_resolved_before_routing_and_forwarding() {
+    let (a, b) = origins().await;
+    let rules = r#"
+[[route]]
+name = "public"
+match = { path_prefix = "/public/" }
+upstream = "a"
+"#;
+    let proxy = proxy(&a, &b, rules).await;
+
+    // Not under /public/ once resolved: no route, nothing forwarded.
+    for path in ["/public/../admin", "/public/%2e%2e/admin", "/public/.%2E/admin"] {
+        assert_eq!(proxy.get(path).await.status, 404, "{path}");
+    }
+    assert_eq!(a.total_hits(), 0);
+
+    // Under /public/: forwarded by the path the origin would resolve, query kept.
+    assert_eq!(proxy.get("/public/./docs/../report?x=1").await.text(), "from a");
+    let seen = a.last_request().expect("the origin saw the request");
+    assert_eq!(seen.uri.path_and_query().map(|p| p.as_str()), Some("/public/report?x=1"));
+
+    // Above the root: refused.
+    assert_eq!(proxy.get("/public/../../etc/passwd").await.status, 400);
+    assert_eq!(a.total_hits(), 1);
+}

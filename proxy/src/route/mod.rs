@@ -7,6 +7,7 @@
 //! catch-all route last acts as the default route. No match: 404 from the proxy.
 
 mod matcher;
+pub mod path;
 mod table;
 
 use std::fmt;
