@@ -353,18 +353,15 @@ impl Cache {
             let mut response =
                 Response::new(if head { Body::empty() } else { Body::full(entry.body.clone()) });
             *response.status_mut() = entry.status;
+            let build = || {
+                let mut headers = entry.headers.clone();
+                self.mark_hit(&mut headers, age, status);
+                headers
+            };
             *response.headers_mut() = match status {
                 // The common case: built once per second of the entry's life.
-                CacheStatus::Hit { ttl } => entry.hit.get(age, ttl.unsigned_abs(), || {
-                    let mut headers = entry.headers.clone();
-                    self.mark_hit(&mut headers, age, status);
-                    headers
-                }),
-                _ => {
-                    let mut headers = entry.headers.clone();
-                    self.mark_hit(&mut headers, age, status);
-                    headers
-                }
+                CacheStatus::Hit { ttl } => entry.hit.get(age, ttl.unsigned_abs(), build),
+                _ => build(),
             };
             if !head && request.contains_key(header::ACCEPT_ENCODING) {
                 // The compress stage serves a stored variant instead of compressing again.

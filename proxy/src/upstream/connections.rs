@@ -113,7 +113,8 @@ impl Connections {
     }
 
     /// Idle connections now.
-    pub fn idle(&self) -> usize {
+    #[cfg(test)]
+    fn idle(&self) -> usize {
         lock(&self.idle).connections.len()
     }
 
@@ -132,7 +133,7 @@ impl Connections {
     /// yet (hyper has not seen the end of the exchange) is waited for off the request path.
     fn checkin(&self, sender: SendRequest<Body>) {
         if sender.is_ready() {
-            self.push(sender);
+            push(&self.idle, self.settings, sender);
             return;
         }
         if sender.is_closed() {
@@ -148,10 +149,6 @@ impl Connections {
                 push(&idle, settings, sender);
             }
         });
-    }
-
-    fn push(&self, sender: SendRequest<Body>) {
-        push(&self.idle, self.settings, sender);
     }
 
     async fn connect(&self) -> Result<SendRequest<Body>, SendError> {
