@@ -34,7 +34,12 @@
 # --rounds N runs the whole list of cases N times in turn (labels end in r1, r2, …), so that
 # drift in the machine's speed shows as spread between rounds instead of between cases.
 # Output: a table on stdout, target/bench/load-report.json (all cases), target/bench/cases/*.json
-# (one accel-load report per case).
+# (one accel-load report per case). Besides req/s and latency, each row gives `cpu µs/req`: the
+# CPU time (user + system, all threads and worker processes) the server under test spent per
+# request over the measured phase — the proxy alone in the proxy cases, the origin in `direct`.
+# When a server answers faster than the one-core load generator can ask, req/s shows the
+# generator's limit while cpu µs/req still shows the server's cost, and it moves less with
+# other work on the machine.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -172,7 +177,9 @@ stop_server() {
 REPORTS=()
 
 # run_load LABEL BASE_URL [ACCEL-LOAD OPTIONS...]: the measured load against BASE_URL, on the
-# load core; further options (such as -H 'Accept-Encoding: gzip') go to accel-load.
+# load core; further options (such as -H 'Accept-Encoding: gzip') go to accel-load. The CPU
+# time of the server started last (SERVER_PID: the proxy, or the origin for `direct`) over the
+# measured phase is reported per request.
 run_load() {
     local label=$1 base=$2 file
     shift 2
@@ -186,7 +193,8 @@ run_load() {
     fi
     log "$label: $CONCURRENCY connections, $WARMUP warm-up + $DURATION"
     if taskset -c "$LOAD_CORE" "$RELEASE/accel-load" "${targets[@]}" --concurrency "$CONCURRENCY" \
-        --duration "$DURATION" --warmup "$WARMUP" --threads 1 --json --label "$label" "$@" >"$file"; then
+        --duration "$DURATION" --warmup "$WARMUP" --threads 1 --json --label "$label" \
+        --server-pid "$SERVER_PID" "$@" >"$file"; then
         REPORTS+=("$file")
     else
         log "$label: no answer received; left out of the report"
@@ -200,6 +208,7 @@ run_load() {
 # and name it in --cases.
 
 case_direct() {
+    SERVER_PID=$ORIGIN_PID
     run_load "direct$1" "http://127.0.0.1:$ORIGIN_PORT"
 }
 
@@ -378,7 +387,7 @@ run_suite() {
     ORIGIN_PORT=$(free_port)
     start_server "origin-$size" "$ORIGIN_PORT" "$RELEASE/fast-origin" --listen "127.0.0.1:$ORIGIN_PORT" \
         --size "$size" --threads 1
-    local origin_pid=$SERVER_PID
+    ORIGIN_PID=$SERVER_PID
     IFS=, read -ra names <<<"$CASES"
     for name in "${names[@]}"; do
         case "$name" in
@@ -387,7 +396,7 @@ run_suite() {
             *) echo "load.sh: unknown case $name" >&2; exit 64 ;;
         esac
     done
-    stop_server "$origin_pid"
+    stop_server "$ORIGIN_PID"
 }
 
 # --- main --------------------------------------------------------------------------------

@@ -12,7 +12,8 @@
 # instructions per request at the default duration): compare runs of the same duration.
 #
 # Usage: benches/profile.sh [--kinds pass,limited,cache] [--duration 10s] [--size 2048]
-#                           [--binary target/release/accel] [--no-build]
+#                           [--keys 1] [--binary target/release/accel] [--no-build]
+# --keys N requests N distinct paths round-robin (N cache entries for the cache kind).
 # Output: one line per kind; target/bench/callgrind/KIND.out for callgrind_annotate.
 set -euo pipefail
 
@@ -23,6 +24,7 @@ OUT_DIR="$ROOT/target/bench/callgrind"
 KINDS=pass,limited,cache
 DURATION=10s
 SIZE=2048
+KEYS=1
 BINARY="$RELEASE/accel"
 BUILD=1
 
@@ -35,6 +37,7 @@ while (($#)); do
         --kinds) KINDS=${2:?--kinds needs a value}; shift 2 ;;
         --duration) DURATION=${2:?--duration needs a value}; shift 2 ;;
         --size) SIZE=${2:?--size needs a value}; shift 2 ;;
+        --keys) KEYS=${2:?--keys needs a value}; shift 2 ;;
         --binary) BINARY=${2:?--binary needs a path}; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         -h | --help) usage; exit 0 ;;
@@ -107,8 +110,13 @@ EOF
     pid=$!
     PIDS+=("$pid")
     wait_for "http://127.0.0.1:$admin/healthz"
-    "$RELEASE/accel-load" --url "http://127.0.0.1:$port/bench" --concurrency 8 --duration "$DURATION" \
-        --warmup 1s >"$dir/load.txt"
+    local targets=(--url "http://127.0.0.1:$port/bench")
+    if ((KEYS > 1)); then
+        local i
+        for i in $(seq "$KEYS"); do echo "http://127.0.0.1:$port/bench/key-$i"; done >"$dir/urls.txt"
+        targets=(--urls-file "$dir/urls.txt")
+    fi
+    "$RELEASE/accel-load" "${targets[@]}" --concurrency 8 --duration "$DURATION" --warmup 1s >"$dir/load.txt"
     requests=$(curl -s "http://127.0.0.1:$admin/metrics" | awk '/^accel_requests_total/ { s += $2 } END { print s + 0 }')
     kill -INT "$pid"
     wait "$pid" 2>/dev/null || true

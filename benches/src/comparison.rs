@@ -34,15 +34,17 @@ impl fmt::Display for Comparison {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:<24} {:>12} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10}",
-            "case", "req/s", "vs 1st", "p50 µs", "p95 µs", "p99 µs", "max µs", "errors"
+            "{:<24} {:>12} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>11}",
+            "case", "req/s", "vs 1st", "p50 µs", "p95 µs", "p99 µs", "max µs", "errors", "cpu µs/req"
         )?;
         let baseline = self.cases.first().map_or(0.0, |r| r.requests_per_sec);
         for report in &self.cases {
             let relative = if baseline > 0.0 { report.requests_per_sec / baseline * 100.0 } else { 0.0 };
+            let cpu =
+                report.server_cpu.map_or_else(|| "-".to_owned(), |c| format!("{:.2}", c.us_per_request));
             writeln!(
                 f,
-                "{:<24} {:>12.0} {:>7.0}% {:>9} {:>9} {:>9} {:>9} {:>10}",
+                "{:<24} {:>12.0} {:>7.0}% {:>9} {:>9} {:>9} {:>9} {:>10} {:>11}",
                 report.label,
                 report.requests_per_sec,
                 relative,
@@ -51,6 +53,7 @@ impl fmt::Display for Comparison {
                 report.latency_us.p99,
                 report.latency_us.max,
                 report.status_errors + report.transport_errors,
+                cpu,
             )?;
         }
         Ok(())

@@ -9,14 +9,18 @@
 //! - [`target`]: the endpoint to connect to and the request URIs.
 //! - [`connection`]: one connection's loop and its [`connection::ConnectionStats`].
 //! - [`report`]: the merged [`Report`], printed as text or JSON.
+//! - [`cpu`]: the server's CPU time over the measured phase (`--server-pid`).
 
 pub mod connection;
+pub mod cpu;
 pub mod options;
 pub mod report;
 pub mod target;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use options::{Args, Options};
@@ -24,16 +28,19 @@ pub use report::{Latency, Report};
 pub use target::Target;
 
 use connection::{ConnectionStats, Phases, Shared};
+use cpu::{CpuSample, ServerCpu};
 
 /// Runs one load test and returns its report.
 ///
 /// Never fails: connect failures, resets and malformed responses are counted as transport
 /// errors, and a target that cannot be reached gives a report with zero requests.
 pub async fn run(options: Options) -> Report {
-    let Options { target, concurrency, duration, warmup, headers, method, body, label } = options;
+    let Options { target, concurrency, duration, warmup, headers, method, body, label, server_pids } =
+        options;
     let start = Instant::now();
     let phases = Phases { measure_from: start + warmup, end: start + warmup + duration };
     let shared = Arc::new(Shared::new(target, method, headers, body));
+    let cpu = (!server_pids.is_empty()).then(|| tokio::spawn(sample_cpu(server_pids, phases)));
 
     let tasks: Vec<_> = (0..concurrency.get())
         .map(|_| tokio::spawn(connection::drive(Arc::clone(&shared), phases)))
@@ -46,7 +53,34 @@ pub async fn run(options: Options) -> Report {
             total.merge(&stats);
         }
     }
-    Report::new(label, shared.target(), concurrency.get(), duration, &total)
+    let mut report = Report::new(label, shared.target(), concurrency.get(), duration, &total);
+    report.server_cpu = measured_cpu(cpu, report.requests).await;
+    report
+}
+
+/// The servers' CPU samples at the start and the end of the measured phase, and the time
+/// between them.
+async fn sample_cpu(pids: Vec<u32>, phases: Phases) -> std::io::Result<(CpuSample, CpuSample, Duration)> {
+    tokio::time::sleep_until(phases.measure_from).await;
+    let before = CpuSample::take(&pids)?;
+    let from = Instant::now();
+    tokio::time::sleep_until(phases.end).await;
+    let after = CpuSample::take(&pids)?;
+    Ok((before, after, from.elapsed()))
+}
+
+async fn measured_cpu(
+    sampler: Option<JoinHandle<std::io::Result<(CpuSample, CpuSample, Duration)>>>,
+    requests: u64,
+) -> Option<ServerCpu> {
+    match sampler?.await {
+        Ok(Ok((before, after, elapsed))) => Some(ServerCpu::between(before, after, requests, elapsed)),
+        Ok(Err(error)) => {
+            eprintln!("accel-load: server CPU not measured: {error}");
+            None
+        }
+        Err(_) => None,
+    }
 }
 
 #[cfg(test)]
@@ -66,6 +100,7 @@ mod tests {
             method: http::Method::GET,
             body: bytes::Bytes::new(),
             label: "test".to_owned(),
+            server_pids: Vec::new(),
         }
     }
 
@@ -75,13 +110,18 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let origin = tokio::spawn(fast_origin::serve(listener, Answer::new(300, true)));
 
-        let report = run(options(&format!("http://{addr}/x"))).await;
+        let mut options = options(&format!("http://{addr}/x"));
+        // The origin runs in this process: its CPU time is this process's.
+        options.server_pids = vec![std::process::id()];
+        let report = run(options).await;
         origin.abort();
 
         assert!(report.requests > 0);
         assert_eq!(report.bytes_received, report.requests * 300);
         assert_eq!((report.status_errors, report.transport_errors), (0, 0));
         assert!(report.latency_us.p50 <= report.latency_us.max);
+        let cpu = report.server_cpu.expect("server CPU measured");
+        assert!(cpu.us_per_request >= 0.0 && cpu.cores >= 0.0, "{cpu:?}");
     }
 
     #[tokio::test]

@@ -40,6 +40,10 @@ pub struct Args {
     /// Tokio worker threads; 1 (the default) keeps the generator on one core.
     #[arg(long, default_value = "1")]
     pub threads: NonZeroUsize,
+    /// Process id of the server under test (repeatable): its CPU time over the measured phase,
+    /// with its threads and child processes, goes in the report (Linux).
+    #[arg(long = "server-pid", value_name = "PID")]
+    pub server_pids: Vec<u32>,
     /// Print the report as one line of JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -67,6 +71,8 @@ pub struct Options {
     pub body: Bytes,
     /// Name of the run in the report.
     pub label: String,
+    /// Processes whose CPU time the report gives; none: not measured.
+    pub server_pids: Vec<u32>,
 }
 
 impl TryFrom<Args> for Options {
@@ -85,6 +91,7 @@ impl TryFrom<Args> for Options {
             threads: _,
             json: _,
             label,
+            server_pids,
         } = args;
         if let Some(path) = urls_file {
             let text =
@@ -104,7 +111,8 @@ impl TryFrom<Args> for Options {
             None => Bytes::new(),
         };
         anyhow::ensure!(!duration.is_zero(), "--duration must be longer than zero");
-        Ok(Self { target: Target::new(&urls)?, concurrency, duration, warmup, headers, method, body, label })
+        let target = Target::new(&urls)?;
+        Ok(Self { target, concurrency, duration, warmup, headers, method, body, label, server_pids })
     }
 }
 

@@ -4,7 +4,7 @@ use std::{fmt, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use super::{connection::ConnectionStats, target::Target};
+use super::{connection::ConnectionStats, cpu::ServerCpu, target::Target};
 
 /// What a load test measured, over its measured phase only (the warm-up is not in it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,6 +31,9 @@ pub struct Report {
     pub latency_us: Latency,
     /// Response body bytes read (headers not included).
     pub bytes_received: u64,
+    /// The server's CPU time over the measured phase, when its process was named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu: Option<ServerCpu>,
 }
 
 /// Latency percentiles, in microseconds.
@@ -84,6 +87,7 @@ impl Report {
                 max: histogram.max(),
             },
             bytes_received: stats.body_bytes,
+            server_cpu: None,
         }
     }
 
@@ -108,6 +112,7 @@ impl fmt::Display for Report {
             requests_per_sec,
             latency_us: Latency { mean, p50, p90, p95, p99, p999, max },
             bytes_received,
+            server_cpu,
         } = self;
         if !label.is_empty() {
             writeln!(f, "{label}")?;
@@ -126,6 +131,13 @@ impl fmt::Display for Report {
             f,
             "  received     {bytes_received} body bytes ({:.1} MiB/s)",
             *bytes_received as f64 / duration_secs / (1024.0 * 1024.0)
-        )
+        )?;
+        if let Some(ServerCpu { user_secs, system_secs, us_per_request, cores }) = server_cpu {
+            write!(
+                f,
+                "\n  server cpu   {us_per_request:.2} µs/request ({user_secs:.2}s user, {system_secs:.2}s system, {cores:.2} cores)"
+            )?;
+        }
+        Ok(())
     }
 }
