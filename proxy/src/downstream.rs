@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use http::HeaderMap;
-use http::header::HeaderName;
+use http::header::{HeaderName, HeaderValue};
 
 use crate::config::ForwardedConfig;
 
@@ -16,6 +16,9 @@ pub struct Downstream {
     pub peer_trusted: bool,
     /// True on the TLS listener.
     pub tls: bool,
+    /// The peer's address (IPv4-mapped IPv6 as IPv4) as an `X-Forwarded-For` value, written
+    /// once per connection rather than once per request.
+    pub forwarded_for: HeaderValue,
 }
 
 impl Downstream {
@@ -23,8 +26,40 @@ impl Downstream {
     pub fn new(peer: SocketAddr, tls: bool, policy: &ForwardedConfig) -> Self {
         let ip = canonical(peer.ip());
         let peer_trusted = policy.trusted_proxies.iter().any(|net| net.contains(&ip));
-        Self { peer, peer_trusted, tls }
+        Self { peer, peer_trusted, tls, forwarded_for: ip_value(ip) }
     }
+
+    /// The peer's address, IPv4-mapped IPv6 as IPv4.
+    pub fn client_ip(&self) -> IpAddr {
+        canonical(self.peer.ip())
+    }
+}
+
+/// An address as a header value, IPv4 without going through `fmt`.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    let IpAddr::V4(v4) = ip else {
+        return HeaderValue::from_str(&ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    };
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            text[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            text[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    HeaderValue::from_bytes(&text[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// The client's address as the proxy trusts it: the socket peer, or — only when the peer is a
@@ -160,6 +195,18 @@ mod tests {
         assert_eq!(resolve_forwarded("10.0.0.1:5000", &[r#"for="[2001:db8::1]:443""#]), ip("2001:db8::1"));
         assert_eq!(resolve_forwarded("10.0.0.1:5000", &["for=198.51.100.7, for=unknown"]), ip("10.0.0.1"));
         assert_eq!(resolve_forwarded("203.0.113.9:5000", &["for=1.2.3.4"]), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn addresses_are_written_as_the_standard_library_writes_them() {
+        for ip in
+            ["0.0.0.0", "10.0.0.2", "203.0.113.5", "255.255.255.255", "100.9.10.99", "::1", "2001:db8::7"]
+        {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_value(ip), ip.to_string().as_str());
+        }
+        let mapped = Downstream::new("[::ffff:192.0.2.9]:80".parse().unwrap(), false, &policy());
+        assert_eq!(mapped.forwarded_for, "192.0.2.9");
     }
 
     #[test]

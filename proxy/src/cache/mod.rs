@@ -441,7 +441,7 @@ impl Cache {
         let route = route.clone();
         tokio::spawn(async move {
             pass.prepare(&mut parts.headers);
-            let result = forward::send(&route, parts, RequestBody::Empty).await;
+            let result = forward::send(&route, parts, RequestBody::Empty, false).await;
             let answer = pass.complete(result.map(|mut response| {
                 forward::headers::to_downstream(response.headers_mut(), &cache.forwarded);
                 response
@@ -861,7 +861,7 @@ mod tests {
     }
 
     fn downstream() -> Downstream {
-        Downstream { peer: "127.0.0.1:5000".parse().unwrap(), peer_trusted: false, tls: false }
+        Downstream::new("127.0.0.1:5000".parse().unwrap(), false, &ForwardedConfig::default())
     }
 
     fn upstream_answer(

@@ -89,8 +89,8 @@ pub struct Limits {
 pub struct ForwardedConfig {
     /// Peers whose forwarding headers are trusted.
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// `Via` pseudonym; `None`: no `Via` header is added.
-    pub via: Option<http::HeaderValue>,
+    /// `Via` entries from the configured pseudonym; `None`: no `Via` header is added.
+    pub via: Option<crate::forward::headers::Via>,
 }
 
 /// Log output.

@@ -13,6 +13,48 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// The `Via` entries (RFC 9110 §7.6.3) the proxy appends, made once from the configured
+/// pseudonym: `1.1 accel` for an HTTP/1.1 hop, `2 accel` for HTTP/2, and so on.
+#[derive(Debug, Clone)]
+pub struct Via {
+    pseudonym: HeaderValue,
+    /// One entry per protocol, in the order of [`Via::PROTOCOLS`].
+    entries: [HeaderValue; 5],
+}
+
+impl Via {
+    const PROTOCOLS: [&'static str; 5] = ["0.9", "1.0", "1.1", "2", "3"];
+
+    /// The entries for `pseudonym` (visible ASCII, as configuration checks).
+    pub fn new(pseudonym: HeaderValue) -> Self {
+        let entries = Self::PROTOCOLS.map(|protocol| {
+            let mut entry = Vec::with_capacity(protocol.len() + 1 + pseudonym.len());
+            entry.extend_from_slice(protocol.as_bytes());
+            entry.push(b' ');
+            entry.extend_from_slice(pseudonym.as_bytes());
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(entry)).unwrap_or_else(|_| pseudonym.clone())
+        });
+        Self { pseudonym, entries }
+    }
+
+    /// The configured pseudonym.
+    pub fn pseudonym(&self) -> &HeaderValue {
+        &self.pseudonym
+    }
+
+    /// The entry for a hop that spoke `version`.
+    pub fn entry(&self, version: Version) -> &HeaderValue {
+        let index = match version {
+            Version::HTTP_09 => 0,
+            Version::HTTP_10 => 1,
+            Version::HTTP_2 => 3,
+            Version::HTTP_3 => 4,
+            _ => 2,
+        };
+        &self.entries[index]
+    }
+}
+
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every header it names,
 /// `Keep-Alive`, `Proxy-Connection`, `TE` (but `TE: trailers`), `Transfer-Encoding`, `Upgrade`,
 /// `Proxy-Authenticate`, `Proxy-Authorization`. The other headers keep their order.
@@ -78,21 +120,19 @@ pub fn to_upstream(
     policy: &ForwardedConfig,
 ) {
     strip_hop_by_hop(headers);
+    // Room for the forwarding headers and `Via`, so the map grows once at most.
+    headers.reserve(4);
     if !headers.contains_key(header::HOST)
         && let Some(value) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     {
         headers.insert(header::HOST, value);
     }
-    let peer = downstream.peer.ip();
-    let peer = match peer {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, std::net::IpAddr::V4),
-        v4 => v4,
-    };
     let proto = HeaderValue::from_static(if downstream.tls { "https" } else { "http" });
     if downstream.peer_trusted {
         let joined = {
             let existing: Vec<&str> =
                 headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
+            let peer = downstream.client_ip();
             if existing.is_empty() { peer.to_string() } else { format!("{}, {peer}", existing.join(", ")) }
         };
         set(headers, &X_FORWARDED_FOR, &joined);
@@ -108,7 +148,7 @@ pub fn to_upstream(
         // RFC 7239 `Forwarded` says the same things as `X-Forwarded-*`: an untrusted client
         // may not say them either.
         headers.remove(header::FORWARDED);
-        headers.insert(X_FORWARDED_FOR.clone(), ip_value(peer));
+        headers.insert(X_FORWARDED_FOR.clone(), downstream.forwarded_for.clone());
         headers.insert(X_FORWARDED_PROTO.clone(), proto);
         match headers.get(header::HOST).cloned() {
             Some(host) => {
@@ -133,48 +173,8 @@ pub fn to_downstream(headers: &mut HeaderMap, policy: &ForwardedConfig) {
     }
 }
 
-fn append_via(headers: &mut HeaderMap, version: Version, pseudonym: &HeaderValue) {
-    let protocol = match version {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
-    };
-    let mut entry = Vec::with_capacity(protocol.len() + 1 + pseudonym.len());
-    entry.extend_from_slice(protocol.as_bytes());
-    entry.push(b' ');
-    entry.extend_from_slice(pseudonym.as_bytes());
-    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(entry)) {
-        headers.append(header::VIA, value);
-    }
-}
-
-/// An address as a header value, IPv4 without going through `fmt` (this runs per request).
-fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
-    let std::net::IpAddr::V4(v4) = ip else {
-        return HeaderValue::from_str(&ip.to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-    };
-    let mut text = [0u8; 15];
-    let mut len = 0;
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            text[len] = b'.';
-            len += 1;
-        }
-        if octet >= 100 {
-            text[len] = b'0' + octet / 100;
-            len += 1;
-        }
-        if octet >= 10 {
-            text[len] = b'0' + octet / 10 % 10;
-            len += 1;
-        }
-        text[len] = b'0' + octet % 10;
-        len += 1;
-    }
-    HeaderValue::from_bytes(&text[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+fn append_via(headers: &mut HeaderMap, version: Version, via: &Via) {
+    headers.append(header::VIA, via.entry(version).clone());
 }
 
 fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
@@ -193,11 +193,19 @@ mod tests {
     use super::*;
 
     fn downstream(peer: &str, trusted: bool) -> Downstream {
-        Downstream { peer: peer.parse().unwrap(), peer_trusted: trusted, tls: false }
+        let policy = ForwardedConfig {
+            trusted_proxies: if trusted {
+                vec![peer.parse::<std::net::SocketAddr>().unwrap().ip().into()]
+            } else {
+                vec![]
+            },
+            via: None,
+        };
+        Downstream::new(peer.parse().unwrap(), false, &policy)
     }
 
     fn policy() -> ForwardedConfig {
-        ForwardedConfig { trusted_proxies: vec![], via: Some(HeaderValue::from_static("accel")) }
+        ForwardedConfig { trusted_proxies: vec![], via: Some(Via::new(HeaderValue::from_static("accel"))) }
     }
 
     #[test]
@@ -230,16 +238,6 @@ mod tests {
     }
 
     #[test]
-    fn addresses_are_written_as_the_standard_library_writes_them() {
-        for ip in
-            ["0.0.0.0", "10.0.0.2", "203.0.113.5", "255.255.255.255", "100.9.10.99", "::1", "2001:db8::7"]
-        {
-            let ip: std::net::IpAddr = ip.parse().unwrap();
-            assert_eq!(ip_value(ip), ip.to_string().as_str());
-        }
-    }
-
-    #[test]
     fn a_trusted_proxy_chain_is_extended() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
@@ -250,5 +248,14 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "https");
         let via: Vec<_> = h.get_all("via").iter().collect();
         assert_eq!(via, ["1.1 edge", "2 accel"]);
+    }
+
+    #[test]
+    fn via_entries_name_the_protocol_of_the_hop() {
+        let via = Via::new(HeaderValue::from_static("edge-7"));
+        assert_eq!(via.entry(Version::HTTP_10), "1.0 edge-7");
+        assert_eq!(via.entry(Version::HTTP_11), "1.1 edge-7");
+        assert_eq!(via.entry(Version::HTTP_2), "2 edge-7");
+        assert_eq!(via.pseudonym(), "edge-7");
     }
 }

@@ -22,7 +22,7 @@ use crate::metrics::UpstreamOutcome;
 use crate::route::Route;
 use crate::upstream::{Endpoint, InFlight, SendError};
 
-/// Which endpoint answered: put in the response's extensions for the access log.
+/// Which endpoint answered: put in the response's extensions for the access log, when it is on.
 #[derive(Debug, Clone)]
 pub struct ServedBy(pub crate::upstream::EndpointAddr);
 
@@ -55,9 +55,15 @@ impl RequestBody {
 }
 
 /// Sends `parts` + `body` upstream for `route`. `parts.headers` must already be prepared
-/// for the upstream ([`headers::to_upstream`]).
-pub async fn send(route: &Route, parts: Parts, body: RequestBody) -> Result<Response<Body>, ProxyError> {
-    tries(route, parts, body, Instant::now() + route.rule.timeouts.total).await
+/// for the upstream ([`headers::to_upstream`]). With `served_by`, the response carries
+/// [`ServedBy`].
+pub async fn send(
+    route: &Route,
+    parts: Parts,
+    body: RequestBody,
+    served_by: bool,
+) -> Result<Response<Body>, ProxyError> {
+    tries(route, parts, body, Instant::now() + route.rule.timeouts.total, served_by).await
 }
 
 enum TryError {
@@ -73,6 +79,7 @@ async fn tries(
     mut parts: Parts,
     body: RequestBody,
     deadline: Instant,
+    served_by: bool,
 ) -> Result<Response<Body>, ProxyError> {
     let upstream = &route.upstream;
     let policy = &route.rule.retry;
@@ -144,7 +151,9 @@ async fn tries(
                     continue;
                 }
                 let mut response = response.map(|incoming| Body::upstream(incoming, guard, lease));
-                response.extensions_mut().insert(ServedBy(endpoint.addr.clone()));
+                if served_by {
+                    response.extensions_mut().insert(ServedBy(endpoint.addr.clone()));
+                }
                 return Ok(response);
             }
             Err(error) => {

@@ -41,8 +41,17 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, AboveRoot> {
     Ok(if normalized == path { Cow::Borrowed(path) } else { Cow::Owned(normalized) })
 }
 
+/// Some segment starts with `.` or `%2`: one pass over the bytes.
 fn may_have_dot_segments(path: &str) -> bool {
-    path.contains("/.") || path.contains("/%2")
+    let bytes = path.as_bytes();
+    bytes.iter().enumerate().any(|(i, &byte)| {
+        byte == b'/'
+            && match bytes.get(i + 1) {
+                Some(b'.') => true,
+                Some(b'%') => bytes.get(i + 2) == Some(&b'2'),
+                _ => false,
+            }
+    })
 }
 
 /// 1 for a `.` segment, 2 for `..`, 0 otherwise (`%2e` / `%2E` read as `.`).
