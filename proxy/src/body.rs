@@ -2,9 +2,12 @@
 //! carries its endpoint's in-flight guard and connection lease, a downstream request body that can be replayed
 //! while it has not been sent, or any other body boxed.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
@@ -12,6 +15,8 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
 
 use crate::upstream::{InFlight, Lease};
 
@@ -133,12 +138,21 @@ impl http_body::Body for Body {
 /// A downstream request body that stays in a shared slot until an upstream connection first
 /// reads it. A try that fails before reading it (a refused connection, say) leaves it in the
 /// slot, so the request can be retried on another endpoint without buffering the body.
+///
+/// While it streams, a client that pauses longer than the read timeout ends it with
+/// [`BodyTimedOut`], and its [`Upload`] tells the forward stage how far it has gone.
 #[derive(Debug)]
 pub struct ReplayableBody {
     slot: Arc<Mutex<Option<Incoming>>>,
     taken: Option<Incoming>,
     hint: SizeHint,
     end: bool,
+    upload: Arc<Upload>,
+    read_timeout: Duration,
+    /// When the client last delivered a frame (or the body was taken).
+    last_read: Instant,
+    /// Armed while the client keeps the body waiting.
+    idle: Option<Pin<Box<Sleep>>>,
 }
 
 /// The owner's handle on a [`ReplayableBody`]'s slot.
@@ -147,19 +161,72 @@ pub struct BodySlot {
     slot: Arc<Mutex<Option<Incoming>>>,
     hint: SizeHint,
     end: bool,
+    upload: Arc<Upload>,
+    read_timeout: Duration,
+}
+
+/// The client paused its request body for longer than the read timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent no request body bytes for {0:?}")]
+pub struct BodyTimedOut(pub Duration);
+
+/// How far a streamed request body has gone upstream: what the forward stage needs to time a
+/// try from the end of the upload rather than its start.
+#[derive(Debug, Default)]
+pub struct Upload {
+    /// Frames handed to the endpoint's connection.
+    frames: AtomicU64,
+    /// The last read found the client had sent nothing yet: the client, not the endpoint,
+    /// is holding the upload up.
+    waiting_on_client: AtomicBool,
+    /// The body has been read to its end, or broke off.
+    ended: AtomicBool,
+    ended_notify: Notify,
+}
+
+impl Upload {
+    /// Frames read from the client so far.
+    pub fn frames(&self) -> u64 {
+        self.frames.load(Ordering::Acquire)
+    }
+
+    /// True when the last read waited on the client.
+    pub fn waiting_on_client(&self) -> bool {
+        self.waiting_on_client.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the body has been read to its end (or broke off).
+    pub async fn ended(&self) {
+        // Registered before the check, so an end in between is not missed.
+        let notified = self.ended_notify.notified();
+        if self.ended.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
+
+    fn finish(&self) {
+        self.ended.store(true, Ordering::Release);
+        self.ended_notify.notify_waiters();
+    }
 }
 
 impl BodySlot {
-    /// Puts `body` in a new slot.
-    pub fn new(body: Incoming) -> Self {
+    /// Puts `body` in a new slot; a client that pauses it for `read_timeout` ends it.
+    pub fn new(body: Incoming, read_timeout: Duration) -> Self {
         let hint = http_body::Body::size_hint(&body);
         let end = http_body::Body::is_end_stream(&body);
-        Self { slot: Arc::new(Mutex::new(Some(body))), hint, end }
+        Self { slot: Arc::new(Mutex::new(Some(body))), hint, end, upload: Arc::default(), read_timeout }
     }
 
     /// True while no try has started reading the body.
     pub fn is_unsent(&self) -> bool {
         self.end || self.slot.lock().map(|s| s.is_some()).unwrap_or(false)
+    }
+
+    /// The body's progress upstream.
+    pub fn upload(&self) -> &Upload {
+        &self.upload
     }
 
     /// A body for one try; it takes the bytes from the slot when first polled.
@@ -168,7 +235,16 @@ impl BodySlot {
             return Body::Empty;
         }
         Body::Downstream {
-            inner: ReplayableBody { slot: self.slot.clone(), taken: None, hint: self.hint, end: false },
+            inner: ReplayableBody {
+                slot: self.slot.clone(),
+                taken: None,
+                hint: self.hint,
+                end: false,
+                upload: self.upload.clone(),
+                read_timeout: self.read_timeout,
+                last_read: Instant::now(),
+                idle: None,
+            },
         }
     }
 }
@@ -184,7 +260,10 @@ impl http_body::Body for ReplayableBody {
         let this = &mut *self;
         if this.taken.is_none() {
             match this.slot.lock().ok().and_then(|mut s| s.take()) {
-                Some(body) => this.taken = Some(body),
+                Some(body) => {
+                    this.taken = Some(body);
+                    this.last_read = Instant::now();
+                }
                 None => {
                     // Another try already took the body: this one cannot send it.
                     this.end = true;
@@ -193,9 +272,35 @@ impl http_body::Body for ReplayableBody {
             }
         }
         let Some(body) = this.taken.as_mut() else { return Poll::Ready(None) };
-        let polled = Pin::new(body).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None)) {
-            this.end = true;
+        let polled = Pin::new(&mut *body).poll_frame(cx);
+        let upload = &this.upload;
+        match &polled {
+            Poll::Pending => {
+                upload.waiting_on_client.store(true, Ordering::Release);
+                let deadline = this.last_read + this.read_timeout;
+                let idle = this.idle.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if idle.deadline() != deadline {
+                    idle.as_mut().reset(deadline);
+                }
+                if idle.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.end = true;
+                upload.finish();
+                return Poll::Ready(Some(Err(Box::new(BodyTimedOut(this.read_timeout)))));
+            }
+            Poll::Ready(Some(Ok(_))) => {
+                this.last_read = Instant::now();
+                upload.waiting_on_client.store(false, Ordering::Release);
+                upload.frames.fetch_add(1, Ordering::AcqRel);
+                if body.is_end_stream() {
+                    upload.finish();
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                this.end = true;
+                upload.finish();
+            }
         }
         polled.map_err(Into::into)
     }

@@ -24,6 +24,9 @@ pub enum ProxyError {
     /// The request itself is malformed.
     #[error("bad request: {reason}")]
     BadRequest { reason: &'static str },
+    /// The client paused its request body for longer than `limits.body_read_timeout`.
+    #[error("the client's request body timed out")]
+    ClientTimeout,
     /// Every endpoint of the upstream is unhealthy or unreachable.
     #[error("no healthy endpoint in upstream {upstream}")]
     NoHealthyEndpoint { upstream: UpstreamName },
@@ -55,6 +58,7 @@ impl ProxyError {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::NoHealthyEndpoint { .. } | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -64,7 +68,7 @@ impl ProxyError {
     /// Which side failed.
     pub fn side(&self) -> Side {
         match self {
-            Self::NoRoute | Self::BadRequest { .. } => Side::Downstream,
+            Self::NoRoute | Self::BadRequest { .. } | Self::ClientTimeout => Side::Downstream,
             Self::NoHealthyEndpoint { .. }
             | Self::Connect { .. }
             | Self::Upstream { .. }
@@ -80,6 +84,7 @@ impl ProxyError {
         let (text, retry_after): (&'static str, Option<Duration>) = match &self {
             Self::NoRoute => ("no route\n", None),
             Self::BadRequest { .. } => ("bad request\n", None),
+            Self::ClientTimeout => ("request body timed out\n", None),
             Self::NoHealthyEndpoint { .. } => ("no healthy upstream\n", Some(Duration::from_secs(1))),
             Self::Connect { .. } => ("upstream unreachable\n", None),
             Self::Upstream { .. } => ("upstream error\n", None),
@@ -93,6 +98,10 @@ impl ProxyError {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(after) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
+        }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body will not be read: the connection cannot carry another request.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

@@ -93,10 +93,12 @@ pub async fn handle(
     );
     pass.prepare(&mut parts.headers);
     let result =
-        forward::send(route, parts, RequestBody::new(body), proxy.access_log).await.map(|mut response| {
-            forward::headers::to_downstream(response.headers_mut(), &proxy.forwarded);
-            response
-        });
+        forward::send(route, parts, RequestBody::new(body, proxy.body_read_timeout), proxy.access_log)
+            .await
+            .map(|mut response| {
+                forward::headers::to_downstream(response.headers_mut(), &proxy.forwarded);
+                response
+            });
     if let Err(error) = &result {
         tracing::debug!(route = %route.rule.name, side = ?error.side(), error = %error, "request failed");
     }

@@ -28,6 +28,8 @@ pub struct Proxy {
     pub forwarded: ForwardedConfig,
     /// Log one line per request.
     pub access_log: bool,
+    /// Longest pause in a client's request body (`limits.body_read_timeout`).
+    pub body_read_timeout: std::time::Duration,
     /// Glob patterns of the rules files.
     rules_globs: Vec<String>,
     /// The files the current rules came from.
@@ -68,6 +70,7 @@ impl Proxy {
             metrics,
             forwarded: config.forwarded.clone(),
             access_log: config.log.access,
+            body_read_timeout: config.limits.body_read_timeout,
             rules_globs: config.rules_files.clone(),
             rules_files: Mutex::new(Vec::new()),
             admin_token: config.admin.token.clone(),

@@ -442,3 +442,141 @@ async fn a_request_with_both_content_length_and_chunked_is_not_smuggled() {
 async fn proxy_for_origin(origin: &accel_e2e::OriginHandle) -> TestProxy {
     TestProxy::builder().upstream("api", &[origin.addr()]).rules(RULES).start().await
 }
+
+/// An origin that reads the whole request body and answers with its length.
+async fn counting_origin() -> accel_e2e::OriginHandle {
+    FakeOrigin::new()
+        .route("/*", "")
+        .handler(|request| async move {
+            let read = request.into_body().drain().await;
+            Response::new(body::full(format!("{read:?}")))
+        })
+        .start()
+        .await
+}
+
+#[tokio::test]
+async fn a_slow_upload_is_not_cut_short_by_the_response_timeout() {
+    let origin = counting_origin().await;
+    let proxy = TestProxy::builder()
+        .upstream("api", &[origin.addr()])
+        .rules(
+            r#"
+            [[route]]
+            name = "all"
+            upstream = "api"
+            timeouts = { response = "200ms" }
+            "#,
+        )
+        .start()
+        .await;
+
+    // Six chunks, 100 ms apart: the upload takes three response timeouts.
+    let (tx, upload) = body::channel();
+    let request = proxy.request(Method::PUT, "/upload").body(upload).unwrap();
+    let client = proxy.client();
+    let answer = tokio::spawn(async move { client.request(request).await });
+    for _ in 0..6 {
+        assert!(tx.send("0123456789").await);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    drop(tx);
+    let response = within("the upload's answer", answer).await.unwrap().unwrap();
+    let response = Collected::from(response).await.unwrap();
+
+    assert_eq!((response.status.as_u16(), response.text().as_str()), (200, "Ok(60)"));
+    let timeouts = format!(
+        r#"accel_upstream_requests_total{{upstream="api",endpoint="{}",outcome="timeout"}}"#,
+        origin.addr()
+    );
+    assert_eq!(proxy.metric(&timeouts).await, 0.0);
+}
+
+#[tokio::test]
+async fn a_client_that_pauses_its_upload_too_long_gets_a_408_and_the_endpoint_stays_in() {
+    let origin = counting_origin().await;
+    let proxy = TestProxy::builder()
+        .sidecar_toml("[limits]\nbody_read_timeout = \"200ms\"")
+        .upstream_with("api", &[origin.addr()], r#"ejection = { consecutive_failures = 1, cooldown = "1h" }"#)
+        .rules(RULES)
+        .start()
+        .await;
+
+    let (tx, upload) = body::channel();
+    let request = proxy.request(Method::PUT, "/upload").body(upload).unwrap();
+    let client = proxy.client();
+    let answer = tokio::spawn(async move { client.request(request).await });
+    assert!(tx.send("the first part").await);
+    // ... and nothing more, while the connection stays open.
+    let response = within("the paused upload's answer", answer).await.unwrap().unwrap();
+    let response = Collected::from(response).await.unwrap();
+    drop(tx);
+
+    assert_eq!((response.status.as_u16(), response.text().as_str()), (408, "request body timed out\n"));
+    assert_eq!(response.header("connection"), Some("close"));
+    let failures = format!(
+        r#"accel_upstream_requests_total{{upstream="api",endpoint="{}",outcome="timeout"}}"#,
+        origin.addr()
+    );
+    assert_eq!(proxy.metric(&failures).await, 0.0);
+    let status = proxy.status_json().await;
+    assert_eq!(status["upstreams"][0]["endpoints"][0]["state"], "healthy");
+    // The endpoint still answers.
+    assert_eq!(proxy.get("/after").await.status, 200);
+}
+
+#[tokio::test]
+async fn an_endpoint_that_stops_reading_an_upload_is_a_504() {
+    let never = Gate::new();
+    let origin = {
+        let never = never.clone();
+        FakeOrigin::new()
+            .route("/*", "")
+            .handler(move |_| {
+                let never = never.clone();
+                // Never reads the body, never answers.
+                async move {
+                    never.wait().await;
+                    Response::new(body::empty())
+                }
+            })
+            .start()
+            .await
+    };
+    let proxy = TestProxy::builder()
+        .upstream("api", &[origin.addr()])
+        .rules(
+            r#"
+            [[route]]
+            name = "all"
+            upstream = "api"
+            timeouts = { response = "300ms" }
+            "#,
+        )
+        .start()
+        .await;
+
+    let (tx, upload) = body::channel();
+    let request = proxy.request(Method::PUT, "/upload").body(upload).unwrap();
+    let client = proxy.client();
+    let answer = tokio::spawn(async move { client.request(request).await });
+    // More than the socket buffers on the way hold: the upload stalls at the endpoint.
+    let sender = tokio::spawn(async move {
+        let chunk = bytes::Bytes::from(vec![b'x'; 256 * 1024]);
+        for _ in 0..256 {
+            if !tx.send(chunk.clone()).await {
+                break;
+            }
+        }
+    });
+    let response = within("the stalled upload's answer", answer).await.unwrap().unwrap();
+    let response = Collected::from(response).await.unwrap();
+    sender.abort();
+
+    assert_eq!((response.status.as_u16(), response.text().as_str()), (504, "upstream timeout\n"));
+    let timeouts = format!(
+        r#"accel_upstream_requests_total{{upstream="api",endpoint="{}",outcome="timeout"}}"#,
+        origin.addr()
+    );
+    assert_eq!(proxy.metric(&timeouts).await, 1.0);
+}

@@ -122,6 +122,9 @@ pub struct LimitsFile {
     /// Time a client has to send its request headers. Default `30s`.
     #[serde(default)]
     pub header_read_timeout: Option<String>,
+    /// Longest pause in a client's request body. Default `60s`.
+    #[serde(default)]
+    pub body_read_timeout: Option<String>,
     /// On shutdown, how long in-flight requests may take to finish. Default `30s`.
     #[serde(default)]
     pub drain_timeout: Option<String>,

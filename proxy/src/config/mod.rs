@@ -78,6 +78,8 @@ pub struct Limits {
     pub max_connections: NonZeroUsize,
     /// Time a client has to send request headers.
     pub header_read_timeout: Duration,
+    /// Longest pause in a client's request body before the request ends with 408.
+    pub body_read_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
     /// Per-client concurrency cap and rate limiters' bounds.

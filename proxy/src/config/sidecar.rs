@@ -107,6 +107,7 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
     }
     let header_read_timeout =
         duration(p, shown, "limits.header_read_timeout", limits.header_read_timeout, 30);
+    let body_read_timeout = duration(p, shown, "limits.body_read_timeout", limits.body_read_timeout, 60);
     let drain_timeout = duration(p, shown, "limits.drain_timeout", limits.drain_timeout, 30);
 
     let mut trusted_proxies = Vec::new();
@@ -186,6 +187,7 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
         limits: Limits {
             max_connections: max_connections.unwrap_or(NonZeroUsize::MIN),
             header_read_timeout,
+            body_read_timeout,
             drain_timeout,
             rate_limiting,
         },

@@ -5,9 +5,14 @@
 //! retried on another endpoint (the request was not sent); for idempotent requests whose body
 //! was not sent, so is a timeout, a broken connection, or a status the route lists. All tries
 //! share the route's total timeout. Failures feed passive ejection.
+//!
+//! The timers count from the end of the request: while a client's body streams up, a slow
+//! client is bounded by its read timeout (408, not the endpoint's fault) and the endpoint only
+//! has to keep taking the bytes; the response timeout starts once the last byte has gone.
 
 pub mod headers;
 
+use std::future::Future;
 use std::time::Duration;
 
 use http::request::Parts;
@@ -16,7 +21,7 @@ use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::body::{Body, BodySlot};
+use crate::body::{Body, BodySlot, BodyTimedOut, Upload};
 use crate::error::ProxyError;
 use crate::metrics::UpstreamOutcome;
 use crate::route::Route;
@@ -34,9 +39,21 @@ pub enum RequestBody {
 }
 
 impl RequestBody {
-    /// Wraps a downstream body.
-    pub fn new(body: Incoming) -> Self {
-        if http_body::Body::is_end_stream(&body) { Self::Empty } else { Self::Stream(BodySlot::new(body)) }
+    /// Wraps a downstream body; a client that pauses it for `read_timeout` gets a 408.
+    pub fn new(body: Incoming, read_timeout: Duration) -> Self {
+        if http_body::Body::is_end_stream(&body) {
+            Self::Empty
+        } else {
+            Self::Stream(BodySlot::new(body, read_timeout))
+        }
+    }
+
+    /// The upload's progress, for a body that streams.
+    fn upload(&self) -> Option<&Upload> {
+        match self {
+            Self::Empty => None,
+            Self::Stream(slot) => Some(slot.upload()),
+        }
     }
 
     fn for_try(&self) -> Body {
@@ -78,7 +95,7 @@ async fn tries(
     route: &Route,
     mut parts: Parts,
     body: RequestBody,
-    deadline: Instant,
+    mut deadline: Instant,
     served_by: bool,
 ) -> Result<Response<Body>, ProxyError> {
     let upstream = &route.upstream;
@@ -114,22 +131,30 @@ async fn tries(
 
         let guard = InFlight::new(endpoint.clone());
         let started = Instant::now();
-        let response_deadline = started + route.rule.timeouts.response;
-        // The route's total timeout ends this try, and the tries.
-        let cut_short = deadline < response_deadline;
-        let try_deadline = if cut_short { deadline } else { response_deadline };
-        let result = match tokio::time::timeout_at(try_deadline, endpoint.connections.send(request)).await {
+        let exchange = endpoint.connections.send(request);
+        let timed = match body.upload() {
+            None => within(exchange, started, deadline, route).await,
+            Some(upload) => {
+                let (timed, uploading) = after_upload(exchange, upload, deadline, route).await;
+                // The tries' deadline does not count the upload either.
+                deadline += uploading;
+                timed
+            }
+        };
+        let result = match timed {
             Ok(Ok(exchange)) => Ok(exchange),
             Ok(Err(SendError::Connect(e))) => Err(TryError::Connect(e)),
             Ok(Err(SendError::Exchange(e))) if e.is_user() => {
-                // The client's body broke off (it went away mid-upload): the client failed,
-                // not the endpoint, so no outcome, no ejection, no retry.
+                // The client's body broke off (it went away or paused too long mid-upload):
+                // the client failed, not the endpoint, so no outcome, no ejection, no retry.
                 tracing::debug!(endpoint = %endpoint.addr, error = %e, "request body broke off");
+                if is_body_timeout(&e) {
+                    return Err(ProxyError::ClientTimeout);
+                }
                 return Err(ProxyError::BadRequest { reason: "request body broke off" });
             }
             Ok(Err(SendError::Exchange(e))) => Err(TryError::Exchange(e)),
-            Err(_) if cut_short => Err(TryError::Timeout(route.rule.timeouts.total)),
-            Err(_) => Err(TryError::Timeout(route.rule.timeouts.response)),
+            Err(after) => Err(TryError::Timeout(after)),
         };
         endpoint.metrics.duration.observe(started.elapsed().as_secs_f64());
         let others_available =
@@ -170,6 +195,69 @@ async fn tries(
         }
     }
     Err(last_error.unwrap_or_else(|| ProxyError::NoHealthyEndpoint { upstream: upstream.name.clone() }))
+}
+
+/// Runs `exchange` under one timer: the response timeout from `started`, cut short by the
+/// tries' `deadline`. Elapsed: the timeout that ran out.
+async fn within<F: Future>(
+    exchange: F,
+    started: Instant,
+    deadline: Instant,
+    route: &Route,
+) -> Result<F::Output, Duration> {
+    let timeouts = &route.rule.timeouts;
+    let response_deadline = started + timeouts.response;
+    // The route's total timeout ends this try, and the tries.
+    let cut_short = deadline < response_deadline;
+    let try_deadline = if cut_short { deadline } else { response_deadline };
+    tokio::time::timeout_at(try_deadline, exchange)
+        .await
+        .map_err(|_| if cut_short { timeouts.total } else { timeouts.response })
+}
+
+/// Runs `exchange` while the request body streams up, then under the response timeout from the
+/// moment the body has gone. While it streams, the endpoint must keep taking it: a whole
+/// response timeout without a frame taken, while the client had one ready, is the endpoint's
+/// timeout. A client that keeps the body waiting is left to the body's read timeout. Returns the
+/// outcome and how long the upload took (the time the timers did not count, `deadline` included).
+async fn after_upload<F: Future>(
+    exchange: F,
+    upload: &Upload,
+    deadline: Instant,
+    route: &Route,
+) -> (Result<F::Output, Duration>, Duration) {
+    let response = route.rule.timeouts.response;
+    let uploading = Instant::now();
+    let mut exchange = std::pin::pin!(exchange);
+    let mut frames = upload.frames();
+    loop {
+        tokio::select! {
+            biased;
+            output = &mut exchange => return (Ok(output), uploading.elapsed()),
+            () = upload.ended() => break,
+            () = tokio::time::sleep(response) => {
+                let now = upload.frames();
+                if now == frames && !upload.waiting_on_client() {
+                    return (Err(response), uploading.elapsed());
+                }
+                frames = now;
+            }
+        }
+    }
+    let took = uploading.elapsed();
+    (within(exchange, Instant::now(), deadline + took, route).await, took)
+}
+
+/// True when the exchange failed because the client paused its body too long.
+fn is_body_timeout(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(error) = source {
+        if error.is::<BodyTimedOut>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// The outcome label, the error for the client, and whether a retry is safe for any method.
