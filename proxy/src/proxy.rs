@@ -2,7 +2,7 @@
 //! upstream pools, metrics and policies.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -87,14 +87,33 @@ impl Proxy {
     }
 
     /// Reads the rules files again and, if they are valid, swaps them in. Requests in flight
-    /// finish on the table they started with; an invalid set leaves the running rules alone.
+    /// finish on the table they started with; an invalid set leaves the running rules alone,
+    /// and so does finding no rules file at all where there were some (files that vanish
+    /// together are a half-done deploy far more often than a wish to route nothing, which an
+    /// empty rules file expresses).
     pub fn reload(&self) -> Result<usize, Problems> {
-        let result = config::rules::load(&self.rules_globs, &self.upstream_names());
+        let result = config::rules::load(&self.rules_globs, &self.upstream_names())
+            .and_then(|rules| self.refuse_vanished(rules));
         self.metrics.reload(result.is_ok());
         let rules = result?;
         let count = rules.routes.len();
         self.install(rules);
         Ok(count)
+    }
+
+    fn refuse_vanished(&self, rules: RuleSet) -> Result<RuleSet, Problems> {
+        if !rules.files.is_empty() || self.rules_files().is_empty() {
+            return Ok(rules);
+        }
+        let mut problems = Problems::default();
+        for glob in &self.rules_globs {
+            problems.at(
+                Path::new(glob),
+                "",
+                "matches no rules file; the running rules stay (an empty rules file routes nothing)",
+            );
+        }
+        Err(problems)
     }
 
     /// The rules files currently loaded.

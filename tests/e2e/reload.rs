@@ -97,6 +97,29 @@ async fn an_invalid_file_change_is_rejected_and_counted() {
 }
 
 #[tokio::test]
+async fn rules_files_that_all_vanish_leave_the_running_rules() {
+    let origin = FakeOrigin::new().route("/*", "ok").start().await;
+    let proxy =
+        TestProxy::builder().upstream("api", &[origin.addr()]).rules(&route("good", "/")).start().await;
+
+    std::fs::remove_file(proxy.rules_path()).unwrap();
+
+    eventually_async("the watcher rejects the empty set", || async {
+        proxy.metric(RELOAD_ERROR).await >= 1.0
+    })
+    .await;
+    let problems = proxy.reload().expect_err("no rules file is not a rule set");
+    assert!(problems.to_string().contains("matches no rules file"), "{problems}");
+    assert_eq!(proxy.get("/anything").await.status, 200, "the old rules still serve");
+    assert_eq!(proxy.metric(RELOAD_OK).await, 0.0);
+
+    // An empty file is a deliberate empty set.
+    std::fs::write(proxy.rules_path(), "").unwrap();
+    assert_eq!(proxy.reload().expect("an empty file is valid"), 0);
+    assert_eq!(proxy.get("/anything").await.status, 404);
+}
+
+#[tokio::test]
 async fn reloads_under_load_fail_no_request() {
     let origin = FakeOrigin::new().route("/*", "ok").start().await;
     let proxy = TestProxy::builder().upstream("api", &[origin.addr()]).rules(&route("v0", "/")).start().await;
