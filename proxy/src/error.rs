@@ -30,6 +30,9 @@ pub enum ProxyError {
     /// Every endpoint of the upstream is unhealthy or unreachable.
     #[error("no healthy endpoint in upstream {upstream}")]
     NoHealthyEndpoint { upstream: UpstreamName },
+    /// Every endpoint the request could go to is at `max_connections_per_endpoint`.
+    #[error("every endpoint of upstream {upstream} is at its connection cap")]
+    UpstreamFull { upstream: UpstreamName },
     /// The endpoint could not be reached.
     #[error("cannot connect to {endpoint}")]
     Connect {
@@ -59,7 +62,9 @@ impl ProxyError {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::NoHealthyEndpoint { .. } | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoHealthyEndpoint { .. } | Self::UpstreamFull { .. } | Self::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -70,6 +75,7 @@ impl ProxyError {
         match self {
             Self::NoRoute | Self::BadRequest { .. } | Self::ClientTimeout => Side::Downstream,
             Self::NoHealthyEndpoint { .. }
+            | Self::UpstreamFull { .. }
             | Self::Connect { .. }
             | Self::Upstream { .. }
             | Self::Timeout { .. } => Side::Upstream,
@@ -86,6 +92,7 @@ impl ProxyError {
             Self::BadRequest { .. } => ("bad request\n", None),
             Self::ClientTimeout => ("request body timed out\n", None),
             Self::NoHealthyEndpoint { .. } => ("no healthy upstream\n", Some(Duration::from_secs(1))),
+            Self::UpstreamFull { .. } => ("upstream at capacity\n", Some(Duration::from_secs(1))),
             Self::Connect { .. } => ("upstream unreachable\n", None),
             Self::Upstream { .. } => ("upstream error\n", None),
             Self::Timeout { .. } => ("upstream timeout\n", None),

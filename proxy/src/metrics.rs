@@ -108,6 +108,11 @@ struct OutcomeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -136,6 +141,7 @@ pub struct Metrics {
     endpoint_healthy: Family<EndpointLabels, Gauge>,
     endpoint_in_flight: Family<EndpointLabels, Gauge>,
     endpoint_ejections: Family<EndpointLabels, Counter>,
+    upstream_overflow: Family<UpstreamLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
     /// Requests that matched no route.
     pub unrouted: Counter,
@@ -158,6 +164,7 @@ impl Metrics {
         let endpoint_healthy = Family::<EndpointLabels, Gauge>::default();
         let endpoint_in_flight = Family::<EndpointLabels, Gauge>::default();
         let endpoint_ejections = Family::<EndpointLabels, Counter>::default();
+        let upstream_overflow = Family::<UpstreamLabels, Counter>::default();
         let reloads = Family::<ResultLabels, Counter>::default();
         let unrouted = Counter::default();
         let downstream_connections = Gauge::default();
@@ -197,6 +204,11 @@ impl Metrics {
             "Passive ejections of an endpoint",
             endpoint_ejections.clone(),
         );
+        registry.register(
+            "upstream_overflow",
+            "Requests refused because every endpoint they could go to was at max_connections_per_endpoint",
+            upstream_overflow.clone(),
+        );
         registry.register("config_reloads", "Rules reloads, by result", reloads.clone());
         registry.register("unrouted_requests", "Requests that matched no route", unrouted.clone());
         registry.register(
@@ -218,6 +230,7 @@ impl Metrics {
             endpoint_healthy,
             endpoint_in_flight,
             endpoint_ejections,
+            upstream_overflow,
             reloads,
             unrouted,
             downstream_connections,
@@ -228,6 +241,13 @@ impl Metrics {
     /// Registers a component's metric under the `accel_` prefix.
     pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
         self.registry.lock().unwrap_or_else(|e| e.into_inner()).register(name, help, metric);
+    }
+
+    /// The overflow counter of `upstream` (see [`crate::config::UpstreamConfig`]'s cap).
+    pub fn upstream_overflow(&self, upstream: &UpstreamName) -> Counter {
+        self.upstream_overflow
+            .get_or_create(&UpstreamLabels { upstream: upstream.as_str().to_owned() })
+            .clone()
     }
 
     /// Counts a rules reload.

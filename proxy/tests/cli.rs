@@ -138,9 +138,13 @@ fn sidecar_problems_name_the_key_and_env_overrides_are_checked_too() {
         [listen]
         http = "everywhere"
 
+        [limits]
+        body_read_timeout = "0s"
+
         [upstreams.api]
         endpoints = ["no-port-here"]
         health = { path = "health", interval = "often" }
+        max_connections_per_endpoint = 0
 
         [rules]
         files = ["rules/*.toml"]
@@ -157,6 +161,8 @@ fn sidecar_problems_name_the_key_and_env_overrides_are_checked_too() {
         format!("{config}: key `upstreams.api.endpoints[0]`"),
         format!("{config}: key `upstreams.api.health.path`"),
         format!("{config}: key `upstreams.api.health.interval`"),
+        format!("{config}: key `upstreams.api.max_connections_per_endpoint`: must be at least 1"),
+        format!("{config}: key `limits.body_read_timeout`: must be greater than zero"),
     ] {
         assert!(stderr.contains(&expected), "missing {expected:?} in:\n{stderr}");
     }

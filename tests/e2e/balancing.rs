@@ -169,3 +169,37 @@ async fn a_client_that_goes_away_mid_body_ends_the_count() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_endpoint_at_its_connection_cap_gets_no_more_requests() {
+    let gate = Gate::new();
+    let held = held_body_origin(&gate).await;
+    let proxy = TestProxy::builder()
+        .upstream_with("api", &[held.addr()], "max_connections_per_endpoint = 2")
+        .rules(RULES)
+        .start()
+        .await;
+    let client = proxy.client();
+
+    // Two answers whose bodies stay open hold both places.
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let request = proxy.request(Method::GET, "/x").body(body::empty()).unwrap();
+        open.push(within("response headers", client.request(request)).await.expect("an answer"));
+    }
+
+    let refused = proxy.get("/x").await;
+    assert_eq!((refused.status.as_u16(), refused.text().as_str()), (503, "upstream at capacity\n"));
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(held.total_hits(), 2, "the third request never reached the endpoint");
+    assert_eq!(proxy.metric(r#"accel_upstream_overflow_total{upstream="api"}"#).await, 1.0);
+
+    // The places are freed at the bodies' ends.
+    gate.open();
+    for response in open {
+        let done = within("a held body", Collected::from(response)).await.expect("the whole body");
+        assert_eq!(done.text(), "first last");
+    }
+    let after = proxy.get("/x").await;
+    assert_eq!((after.status.as_u16(), after.text().as_str()), (200, "first last"));
+}

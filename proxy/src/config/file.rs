@@ -201,6 +201,9 @@ pub struct UpstreamFile {
     /// Idle keep-alive connections kept per endpoint. Default 256.
     #[serde(default)]
     pub max_idle_per_endpoint: Option<usize>,
+    /// Requests (and so connections) open at once per endpoint. Default: no cap.
+    #[serde(default)]
+    pub max_connections_per_endpoint: Option<usize>,
     /// How long an idle keep-alive connection is kept. Default `90s`.
     #[serde(default)]
     pub idle_timeout: Option<String>,

@@ -122,6 +122,9 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     pub max_idle_per_endpoint: usize,
     pub idle_timeout: Duration,
+    /// Requests in flight at once per endpoint (each holds its own HTTP/1.1 connection);
+    /// `None`: no cap.
+    pub max_connections_per_endpoint: Option<std::num::NonZeroUsize>,
 }
 
 /// Active health checking of an upstream's endpoints.

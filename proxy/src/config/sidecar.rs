@@ -208,8 +208,15 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
 }
 
 fn upstream(p: &mut Problems, shown: &Path, name: String, file: UpstreamFile) -> Option<UpstreamConfig> {
-    let UpstreamFile { endpoints, health, ejection, connect_timeout, max_idle_per_endpoint, idle_timeout } =
-        file;
+    let UpstreamFile {
+        endpoints,
+        health,
+        ejection,
+        connect_timeout,
+        max_idle_per_endpoint,
+        idle_timeout,
+        max_connections_per_endpoint,
+    } = file;
     let at = |key: &str| format!("upstreams.{name}.{key}");
     if endpoints.is_empty() {
         p.at(shown, &at("endpoints"), "needs at least one endpoint");
@@ -261,6 +268,13 @@ fn upstream(p: &mut Problems, shown: &Path, name: String, file: UpstreamFile) ->
             cooldown: duration(p, shown, &at("ejection.cooldown"), cooldown, 30),
         }
     });
+    let max_connections_per_endpoint = max_connections_per_endpoint.and_then(|n| {
+        let cap = NonZeroUsize::new(n);
+        if cap.is_none() {
+            p.at(shown, &at("max_connections_per_endpoint"), "must be at least 1 (leave it out for no cap)");
+        }
+        cap
+    });
     let Ok(name) = UpstreamName::try_from(name.as_str()) else {
         p.at(shown, &format!("upstreams.{name}"), "upstream names use letters, digits, '-' and '_'");
         return None;
@@ -273,6 +287,7 @@ fn upstream(p: &mut Problems, shown: &Path, name: String, file: UpstreamFile) ->
         connect_timeout: duration(p, shown, &at("connect_timeout"), connect_timeout, 1),
         max_idle_per_endpoint: max_idle_per_endpoint.unwrap_or(256),
         idle_timeout: duration(p, shown, &at("idle_timeout"), idle_timeout, 90),
+        max_connections_per_endpoint,
     })
 }
 

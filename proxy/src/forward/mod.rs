@@ -112,10 +112,22 @@ async fn tries(
             last_error = Some(ProxyError::Timeout { after: route.rule.timeouts.total });
             break;
         }
-        let Some(pick) = upstream.pick(&tried, now) else { break };
+        let Some(pick) = upstream.pick(&tried, now) else {
+            // An earlier try's failure says more than the capacity that prevents a retry.
+            if last_error.is_none() && upstream.is_full(&tried) {
+                last_error = Some(ProxyError::UpstreamFull { upstream: upstream.name.clone() });
+            }
+            break;
+        };
         let endpoint = pick.endpoint;
         tried.push(endpoint.index);
         let last_try = attempt == policy.attempts.get() || tried.len() == upstream.endpoints.len();
+        let cap = upstream.config.max_connections_per_endpoint;
+        let Some(guard) = InFlight::within(endpoint.clone(), cap) else {
+            // Another request took its last place since the pick.
+            last_error.get_or_insert_with(|| ProxyError::UpstreamFull { upstream: upstream.name.clone() });
+            continue;
+        };
 
         let mut request = Request::new(body.for_try());
         *request.method_mut() = parts.method.clone();
@@ -129,7 +141,6 @@ async fn tries(
             request.headers_mut().insert(http::header::HOST, endpoint.addr.host_header());
         }
 
-        let guard = InFlight::new(endpoint.clone());
         let started = Instant::now();
         let exchange = endpoint.connections.send(request);
         let timed = match body.upload() {
@@ -194,7 +205,12 @@ async fn tries(
             }
         }
     }
-    Err(last_error.unwrap_or_else(|| ProxyError::NoHealthyEndpoint { upstream: upstream.name.clone() }))
+    let error =
+        last_error.unwrap_or_else(|| ProxyError::NoHealthyEndpoint { upstream: upstream.name.clone() });
+    if matches!(error, ProxyError::UpstreamFull { .. }) {
+        upstream.overflow.inc();
+    }
+    Err(error)
 }
 
 /// Runs `exchange` under one timer: the response timeout from `started`, cut short by the

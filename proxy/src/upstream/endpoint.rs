@@ -146,6 +146,18 @@ impl InFlight {
         Self { endpoint }
     }
 
+    /// Starts counting a request on `endpoint` if that keeps it within `cap`; `None` when it
+    /// is full (another request took the last place since the pick).
+    pub fn within(endpoint: Arc<Endpoint>, cap: Option<std::num::NonZeroUsize>) -> Option<Self> {
+        let Some(cap) = cap else { return Some(Self::new(endpoint)) };
+        endpoint
+            .in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < cap.get()).then_some(n + 1))
+            .ok()?;
+        endpoint.metrics.in_flight.inc();
+        Some(Self { endpoint })
+    }
+
     /// The endpoint counted.
     pub fn endpoint(&self) -> &Arc<Endpoint> {
         &self.endpoint

@@ -103,6 +103,8 @@ pub struct Upstream {
     pub name: UpstreamName,
     pub config: UpstreamConfig,
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// Requests refused because every endpoint was at its connection cap.
+    pub overflow: prometheus_client::metrics::counter::Counter,
 }
 
 impl Upstream {
@@ -121,7 +123,8 @@ impl Upstream {
                 Arc::new(Endpoint::new(index, &config.name, addr.clone(), settings, metrics))
             })
             .collect();
-        Self { name: config.name.clone(), config, endpoints }
+        let overflow = metrics.upstream_overflow(&config.name);
+        Self { name: config.name.clone(), config, endpoints, overflow }
     }
 
     /// True when at least one endpoint is available (healthy and not ejected).

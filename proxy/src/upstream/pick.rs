@@ -18,15 +18,25 @@ impl Upstream {
     /// Picks the endpoint with the fewest requests in flight among those available and not
     /// in `tried`; ties are broken at random so equal endpoints share the load. When none is
     /// available, picks among all untried endpoints the same way (never refuse while an
-    /// endpoint might answer). `None` when every endpoint has been tried.
+    /// endpoint might answer). Endpoints at `max_connections_per_endpoint` are skipped. `None`
+    /// when every endpoint has been tried or is full.
     pub fn pick(&self, tried: &[usize], now: Instant) -> Option<Pick> {
-        let untried = |e: &&Arc<Endpoint>| !tried.contains(&e.index);
-        least_loaded(self.endpoints.iter().filter(untried).filter(|e| e.is_available(now)))
+        let cap = self.config.max_connections_per_endpoint;
+        let open =
+            |e: &&Arc<Endpoint>| !tried.contains(&e.index) && cap.is_none_or(|cap| e.in_flight() < cap.get());
+        least_loaded(self.endpoints.iter().filter(open).filter(|e| e.is_available(now)))
             .map(|endpoint| Pick { endpoint, panic: false })
             .or_else(|| {
-                least_loaded(self.endpoints.iter().filter(untried))
+                least_loaded(self.endpoints.iter().filter(open))
                     .map(|endpoint| Pick { endpoint, panic: true })
             })
+    }
+
+    /// After [`pick`](Self::pick) found nothing: true when that is because the endpoints not
+    /// tried yet are all at their connection cap.
+    pub fn is_full(&self, tried: &[usize]) -> bool {
+        self.config.max_connections_per_endpoint.is_some()
+            && self.endpoints.iter().any(|e| !tried.contains(&e.index))
     }
 }
 
@@ -61,6 +71,10 @@ mod tests {
     use std::time::Duration;
 
     fn upstream(n: usize) -> Upstream {
+        capped(n, None)
+    }
+
+    fn capped(n: usize, cap: Option<usize>) -> Upstream {
         let config = UpstreamConfig {
             name: UpstreamName::try_from("api").unwrap(),
             endpoints: (0..n).map(|i| format!("127.0.0.1:{}", 8001 + i).parse().unwrap()).collect(),
@@ -69,6 +83,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             max_idle_per_endpoint: 8,
             idle_timeout: Duration::from_secs(90),
+            max_connections_per_endpoint: cap.and_then(std::num::NonZeroUsize::new),
         };
         Upstream::new(config, &Metrics::new(&crate::config::DEFAULT_LATENCY_BUCKETS))
     }
@@ -84,6 +99,24 @@ mod tests {
             assert_eq!(up.pick(&[], now).unwrap().endpoint.index, 2);
         }
         assert_eq!(up.pick(&[2], now).unwrap().endpoint.index, 0);
+    }
+
+    #[tokio::test]
+    async fn endpoints_at_their_cap_are_skipped() {
+        let up = capped(2, Some(1));
+        let now = Instant::now();
+        let cap = up.config.max_connections_per_endpoint;
+        let first = InFlight::within(up.endpoints[0].clone(), cap).expect("room on an idle endpoint");
+        assert!(InFlight::within(up.endpoints[0].clone(), cap).is_none(), "the cap holds");
+        for _ in 0..20 {
+            assert_eq!(up.pick(&[], now).unwrap().endpoint.index, 1);
+        }
+        let _second = InFlight::within(up.endpoints[1].clone(), cap).unwrap();
+        assert!(up.pick(&[], now).is_none());
+        assert!(up.is_full(&[]));
+        assert!(!up.is_full(&[0, 1]), "all tried is not full");
+        drop(first);
+        assert_eq!(up.pick(&[], now).unwrap().endpoint.index, 0);
     }
 
     #[tokio::test]
