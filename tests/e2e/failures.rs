@@ -15,33 +15,55 @@ async fn dead_addr() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
+/// An origin that neither reads a request's body nor answers it until `gate` opens.
+async fn hanging_origin(gate: &Gate) -> accel_e2e::OriginHandle {
+    FakeOrigin::new().route("/*", "").gated(gate, "").start().await
+}
+
+/// The one route to `api`, with `response` as its response timeout.
+fn response_timeout(response: &str) -> String {
+    format!("{RULES}timeouts = {{ response = \"{response}\" }}\n")
+}
+
+/// The series counting `origin`'s timeouts.
+fn timeouts_of(origin: &accel_e2e::OriginHandle) -> String {
+    format!(
+        r#"accel_upstream_requests_total{{upstream="api",endpoint="{}",outcome="timeout"}}"#,
+        origin.addr()
+    )
+}
+
+/// The answer's head to a request sent in the background.
+type Answer =
+    tokio::task::JoinHandle<Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>>;
+
+/// Starts `PUT /upload` with a body the test streams through the returned sender.
+fn start_upload(proxy: &TestProxy) -> (accel_e2e::client::BodySender, Answer) {
+    let (tx, upload) = body::channel();
+    let request = proxy.request(Method::PUT, "/upload").body(upload).unwrap();
+    let client = proxy.client();
+    (tx, tokio::spawn(async move { client.request(request).await }))
+}
+
+/// An origin that reads the whole request body and answers with its length.
+async fn counting_origin() -> accel_e2e::OriginHandle {
+    FakeOrigin::new()
+        .route("/*", "")
+        .handler(|request| async move {
+            let read = request.into_body().drain().await;
+            Response::new(body::full(format!("{read:?}")))
+        })
+        .start()
+        .await
+}
+
 #[tokio::test]
 async fn an_origin_that_does_not_answer_in_time_is_a_504() {
     let never = Gate::new();
-    let origin = {
-        let never = never.clone();
-        FakeOrigin::new()
-            .route("/hang", "")
-            .handler(move |_| {
-                let never = never.clone();
-                async move {
-                    never.wait().await;
-                    Response::new(body::empty())
-                }
-            })
-            .start()
-            .await
-    };
+    let origin = hanging_origin(&never).await;
     let proxy = TestProxy::builder()
         .upstream("api", &[origin.addr()])
-        .rules(
-            r#"
-            [[route]]
-            name = "all"
-            upstream = "api"
-            timeouts = { response = "100ms" }
-            "#,
-        )
+        .rules(&response_timeout("100ms"))
         .start()
         .await;
 
@@ -253,20 +275,7 @@ async fn a_truncated_chunked_body_is_not_passed_off_as_complete() {
 #[tokio::test]
 async fn an_idempotent_request_that_times_out_is_retried_on_another_endpoint() {
     let never = Gate::new();
-    let hanging = {
-        let never = never.clone();
-        FakeOrigin::new()
-            .route("/*", "")
-            .handler(move |_| {
-                let never = never.clone();
-                async move {
-                    never.wait().await;
-                    Response::new(body::empty())
-                }
-            })
-            .start()
-            .await
-    };
+    let hanging = hanging_origin(&never).await;
     let fine = FakeOrigin::new().route("/*", "fine").start().await;
     let proxy = TestProxy::builder()
         .upstream_with(
@@ -274,14 +283,7 @@ async fn an_idempotent_request_that_times_out_is_retried_on_another_endpoint() {
             &[hanging.addr(), fine.addr()],
             r#"ejection = { consecutive_failures = 1, cooldown = "1h" }"#,
         )
-        .rules(
-            r#"
-            [[route]]
-            name = "all"
-            upstream = "api"
-            timeouts = { response = "1s" }
-            "#,
-        )
+        .rules(&response_timeout("1s"))
         .start()
         .await;
 
@@ -294,14 +296,7 @@ async fn an_idempotent_request_that_times_out_is_retried_on_another_endpoint() {
 
 #[tokio::test]
 async fn a_client_that_breaks_off_its_upload_does_not_count_against_the_endpoint() {
-    let origin = FakeOrigin::new()
-        .route("/*", "")
-        .handler(|request| async move {
-            let read = request.into_body().drain().await;
-            Response::new(body::full(format!("{read:?}")))
-        })
-        .start()
-        .await;
+    let origin = counting_origin().await;
     let other = FakeOrigin::new().route("/*", "other").start().await;
     let proxy = TestProxy::builder()
         .upstream_with(
@@ -443,39 +438,17 @@ async fn proxy_for_origin(origin: &accel_e2e::OriginHandle) -> TestProxy {
     TestProxy::builder().upstream("api", &[origin.addr()]).rules(RULES).start().await
 }
 
-/// An origin that reads the whole request body and answers with its length.
-async fn counting_origin() -> accel_e2e::OriginHandle {
-    FakeOrigin::new()
-        .route("/*", "")
-        .handler(|request| async move {
-            let read = request.into_body().drain().await;
-            Response::new(body::full(format!("{read:?}")))
-        })
-        .start()
-        .await
-}
-
 #[tokio::test]
 async fn a_slow_upload_is_not_cut_short_by_the_response_timeout() {
     let origin = counting_origin().await;
     let proxy = TestProxy::builder()
         .upstream("api", &[origin.addr()])
-        .rules(
-            r#"
-            [[route]]
-            name = "all"
-            upstream = "api"
-            timeouts = { response = "200ms" }
-            "#,
-        )
+        .rules(&response_timeout("200ms"))
         .start()
         .await;
 
     // Six chunks, 100 ms apart: the upload takes three response timeouts.
-    let (tx, upload) = body::channel();
-    let request = proxy.request(Method::PUT, "/upload").body(upload).unwrap();
-    let client = proxy.client();
-    let answer = tokio::spawn(async move { client.request(request).await });
+    let (tx, answer) = start_upload(&proxy);
     for _ in 0..6 {
         assert!(tx.send("0123456789").await);
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -485,11 +458,7 @@ async fn a_slow_upload_is_not_cut_short_by_the_response_timeout() {
     let response = Collected::from(response).await.unwrap();
 
     assert_eq!((response.status.as_u16(), response.text().as_str()), (200, "Ok(60)"));
-    let timeouts = format!(
-        r#"accel_upstream_requests_total{{upstream="api",endpoint="{}",outcome="timeout"}}"#,
-        origin.addr()
-    );
-    assert_eq!(proxy.metric(&timeouts).await, 0.0);
+    assert_eq!(proxy.metric(&timeouts_of(&origin)).await, 0.0);
 }
 
 #[tokio::test]
@@ -502,10 +471,7 @@ async fn a_client_that_pauses_its_upload_too_long_gets_a_408_and_the_endpoint_st
         .start()
         .await;
 
-    let (tx, upload) = body::channel();
-    let request = proxy.request(Method::PUT, "/upload").body(upload).unwrap();
-    let client = proxy.client();
-    let answer = tokio::spawn(async move { client.request(request).await });
+    let (tx, answer) = start_upload(&proxy);
     assert!(tx.send("the first part").await);
     // ... and nothing more, while the connection stays open.
     let response = within("the paused upload's answer", answer).await.unwrap().unwrap();
@@ -514,11 +480,7 @@ async fn a_client_that_pauses_its_upload_too_long_gets_a_408_and_the_endpoint_st
 
     assert_eq!((response.status.as_u16(), response.text().as_str()), (408, "request body timed out\n"));
     assert_eq!(response.header("connection"), Some("close"));
-    let failures = format!(
-        r#"accel_upstream_requests_total{{upstream="api",endpoint="{}",outcome="timeout"}}"#,
-        origin.addr()
-    );
-    assert_eq!(proxy.metric(&failures).await, 0.0);
+    assert_eq!(proxy.metric(&timeouts_of(&origin)).await, 0.0);
     let status = proxy.status_json().await;
     assert_eq!(status["upstreams"][0]["endpoints"][0]["state"], "healthy");
     // The endpoint still answers.
@@ -528,38 +490,15 @@ async fn a_client_that_pauses_its_upload_too_long_gets_a_408_and_the_endpoint_st
 #[tokio::test]
 async fn an_endpoint_that_stops_reading_an_upload_is_a_504() {
     let never = Gate::new();
-    let origin = {
-        let never = never.clone();
-        FakeOrigin::new()
-            .route("/*", "")
-            .handler(move |_| {
-                let never = never.clone();
-                // Never reads the body, never answers.
-                async move {
-                    never.wait().await;
-                    Response::new(body::empty())
-                }
-            })
-            .start()
-            .await
-    };
+    // Never reads the body, never answers.
+    let origin = hanging_origin(&never).await;
     let proxy = TestProxy::builder()
         .upstream("api", &[origin.addr()])
-        .rules(
-            r#"
-            [[route]]
-            name = "all"
-            upstream = "api"
-            timeouts = { response = "300ms" }
-            "#,
-        )
+        .rules(&response_timeout("300ms"))
         .start()
         .await;
 
-    let (tx, upload) = body::channel();
-    let request = proxy.request(Method::PUT, "/upload").body(upload).unwrap();
-    let client = proxy.client();
-    let answer = tokio::spawn(async move { client.request(request).await });
+    let (tx, answer) = start_upload(&proxy);
     // More than the socket buffers on the way hold: the upload stalls at the endpoint.
     let sender = tokio::spawn(async move {
         let chunk = bytes::Bytes::from(vec![b'x'; 256 * 1024]);
@@ -574,9 +513,5 @@ async fn an_endpoint_that_stops_reading_an_upload_is_a_504() {
     sender.abort();
 
     assert_eq!((response.status.as_u16(), response.text().as_str()), (504, "upstream timeout\n"));
-    let timeouts = format!(
-        r#"accel_upstream_requests_total{{upstream="api",endpoint="{}",outcome="timeout"}}"#,
-        origin.addr()
-    );
-    assert_eq!(proxy.metric(&timeouts).await, 1.0);
+    assert_eq!(proxy.metric(&timeouts_of(&origin)).await, 1.0);
 }

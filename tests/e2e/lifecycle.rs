@@ -4,23 +4,12 @@
 use std::time::Duration;
 
 use accel_e2e::{Collected, FakeOrigin, Gate, TestProxy, body, eventually, within};
-use http::{Method, Response};
+use http::Method;
 
 const RULES: &str = "[[route]]\nname = \"all\"\nupstream = \"api\"\n";
 
 async fn gated_origin(gate: &Gate) -> accel_e2e::OriginHandle {
-    let gate = gate.clone();
-    FakeOrigin::new()
-        .route("/*", "")
-        .handler(move |_| {
-            let gate = gate.clone();
-            async move {
-                gate.wait().await;
-                Response::new(body::full("finished"))
-            }
-        })
-        .start()
-        .await
+    FakeOrigin::new().route("/*", "").gated(gate, "finished").start().await
 }
 
 /// Waits until connections to `addr` are refused.

@@ -143,6 +143,19 @@ impl FakeOrigin {
         self
     }
 
+    /// The last route waits for `gate` to open, without reading the request body, then
+    /// answers `200` with `body`.
+    pub fn gated(self, gate: &Gate, body: &'static str) -> Self {
+        let gate = gate.clone();
+        self.handler(move |_| {
+            let gate = gate.clone();
+            async move {
+                gate.wait().await;
+                http::Response::new(crate::body::full(body))
+            }
+        })
+    }
+
     /// The last route drops the connection without answering (the client sees a reset).
     pub fn reset(mut self) -> Self {
         self.last().reset = true;
