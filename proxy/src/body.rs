@@ -139,7 +139,7 @@ impl http_body::Body for Body {
 /// reads it. A try that fails before reading it (a refused connection, say) leaves it in the
 /// slot, so the request can be retried on another endpoint without buffering the body.
 ///
-/// While it streams, a client that pauses longer than the read timeout ends it with
+/// While it streams, a client that keeps it waiting longer than the read timeout ends it with
 /// [`BodyTimedOut`], and its [`Upload`] tells the forward stage how far it has gone.
 #[derive(Debug)]
 pub struct ReplayableBody {
@@ -149,8 +149,8 @@ pub struct ReplayableBody {
     end: bool,
     upload: Arc<Upload>,
     read_timeout: Duration,
-    /// When the client last delivered a frame (or the body was taken).
-    last_read: Instant,
+    /// Since when the client has kept a read waiting (none while frames flow).
+    waiting_since: Option<Instant>,
     /// Armed while the client keeps the body waiting.
     idle: Option<Pin<Box<Sleep>>>,
 }
@@ -165,29 +165,46 @@ pub struct BodySlot {
     read_timeout: Duration,
 }
 
-/// The client paused its request body for longer than the read timeout.
+/// The client kept its request body waiting for longer than the read timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("the client sent no request body bytes for {0:?}")]
 pub struct BodyTimedOut(pub Duration);
 
 /// How far a streamed request body has gone upstream: what the forward stage needs to time a
-/// try from the end of the upload rather than its start.
-#[derive(Debug, Default)]
+/// try from the end of the upload rather than its start. Instants are kept as microseconds
+/// since `created`, so that every field is an atomic.
+#[derive(Debug)]
 pub struct Upload {
-    /// Frames handed to the endpoint's connection.
-    frames: AtomicU64,
+    created: Instant,
+    /// When the last frame was handed over (or the body was taken).
+    last_progress: AtomicU64,
     /// The last read found the client had sent nothing yet: the client, not the endpoint,
     /// is holding the upload up.
     waiting_on_client: AtomicBool,
-    /// The body has been read to its end, or broke off.
-    ended: AtomicBool,
+    /// When a try first read the body; `NOT_YET` before.
+    taken: AtomicU64,
+    /// When the body was read to its end, broke off or was let go; `NOT_YET` before.
+    ended: AtomicU64,
     ended_notify: Notify,
 }
 
+const NOT_YET: u64 = u64::MAX;
+
 impl Upload {
-    /// Frames read from the client so far.
-    pub fn frames(&self) -> u64 {
-        self.frames.load(Ordering::Acquire)
+    pub(crate) fn new() -> Self {
+        Self {
+            created: Instant::now(),
+            last_progress: AtomicU64::new(0),
+            waiting_on_client: AtomicBool::new(false),
+            taken: AtomicU64::new(NOT_YET),
+            ended: AtomicU64::new(NOT_YET),
+            ended_notify: Notify::new(),
+        }
+    }
+
+    /// When the last frame went to the endpoint's connection (or the body was created).
+    pub fn last_progress(&self) -> Instant {
+        self.at(self.last_progress.load(Ordering::Acquire))
     }
 
     /// True when the last read waited on the client.
@@ -195,28 +212,72 @@ impl Upload {
         self.waiting_on_client.load(Ordering::Acquire)
     }
 
-    /// Resolves once the body has been read to its end (or broke off).
+    /// Resolves once the body has been read to its end, broke off or was let go.
     pub async fn ended(&self) {
         // Registered before the check, so an end in between is not missed.
         let notified = self.ended_notify.notified();
-        if self.ended.load(Ordering::Acquire) {
+        if self.ended.load(Ordering::Acquire) != NOT_YET {
             return;
         }
         notified.await;
     }
 
-    fn finish(&self) {
-        self.ended.store(true, Ordering::Release);
-        self.ended_notify.notify_waiters();
+    /// How long the body has been streaming up: from when a try took it to its end (or to
+    /// now, while it streams); zero when no try has taken it.
+    pub fn streamed(&self) -> Duration {
+        let taken = self.taken.load(Ordering::Acquire);
+        if taken == NOT_YET {
+            return Duration::ZERO;
+        }
+        let ended = match self.ended.load(Ordering::Acquire) {
+            NOT_YET => self.micros(Instant::now()),
+            ended => ended,
+        };
+        Duration::from_micros(ended.saturating_sub(taken))
+    }
+
+    /// A try took the body from its slot.
+    pub(crate) fn take(&self) {
+        let now = self.micros(Instant::now());
+        let _ = self.taken.compare_exchange(NOT_YET, now, Ordering::AcqRel, Ordering::Acquire);
+        self.last_progress.store(now, Ordering::Release);
+    }
+
+    /// One frame went to the endpoint's connection.
+    pub(crate) fn frame(&self) {
+        self.last_progress.store(self.micros(Instant::now()), Ordering::Release);
+        self.waiting_on_client.store(false, Ordering::Release);
+    }
+
+    /// A read found nothing from the client yet.
+    pub(crate) fn wait_on_client(&self) {
+        self.waiting_on_client.store(true, Ordering::Release);
+    }
+
+    /// The body ended, broke off or was let go; the first call counts.
+    pub(crate) fn finish(&self) {
+        let now = self.micros(Instant::now());
+        if self.ended.compare_exchange(NOT_YET, now, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            self.ended_notify.notify_waiters();
+        }
+    }
+
+    fn micros(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.created).as_micros()).unwrap_or(NOT_YET - 1)
+    }
+
+    fn at(&self, micros: u64) -> Instant {
+        self.created + Duration::from_micros(micros)
     }
 }
 
 impl BodySlot {
-    /// Puts `body` in a new slot; a client that pauses it for `read_timeout` ends it.
+    /// Puts `body` in a new slot; a client that keeps it waiting for `read_timeout` ends it.
     pub fn new(body: Incoming, read_timeout: Duration) -> Self {
         let hint = http_body::Body::size_hint(&body);
         let end = http_body::Body::is_end_stream(&body);
-        Self { slot: Arc::new(Mutex::new(Some(body))), hint, end, upload: Arc::default(), read_timeout }
+        let slot = Arc::new(Mutex::new(Some(body)));
+        Self { slot, hint, end, upload: Arc::new(Upload::new()), read_timeout }
     }
 
     /// True while no try has started reading the body.
@@ -242,7 +303,7 @@ impl BodySlot {
                 end: false,
                 upload: self.upload.clone(),
                 read_timeout: self.read_timeout,
-                last_read: Instant::now(),
+                waiting_since: None,
                 idle: None,
             },
         }
@@ -262,7 +323,7 @@ impl http_body::Body for ReplayableBody {
             match this.slot.lock().ok().and_then(|mut s| s.take()) {
                 Some(body) => {
                     this.taken = Some(body);
-                    this.last_read = Instant::now();
+                    this.upload.take();
                 }
                 None => {
                     // Another try already took the body: this one cannot send it.
@@ -276,8 +337,11 @@ impl http_body::Body for ReplayableBody {
         let upload = &this.upload;
         match &polled {
             Poll::Pending => {
-                upload.waiting_on_client.store(true, Ordering::Release);
-                let deadline = this.last_read + this.read_timeout;
+                upload.wait_on_client();
+                // The read timeout runs from the first read the client leaves waiting, not
+                // from its last frame: time the endpoint took to ask for more is not the
+                // client's.
+                let deadline = *this.waiting_since.get_or_insert_with(Instant::now) + this.read_timeout;
                 let idle = this.idle.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 if idle.deadline() != deadline {
                     idle.as_mut().reset(deadline);
@@ -290,9 +354,8 @@ impl http_body::Body for ReplayableBody {
                 return Poll::Ready(Some(Err(Box::new(BodyTimedOut(this.read_timeout)))));
             }
             Poll::Ready(Some(Ok(_))) => {
-                this.last_read = Instant::now();
-                upload.waiting_on_client.store(false, Ordering::Release);
-                upload.frames.fetch_add(1, Ordering::AcqRel);
+                this.waiting_since = None;
+                upload.frame();
                 if body.is_end_stream() {
                     upload.finish();
                 }
@@ -311,5 +374,15 @@ impl http_body::Body for ReplayableBody {
 
     fn size_hint(&self) -> SizeHint {
         self.taken.as_ref().map_or_else(|| self.hint, http_body::Body::size_hint)
+    }
+}
+
+impl Drop for ReplayableBody {
+    /// A connection that stops reading a body it took (it sent the declared length, or gave
+    /// up) ends the upload as far as the timers go.
+    fn drop(&mut self) {
+        if self.taken.is_some() {
+            self.upload.finish();
+        }
     }
 }

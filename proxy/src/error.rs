@@ -24,9 +24,9 @@ pub enum ProxyError {
     /// The request itself is malformed.
     #[error("bad request: {reason}")]
     BadRequest { reason: &'static str },
-    /// The client paused its request body for longer than `limits.body_read_timeout`.
-    #[error("the client's request body timed out")]
-    ClientTimeout,
+    /// The client kept its request body waiting for longer than `limits.body_read_timeout`.
+    #[error("the client sent no request body bytes for {after:?}")]
+    ClientTimeout { after: Duration },
     /// Every endpoint of the upstream is unhealthy or unreachable.
     #[error("no healthy endpoint in upstream {upstream}")]
     NoHealthyEndpoint { upstream: UpstreamName },
@@ -61,7 +61,7 @@ impl ProxyError {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Self::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::ClientTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::NoHealthyEndpoint { .. } | Self::UpstreamFull { .. } | Self::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -73,7 +73,7 @@ impl ProxyError {
     /// Which side failed.
     pub fn side(&self) -> Side {
         match self {
-            Self::NoRoute | Self::BadRequest { .. } | Self::ClientTimeout => Side::Downstream,
+            Self::NoRoute | Self::BadRequest { .. } | Self::ClientTimeout { .. } => Side::Downstream,
             Self::NoHealthyEndpoint { .. }
             | Self::UpstreamFull { .. }
             | Self::Connect { .. }
@@ -90,7 +90,7 @@ impl ProxyError {
         let (text, retry_after): (&'static str, Option<Duration>) = match &self {
             Self::NoRoute => ("no route\n", None),
             Self::BadRequest { .. } => ("bad request\n", None),
-            Self::ClientTimeout => ("request body timed out\n", None),
+            Self::ClientTimeout { .. } => ("request body timed out\n", None),
             Self::NoHealthyEndpoint { .. } => ("no healthy upstream\n", Some(Duration::from_secs(1))),
             Self::UpstreamFull { .. } => ("upstream at capacity\n", Some(Duration::from_secs(1))),
             Self::Connect { .. } => ("upstream unreachable\n", None),

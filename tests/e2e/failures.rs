@@ -463,10 +463,15 @@ async fn a_slow_upload_is_not_cut_short_by_the_response_timeout() {
 
 #[tokio::test]
 async fn a_client_that_pauses_its_upload_too_long_gets_a_408_and_the_endpoint_stays_in() {
-    let origin = counting_origin().await;
+    // Two endpoints, ejected at the first failure: a 408 counted against one would show.
+    let (origin, other) = (counting_origin().await, counting_origin().await);
     let proxy = TestProxy::builder()
         .sidecar_toml("[limits]\nbody_read_timeout = \"200ms\"")
-        .upstream_with("api", &[origin.addr()], r#"ejection = { consecutive_failures = 1, cooldown = "1h" }"#)
+        .upstream_with(
+            "api",
+            &[origin.addr(), other.addr()],
+            r#"ejection = { consecutive_failures = 1, cooldown = "1h" }"#,
+        )
         .rules(RULES)
         .start()
         .await;
@@ -480,11 +485,18 @@ async fn a_client_that_pauses_its_upload_too_long_gets_a_408_and_the_endpoint_st
 
     assert_eq!((response.status.as_u16(), response.text().as_str()), (408, "request body timed out\n"));
     assert_eq!(response.header("connection"), Some("close"));
-    assert_eq!(proxy.metric(&timeouts_of(&origin)).await, 0.0);
+    for endpoint in [&origin, &other] {
+        assert_eq!(proxy.metric(&timeouts_of(endpoint)).await, 0.0);
+    }
     let status = proxy.status_json().await;
-    assert_eq!(status["upstreams"][0]["endpoints"][0]["state"], "healthy");
-    // The endpoint still answers.
-    assert_eq!(proxy.get("/after").await.status, 200);
+    let states: Vec<&str> = status["upstreams"][0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["healthy", "healthy"]);
+    assert_eq!(origin.total_hits() + other.total_hits(), 1, "the upload reached one endpoint");
 }
 
 #[tokio::test]

@@ -19,8 +19,8 @@ pub struct CpuSample {
 }
 
 impl CpuSample {
-    /// Sums the CPU time of `pids` and of their child processes (nginx's workers under its
-    /// master, say).
+    /// Sums the CPU time of `pids` and of their direct child processes (nginx's workers under
+    /// its master, say).
     pub fn take(pids: &[u32]) -> io::Result<Self> {
         let tick = clock_tick();
         let mut sample = Self::default();
@@ -43,9 +43,13 @@ impl CpuSample {
     }
 
     fn add(&mut self, stat: &Stat, tick: Duration) {
-        self.user += tick * stat.utime;
-        self.system += tick * stat.stime;
+        self.user += ticks(tick, stat.utime);
+        self.system += ticks(tick, stat.stime);
     }
+}
+
+fn ticks(tick: Duration, count: u64) -> Duration {
+    Duration::from_nanos(u64::try_from(tick.as_nanos()).unwrap_or(u64::MAX).saturating_mul(count))
 }
 
 /// The fields of `/proc/PID/stat` a sample needs.
@@ -53,9 +57,9 @@ impl CpuSample {
 struct Stat {
     ppid: u32,
     /// Clock ticks in user mode, all threads.
-    utime: u32,
+    utime: u64,
     /// Clock ticks in kernel mode, all threads.
-    stime: u32,
+    stime: u64,
 }
 
 impl Stat {
@@ -72,11 +76,7 @@ impl Stat {
         let fields: Vec<&str> = rest.split_whitespace().collect();
         // After `comm`: state (0), ppid (1), … utime (11), stime (12).
         let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-        Some(Self {
-            ppid: u32::try_from(field(1)?).ok()?,
-            utime: u32::try_from(field(11)?).ok()?,
-            stime: u32::try_from(field(12)?).ok()?,
-        })
+        Some(Self { ppid: u32::try_from(field(1)?).ok()?, utime: field(11)?, stime: field(12)? })
     }
 }
 

@@ -121,7 +121,8 @@ mod tests {
         assert_eq!((report.status_errors, report.transport_errors), (0, 0));
         assert!(report.latency_us.p50 <= report.latency_us.max);
         let cpu = report.server_cpu.expect("server CPU measured");
-        assert!(cpu.us_per_request >= 0.0 && cpu.cores >= 0.0, "{cpu:?}");
+        // The origin served every request in this process: some CPU time went into them.
+        assert!(cpu.us_per_request > 0.0 && cpu.cores > 0.0, "{cpu:?}");
     }
 
     #[tokio::test]

@@ -24,8 +24,8 @@ use tokio::time::Instant;
 use crate::body::{Body, BodySlot, BodyTimedOut, Upload};
 use crate::error::ProxyError;
 use crate::metrics::UpstreamOutcome;
-use crate::route::Route;
-use crate::upstream::{Endpoint, InFlight, SendError};
+use crate::route::{Route, Timeouts};
+use crate::upstream::{Endpoint, InFlight, NoPick, Pick, SendError, Upstream};
 
 /// Which endpoint answered: put in the response's extensions for the access log, when it is on.
 #[derive(Debug, Clone)]
@@ -112,22 +112,19 @@ async fn tries(
             last_error = Some(ProxyError::Timeout { after: route.rule.timeouts.total });
             break;
         }
-        let Some(pick) = upstream.pick(&tried, now) else {
-            // An earlier try's failure says more than the capacity that prevents a retry.
-            if last_error.is_none() && upstream.is_full(&tried) {
-                last_error = Some(ProxyError::UpstreamFull { upstream: upstream.name.clone() });
+        let (pick, guard) = match take_place(upstream, &tried, now) {
+            Ok(taken) => taken,
+            Err(NoPick::Full) => {
+                // An earlier try's failure says more than the capacity that prevents a retry.
+                last_error
+                    .get_or_insert_with(|| ProxyError::UpstreamFull { upstream: upstream.name.clone() });
+                break;
             }
-            break;
+            Err(NoPick::AllTried) => break,
         };
         let endpoint = pick.endpoint;
         tried.push(endpoint.index);
         let last_try = attempt == policy.attempts.get() || tried.len() == upstream.endpoints.len();
-        let cap = upstream.config.max_connections_per_endpoint;
-        let Some(guard) = InFlight::within(endpoint.clone(), cap) else {
-            // Another request took its last place since the pick.
-            last_error.get_or_insert_with(|| ProxyError::UpstreamFull { upstream: upstream.name.clone() });
-            continue;
-        };
 
         let mut request = Request::new(body.for_try());
         *request.method_mut() = parts.method.clone();
@@ -143,12 +140,13 @@ async fn tries(
 
         let started = Instant::now();
         let exchange = endpoint.connections.send(request);
+        let timeouts = &route.rule.timeouts;
         let timed = match body.upload() {
-            None => within(exchange, started, deadline, route).await,
+            None => within(exchange, started, deadline, timeouts).await,
             Some(upload) => {
-                let (timed, uploading) = after_upload(exchange, upload, deadline, route).await;
+                let timed = after_upload(exchange, upload, deadline, timeouts).await;
                 // The tries' deadline does not count the upload either.
-                deadline += uploading;
+                deadline += upload.streamed();
                 timed
             }
         };
@@ -159,8 +157,8 @@ async fn tries(
                 // The client's body broke off (it went away or paused too long mid-upload):
                 // the client failed, not the endpoint, so no outcome, no ejection, no retry.
                 tracing::debug!(endpoint = %endpoint.addr, error = %e, "request body broke off");
-                if is_body_timeout(&e) {
-                    return Err(ProxyError::ClientTimeout);
+                if let Some(after) = body_timeout(&e) {
+                    return Err(ProxyError::ClientTimeout { after });
                 }
                 return Err(ProxyError::BadRequest { reason: "request body broke off" });
             }
@@ -213,15 +211,29 @@ async fn tries(
     Err(error)
 }
 
+/// Picks an endpoint and takes a place on it (see `max_connections_per_endpoint`).
+fn take_place(upstream: &Upstream, tried: &[usize], now: Instant) -> Result<(Pick, InFlight), NoPick> {
+    let cap = upstream.config.max_connections_per_endpoint;
+    // Another request may take an endpoint's last place between the pick and the count: the
+    // endpoint then reads as full and the pick moves on. Only a multi-threaded runtime races
+    // like that, and only a few times in a row.
+    for _ in 0..8 {
+        let pick = upstream.pick(tried, now)?;
+        if let Some(guard) = InFlight::try_new(pick.endpoint.clone(), cap) {
+            return Ok((pick, guard));
+        }
+    }
+    Err(NoPick::Full)
+}
+
 /// Runs `exchange` under one timer: the response timeout from `started`, cut short by the
 /// tries' `deadline`. Elapsed: the timeout that ran out.
 async fn within<F: Future>(
     exchange: F,
     started: Instant,
     deadline: Instant,
-    route: &Route,
+    timeouts: &Timeouts,
 ) -> Result<F::Output, Duration> {
-    let timeouts = &route.rule.timeouts;
     let response_deadline = started + timeouts.response;
     // The route's total timeout ends this try, and the tries.
     let cut_short = deadline < response_deadline;
@@ -232,48 +244,48 @@ async fn within<F: Future>(
 }
 
 /// Runs `exchange` while the request body streams up, then under the response timeout from the
-/// moment the body has gone. While it streams, the endpoint must keep taking it: a whole
-/// response timeout without a frame taken, while the client had one ready, is the endpoint's
-/// timeout. A client that keeps the body waiting is left to the body's read timeout. Returns the
-/// outcome and how long the upload took (the time the timers did not count, `deadline` included).
+/// moment the body has gone (and the tries' `deadline`, moved on by the time the body took).
+/// While it streams, the endpoint must keep taking it: a whole response timeout in which it
+/// takes no frame, while the client is not the one keeping the body waiting, is the endpoint's
+/// timeout. A client that keeps the body waiting is left to the body's read timeout.
 async fn after_upload<F: Future>(
     exchange: F,
     upload: &Upload,
     deadline: Instant,
-    route: &Route,
-) -> (Result<F::Output, Duration>, Duration) {
-    let response = route.rule.timeouts.response;
-    let uploading = Instant::now();
+    timeouts: &Timeouts,
+) -> Result<F::Output, Duration> {
+    let response = timeouts.response;
     let mut exchange = std::pin::pin!(exchange);
-    let mut frames = upload.frames();
+    // A try that follows a slow one starts its own clock.
+    let started = Instant::now();
     loop {
+        let progress = upload.last_progress().max(started);
+        let check = if upload.waiting_on_client() { Instant::now() + response } else { progress + response };
         tokio::select! {
             biased;
-            output = &mut exchange => return (Ok(output), uploading.elapsed()),
+            output = &mut exchange => return Ok(output),
             () = upload.ended() => break,
-            () = tokio::time::sleep(response) => {
-                let now = upload.frames();
-                if now == frames && !upload.waiting_on_client() {
-                    return (Err(response), uploading.elapsed());
+            () = tokio::time::sleep_until(check) => {
+                let progress = upload.last_progress().max(started);
+                if !upload.waiting_on_client() && Instant::now() >= progress + response {
+                    return Err(response);
                 }
-                frames = now;
             }
         }
     }
-    let took = uploading.elapsed();
-    (within(exchange, Instant::now(), deadline + took, route).await, took)
+    within(exchange, Instant::now(), deadline + upload.streamed(), timeouts).await
 }
 
-/// True when the exchange failed because the client paused its body too long.
-fn is_body_timeout(error: &hyper::Error) -> bool {
+/// How long the client kept its body waiting, when that is why the exchange failed.
+fn body_timeout(error: &hyper::Error) -> Option<Duration> {
     let mut source = std::error::Error::source(error);
     while let Some(error) = source {
-        if error.is::<BodyTimedOut>() {
-            return true;
+        if let Some(BodyTimedOut(after)) = error.downcast_ref::<BodyTimedOut>() {
+            return Some(*after);
         }
         source = error.source();
     }
-    false
+    None
 }
 
 /// The outcome label, the error for the client, and whether a retry is safe for any method.
@@ -316,4 +328,118 @@ fn is_idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::time::{Instant, sleep};
+
+    use super::*;
+
+    const RESPONSE: Duration = Duration::from_millis(100);
+    const TIMEOUTS: Timeouts = Timeouts { response: RESPONSE, total: Duration::from_secs(10) };
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// An exchange that answers `after` from now.
+    async fn answer_after(after: Duration) -> &'static str {
+        sleep(after).await;
+        "answer"
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upload_that_keeps_moving_is_timed_from_its_end() {
+        let upload = Arc::new(Upload::new());
+        let uploader = upload.clone();
+        // Eleven frames 60 ms apart, then the end at 660 ms: over six response timeouts.
+        tokio::spawn(async move {
+            uploader.take();
+            for _ in 0..=10 {
+                uploader.frame();
+                sleep(ms(60)).await;
+            }
+            uploader.finish();
+        });
+
+        let started = Instant::now();
+        let outcome = after_upload(answer_after(ms(700)), &upload, started + TIMEOUTS.total, &TIMEOUTS).await;
+
+        assert_eq!(outcome, Ok("answer"), "the answer came 40 ms after the body's end");
+        assert_eq!(upload.streamed(), ms(660));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_endpoint_that_stops_taking_the_body_times_out_one_response_timeout_later() {
+        let upload = Arc::new(Upload::new());
+        let uploader = upload.clone();
+        tokio::spawn(async move {
+            uploader.take();
+            for _ in 0..5 {
+                uploader.frame();
+                sleep(ms(50)).await;
+            }
+            // The last frame went at 200 ms; the endpoint asks for no more.
+        });
+
+        let started = Instant::now();
+        let outcome =
+            after_upload(std::future::pending::<()>(), &upload, started + TIMEOUTS.total, &TIMEOUTS).await;
+
+        assert_eq!(outcome, Err(RESPONSE));
+        assert_eq!(started.elapsed(), ms(300), "one response timeout after the last frame");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_keeps_the_body_waiting_is_not_the_endpoints_timeout() {
+        let upload = Arc::new(Upload::new());
+        let uploader = upload.clone();
+        tokio::spawn(async move {
+            uploader.take();
+            uploader.frame();
+            // The client sends nothing for five response timeouts, then the rest.
+            uploader.wait_on_client();
+            sleep(ms(500)).await;
+            uploader.frame();
+            uploader.finish();
+        });
+
+        let started = Instant::now();
+        let outcome = after_upload(answer_after(ms(550)), &upload, started + TIMEOUTS.total, &TIMEOUTS).await;
+
+        assert_eq!(outcome, Ok("answer"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_the_body_the_response_timeout_runs() {
+        let upload = Arc::new(Upload::new());
+        upload.take();
+        upload.frame();
+        upload.finish();
+
+        let started = Instant::now();
+        let outcome =
+            after_upload(std::future::pending::<()>(), &upload, started + TIMEOUTS.total, &TIMEOUTS).await;
+
+        assert_eq!(outcome, Err(RESPONSE));
+        assert_eq!(started.elapsed(), RESPONSE);
+        assert_eq!(upload.streamed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_upload_is_counted_from_when_a_try_takes_the_body() {
+        let upload = Upload::new();
+        sleep(ms(100)).await; // a connect, say
+        upload.take();
+        sleep(ms(300)).await;
+        assert_eq!(upload.streamed(), ms(300), "still streaming: up to now");
+        upload.finish();
+        sleep(ms(50)).await;
+        upload.finish();
+        assert_eq!(upload.streamed(), ms(300), "the first end counts");
+    }
 }

@@ -148,7 +148,7 @@ impl InFlight {
 
     /// Starts counting a request on `endpoint` if that keeps it within `cap`; `None` when it
     /// is full (another request took the last place since the pick).
-    pub fn within(endpoint: Arc<Endpoint>, cap: Option<std::num::NonZeroUsize>) -> Option<Self> {
+    pub fn try_new(endpoint: Arc<Endpoint>, cap: Option<std::num::NonZeroUsize>) -> Option<Self> {
         let Some(cap) = cap else { return Some(Self::new(endpoint)) };
         endpoint
             .in_flight

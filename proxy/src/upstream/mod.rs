@@ -19,7 +19,7 @@ use http::uri::Authority;
 
 pub use connections::{ConnectionSettings, Lease, SendError};
 pub use endpoint::{Endpoint, EndpointState, InFlight};
-pub use pick::Pick;
+pub use pick::{NoPick, Pick};
 
 use crate::config::UpstreamConfig;
 use crate::metrics::Metrics;

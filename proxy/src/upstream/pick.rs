@@ -6,6 +6,15 @@ use tokio::time::Instant;
 
 use super::{Endpoint, Upstream};
 
+/// Why no endpoint was picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoPick {
+    /// Every endpoint has been tried.
+    AllTried,
+    /// The endpoints not tried yet are all at `max_connections_per_endpoint`.
+    Full,
+}
+
 /// The endpoint chosen for one try.
 #[derive(Debug, Clone)]
 pub struct Pick {
@@ -18,25 +27,20 @@ impl Upstream {
     /// Picks the endpoint with the fewest requests in flight among those available and not
     /// in `tried`; ties are broken at random so equal endpoints share the load. When none is
     /// available, picks among all untried endpoints the same way (never refuse while an
-    /// endpoint might answer). Endpoints at `max_connections_per_endpoint` are skipped. `None`
-    /// when every endpoint has been tried or is full.
-    pub fn pick(&self, tried: &[usize], now: Instant) -> Option<Pick> {
+    /// endpoint might answer). Endpoints at `max_connections_per_endpoint` are skipped.
+    pub fn pick(&self, tried: &[usize], now: Instant) -> Result<Pick, NoPick> {
         let cap = self.config.max_connections_per_endpoint;
-        let open =
-            |e: &&Arc<Endpoint>| !tried.contains(&e.index) && cap.is_none_or(|cap| e.in_flight() < cap.get());
+        let untried = |e: &&Arc<Endpoint>| !tried.contains(&e.index);
+        let open = |e: &&Arc<Endpoint>| untried(e) && cap.is_none_or(|cap| e.in_flight() < cap.get());
         least_loaded(self.endpoints.iter().filter(open).filter(|e| e.is_available(now)))
             .map(|endpoint| Pick { endpoint, panic: false })
             .or_else(|| {
                 least_loaded(self.endpoints.iter().filter(open))
                     .map(|endpoint| Pick { endpoint, panic: true })
             })
-    }
-
-    /// After [`pick`](Self::pick) found nothing: true when that is because the endpoints not
-    /// tried yet are all at their connection cap.
-    pub fn is_full(&self, tried: &[usize]) -> bool {
-        self.config.max_connections_per_endpoint.is_some()
-            && self.endpoints.iter().any(|e| !tried.contains(&e.index))
+            .ok_or_else(|| {
+                if self.endpoints.iter().any(|e| untried(&e)) { NoPick::Full } else { NoPick::AllTried }
+            })
     }
 }
 
@@ -106,15 +110,14 @@ mod tests {
         let up = capped(2, Some(1));
         let now = Instant::now();
         let cap = up.config.max_connections_per_endpoint;
-        let first = InFlight::within(up.endpoints[0].clone(), cap).expect("room on an idle endpoint");
-        assert!(InFlight::within(up.endpoints[0].clone(), cap).is_none(), "the cap holds");
+        let first = InFlight::try_new(up.endpoints[0].clone(), cap).expect("room on an idle endpoint");
+        assert!(InFlight::try_new(up.endpoints[0].clone(), cap).is_none(), "the cap holds");
         for _ in 0..20 {
             assert_eq!(up.pick(&[], now).unwrap().endpoint.index, 1);
         }
-        let _second = InFlight::within(up.endpoints[1].clone(), cap).unwrap();
-        assert!(up.pick(&[], now).is_none());
-        assert!(up.is_full(&[]));
-        assert!(!up.is_full(&[0, 1]), "all tried is not full");
+        let _second = InFlight::try_new(up.endpoints[1].clone(), cap).unwrap();
+        assert_eq!(up.pick(&[], now).unwrap_err(), NoPick::Full);
+        assert_eq!(up.pick(&[0, 1], now).unwrap_err(), NoPick::AllTried);
         drop(first);
         assert_eq!(up.pick(&[], now).unwrap().endpoint.index, 0);
     }
@@ -139,7 +142,7 @@ mod tests {
         up.endpoints[1].set_healthy(false);
         let pick = up.pick(&[], now).unwrap();
         assert!(pick.panic);
-        assert!(up.pick(&[0, 1], now).is_none());
+        assert_eq!(up.pick(&[0, 1], now).unwrap_err(), NoPick::AllTried);
     }
 
     #[tokio::test]
