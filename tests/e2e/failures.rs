@@ -20,6 +20,22 @@ async fn hanging_origin(gate: &Gate) -> accel_e2e::OriginHandle {
     FakeOrigin::new().route("/*", "").gated(gate, "").start().await
 }
 
+/// A proxy in front of `origin` whose one route has `response` as its response timeout.
+async fn timed_proxy(origin: &accel_e2e::OriginHandle, response: &str) -> TestProxy {
+    TestProxy::builder().upstream("api", &[origin.addr()]).rules(&response_timeout(response)).start().await
+}
+
+/// The state of each endpoint of the first upstream, in order.
+async fn endpoint_states(proxy: &TestProxy) -> Vec<String> {
+    let status = proxy.status_json().await;
+    status["upstreams"][0]["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .map(|e| e["state"].as_str().expect("a state").to_owned())
+        .collect()
+}
+
 /// The one route to `api`, with `response` as its response timeout.
 fn response_timeout(response: &str) -> String {
     format!("{RULES}timeouts = {{ response = \"{response}\" }}\n")
@@ -61,11 +77,7 @@ async fn counting_origin() -> accel_e2e::OriginHandle {
 async fn an_origin_that_does_not_answer_in_time_is_a_504() {
     let never = Gate::new();
     let origin = hanging_origin(&never).await;
-    let proxy = TestProxy::builder()
-        .upstream("api", &[origin.addr()])
-        .rules(&response_timeout("100ms"))
-        .start()
-        .await;
+    let proxy = timed_proxy(&origin, "100ms").await;
 
     let response = proxy.get("/hang").await;
 
@@ -329,14 +341,7 @@ async fn a_client_that_breaks_off_its_upload_does_not_count_against_the_endpoint
     }
 
     // The client failed, not the endpoints: both stay in.
-    let status = proxy.status_json().await;
-    let states: Vec<&str> = status["upstreams"][0]["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["state"].as_str().unwrap())
-        .collect();
-    assert_eq!(states, ["healthy", "healthy"]);
+    assert_eq!(endpoint_states(&proxy).await, ["healthy", "healthy"]);
 }
 
 #[tokio::test]
@@ -441,11 +446,7 @@ async fn proxy_for_origin(origin: &accel_e2e::OriginHandle) -> TestProxy {
 #[tokio::test]
 async fn a_slow_upload_is_not_cut_short_by_the_response_timeout() {
     let origin = counting_origin().await;
-    let proxy = TestProxy::builder()
-        .upstream("api", &[origin.addr()])
-        .rules(&response_timeout("200ms"))
-        .start()
-        .await;
+    let proxy = timed_proxy(&origin, "200ms").await;
 
     // Six chunks, 100 ms apart: the upload takes three response timeouts.
     let (tx, answer) = start_upload(&proxy);
@@ -488,14 +489,7 @@ async fn a_client_that_pauses_its_upload_too_long_gets_a_408_and_the_endpoint_st
     for endpoint in [&origin, &other] {
         assert_eq!(proxy.metric(&timeouts_of(endpoint)).await, 0.0);
     }
-    let status = proxy.status_json().await;
-    let states: Vec<&str> = status["upstreams"][0]["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["state"].as_str().unwrap())
-        .collect();
-    assert_eq!(states, ["healthy", "healthy"]);
+    assert_eq!(endpoint_states(&proxy).await, ["healthy", "healthy"]);
     assert_eq!(origin.total_hits() + other.total_hits(), 1, "the upload reached one endpoint");
 }
 
@@ -504,11 +498,7 @@ async fn an_endpoint_that_stops_reading_an_upload_is_a_504() {
     let never = Gate::new();
     // Never reads the body, never answers.
     let origin = hanging_origin(&never).await;
-    let proxy = TestProxy::builder()
-        .upstream("api", &[origin.addr()])
-        .rules(&response_timeout("300ms"))
-        .start()
-        .await;
+    let proxy = timed_proxy(&origin, "300ms").await;
 
     let (tx, answer) = start_upload(&proxy);
     // More than the socket buffers on the way hold: the upload stalls at the endpoint.

@@ -127,7 +127,7 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
     let via = match forwarded.via.as_deref().unwrap_or("accel") {
         "" => None,
         name => match http::HeaderValue::from_str(name) {
-            Ok(value) => Some(crate::forward::headers::Via::new(value)),
+            Ok(value) => Some(crate::forward::headers::Via::new(&value)),
             Err(_) => {
                 p.at(shown, "forwarded.via", "must be visible ASCII");
                 None

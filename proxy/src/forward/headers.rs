@@ -17,7 +17,6 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// pseudonym: `1.1 accel` for an HTTP/1.1 hop, `2 accel` for HTTP/2, and so on.
 #[derive(Debug, Clone)]
 pub struct Via {
-    pseudonym: HeaderValue,
     /// One entry per protocol, in the order of [`Via::PROTOCOLS`].
     entries: [HeaderValue; 5],
 }
@@ -26,7 +25,7 @@ impl Via {
     const PROTOCOLS: [&'static str; 5] = ["0.9", "1.0", "1.1", "2", "3"];
 
     /// The entries for `pseudonym` (visible ASCII, as configuration checks).
-    pub fn new(pseudonym: HeaderValue) -> Self {
+    pub fn new(pseudonym: &HeaderValue) -> Self {
         let entries = Self::PROTOCOLS.map(|protocol| {
             let mut entry = Vec::with_capacity(protocol.len() + 1 + pseudonym.len());
             entry.extend_from_slice(protocol.as_bytes());
@@ -34,12 +33,7 @@ impl Via {
             entry.extend_from_slice(pseudonym.as_bytes());
             HeaderValue::from_maybe_shared(bytes::Bytes::from(entry)).unwrap_or_else(|_| pseudonym.clone())
         });
-        Self { pseudonym, entries }
-    }
-
-    /// The configured pseudonym.
-    pub fn pseudonym(&self) -> &HeaderValue {
-        &self.pseudonym
+        Self { entries }
     }
 
     /// The entry for a hop that spoke `version`.
@@ -205,7 +199,7 @@ mod tests {
     }
 
     fn policy() -> ForwardedConfig {
-        ForwardedConfig { trusted_proxies: vec![], via: Some(Via::new(HeaderValue::from_static("accel"))) }
+        ForwardedConfig { trusted_proxies: vec![], via: Some(Via::new(&HeaderValue::from_static("accel"))) }
     }
 
     #[test]
@@ -252,10 +246,9 @@ mod tests {
 
     #[test]
     fn via_entries_name_the_protocol_of_the_hop() {
-        let via = Via::new(HeaderValue::from_static("edge-7"));
+        let via = Via::new(&HeaderValue::from_static("edge-7"));
         assert_eq!(via.entry(Version::HTTP_10), "1.0 edge-7");
         assert_eq!(via.entry(Version::HTTP_11), "1.1 edge-7");
         assert_eq!(via.entry(Version::HTTP_2), "2 edge-7");
-        assert_eq!(via.pseudonym(), "edge-7");
     }
 }
