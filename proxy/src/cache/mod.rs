@@ -827,6 +827,7 @@ mod tests {
                 connect_timeout: Duration::from_secs(1),
                 max_idle_per_endpoint: 1,
                 idle_timeout: Duration::from_secs(1),
+                dns_refresh: Duration::from_secs(30),
                 max_connections_per_endpoint: None,
             },
             &metrics,

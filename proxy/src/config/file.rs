@@ -207,6 +207,10 @@ pub struct UpstreamFile {
     /// How long an idle keep-alive connection is kept. Default `90s`.
     #[serde(default)]
     pub idle_timeout: Option<String>,
+    /// How long an endpoint name's addresses are used before they are looked up again.
+    /// Default `30s`.
+    #[serde(default)]
+    pub dns_refresh: Option<String>,
 }
 
 /// `health = { ... }` of an upstream.

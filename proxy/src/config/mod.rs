@@ -122,6 +122,8 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     pub max_idle_per_endpoint: usize,
     pub idle_timeout: Duration,
+    /// How long an endpoint name's addresses are used before they are looked up again.
+    pub dns_refresh: Duration,
     /// Requests in flight at once per endpoint (each holds its own HTTP/1.1 connection);
     /// `None`: no cap.
     pub max_connections_per_endpoint: Option<std::num::NonZeroUsize>,

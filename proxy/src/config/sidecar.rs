@@ -216,6 +216,7 @@ fn upstream(p: &mut Problems, shown: &Path, name: String, file: UpstreamFile) ->
         max_idle_per_endpoint,
         idle_timeout,
         max_connections_per_endpoint,
+        dns_refresh,
     } = file;
     let at = |key: &str| format!("upstreams.{name}.{key}");
     if endpoints.is_empty() {
@@ -287,6 +288,7 @@ fn upstream(p: &mut Problems, shown: &Path, name: String, file: UpstreamFile) ->
         connect_timeout: duration(p, shown, &at("connect_timeout"), connect_timeout, 1),
         max_idle_per_endpoint: max_idle_per_endpoint.unwrap_or(256),
         idle_timeout: duration(p, shown, &at("idle_timeout"), idle_timeout, 90),
+        dns_refresh: duration(p, shown, &at("dns_refresh"), dns_refresh, 30),
         max_connections_per_endpoint,
     })
 }

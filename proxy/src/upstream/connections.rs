@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::EndpointAddr;
+use super::resolve::Resolver;
 use crate::body::{Body, BoxError};
 
 /// How an upstream's connections are made and kept; from `[upstreams.NAME]`.
@@ -36,6 +37,8 @@ pub struct ConnectionSettings {
     pub max_idle: usize,
     /// How long a connection may sit idle before it is closed.
     pub idle_timeout: Duration,
+    /// How long an endpoint name's addresses are used before they are looked up again.
+    pub dns_refresh: Duration,
 }
 
 /// TCP keep-alive probes on upstream connections, so a silently dead peer is noticed.
@@ -45,6 +48,7 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct Connections {
     addr: EndpointAddr,
+    resolver: Resolver,
     settings: ConnectionSettings,
     /// Shared with the sweeper, which holds it weakly.
     idle: Arc<Mutex<IdleStack>>,
@@ -83,7 +87,8 @@ pub struct Lease {
 impl Connections {
     /// No connections yet; they are made on demand.
     pub fn new(addr: EndpointAddr, settings: ConnectionSettings) -> Self {
-        Self { addr, settings, idle: Arc::default() }
+        let resolver = Resolver::new(addr.clone(), settings.dns_refresh);
+        Self { addr, resolver, settings, idle: Arc::default() }
     }
 
     /// Sends `request` (origin-form target, `Host` set) on an idle connection, or a new one,
@@ -152,7 +157,10 @@ impl Connections {
     }
 
     async fn connect(&self) -> Result<SendRequest<Body>, SendError> {
-        let connecting = TcpStream::connect(self.addr.as_str());
+        let connecting = async {
+            let addrs = self.resolver.addrs().await?;
+            TcpStream::connect(&addrs[..]).await
+        };
         let stream = match tokio::time::timeout(self.settings.connect_timeout, connecting).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(SendError::Connect(e.into())),
@@ -275,6 +283,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             max_idle: 8,
             idle_timeout: Duration::from_secs(90),
+            dns_refresh: Duration::from_secs(30),
         }
     }
 
@@ -372,6 +381,16 @@ mod tests {
             assert_eq!(exchange(&connections, get(&addr, "/")).await, "ok");
             closed.recv().await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn a_named_endpoint_is_looked_up_and_reached() {
+        let (addr, accepted) = endpoint("hello").await;
+        let port = addr.authority().port_u16().unwrap();
+        let named: EndpointAddr = format!("localhost:{port}").parse().unwrap();
+        let connections = Connections::new(named.clone(), settings());
+        assert_eq!(exchange(&connections, get(&named, "/")).await, "hello");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

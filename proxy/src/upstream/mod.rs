@@ -2,6 +2,7 @@
 //!
 //! - [`endpoint`]: one address with its in-flight count, health and ejection state;
 //! - [`connections`]: an endpoint's keep-alive HTTP/1.1 connections;
+//! - [`resolve`]: an endpoint's addresses, its name looked up once and refreshed on a period;
 //! - [`pick`]: least-connections among available endpoints, ties broken at random;
 //! - [`health`]: active health checks that mark endpoints unhealthy and re-admit them.
 
@@ -9,6 +10,7 @@ pub mod connections;
 mod endpoint;
 pub mod health;
 mod pick;
+pub mod resolve;
 
 use std::fmt;
 use std::str::FromStr;
@@ -52,7 +54,7 @@ impl fmt::Display for UpstreamName {
     }
 }
 
-/// One endpoint's address: `host:port` (a name is resolved at connect time).
+/// One endpoint's address: `host:port` (a name is looked up by [`resolve::Resolver`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EndpointAddr {
     authority: Authority,
@@ -114,6 +116,7 @@ impl Upstream {
             connect_timeout: config.connect_timeout,
             max_idle: config.max_idle_per_endpoint,
             idle_timeout: config.idle_timeout,
+            dns_refresh: config.dns_refresh,
         };
         let endpoints = config
             .endpoints

@@ -87,6 +87,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             max_idle_per_endpoint: 8,
             idle_timeout: Duration::from_secs(90),
+            dns_refresh: Duration::from_secs(30),
             max_connections_per_endpoint: cap.and_then(std::num::NonZeroUsize::new),
         };
         Upstream::new(config, &Metrics::new(&crate::config::DEFAULT_LATENCY_BUCKETS))
