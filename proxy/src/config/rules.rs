@@ -97,21 +97,82 @@ pub fn parse(
                 .get("name")
                 .and_then(toml::Value::as_str)
                 .map_or_else(|| format!("#{}", i + 1), |n| format!("{n:?}"));
-            match serde_path_to_error::deserialize::<_, RouteFile>(item) {
-                Ok(route) => {
-                    if let Some(rule) = convert(file_arc.clone(), &label, route, upstreams, problems) {
-                        routes.push(rule);
-                    }
-                }
-                Err(e) => {
-                    let key = e.path().to_string();
-                    let key = if key == "." { String::new() } else { key };
-                    problems.in_route(file, &label, &key, e.into_inner().to_string().trim());
-                }
+            if let Some(route) = deserialize_route(file, &label, item, problems)
+                && let Some(rule) = convert(file_arc.clone(), &label, route, upstreams, problems)
+            {
+                routes.push(rule);
             }
         }
     }
     routes
+}
+
+/// Deserializes one `[[route]]` table, reporting every key it cannot take, not only the first.
+///
+/// serde stops at the first problem, so each problem's key is taken out of the table and the
+/// rest deserialized again, until one pass has none. A required key taken out that way is not
+/// reported again as missing. The route is only returned when it had no problem at all.
+fn deserialize_route(
+    file: &Path,
+    label: &str,
+    mut item: toml::Value,
+    problems: &mut Problems,
+) -> Option<RouteFile> {
+    let mut removed: Vec<String> = Vec::new();
+    loop {
+        let error = match serde_path_to_error::deserialize::<_, RouteFile>(item.clone()) {
+            Ok(route) => return removed.is_empty().then_some(route),
+            Err(error) => error,
+        };
+        let path = error.path();
+        let key = path.to_string();
+        let key = if key == "." { String::new() } else { key };
+        // The first line: the key already says where (toml adds an "in `table`" line).
+        let message = error.inner().to_string();
+        let message = message.lines().next().unwrap_or_default();
+        let repeated = removed.iter().any(|gone| is_missing_field(&key, message, gone));
+        if !repeated {
+            problems.in_route(file, label, &key, message.trim());
+        }
+        if key.is_empty() || repeated || !remove(&mut item, path) {
+            // Nothing more to take out: what is left cannot be read.
+            return None;
+        }
+        removed.push(key);
+    }
+}
+
+/// True for serde's "missing field" error about `gone`, a key taken out after an earlier
+/// problem.
+fn is_missing_field(key: &str, message: &str, gone: &str) -> bool {
+    let field = gone.rsplit('.').next().unwrap_or(gone);
+    let parent = gone.strip_suffix(field).map_or("", |p| p.trim_end_matches('.'));
+    message.starts_with(&format!("missing field `{field}`")) && key == parent
+}
+
+/// Takes the value at `path` out of `item`; false when the path does not lead to one.
+fn remove(item: &mut toml::Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((last, parents)) = segments.split_last() else { return false };
+    let mut value = item;
+    for segment in parents {
+        let next = match (segment, value) {
+            (Segment::Map { key }, toml::Value::Table(table)) => table.get_mut(key.as_str()),
+            (Segment::Seq { index }, toml::Value::Array(items)) => items.get_mut(*index),
+            _ => None,
+        };
+        let Some(next) = next else { return false };
+        value = next;
+    }
+    match (last, value) {
+        (Segment::Map { key }, toml::Value::Table(table)) => table.remove(key.as_str()).is_some(),
+        (Segment::Seq { index }, toml::Value::Array(items)) if *index < items.len() => {
+            items.remove(*index);
+            true
+        }
+        _ => false,
+    }
 }
 
 fn convert(
@@ -306,6 +367,33 @@ mod tests {
         assert!(text.contains(r#"route "one": key `timeouts.response`: invalid duration"#), "{text}");
         assert!(text.contains(r#"route "two""#), "{text}");
         assert_eq!(problems.0.len(), 4, "{text}");
+    }
+
+    #[test]
+    fn every_bad_key_of_one_route_is_reported_not_only_the_first() {
+        let (routes, problems) = parse_str(
+            r#"
+            [[route]]
+            name = "one"
+            match = { path_prefix = "/" }
+            upstream = 3
+            colour = "red"
+            timeouts = { total = "1s", bogus = 2 }
+
+            [[route]]
+            name = "two"
+            match = { path_prefix = "/two" }
+            upstream = "api"
+            "#,
+        );
+        let text = problems.to_string();
+        assert!(text.contains(r#"route "one": key `upstream`: invalid type: integer `3`"#), "{text}");
+        assert!(text.contains(r#"route "one": key `colour`: unknown field `colour`"#), "{text}");
+        assert!(text.contains(r#"route "one": key `timeouts.bogus`: unknown field `bogus`"#), "{text}");
+        // The bad `upstream` is not reported a second time as missing.
+        assert!(!text.contains("missing field"), "{text}");
+        assert_eq!(problems.0.len(), 3, "{text}");
+        assert_eq!(routes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["two"]);
     }
 
     #[test]
