@@ -146,7 +146,7 @@ const INTERCEPT: f64 = -3.2;
 
 /// Scores `signals`.
 pub fn detect(signals: &Signals) -> Detection {
-    let contributions = features(signals);
+    let contributions = features(signals, &Curves::of(signals));
     let log_odds = INTERCEPT + contributions.iter().map(|(_, v)| v).sum::<f64>();
     let probability = 1.0 / (1.0 + (-log_odds).exp());
     let size = (f64::from(signals.company_size.max(1))).log10() / 5.0;
@@ -171,30 +171,81 @@ pub fn detect(signals: &Signals) -> Detection {
     }
 }
 
-/// The probability alone (the forecast's inner loop: no reasons, no allocation).
+/// The probability alone: no reasons, no allocation.
 pub fn detect_probability(signals: &Signals) -> f64 {
-    let log_odds = INTERCEPT + features(signals).iter().map(|(_, v)| v).sum::<f64>();
+    probability_with(signals, &Curves::of(signals))
+}
+
+/// The probability from `signals` and their [`Curves`] (the forecast's inner loop, which looks
+/// the curves up). The same arithmetic in the same order as [`detect`], so the same bits.
+pub fn probability_with(signals: &Signals, curves: &Curves) -> f64 {
+    let log_odds = INTERCEPT + features(signals, curves).iter().map(|(_, v)| v).sum::<f64>();
     1.0 / (1.0 + (-log_odds).exp())
 }
 
+/// The logarithms and the decay the features are made of: the costly part of a score. A
+/// forecast scores thousands of variants of one lead whose counts take few distinct values,
+/// so it looks them up instead of computing each again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Curves {
+    /// [`count_curve`] of the emails opened.
+    pub email_opens: f64,
+    /// [`count_curve`] of the pages viewed.
+    pub page_views: f64,
+    /// [`count_curve`] of the pricing page visits.
+    pub pricing_page_views: f64,
+    /// [`count_curve`] of the support tickets beyond the first three.
+    pub extra_support_tickets: f64,
+    /// Natural logarithm of the employees (at least one).
+    pub company_size: f64,
+    /// Decimal logarithm of the budget (at least one dollar).
+    pub budget: f64,
+    /// [`recency_curve`] of the days since the last activity.
+    pub recency: f64,
+}
+
+impl Curves {
+    /// Computes every curve for `s`.
+    pub fn of(s: &Signals) -> Self {
+        Self {
+            email_opens: count_curve(s.email_opens),
+            page_views: count_curve(s.page_views),
+            pricing_page_views: count_curve(s.pricing_page_views),
+            extra_support_tickets: count_curve(s.support_tickets.saturating_sub(3)),
+            company_size: f64::from(s.company_size.max(1)).ln(),
+            budget: s.annual_budget.max(1.0).log10(),
+            recency: recency_curve(s.days_since_last_activity),
+        }
+    }
+}
+
+/// How a count weighs: `ln(1 + n)`, so the first touches count most.
+pub fn count_curve(n: u32) -> f64 {
+    f64::from(n).ln_1p()
+}
+
+/// How recency weighs: decays by `e` every two weeks.
+pub fn recency_curve(days: u32) -> f64 {
+    (-f64::from(days) / 14.0).exp()
+}
+
 /// Each feature's contribution to the log-odds.
-fn features(s: &Signals) -> [(&'static str, f64); 10] {
-    let ln = |n: u32| f64::from(n).ln_1p();
+fn features(s: &Signals, c: &Curves) -> [(&'static str, f64); 10] {
     let click_rate = if s.email_opens == 0 {
         0.0
     } else {
         f64::from(s.email_clicks.min(s.email_opens)) / f64::from(s.email_opens)
     };
     [
-        ("email_engagement", 0.35 * ln(s.email_opens) + 1.2 * click_rate),
-        ("page_views", 0.3 * ln(s.page_views)),
-        ("pricing_interest", 0.55 * ln(s.pricing_page_views)),
+        ("email_engagement", 0.35 * c.email_opens + 1.2 * click_rate),
+        ("page_views", 0.3 * c.page_views),
+        ("pricing_interest", 0.55 * c.pricing_page_views),
         ("demo_requested", if s.demo_requested { 1.4 } else { 0.0 }),
         ("trial_active", if s.trial_active { 0.9 } else { 0.0 }),
-        ("company_size", 0.18 * (f64::from(s.company_size.max(1))).ln() - 0.4),
-        ("budget", 0.25 * (s.annual_budget.max(1.0)).log10() - 0.9),
-        ("recency", 1.1 * (-f64::from(s.days_since_last_activity) / 14.0).exp() - 0.6),
-        ("support_tickets", -0.2 * ln(s.support_tickets.saturating_sub(3))),
+        ("company_size", 0.18 * c.company_size - 0.4),
+        ("budget", 0.25 * c.budget - 0.9),
+        ("recency", 1.1 * c.recency - 0.6),
+        ("support_tickets", -0.2 * c.extra_support_tickets),
         ("industry", s.industry.weight()),
     ]
 }
