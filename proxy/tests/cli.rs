@@ -196,6 +196,43 @@ fn unknown_sidecar_keys_and_missing_files_are_errors() {
 }
 
 #[test]
+fn every_bad_sidecar_key_is_reported_at_once_not_only_the_first() {
+    let setup = Setup::new(
+        "every-key",
+        r#"
+        [listen]
+        http = "127.0.0.1:0"
+        htp = "0.0.0.0:1"
+
+        [admin]
+        addr = 7
+
+        [upstreams.api]
+        endpoints = ["127.0.0.1:1"]
+        colour = "red"
+
+        [rules]
+        files = ["rules/*.toml"]
+        "#,
+        &[],
+    );
+    let config = setup.config().display().to_string();
+
+    let (code, _, stderr) = check(&setup.config(), &[]);
+
+    assert_eq!(code, 64, "{stderr}");
+    for expected in [
+        format!("{config}: key `listen.htp`: unknown field"),
+        format!("{config}: key `admin.addr`: invalid type"),
+        format!("{config}: key `upstreams.api.colour`: unknown field"),
+    ] {
+        assert!(stderr.contains(&expected), "missing {expected:?} in:\n{stderr}");
+    }
+    assert!(!stderr.contains("missing field"), "a mistyped key is reported once:\n{stderr}");
+    assert!(stderr.trim_end().ends_with("accel.toml: 3 problem(s)"), "{stderr}");
+}
+
+#[test]
 fn the_shipped_configuration_checks_ok() {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/accel.toml");
 

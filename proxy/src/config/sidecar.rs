@@ -33,21 +33,82 @@ pub fn load(path: Option<&Path>) -> Result<Config, Problems> {
     let figment =
         figment.merge(Env::prefixed("ACCEL_").filter(|key| key.as_str().contains("__")).split("__"));
     let shown = path.map_or_else(|| PathBuf::from("<defaults>"), Path::to_path_buf);
-    let file: SidecarFile = figment.extract().map_err(|e| {
-        let mut problems = Problems::default();
-        for error in e {
-            let key = error.path.join(".");
+    let file: SidecarFile = figment.extract().map_err(|first| every_problem(&figment, first, &shown))?;
+    convert(file, path, &shown)
+}
+
+/// Every problem serde finds in the merged configuration, starting from the `first` one.
+///
+/// serde stops at the first problem, so each problem's key is taken out of the merged values
+/// and the rest read again until a pass has none (as for a rules file's routes); a required key
+/// taken out that way is not reported a second time as missing. Only the first problem can
+/// name the environment variable it came from: the later passes read plain values.
+fn every_problem(figment: &Figment, first: figment::Error, shown: &Path) -> Problems {
+    let mut problems = Problems::default();
+    let mut removed: Vec<Vec<String>> = Vec::new();
+    let mut merged = figment.find_value("").ok();
+    let mut errors: Vec<figment::Error> = first.into_iter().collect();
+    // Each pass takes at least one key out, and a file has far fewer keys than this.
+    for _ in 0..256 {
+        let mut progressed = false;
+        for error in errors {
+            if removed.iter().any(|gone| is_missing(&error, gone)) {
+                continue;
+            }
             let mut message = error.kind.to_string();
             if let Some(figment::Source::Custom(source)) =
                 error.metadata.as_ref().and_then(|m| m.source.as_ref())
             {
                 message = format!("{message} (from {source})");
             }
-            problems.at(&shown, &key, message);
+            problems.at(shown, &error.path.join("."), message);
+            if let Some(merged) = &mut merged
+                && remove(merged, &error.path)
+            {
+                removed.push(error.path);
+                progressed = true;
+            }
         }
-        problems
-    })?;
-    convert(file, path, &shown)
+        let Some(merged) = merged.as_ref().filter(|_| progressed) else { break };
+        match merged.deserialize::<SidecarFile>() {
+            Ok(_) => break,
+            Err(next) => errors = next.into_iter().collect(),
+        }
+    }
+    problems
+}
+
+/// True for the "missing field" error about `gone`, a key taken out after an earlier problem.
+fn is_missing(error: &figment::Error, gone: &[String]) -> bool {
+    let Some((field, parent)) = gone.split_last() else { return false };
+    matches!(&error.kind, figment::error::Kind::MissingField(name) if name == field) && error.path == parent
+}
+
+/// Takes the value at `path` out of `merged`; false when the path does not lead to one.
+fn remove(merged: &mut figment::value::Value, path: &[String]) -> bool {
+    use figment::value::Value;
+    let Some((last, parents)) = path.split_last() else { return false };
+    let mut value = merged;
+    for key in parents {
+        let next = match value {
+            Value::Dict(_, dict) => dict.get_mut(key),
+            Value::Array(_, items) => key.parse::<usize>().ok().and_then(|i| items.get_mut(i)),
+            _ => None,
+        };
+        let Some(next) = next else { return false };
+        value = next;
+    }
+    match value {
+        Value::Dict(_, dict) => dict.remove(last).is_some(),
+        Value::Array(_, items) => match last.parse::<usize>() {
+            Ok(i) if i < items.len() => {
+                items.remove(i);
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// Converts the operator's file into the running configuration, collecting every problem.
