@@ -88,6 +88,11 @@ impl Connections {
     /// No connections yet; they are made on demand.
     pub fn new(addr: EndpointAddr, settings: ConnectionSettings) -> Self {
         let resolver = Resolver::new(addr.clone(), settings.dns_refresh);
+        Self::with_resolver(addr, settings, resolver)
+    }
+
+    /// As [`Connections::new`], with the addresses from `resolver`.
+    fn with_resolver(addr: EndpointAddr, settings: ConnectionSettings, resolver: Resolver) -> Self {
         Self { addr, resolver, settings, idle: Arc::default() }
     }
 
@@ -242,6 +247,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
+    use super::super::resolve::Lookup;
     use super::*;
 
     /// An endpoint that answers every request with `body` over keep-alive connections and
@@ -384,13 +390,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_named_endpoint_is_looked_up_and_reached() {
+    async fn a_named_endpoint_is_looked_up_once_for_all_its_connections() {
         let (addr, accepted) = endpoint("hello").await;
+        let found: std::net::SocketAddr = addr.as_str().parse().unwrap();
+        let lookups = Arc::new(AtomicUsize::new(0));
+        let counter = lookups.clone();
+        let lookup: Lookup = Arc::new(move |_: &EndpointAddr| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move { Ok(vec![found]) })
+        });
         let port = addr.authority().port_u16().unwrap();
-        let named: EndpointAddr = format!("localhost:{port}").parse().unwrap();
-        let connections = Connections::new(named.clone(), settings());
-        assert_eq!(exchange(&connections, get(&named, "/")).await, "hello");
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        // A name only the lookup knows: the system resolver would fail.
+        let named: EndpointAddr = format!("origin.invalid:{port}").parse().unwrap();
+        let resolver = Resolver::with_lookup(named.clone(), Duration::from_secs(30), lookup);
+        let connections = Connections::with_resolver(named.clone(), settings(), resolver);
+        // Two exchanges at once: two connections.
+        let (a, b) = tokio::join!(connections.send(get(&named, "/")), connections.send(get(&named, "/")));
+        for sent in [a, b] {
+            let (response, lease) = sent.unwrap();
+            assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "hello");
+            lease.release(&connections);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(lookups.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -2,10 +2,15 @@
 //!
 //! A name is looked up when the endpoint first connects, and its addresses are kept. Once
 //! they are older than the upstream's `dns_refresh`, the next connect still uses them and
-//! starts one lookup in the background (as Envoy's strict DNS refreshes on a period, without
-//! a request ever waiting for it). A lookup that fails keeps the addresses that worked, so a
-//! resolver outage does not take the endpoint down. Only the very first lookup of a name is
-//! waited for, and only its failure is a connect error.
+//! starts one lookup in the background, so no request waits for a refresh. A lookup that
+//! fails (or takes longer than [`LOOKUP_TIMEOUT`]) keeps the addresses that worked, so a
+//! resolver outage does not take the endpoint down. Refreshes happen on connects: a pooled
+//! keep-alive connection keeps the address it was made to until it closes (the upstream's
+//! `idle_timeout` bounds that for idle ones).
+//!
+//! The first lookup of a name is waited for, by one connect at a time: it runs as its own
+//! task, so a connect that gives up on it (its connect timeout) does not lose the answer for
+//! the next. Only its failure is a connect error.
 
 use std::future::Future;
 use std::io;
@@ -18,9 +23,13 @@ use tokio::time::Instant;
 
 use super::EndpointAddr;
 
-/// Looks up a `host:port` text.
-pub type Lookup =
-    Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send>> + Send + Sync>;
+/// Looks up a `host:port`.
+pub type Lookup = Arc<
+    dyn Fn(&EndpointAddr) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send>> + Send + Sync,
+>;
+
+/// Longest a lookup may take before it counts as failed.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The addresses of one endpoint.
 pub struct Resolver {
@@ -29,13 +38,15 @@ pub struct Resolver {
     literal: Option<SocketAddr>,
     refresh: Duration,
     lookup: Lookup,
-    /// Shared with the background refresh.
+    /// Shared with the lookup tasks.
     known: Arc<Mutex<Known>>,
+    /// Held by the connect that waits for the first lookup; the others wait their turn.
+    first: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, Default)]
 struct Known {
-    /// Empty until the first lookup succeeds.
+    /// Empty until a lookup succeeds.
     addrs: Arc<[SocketAddr]>,
     /// When `addrs` were looked up (or a refresh last failed).
     at: Option<Instant>,
@@ -45,7 +56,8 @@ struct Known {
 impl Resolver {
     /// Looks names up with the system resolver (`getaddrinfo`, on the blocking pool).
     pub fn new(addr: EndpointAddr, refresh: Duration) -> Self {
-        let lookup: Lookup = Arc::new(|host| {
+        let lookup: Lookup = Arc::new(|addr| {
+            let host = addr.as_str().to_owned();
             Box::pin(async move { tokio::net::lookup_host(host).await.map(Iterator::collect) })
         });
         Self::with_lookup(addr, refresh, lookup)
@@ -54,7 +66,7 @@ impl Resolver {
     /// Looks names up with `lookup`.
     pub fn with_lookup(addr: EndpointAddr, refresh: Duration, lookup: Lookup) -> Self {
         let literal = addr.as_str().parse().ok();
-        Self { addr, literal, refresh, lookup, known: Arc::default() }
+        Self { addr, literal, refresh, lookup, known: Arc::default(), first: tokio::sync::Mutex::new(()) }
     }
 
     /// The addresses to connect to, in the order to try them.
@@ -62,53 +74,75 @@ impl Resolver {
         if let Some(literal) = self.literal {
             return Ok(Arc::new([literal]));
         }
-        {
-            let mut known = lock(&self.known);
-            if !known.addrs.is_empty() {
-                let stale = known.at.is_none_or(|at| at.elapsed() >= self.refresh);
-                if stale && !known.refreshing {
-                    known.refreshing = true;
-                    tokio::spawn(refresh(self.addr.clone(), self.lookup.clone(), self.known.clone()));
-                }
-                return Ok(known.addrs.clone());
-            }
+        if let Some(addrs) = self.known() {
+            return Ok(addrs);
         }
-        // Never looked up (or never successfully): this connect waits for it.
-        let addrs = found(&self.addr, (self.lookup)(self.addr.as_str().to_owned()).await)?;
+        let _turn = self.first.lock().await;
+        // The connect before this one may have found them meanwhile.
+        if let Some(addrs) = self.known() {
+            return Ok(addrs);
+        }
+        let lookup = tokio::spawn(look_up(self.addr.clone(), self.lookup.clone(), self.known.clone()));
+        match lookup.await {
+            Ok(result) => result,
+            Err(panicked) => Err(io::Error::other(panicked)),
+        }
+    }
+
+    /// The addresses known, if any; starts a background refresh when they are stale.
+    fn known(&self) -> Option<Arc<[SocketAddr]>> {
         let mut known = lock(&self.known);
-        known.addrs = addrs.clone();
-        known.at = Some(Instant::now());
-        Ok(addrs)
+        if known.addrs.is_empty() {
+            return None;
+        }
+        let stale = known.at.is_none_or(|at| at.elapsed() >= self.refresh);
+        if stale && !known.refreshing {
+            known.refreshing = true;
+            let refreshing = Refreshing(self.known.clone());
+            tokio::spawn(refresh(self.addr.clone(), self.lookup.clone(), refreshing));
+        }
+        Some(known.addrs.clone())
     }
 }
 
-/// One background lookup; a failure keeps the addresses known.
-async fn refresh(addr: EndpointAddr, lookup: Lookup, known: Arc<Mutex<Known>>) {
-    let result = found(&addr, lookup(addr.as_str().to_owned()).await);
-    let mut known = lock(&known);
-    known.refreshing = false;
-    known.at = Some(Instant::now());
-    match result {
-        Ok(addrs) => {
-            if *addrs != *known.addrs {
-                tracing::info!(endpoint = %addr, addrs = ?addrs, "endpoint addresses changed");
-            }
-            known.addrs = addrs;
-        }
-        Err(error) => {
-            tracing::warn!(endpoint = %addr, %error, "lookup failed; keeping the last addresses");
-        }
-    }
-}
-
-/// A lookup's addresses; none found is an error too.
-fn found(addr: &EndpointAddr, result: io::Result<Vec<SocketAddr>>) -> io::Result<Arc<[SocketAddr]>> {
-    let addrs = result?;
+/// One lookup, bounded by [`LOOKUP_TIMEOUT`]; what it finds is kept.
+async fn look_up(
+    addr: EndpointAddr,
+    lookup: Lookup,
+    known: Arc<Mutex<Known>>,
+) -> io::Result<Arc<[SocketAddr]>> {
+    let addrs = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup(&addr)).await {
+        Ok(result) => result?,
+        Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "lookup timed out")),
+    };
     if addrs.is_empty() {
-        let message = format!("{addr}: the name has no addresses");
-        return Err(io::Error::new(io::ErrorKind::NotFound, message));
+        return Err(io::Error::new(io::ErrorKind::NotFound, "the name has no addresses"));
     }
-    Ok(addrs.into())
+    let addrs: Arc<[SocketAddr]> = addrs.into();
+    let mut known = lock(&known);
+    if *addrs != *known.addrs && !known.addrs.is_empty() {
+        tracing::info!(endpoint = %addr, addrs = ?addrs, "endpoint addresses changed");
+    }
+    known.addrs = addrs.clone();
+    known.at = Some(Instant::now());
+    Ok(addrs)
+}
+
+/// One background refresh; a failure keeps the addresses known until the next period.
+async fn refresh(addr: EndpointAddr, lookup: Lookup, refreshing: Refreshing) {
+    if let Err(error) = look_up(addr.clone(), lookup, refreshing.0.clone()).await {
+        lock(&refreshing.0).at = Some(Instant::now());
+        tracing::warn!(endpoint = %addr, %error, "lookup failed; keeping the last addresses");
+    }
+}
+
+/// A refresh under way; it ends (however the task ends) when this is dropped.
+struct Refreshing(Arc<Mutex<Known>>);
+
+impl Drop for Refreshing {
+    fn drop(&mut self) {
+        lock(&self.0).refreshing = false;
+    }
 }
 
 fn lock(known: &Mutex<Known>) -> std::sync::MutexGuard<'_, Known> {
@@ -133,15 +167,26 @@ mod tests {
 
     const REFRESH: Duration = Duration::from_secs(30);
 
-    /// A lookup that answers from `answers` in turn (the last one for good) and counts calls.
+    /// A lookup that answers from `answers` in turn (the last one for good), each after its
+    /// delay (`None`: never), and counts calls.
     fn scripted(answers: Vec<io::Result<Vec<SocketAddr>>>) -> (Lookup, Arc<AtomicUsize>) {
+        delayed(answers.into_iter().map(|a| (Some(Duration::ZERO), a)).collect())
+    }
+
+    fn delayed(answers: Vec<(Option<Duration>, io::Result<Vec<SocketAddr>>)>) -> (Lookup, Arc<AtomicUsize>) {
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = calls.clone();
-        let answers: Vec<_> = answers.into_iter().map(|a| a.map_err(|e| e.kind())).collect();
-        let lookup: Lookup = Arc::new(move |_| {
+        let answers: Vec<_> = answers.into_iter().map(|(d, a)| (d, a.map_err(|e| e.kind()))).collect();
+        let lookup: Lookup = Arc::new(move |_: &EndpointAddr| {
             let n = counter.fetch_add(1, Ordering::SeqCst);
-            let answer = answers[n.min(answers.len() - 1)].clone().map_err(io::Error::from);
-            Box::pin(async move { answer })
+            let (delay, answer) = answers[n.min(answers.len() - 1)].clone();
+            Box::pin(async move {
+                match delay {
+                    Some(delay) => tokio::time::sleep(delay).await,
+                    None => std::future::pending().await,
+                }
+                answer.map_err(io::Error::from)
+            })
         });
         (lookup, calls)
     }
@@ -209,6 +254,51 @@ mod tests {
         // Nothing known yet: the next connect looks up again at once.
         assert_eq!(&*resolver.addrs().await.unwrap(), &[at("10.0.0.3")]);
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_first_connects_share_one_lookup() {
+        let (lookup, calls) = delayed(vec![(Some(Duration::from_millis(50)), Ok(vec![at("10.0.0.1")]))]);
+        let resolver = Resolver::with_lookup("origin.internal:8080".parse().unwrap(), REFRESH, lookup);
+        let (a, b, c) = tokio::join!(resolver.addrs(), resolver.addrs(), resolver.addrs());
+        for addrs in [a, b, c] {
+            assert_eq!(&*addrs.unwrap(), &[at("10.0.0.1")]);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_lookup_outlives_the_connect_that_gave_up_on_it() {
+        let (lookup, calls) = delayed(vec![(Some(Duration::from_secs(3)), Ok(vec![at("10.0.0.1")]))]);
+        let resolver = Resolver::with_lookup("origin.internal:8080".parse().unwrap(), REFRESH, lookup);
+        // The connect timeout runs out first.
+        assert!(tokio::time::timeout(Duration::from_secs(1), resolver.addrs()).await.is_err());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(&*resolver.addrs().await.unwrap(), &[at("10.0.0.1")]);
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "the answer was kept, not looked up again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_that_hangs_times_out_and_the_next_period_refreshes_again() {
+        let (lookup, calls) = delayed(vec![
+            (Some(Duration::ZERO), Ok(vec![at("10.0.0.1")])),
+            (None, Ok(vec![at("10.0.0.9")])),
+            (Some(Duration::ZERO), Ok(vec![at("10.0.0.2")])),
+        ]);
+        let resolver = Resolver::with_lookup("origin.internal:8080".parse().unwrap(), REFRESH, lookup);
+        resolver.addrs().await.unwrap();
+        tokio::time::advance(REFRESH).await;
+        resolver.addrs().await.unwrap();
+        settle().await;
+        tokio::time::advance(LOOKUP_TIMEOUT).await;
+        settle().await;
+        assert_eq!(&*resolver.addrs().await.unwrap(), &[at("10.0.0.1")], "kept after the hung lookup");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        tokio::time::advance(REFRESH).await;
+        resolver.addrs().await.unwrap();
+        settle().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "the hung refresh did not block the next one");
+        assert_eq!(&*resolver.addrs().await.unwrap(), &[at("10.0.0.2")]);
     }
 
     #[tokio::test]
