@@ -81,6 +81,49 @@ impl UpstreamOutcome {
     }
 }
 
+/// The result of one lookup of an endpoint's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LookupOutcome {
+    /// The name's addresses, the same as before (or found the first time).
+    Found,
+    /// Addresses other than the ones in use: new connections go to the new ones.
+    Changed,
+    /// No answer, no address or no answer in time: the last addresses stay in use.
+    Failed,
+}
+
+impl LookupOutcome {
+    /// Every value.
+    pub const ALL: [Self; 3] = [Self::Found, Self::Changed, Self::Failed];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Found => "found",
+            Self::Changed => "changed",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// One endpoint's lookup counters, by [`LookupOutcome`].
+#[derive(Debug, Clone, Default)]
+pub struct Lookups([Counter; 3]);
+
+impl Lookups {
+    /// Counts one lookup.
+    pub fn count(&self, outcome: LookupOutcome) {
+        let i = LookupOutcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
+        self.0[i].inc();
+    }
+
+    /// Lookups counted with `outcome`.
+    pub fn get(&self, outcome: LookupOutcome) -> u64 {
+        let i = LookupOutcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
+        self.0[i].get()
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteCacheLabels {
     route: String,
@@ -105,6 +148,13 @@ struct OutcomeLabels {
     upstream: String,
     endpoint: String,
     outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LookupLabels {
+    upstream: String,
+    endpoint: String,
+    result: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -141,6 +191,7 @@ pub struct Metrics {
     endpoint_healthy: Family<EndpointLabels, Gauge>,
     endpoint_in_flight: Family<EndpointLabels, Gauge>,
     endpoint_ejections: Family<EndpointLabels, Counter>,
+    endpoint_lookups: Family<LookupLabels, Counter>,
     upstream_overflow: Family<UpstreamLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
     /// Requests that matched no route.
@@ -164,6 +215,7 @@ impl Metrics {
         let endpoint_healthy = Family::<EndpointLabels, Gauge>::default();
         let endpoint_in_flight = Family::<EndpointLabels, Gauge>::default();
         let endpoint_ejections = Family::<EndpointLabels, Counter>::default();
+        let endpoint_lookups = Family::<LookupLabels, Counter>::default();
         let upstream_overflow = Family::<UpstreamLabels, Counter>::default();
         let reloads = Family::<ResultLabels, Counter>::default();
         let unrouted = Counter::default();
@@ -205,6 +257,11 @@ impl Metrics {
             endpoint_ejections.clone(),
         );
         registry.register(
+            "endpoint_lookups",
+            "Lookups of an endpoint's name, by result (found, changed, failed)",
+            endpoint_lookups.clone(),
+        );
+        registry.register(
             "upstream_overflow",
             "Requests refused because every endpoint they could go to was at max_connections_per_endpoint",
             upstream_overflow.clone(),
@@ -230,6 +287,7 @@ impl Metrics {
             endpoint_healthy,
             endpoint_in_flight,
             endpoint_ejections,
+            endpoint_lookups,
             upstream_overflow,
             reloads,
             unrouted,
@@ -338,6 +396,8 @@ pub struct EndpointMetrics {
     pub healthy: Gauge,
     pub in_flight: Gauge,
     pub ejections: Counter,
+    /// Lookups of the endpoint's name (none for an IP address).
+    pub lookups: Lookups,
     outcomes: [Counter; 5],
 }
 
@@ -361,6 +421,14 @@ impl EndpointMetrics {
             healthy: metrics.endpoint_healthy.get_or_create(&labels).clone(),
             in_flight: metrics.endpoint_in_flight.get_or_create(&labels).clone(),
             ejections: metrics.endpoint_ejections.get_or_create(&labels).clone(),
+            lookups: Lookups(LookupOutcome::ALL.map(|o| {
+                let labels = LookupLabels {
+                    upstream: labels.upstream.clone(),
+                    endpoint: labels.endpoint.clone(),
+                    result: o.as_str(),
+                };
+                metrics.endpoint_lookups.get_or_create(&labels).clone()
+            })),
             outcomes: UpstreamOutcome::ALL.map(outcome),
         }
     }

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use super::EndpointAddr;
 use super::resolve::Resolver;
 use crate::body::{Body, BoxError};
+use crate::metrics::Lookups;
 
 /// How an upstream's connections are made and kept; from `[upstreams.NAME]`.
 #[derive(Debug, Clone, Copy)]
@@ -86,8 +87,9 @@ pub struct Lease {
 
 impl Connections {
     /// No connections yet; they are made on demand.
-    pub fn new(addr: EndpointAddr, settings: ConnectionSettings) -> Self {
-        let resolver = Resolver::new(addr.clone(), settings.dns_refresh);
+    /// Lookups of the endpoint's name are counted in `lookups`.
+    pub fn new(addr: EndpointAddr, settings: ConnectionSettings, lookups: Lookups) -> Self {
+        let resolver = Resolver::new(addr.clone(), settings.dns_refresh).counted(lookups);
         Self::with_resolver(addr, settings, resolver)
     }
 
@@ -311,7 +313,7 @@ mod tests {
     #[tokio::test]
     async fn sequential_exchanges_share_one_connection() {
         let (addr, accepted) = endpoint("hello").await;
-        let connections = Connections::new(addr.clone(), settings());
+        let connections = Connections::new(addr.clone(), settings(), Lookups::default());
         for _ in 0..5 {
             assert_eq!(exchange(&connections, get(&addr, "/")).await, "hello");
         }
@@ -327,7 +329,7 @@ mod tests {
     #[tokio::test]
     async fn an_abandoned_body_closes_its_connection() {
         let (addr, accepted) = endpoint("hello").await;
-        let connections = Connections::new(addr.clone(), settings());
+        let connections = Connections::new(addr.clone(), settings(), Lookups::default());
         let (response, lease) = connections.send(get(&addr, "/")).await.unwrap();
         drop((response, lease));
         assert_eq!(exchange(&connections, get(&addr, "/")).await, "hello");
@@ -337,7 +339,11 @@ mod tests {
     #[tokio::test]
     async fn concurrent_exchanges_open_connections_and_keep_at_most_max_idle() {
         let (addr, accepted) = endpoint("hello").await;
-        let connections = Connections::new(addr.clone(), ConnectionSettings { max_idle: 2, ..settings() });
+        let connections = Connections::new(
+            addr.clone(),
+            ConnectionSettings { max_idle: 2, ..settings() },
+            Lookups::default(),
+        );
         let mut open = Vec::new();
         for _ in 0..3 {
             open.push(connections.send(get(&addr, "/")).await.unwrap());
@@ -355,7 +361,11 @@ mod tests {
     async fn idle_connections_are_closed_after_the_idle_timeout() {
         let (addr, _) = endpoint("hello").await;
         let idle_timeout = Duration::from_secs(30);
-        let connections = Connections::new(addr.clone(), ConnectionSettings { idle_timeout, ..settings() });
+        let connections = Connections::new(
+            addr.clone(),
+            ConnectionSettings { idle_timeout, ..settings() },
+            Lookups::default(),
+        );
         exchange(&connections, get(&addr, "/")).await;
         assert_eq!(connections.idle(), 1);
         tokio::time::pause();
@@ -382,7 +392,7 @@ mod tests {
                 closed_tx.send(()).unwrap();
             }
         });
-        let connections = Connections::new(addr.clone(), settings());
+        let connections = Connections::new(addr.clone(), settings(), Lookups::default());
         for _ in 0..3 {
             assert_eq!(exchange(&connections, get(&addr, "/")).await, "ok");
             closed.recv().await.unwrap();
@@ -420,7 +430,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: EndpointAddr = listener.local_addr().unwrap().to_string().parse().unwrap();
         drop(listener);
-        let connections = Connections::new(addr.clone(), settings());
+        let connections = Connections::new(addr.clone(), settings(), Lookups::default());
         assert!(matches!(connections.send(get(&addr, "/")).await, Err(SendError::Connect(_))));
     }
 }

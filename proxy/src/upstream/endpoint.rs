@@ -62,7 +62,7 @@ impl Endpoint {
         metrics.healthy.set(1);
         Self {
             index,
-            connections: Connections::new(addr.clone(), settings),
+            connections: Connections::new(addr.clone(), settings, metrics.lookups.clone()),
             addr,
             in_flight: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),

@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::EndpointAddr;
+use crate::metrics::{LookupOutcome, Lookups};
 
 /// Looks up a `host:port`.
 pub type Lookup = Arc<
@@ -38,6 +39,8 @@ pub struct Resolver {
     literal: Option<SocketAddr>,
     refresh: Duration,
     lookup: Lookup,
+    /// `accel_endpoint_lookups_total` of the endpoint.
+    lookups: Lookups,
     /// Shared with the lookup tasks.
     known: Arc<Mutex<Known>>,
     /// Held by the connect that waits for the first lookup; the others wait their turn.
@@ -66,7 +69,13 @@ impl Resolver {
     /// Looks names up with `lookup`.
     pub fn with_lookup(addr: EndpointAddr, refresh: Duration, lookup: Lookup) -> Self {
         let literal = addr.as_str().parse().ok();
-        Self { addr, literal, refresh, lookup, known: Arc::default(), first: tokio::sync::Mutex::new(()) }
+        let first = tokio::sync::Mutex::new(());
+        Self { addr, literal, refresh, lookup, lookups: Lookups::default(), known: Arc::default(), first }
+    }
+
+    /// Counts each lookup in `lookups`.
+    pub fn counted(self, lookups: Lookups) -> Self {
+        Self { lookups, ..self }
     }
 
     /// The addresses to connect to, in the order to try them.
@@ -82,7 +91,7 @@ impl Resolver {
         if let Some(addrs) = self.known() {
             return Ok(addrs);
         }
-        let lookup = tokio::spawn(look_up(self.addr.clone(), self.lookup.clone(), self.known.clone()));
+        let lookup = tokio::spawn(look_up(self.task(), self.known.clone()));
         match lookup.await {
             Ok(result) => result,
             Err(panicked) => Err(io::Error::other(panicked)),
@@ -99,29 +108,46 @@ impl Resolver {
         if stale && !known.refreshing {
             known.refreshing = true;
             let refreshing = Refreshing(self.known.clone());
-            tokio::spawn(refresh(self.addr.clone(), self.lookup.clone(), refreshing));
+            tokio::spawn(refresh(self.task(), refreshing));
         }
         Some(known.addrs.clone())
     }
+
+    /// What a lookup task needs.
+    fn task(&self) -> LookupTask {
+        LookupTask { addr: self.addr.clone(), lookup: self.lookup.clone(), lookups: self.lookups.clone() }
+    }
 }
 
-/// One lookup, bounded by [`LOOKUP_TIMEOUT`]; what it finds is kept.
-async fn look_up(
+/// The name to look up, how, and where to count it.
+struct LookupTask {
     addr: EndpointAddr,
     lookup: Lookup,
-    known: Arc<Mutex<Known>>,
-) -> io::Result<Arc<[SocketAddr]>> {
-    let addrs = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup(&addr)).await {
-        Ok(result) => result?,
-        Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "lookup timed out")),
+    lookups: Lookups,
+}
+
+/// One lookup, bounded by [`LOOKUP_TIMEOUT`] and counted; what it finds is kept.
+async fn look_up(task: LookupTask, known: Arc<Mutex<Known>>) -> io::Result<Arc<[SocketAddr]>> {
+    let found = match tokio::time::timeout(LOOKUP_TIMEOUT, (task.lookup)(&task.addr)).await {
+        Ok(Ok(addrs)) if addrs.is_empty() => {
+            Err(io::Error::new(io::ErrorKind::NotFound, "the name has no addresses"))
+        }
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "lookup timed out")),
     };
-    if addrs.is_empty() {
-        return Err(io::Error::new(io::ErrorKind::NotFound, "the name has no addresses"));
-    }
-    let addrs: Arc<[SocketAddr]> = addrs.into();
+    let addrs: Arc<[SocketAddr]> = match found {
+        Ok(addrs) => addrs.into(),
+        Err(error) => {
+            task.lookups.count(LookupOutcome::Failed);
+            return Err(error);
+        }
+    };
     let mut known = lock(&known);
     if *addrs != *known.addrs && !known.addrs.is_empty() {
-        tracing::info!(endpoint = %addr, addrs = ?addrs, "endpoint addresses changed");
+        tracing::info!(endpoint = %task.addr, addrs = ?addrs, "endpoint addresses changed");
+        task.lookups.count(LookupOutcome::Changed);
+    } else {
+        task.lookups.count(LookupOutcome::Found);
     }
     known.addrs = addrs.clone();
     known.at = Some(Instant::now());
@@ -129,8 +155,9 @@ async fn look_up(
 }
 
 /// One background refresh; a failure keeps the addresses known until the next period.
-async fn refresh(addr: EndpointAddr, lookup: Lookup, refreshing: Refreshing) {
-    if let Err(error) = look_up(addr.clone(), lookup, refreshing.0.clone()).await {
+async fn refresh(task: LookupTask, refreshing: Refreshing) {
+    let addr = task.addr.clone();
+    if let Err(error) = look_up(task, refreshing.0.clone()).await {
         lock(&refreshing.0).at = Some(Instant::now());
         tracing::warn!(endpoint = %addr, %error, "lookup failed; keeping the last addresses");
     }
@@ -217,7 +244,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_name_is_looked_up_once_per_refresh_period() {
         let (lookup, calls) = scripted(vec![Ok(vec![at("10.0.0.1")]), Ok(vec![at("10.0.0.2")])]);
-        let resolver = Resolver::with_lookup("origin.internal:8080".parse().unwrap(), REFRESH, lookup);
+        let lookups = Lookups::default();
+        let resolver = Resolver::with_lookup("origin.internal:8080".parse().unwrap(), REFRESH, lookup)
+            .counted(lookups.clone());
         assert_eq!(&*resolver.addrs().await.unwrap(), &[at("10.0.0.1")]);
         assert_eq!(&*resolver.addrs().await.unwrap(), &[at("10.0.0.1")]);
         assert_eq!(calls.load(Ordering::SeqCst), 1, "fresh addresses are not looked up again");
@@ -229,6 +258,8 @@ mod tests {
         settle().await;
         assert_eq!(calls.load(Ordering::SeqCst), 2, "one refresh, however many connects");
         assert_eq!(&*resolver.addrs().await.unwrap(), &[at("10.0.0.2")]);
+        assert_eq!(lookups.get(LookupOutcome::Found), 1);
+        assert_eq!(lookups.get(LookupOutcome::Changed), 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -285,7 +316,9 @@ mod tests {
             (None, Ok(vec![at("10.0.0.9")])),
             (Some(Duration::ZERO), Ok(vec![at("10.0.0.2")])),
         ]);
-        let resolver = Resolver::with_lookup("origin.internal:8080".parse().unwrap(), REFRESH, lookup);
+        let lookups = Lookups::default();
+        let resolver = Resolver::with_lookup("origin.internal:8080".parse().unwrap(), REFRESH, lookup)
+            .counted(lookups.clone());
         resolver.addrs().await.unwrap();
         tokio::time::advance(REFRESH).await;
         resolver.addrs().await.unwrap();
@@ -294,6 +327,7 @@ mod tests {
         settle().await;
         assert_eq!(&*resolver.addrs().await.unwrap(), &[at("10.0.0.1")], "kept after the hung lookup");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(lookups.get(LookupOutcome::Failed), 1);
         tokio::time::advance(REFRESH).await;
         resolver.addrs().await.unwrap();
         settle().await;
