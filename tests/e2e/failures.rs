@@ -25,6 +25,16 @@ async fn timed_proxy(origin: &accel_e2e::OriginHandle, response: &str) -> TestPr
     TestProxy::builder().upstream("api", &[origin.addr()]).rules(&response_timeout(response)).start().await
 }
 
+/// A proxy whose upstream `api` over `endpoints` ejects an endpoint at its first failure, so
+/// a failure counted against one shows in its state.
+fn eject_at_first_failure(endpoints: &[SocketAddr]) -> accel_e2e::TestProxyBuilder {
+    TestProxy::builder().upstream_with(
+        "api",
+        endpoints,
+        r#"ejection = { consecutive_failures = 1, cooldown = "1h" }"#,
+    )
+}
+
 /// The state of each endpoint of the first upstream, in order.
 async fn endpoint_states(proxy: &TestProxy) -> Vec<String> {
     let status = proxy.status_json().await;
@@ -118,15 +128,7 @@ async fn a_connection_reset_before_the_answer_is_a_502() {
 async fn no_available_endpoint_is_a_503_with_retry_after() {
     // Both endpoints are dead: the first refusals eject them; once none is available the
     // proxy still tries them all, and answers 503 when none takes the connection.
-    let proxy = TestProxy::builder()
-        .upstream_with(
-            "api",
-            &[dead_addr().await, dead_addr().await],
-            r#"ejection = { consecutive_failures = 1, cooldown = "1h" }"#,
-        )
-        .rules(RULES)
-        .start()
-        .await;
+    let proxy = eject_at_first_failure(&[dead_addr().await, dead_addr().await]).rules(RULES).start().await;
     let mut last = proxy.get("/x").await;
     for _ in 0..5 {
         last = proxy.get("/x").await;
@@ -289,15 +291,8 @@ async fn an_idempotent_request_that_times_out_is_retried_on_another_endpoint() {
     let never = Gate::new();
     let hanging = hanging_origin(&never).await;
     let fine = FakeOrigin::new().route("/*", "fine").start().await;
-    let proxy = TestProxy::builder()
-        .upstream_with(
-            "api",
-            &[hanging.addr(), fine.addr()],
-            r#"ejection = { consecutive_failures = 1, cooldown = "1h" }"#,
-        )
-        .rules(&response_timeout("1s"))
-        .start()
-        .await;
+    let proxy =
+        eject_at_first_failure(&[hanging.addr(), fine.addr()]).rules(&response_timeout("1s")).start().await;
 
     for _ in 0..10 {
         let response = proxy.get("/read").await;
@@ -310,15 +305,7 @@ async fn an_idempotent_request_that_times_out_is_retried_on_another_endpoint() {
 async fn a_client_that_breaks_off_its_upload_does_not_count_against_the_endpoint() {
     let origin = counting_origin().await;
     let other = FakeOrigin::new().route("/*", "other").start().await;
-    let proxy = TestProxy::builder()
-        .upstream_with(
-            "api",
-            &[origin.addr(), other.addr()],
-            r#"ejection = { consecutive_failures = 1, cooldown = "1h" }"#,
-        )
-        .rules(RULES)
-        .start()
-        .await;
+    let proxy = eject_at_first_failure(&[origin.addr(), other.addr()]).rules(RULES).start().await;
 
     // Uploads that the client aborts half-way, until one has reached each endpoint.
     for _ in 0..64 {
@@ -466,13 +453,8 @@ async fn a_slow_upload_is_not_cut_short_by_the_response_timeout() {
 async fn a_client_that_pauses_its_upload_too_long_gets_a_408_and_the_endpoint_stays_in() {
     // Two endpoints, ejected at the first failure: a 408 counted against one would show.
     let (origin, other) = (counting_origin().await, counting_origin().await);
-    let proxy = TestProxy::builder()
+    let proxy = eject_at_first_failure(&[origin.addr(), other.addr()])
         .sidecar_toml("[limits]\nbody_read_timeout = \"200ms\"")
-        .upstream_with(
-            "api",
-            &[origin.addr(), other.addr()],
-            r#"ejection = { consecutive_failures = 1, cooldown = "1h" }"#,
-        )
         .rules(RULES)
         .start()
         .await;
