@@ -4,8 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
-
-use crate::config::ForwardedConfig;
+use ipnet::IpNet;
 
 /// A client connection as accepted.
 #[derive(Debug, Clone)]
@@ -22,10 +21,10 @@ pub struct Downstream {
 }
 
 impl Downstream {
-    /// Describes a connection from `peer` under `policy`.
-    pub fn new(peer: SocketAddr, tls: bool, policy: &ForwardedConfig) -> Self {
+    /// Describes a connection from `peer` behind `trusted_proxies` (peers whose forwarding headers are believed).
+    pub fn new(peer: SocketAddr, tls: bool, trusted_proxies: &[IpNet]) -> Self {
         let ip = canonical(peer.ip());
-        let peer_trusted = policy.trusted_proxies.iter().any(|net| net.contains(&ip));
+        let peer_trusted = trusted_proxies.iter().any(|net| net.contains(&ip));
         Self { peer, peer_trusted, tls, forwarded_for: ip_value(ip) }
     }
 
@@ -74,7 +73,7 @@ static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 impl ClientAddr {
     /// Resolves the client address of a request on `downstream`.
-    pub fn resolve(downstream: &Downstream, headers: &HeaderMap, policy: &ForwardedConfig) -> Self {
+    pub fn resolve(downstream: &Downstream, headers: &HeaderMap, trusted_proxies: &[IpNet]) -> Self {
         let peer = canonical(downstream.peer.ip());
         if !downstream.peer_trusted {
             return Self(peer);
@@ -99,7 +98,7 @@ impl ClientAddr {
         chain
             .into_iter()
             .rev()
-            .find(|ip| !policy.trusted_proxies.iter().any(|net| net.contains(ip)))
+            .find(|ip| !trusted_proxies.iter().any(|net| net.contains(ip)))
             .map_or(Self(peer), Self)
     }
 }
@@ -139,8 +138,8 @@ fn canonical(ip: IpAddr) -> IpAddr {
 mod tests {
     use super::*;
 
-    fn policy() -> ForwardedConfig {
-        ForwardedConfig { trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()], via: None }
+    fn policy() -> Vec<IpNet> {
+        vec!["10.0.0.0/8".parse().unwrap()]
     }
 
     fn resolve(peer: &str, xff: &[&str]) -> IpAddr {

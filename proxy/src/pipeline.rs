@@ -9,13 +9,12 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::body::Body;
-use crate::cache::{Answer, CachedBody, Coalesced, Lookup};
+use crate::cache::{Answer, CacheResult, CachedBody, Coalesced, Lookup};
 use crate::compress::Negotiation;
 use crate::downstream::Downstream;
 use crate::error::ProxyError;
 use crate::forward::{self, RequestBody, ServedBy};
 use crate::limit::{self, Admission};
-use crate::metrics::CacheResult;
 use crate::proxy::Proxy;
 use crate::route::{PathParams, Route, path};
 

@@ -10,8 +10,8 @@ use arc_swap::ArcSwap;
 use crate::cache::Cache;
 use crate::config::{self, Config, ForwardedConfig, Problems, RuleSet};
 use crate::limit::RateLimiting;
-use crate::metrics::{Metrics, RouteMetrics};
-use crate::route::{Route, RouteTable};
+use crate::metrics::Metrics;
+use crate::route::{Route, RouteMetrics, RouteTable};
 use crate::tier::RedisTier;
 use crate::upstream::{Upstream, UpstreamName};
 

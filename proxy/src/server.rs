@@ -59,7 +59,7 @@ pub async fn run(
             },
         };
         let _ = stream.set_nodelay(true);
-        let downstream = Arc::new(Downstream::new(peer, tls.is_some(), &proxy.forwarded));
+        let downstream = Arc::new(Downstream::new(peer, tls.is_some(), &proxy.forwarded.trusted_proxies));
         let open = OpenConnection::new(&proxy);
         let proxy = proxy.clone();
         let service = service_fn(move |request| {

@@ -5,7 +5,8 @@ use std::path::Path;
 use http::header::HeaderName;
 use serde::Deserialize;
 
-use crate::config::{Problems, parse_size};
+use crate::problem::Problems;
+use crate::quantity::parse_size;
 
 /// `[cache]`: the response cache shared by every route that caches.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -15,8 +15,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
+use super::CacheResult;
 use super::policy::RejectReason;
-use crate::metrics::{CacheResult, Metrics};
+use crate::metrics::Metrics;
 use crate::route::RouteName;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -51,7 +51,7 @@ pub use entry::CacheEntry;
 pub use key::CacheKey;
 pub use metrics::{CacheMetrics, RouteCacheMetrics};
 pub use rule::{CacheRule, RouteCache};
-pub use status::CacheStatus;
+pub use status::{CacheResult, CacheStatus};
 pub use store::CacheStore;
 pub use tag::Tag;
 
@@ -69,7 +69,7 @@ use crate::config::ForwardedConfig;
 use crate::downstream::Downstream;
 use crate::error::ProxyError;
 use crate::forward::{self, RequestBody};
-use crate::metrics::{CacheResult, Metrics};
+use crate::metrics::Metrics;
 use crate::route::{PathParams, Route};
 
 /// What a leader hands its followers: the entry and the key of its variant.
@@ -808,10 +808,8 @@ mod tests {
     use http_body_util::BodyExt;
 
     use super::*;
-    use crate::config::UpstreamConfig;
-    use crate::metrics::RouteMetrics;
-    use crate::route::{Matcher, RetryPolicy, RouteName, RouteRule, Timeouts};
-    use crate::upstream::{Upstream, UpstreamName};
+    use crate::route::{Matcher, RetryPolicy, RouteMetrics, RouteName, RouteRule, Timeouts};
+    use crate::upstream::{Upstream, UpstreamConfig, UpstreamName};
 
     fn setup(cache_rule: CacheRule) -> (Arc<Cache>, Arc<Route>) {
         let metrics = Metrics::new(&[1.0]);
@@ -863,7 +861,7 @@ mod tests {
     }
 
     fn downstream() -> Downstream {
-        Downstream::new("127.0.0.1:5000".parse().unwrap(), false, &ForwardedConfig::default())
+        Downstream::new("127.0.0.1:5000".parse().unwrap(), false, &[])
     }
 
     fn upstream_answer(

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::key::{KeySpec, QueryKey};
 use super::tag::TagTemplate;
-use crate::config::{parse_duration, parse_size};
+use crate::quantity::{parse_duration, parse_size};
 
 /// `cache = { ... }` of a route.
 #[derive(Debug, Clone, Default, Deserialize)]

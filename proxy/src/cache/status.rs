@@ -19,8 +19,6 @@ use std::fmt::Write as _;
 use http::HeaderValue;
 use http::header::HeaderName;
 
-use crate::metrics::CacheResult;
-
 /// `Cache-Status`.
 pub static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 /// `X-Cache-Status`.
@@ -119,6 +117,39 @@ impl CacheStatus {
             }),
         };
         HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("accel"))
+    }
+}
+
+/// How the cache took part in answering a request: the `cache` label of request metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CacheResult {
+    /// The route does not cache.
+    None,
+    Hit,
+    Stale,
+    Miss,
+    Expired,
+    Revalidated,
+    /// The request or its answer could not use the cache.
+    Bypass,
+}
+
+impl CacheResult {
+    /// Every value, in label order.
+    pub const ALL: [Self; 7] =
+        [Self::None, Self::Hit, Self::Stale, Self::Miss, Self::Expired, Self::Revalidated, Self::Bypass];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Hit => "hit",
+            Self::Stale => "stale",
+            Self::Miss => "miss",
+            Self::Expired => "expired",
+            Self::Revalidated => "revalidated",
+            Self::Bypass => "bypass",
+        }
     }
 }
 

@@ -8,7 +8,7 @@
 use serde::Deserialize;
 
 use super::Encoding;
-use crate::config::parse_size;
+use crate::quantity::parse_size;
 
 /// `compress = { ... }` of a route, or the `[compress]` section of `accel.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]

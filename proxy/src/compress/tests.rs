@@ -7,7 +7,7 @@ use http_body_util::BodyExt;
 use super::codec::tests::{decode_all, sample};
 use super::metrics::CompressMetrics;
 use super::*;
-use crate::config::DEFAULT_LATENCY_BUCKETS;
+use crate::metrics::DEFAULT_LATENCY_BUCKETS;
 use crate::metrics::Metrics;
 use crate::route::RouteName;
 

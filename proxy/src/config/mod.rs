@@ -6,22 +6,22 @@
 //! [`Problem`] before failing, so one `accel check` run shows them all.
 
 pub mod file;
-mod problem;
-mod quantity;
 pub mod rules;
 pub mod sidecar;
 
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use problem::{Problem, Problems};
-pub use quantity::{parse_duration, parse_size};
+pub use crate::problem::{Problem, Problems};
+pub use crate::quantity::{parse_duration, parse_size};
 pub use rules::RuleSet;
 pub use sidecar::load as load_sidecar;
 
-use crate::upstream::{EndpointAddr, UpstreamName};
+pub use crate::forward::headers::ForwardedConfig;
+pub use crate::metrics::DEFAULT_LATENCY_BUCKETS;
+pub use crate::upstream::{Ejection, HealthCheck, UpstreamConfig};
 
 /// The running sidecar configuration (everything but the route rules).
 #[derive(Debug, Clone)]
@@ -86,15 +86,6 @@ pub struct Limits {
     pub rate_limiting: crate::limit::LimitSettings,
 }
 
-/// Who may set `X-Forwarded-*`, and what goes in `Via`.
-#[derive(Debug, Clone, Default)]
-pub struct ForwardedConfig {
-    /// Peers whose forwarding headers are trusted.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// `Via` entries from the configured pseudonym; `None`: no `Via` header is added.
-    pub via: Option<crate::forward::headers::Via>,
-}
-
 /// Log output.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
@@ -111,53 +102,3 @@ pub enum LogFormat {
     Text,
     Json,
 }
-
-/// One upstream pool.
-#[derive(Debug, Clone)]
-pub struct UpstreamConfig {
-    pub name: UpstreamName,
-    pub endpoints: Vec<EndpointAddr>,
-    pub health: Option<HealthCheck>,
-    pub ejection: Ejection,
-    pub connect_timeout: Duration,
-    pub max_idle_per_endpoint: usize,
-    pub idle_timeout: Duration,
-    /// How long an endpoint name's addresses are used before they are looked up again.
-    pub dns_refresh: Duration,
-    /// Requests in flight at once per endpoint (each holds its own HTTP/1.1 connection);
-    /// `None`: no cap.
-    pub max_connections_per_endpoint: Option<std::num::NonZeroUsize>,
-}
-
-/// Active health checking of an upstream's endpoints.
-#[derive(Debug, Clone)]
-pub struct HealthCheck {
-    /// Path and query requested with GET.
-    pub path: http::uri::PathAndQuery,
-    pub interval: Duration,
-    pub timeout: Duration,
-    /// Consecutive successes that make an unhealthy endpoint healthy.
-    pub healthy_threshold: NonZeroU32,
-    /// Consecutive failures that make a healthy endpoint unhealthy.
-    pub unhealthy_threshold: NonZeroU32,
-}
-
-/// Passive ejection: endpoints that keep failing are skipped for a while.
-#[derive(Debug, Clone)]
-pub struct Ejection {
-    pub consecutive_failures: NonZeroU32,
-    pub cooldown: Duration,
-}
-
-impl Default for Ejection {
-    fn default() -> Self {
-        Self {
-            consecutive_failures: NonZeroU32::new(5).expect("non-zero"),
-            cooldown: Duration::from_secs(30),
-        }
-    }
-}
-
-/// Default latency buckets, in seconds: 100 µs to 10 s.
-pub const DEFAULT_LATENCY_BUCKETS: [f64; 14] =
-    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0];

@@ -11,7 +11,7 @@ use http::{Method, StatusCode};
 
 use super::Problems;
 use super::file::{MatchFile, RetryFile, RouteFile, TimeoutsFile};
-use super::sidecar::duration;
+use crate::quantity::duration;
 use crate::route::{HostMatch, Matcher, PathMatch, PathPattern, RetryPolicy, RouteName, RouteRule, Timeouts};
 use crate::upstream::UpstreamName;
 

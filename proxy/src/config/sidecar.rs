@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -13,8 +12,9 @@ use figment::providers::{Env, Format, Toml};
 use super::file::{ConcurrencyFile, EjectionFile, HealthFile, LimitsFile, SidecarFile, UpstreamFile};
 use super::{
     AdminConfig, Config, DEFAULT_LATENCY_BUCKETS, Ejection, ForwardedConfig, HealthCheck, Limits, LogConfig,
-    LogFormat, Problems, TlsListen, UpstreamConfig, parse_duration,
+    LogFormat, Problems, TlsListen, UpstreamConfig,
 };
+use crate::quantity::duration;
 use crate::upstream::{EndpointAddr, UpstreamName};
 
 /// Reads `path` (if given; else defaults only), applies `ACCEL_*` overrides and converts.
@@ -389,30 +389,6 @@ fn socket_addr(p: &mut Problems, shown: &Path, key: &str, text: &str) -> Option<
             p.at(shown, key, format!("{text:?} is not an address such as \"127.0.0.1:8080\""));
             None
         }
-    }
-}
-
-/// Parses an optional duration, `default_secs` when absent.
-pub(crate) fn duration(
-    p: &mut Problems,
-    shown: &Path,
-    key: &str,
-    text: Option<String>,
-    default_secs: u64,
-) -> Duration {
-    match text {
-        None => Duration::from_secs(default_secs),
-        Some(text) => match parse_duration(&text) {
-            Ok(d) if !d.is_zero() => d,
-            Ok(_) => {
-                p.at(shown, key, "must be greater than zero");
-                Duration::from_secs(default_secs)
-            }
-            Err(e) => {
-                p.at(shown, key, e);
-                Duration::from_secs(default_secs)
-            }
-        },
     }
 }
 

@@ -4,8 +4,16 @@
 use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::ForwardedConfig;
 use crate::downstream::Downstream;
+
+/// Who may set `X-Forwarded-*`, and what goes in `Via`.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardedConfig {
+    /// Peers whose forwarding headers are trusted.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `Via` entries from the configured pseudonym; `None`: no `Via` header is added.
+    pub via: Option<Via>,
+}
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -195,7 +203,7 @@ mod tests {
             },
             via: None,
         };
-        Downstream::new(peer.parse().unwrap(), false, &policy)
+        Downstream::new(peer.parse().unwrap(), false, &policy.trusted_proxies)
     }
 
     fn policy() -> ForwardedConfig {

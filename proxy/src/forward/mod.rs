@@ -23,8 +23,8 @@ use tokio::time::Instant;
 
 use crate::body::{Body, BodySlot, BodyTimedOut, Upload};
 use crate::error::ProxyError;
-use crate::metrics::UpstreamOutcome;
 use crate::route::{Route, Timeouts};
+use crate::upstream::UpstreamOutcome;
 use crate::upstream::{Endpoint, InFlight, NoPick, Pick, SendError, Upstream};
 
 /// Which endpoint answered: put in the response's extensions for the access log, when it is on.

@@ -242,7 +242,7 @@ pub async fn admit<B>(
         return Ok(Admission::default());
     }
     let client = (limits.needs_client || limiting.concurrency.is_some())
-        .then(|| ClientAddr::resolve(downstream, request.headers(), &proxy.forwarded));
+        .then(|| ClientAddr::resolve(downstream, request.headers(), &proxy.forwarded.trusted_proxies));
     let mut admission = Admission::default();
     if let (Some(cap), Some(client)) = (&limiting.concurrency, client) {
         match cap.acquire(client.0) {
@@ -390,7 +390,7 @@ mod tests {
             request = request.header(*name, *value);
         }
         let request = request.body(()).unwrap();
-        let downstream = Downstream::new(peer.parse().unwrap(), false, &proxy.forwarded);
+        let downstream = Downstream::new(peer.parse().unwrap(), false, &proxy.forwarded.trusted_proxies);
         let table = proxy.routes.load();
         let mut params = PathParams::default();
         let route = table.find(None, &Method::GET, path, &mut params).expect("a route");

@@ -13,7 +13,7 @@ use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer, StrDeserial
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::key::KeySpec;
-use crate::config::parse_duration;
+use crate::quantity::parse_duration;
 
 /// One `rate_limit` table of a route.
 #[derive(Debug, Clone, serde::Deserialize)]

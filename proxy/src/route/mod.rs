@@ -7,10 +7,10 @@
 //! catch-all route last acts as the default route. No match: 404 from the proxy.
 
 mod matcher;
+mod metrics;
 pub mod path;
 mod table;
 
-use std::fmt;
 use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::Arc;
@@ -19,38 +19,11 @@ use std::time::Duration;
 use http::StatusCode;
 
 pub use matcher::{HostMatch, Matcher, PathMatch, PathParams, PathPattern};
+pub use metrics::RouteMetrics;
 pub use table::{Route, RouteTable};
 
-use crate::upstream::UpstreamName;
-
-/// A route's name: unique across all rules files, used as a metric label.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RouteName(Arc<str>);
-
-impl RouteName {
-    /// The name as written in the rules.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<&str> for RouteName {
-    type Error = String;
-
-    fn try_from(name: &str) -> Result<Self, Self::Error> {
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return Err(format!("{name:?}: route names use letters, digits, '-', '_' and '.'"));
-        }
-        Ok(Self(name.into()))
-    }
-}
-
-impl fmt::Display for RouteName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::name::RouteName;
+use crate::name::UpstreamName;
 
 /// One validated route rule.
 #[derive(Debug, Clone)]

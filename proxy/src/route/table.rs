@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use http::Method;
 
+use super::RouteMetrics;
 use super::{PathParams, RouteRule};
 use crate::limit::RouteLimits;
-use crate::metrics::RouteMetrics;
 use crate::upstream::Upstream;
 
 /// A route as the proxy runs it: the rule, its upstream and its metric handles, resolved when

@@ -23,8 +23,8 @@ use std::time::Duration;
 use redis::{ConnectionInfo, IntoConnectionInfo};
 use serde::Deserialize;
 
-use crate::config::sidecar::duration;
-use crate::config::{Problems, parse_duration, parse_size};
+use crate::problem::Problems;
+use crate::quantity::{duration, parse_duration, parse_size};
 
 /// `[redis]`: the shared Redis tier. Absent: every sidecar works alone, as before.
 #[derive(Debug, Clone, Deserialize)]

@@ -25,9 +25,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::EndpointAddr;
+use super::metrics::Lookups;
 use super::resolve::Resolver;
 use crate::body::{Body, BoxError};
-use crate::metrics::Lookups;
 
 /// How an upstream's connections are made and kept; from `[upstreams.NAME]`.
 #[derive(Debug, Clone, Copy)]

@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use tokio::time::Instant;
 
+use super::Ejection;
 use super::connections::{ConnectionSettings, Connections};
+use super::metrics::EndpointMetrics;
 use super::{EndpointAddr, UpstreamName};
-use crate::config::Ejection;
-use crate::metrics::{EndpointMetrics, Metrics};
+use crate::metrics::Metrics;
 
 /// One address of an upstream.
 #[derive(Debug)]

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use http::{Request, Uri};
 
+use super::HealthCheck;
 use super::{Endpoint, Upstream};
 use crate::body::Body;
-use crate::config::HealthCheck;
 
 /// Runs the checks of `upstream` until `shutdown` completes. Returns at once when the upstream
 /// has no health check configured.

@@ -69,8 +69,8 @@ fn least_loaded<'a>(endpoints: impl Iterator<Item = &'a Arc<Endpoint>>) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Ejection, UpstreamConfig};
     use crate::metrics::Metrics;
+    use crate::upstream::{Ejection, UpstreamConfig};
     use crate::upstream::{InFlight, UpstreamName};
     use std::time::Duration;
 
@@ -90,7 +90,7 @@ mod tests {
             dns_refresh: Duration::from_secs(30),
             max_connections_per_endpoint: cap.and_then(std::num::NonZeroUsize::new),
         };
-        Upstream::new(config, &Metrics::new(&crate::config::DEFAULT_LATENCY_BUCKETS))
+        Upstream::new(config, &Metrics::new(&crate::metrics::DEFAULT_LATENCY_BUCKETS))
     }
 
     #[tokio::test]

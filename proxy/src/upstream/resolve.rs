@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::EndpointAddr;
-use crate::metrics::{LookupOutcome, Lookups};
+use super::metrics::{LookupOutcome, Lookups};
 
 /// Looks up a `host:port`.
 pub type Lookup = Arc<

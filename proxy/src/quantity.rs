@@ -1,10 +1,37 @@
 //! Units operators write: durations (`"250ms"`, `"5m"`) and byte sizes (`"256MiB"`).
 
+use std::path::Path;
 use std::time::Duration;
+
+use crate::problem::Problems;
 
 /// Parses a duration such as `"250ms"`, `"15s"`, `"5m"` or `"1h 30m"`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+/// Parses an optional duration, `default_secs` when absent.
+pub fn duration(
+    p: &mut Problems,
+    shown: &Path,
+    key: &str,
+    text: Option<String>,
+    default_secs: u64,
+) -> Duration {
+    match text {
+        None => Duration::from_secs(default_secs),
+        Some(text) => match parse_duration(&text) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                p.at(shown, key, "must be greater than zero");
+                Duration::from_secs(default_secs)
+            }
+            Err(e) => {
+                p.at(shown, key, e);
+                Duration::from_secs(default_secs)
+            }
+        },
+    }
 }
 
 /// Parses a byte size: a plain number of bytes, or a number with a unit

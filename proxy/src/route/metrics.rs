@@ -1,0 +1,100 @@
+//! A route's request metrics: `accel_requests` by route, method and status class, and
+//! `accel_request_duration_seconds` by route and cache result.
+
+use std::sync::OnceLock;
+
+use http::Method;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+
+use crate::cache::CacheResult;
+use crate::metrics::{HistogramFamily, Metrics};
+use crate::name::RouteName;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteCacheLabels {
+    route: String,
+    cache: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: &'static str,
+    status: &'static str,
+}
+
+/// Method label values: the common methods, everything else as `other`.
+const METHODS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"];
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn method_index(method: &Method) -> usize {
+    match *method {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::PATCH => 4,
+        Method::DELETE => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
+    }
+}
+
+/// One route's request metrics, resolved once.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    route: String,
+    requests: Family<RequestLabels, Counter>,
+    duration_family: HistogramFamily<RouteCacheLabels>,
+    counters: [[OnceLock<Counter>; 5]; 8],
+    durations: [OnceLock<Histogram>; 7],
+}
+
+impl RouteMetrics {
+    /// Handles for `route`.
+    pub fn new(metrics: &Metrics, route: &RouteName) -> Self {
+        Self {
+            route: route.as_str().to_owned(),
+            requests: metrics.family(
+                "requests",
+                "Requests answered, by route, method and status class",
+                Family::default,
+            ),
+            duration_family: metrics.family(
+                "request_duration_seconds",
+                "Time from request headers received to response headers sent, by route and cache result",
+                || metrics.histograms(),
+            ),
+            counters: Default::default(),
+            durations: Default::default(),
+        }
+    }
+
+    /// Records one answered request.
+    pub fn record(&self, method: &Method, status: http::StatusCode, cache: CacheResult, seconds: f64) {
+        let m = method_index(method);
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.counters[m][class]
+            .get_or_init(|| {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        route: self.route.clone(),
+                        method: METHODS[m],
+                        status: STATUS_CLASSES[class],
+                    })
+                    .clone()
+            })
+            .inc();
+        let c = CacheResult::ALL.iter().position(|r| *r == cache).unwrap_or(0);
+        self.durations[c]
+            .get_or_init(|| {
+                self.duration_family
+                    .get_or_create(&RouteCacheLabels { route: self.route.clone(), cache: cache.as_str() })
+                    .clone()
+            })
+            .observe(seconds);
+    }
+}
