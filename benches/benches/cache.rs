@@ -53,7 +53,7 @@ fn entry(body: Bytes, tags: Vec<Tag>, now: u64) -> CacheEntry {
 
 fn cache(memory: u64) -> Cache {
     let config = CacheConfig { memory, clock: Clock::manual(1_700_000_000_000), ..CacheConfig::default() };
-    Cache::new(config, Default::default(), &Metrics::new(&[1.0]))
+    Cache::new(config, &Metrics::new(&[1.0]))
 }
 
 fn benches(c: &mut Criterion) {

@@ -1,7 +1,7 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up),
 //! `/readyz` (rules loaded and every upstream has an available endpoint) and `/status` (JSON:
 //! routes, upstreams with endpoint health and in-flight counts), and `POST /cache/purge`
-//! (token-protected, see [`crate::cache::purge`]).
+//! (token-protected, see `purge`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,6 +16,8 @@ use tokio::net::TcpListener;
 
 use crate::proxy::Proxy;
 
+mod purge;
+
 /// The admin routes over `proxy`.
 pub fn router(proxy: Arc<Proxy>) -> Router {
     Router::new()
@@ -23,7 +25,7 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/status", get(status))
-        .route("/cache/purge", post(crate::cache::purge::handle))
+        .route("/cache/purge", post(purge::handle))
         .with_state(proxy)
 }
 

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub mod purge;
+
 /// Accel: a sidecar reverse proxy with per-route rules.
 #[derive(Debug, Parser)]
 #[command(name = "accel", version, about)]

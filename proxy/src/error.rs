@@ -5,7 +5,9 @@ use std::time::Duration;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{Body, BoxError};
-use crate::upstream::{EndpointAddr, UpstreamName};
+use crate::limit::Refusal;
+use crate::limit::headers::{RATELIMIT, RATELIMIT_POLICY, set_retry_after};
+use crate::name::{EndpointAddr, UpstreamName};
 
 /// Which side of the proxy an error came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,9 +52,33 @@ pub enum ProxyError {
     /// No response headers within the route's timeout.
     #[error("upstream timed out after {after:?}")]
     Timeout { after: Duration },
+    /// One of the route's rate limits refused the request: its status (`429` unless the rule
+    /// says otherwise), when to try again, and the limit's `RateLimit-Policy` / `RateLimit`.
+    #[error("rate limited")]
+    RateLimited {
+        status: StatusCode,
+        retry_after: Duration,
+        policy: Option<HeaderValue>,
+        state: Option<HeaderValue>,
+    },
+    /// The client already has `client_concurrency` requests in flight.
+    #[error("too many concurrent requests from one client")]
+    ClientConcurrency,
     /// The proxy is shedding load.
     #[error("overloaded")]
     Overloaded { retry_after: Duration },
+}
+
+impl From<Refusal> for ProxyError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Limited { status, retry_after, policy, state } => {
+                Self::RateLimited { status, retry_after, policy, state }
+            }
+            Refusal::ClientConcurrency => Self::ClientConcurrency,
+            Refusal::ClusterUnavailable => Self::Overloaded { retry_after: Duration::from_secs(1) },
+        }
+    }
 }
 
 impl ProxyError {
@@ -67,13 +93,19 @@ impl ProxyError {
             }
             Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::RateLimited { status, .. } => *status,
+            Self::ClientConcurrency => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     /// Which side failed.
     pub fn side(&self) -> Side {
         match self {
-            Self::NoRoute | Self::BadRequest { .. } | Self::ClientTimeout { .. } => Side::Downstream,
+            Self::NoRoute
+            | Self::BadRequest { .. }
+            | Self::ClientTimeout { .. }
+            | Self::RateLimited { .. }
+            | Self::ClientConcurrency => Side::Downstream,
             Self::NoHealthyEndpoint { .. }
             | Self::UpstreamFull { .. }
             | Self::Connect { .. }
@@ -84,7 +116,8 @@ impl ProxyError {
     }
 
     /// The response for the client: the status with a short plain-text body naming the
-    /// failure (never the upstream's internals), and `Retry-After` where waiting helps.
+    /// failure (never the upstream's internals), `Retry-After` where waiting helps, and a
+    /// rate limit's `RateLimit` headers. The one place where errors become answers.
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
         let (text, retry_after): (&'static str, Option<Duration>) = match &self {
@@ -97,6 +130,8 @@ impl ProxyError {
             Self::Upstream { .. } => ("upstream error\n", None),
             Self::Timeout { .. } => ("upstream timeout\n", None),
             Self::Overloaded { retry_after } => ("overloaded\n", Some(*retry_after)),
+            Self::RateLimited { retry_after, .. } => ("rate limited\n", Some(*retry_after)),
+            Self::ClientConcurrency => ("too many concurrent requests\n", Some(Duration::from_secs(1))),
         };
         let mut response = Response::new(Body::full(text));
         *response.status_mut() = status;
@@ -104,7 +139,15 @@ impl ProxyError {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(after) = retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
+            set_retry_after(headers, after);
+        }
+        if let Self::RateLimited { policy, state, .. } = self {
+            if let Some(policy) = policy {
+                headers.insert(&RATELIMIT_POLICY, policy);
+            }
+            if let Some(state) = state {
+                headers.insert(&RATELIMIT, state);
+            }
         }
         if status == StatusCode::REQUEST_TIMEOUT {
             // The rest of the body will not be read: the connection cannot carry another request.

@@ -44,6 +44,7 @@ pub mod limit;
 pub mod logging;
 pub mod metrics;
 pub mod name;
+pub mod params;
 pub mod pipeline;
 pub mod problem;
 pub mod proxy;

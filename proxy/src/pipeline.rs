@@ -2,6 +2,7 @@
 //! response travels back through the same stages in reverse.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri, Version};
@@ -9,17 +10,18 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::body::Body;
-use crate::cache::{Answer, CacheResult, CachedBody, Coalesced, Lookup};
+use crate::cache::{Answer, CacheResult, CachedBody, Coalesced, Lookup, Pass};
 use crate::compress::Negotiation;
 use crate::downstream::Downstream;
 use crate::error::ProxyError;
 use crate::forward::{self, RequestBody, ServedBy};
-use crate::limit::{self, Admission};
+use crate::limit::Admission;
 use crate::proxy::Proxy;
 use crate::route::{PathParams, Route, path};
 
-/// Answers one request. Never fails: every error becomes a response here (see
-/// [`ProxyError::into_response`]).
+/// Answers one request. Never fails: every error becomes a response at one rescue point
+/// ([`ProxyError::into_response`], through [`refuse`] before the forward and through the
+/// cache's [`Pass::complete`] after it).
 pub async fn handle(
     proxy: &Proxy,
     downstream: &Downstream,
@@ -29,83 +31,113 @@ pub async fn handle(
     // route: dot segments removed from the path first, so a request is routed, limited,
     // cached and forwarded by the path the origin will resolve (`/public/../admin` is `/admin`).
     if let Err(error) = normalize_path(&mut request) {
-        let response = error.into_response();
-        access_log(proxy, None, &request, &response, started, CacheResult::None);
-        return response;
+        return refuse(proxy, None, downstream, &request, error, started);
     }
     // route: one snapshot of the rules for the whole request, even across a reload.
     let table = proxy.routes.load();
     let host = match request_host(&request) {
         Ok(host) => host,
-        Err(error) => {
-            let response = error.into_response();
-            access_log(proxy, None, &request, &response, started, CacheResult::None);
-            return response;
-        }
+        Err(error) => return refuse(proxy, None, downstream, &request, error, started),
     };
     let mut params = PathParams::default();
     let Some(route) = table.find(host, request.method(), request.uri().path(), &mut params) else {
         proxy.metrics.unrouted.inc();
-        let response = ProxyError::NoRoute.into_response();
-        access_log(proxy, None, &request, &response, started, CacheResult::None);
-        return response;
+        return refuse(proxy, None, downstream, &request, ProxyError::NoRoute, started);
     };
     // rate limit: the per-client concurrency cap and the route's quotas, before any upstream
     // work (cache hits included: a quota protects the sidecar too); a refusal is recorded like
     // any answer. The admission rides to the response.
-    let admission = match limit::admit(proxy, route, downstream, &request, &params).await {
+    let admission = match proxy.limits.admit(&route.limits, downstream, &request, &params).await {
         Ok(admission) => admission,
-        Err(refused) => return answered_early(proxy, route, &request, refused, started),
+        Err(refused) => return refuse(proxy, Some(route), downstream, &request, refused.into(), started),
     };
     let method = request.method().clone();
     let access = proxy.access_log.then(|| (request.uri().clone(), request.version()));
     // compress: what the client accepts, read before the request goes anywhere.
-    let compress = Negotiation::new(route.compress.as_ref(), &method, request.headers());
+    let compress = Negotiation::new(route.compress.as_deref(), &method, request.headers());
     let back = Outbound { admission, compress };
 
     // cache lookup: a fresh entry answers here (HEAD from the GET entry, 304 to a matching
-    // conditional request; a stale one within stale-while-revalidate too, refreshed in the
-    // background); otherwise the pass says what the forward is for.
-    let pass = match proxy.cache.lookup(route, &params, host, &request, downstream) {
+    // conditional request); otherwise the pass says what the forward is for.
+    let pass = match proxy.cache.lookup(&route.cache, &params, host, &request) {
         Lookup::Answer(answer) => {
+            return finish(route, downstream, &method, access, answer, back, started).await;
+        }
+        // A stale entry within stale-while-revalidate answers too, while one background
+        // request (sent before this answer goes back) refreshes it.
+        Lookup::Stale { answer, refresh } => {
+            if let Some(refresh) = refresh {
+                refresh_in_background(proxy, route, downstream, &request, refresh);
+            }
             return finish(route, downstream, &method, access, answer, back, started).await;
         }
         Lookup::Forward(pass) => pass,
     };
     // coalesce: identical concurrent misses send one leader upstream; followers take its answer.
-    let mut pass = match pass.coalesce().await {
+    let pass = match pass.coalesce().await {
+        Coalesced::Answer(answer) => {
+            return finish(route, downstream, &method, access, answer, back, started).await;
+        }
+        Coalesced::Forward(pass) => pass,
+    };
+    // shared tier: a memory miss (the leader, or a request that does not coalesce) looks in
+    // Redis before the origin, when `[redis]` is configured.
+    let mut pass = match pass.second_level().await {
         Coalesced::Answer(answer) => {
             return finish(route, downstream, &method, access, answer, back, started).await;
         }
         Coalesced::Forward(pass) => pass,
     };
 
-    // forward: forwarding headers (and the cache's validators), then least-connections pick
-    // and tries with retries.
-    let (mut parts, body) = request.into_parts();
-    forward::headers::to_upstream(
-        &mut parts.headers,
-        parts.version,
-        parts.uri.authority(),
+    // forward: forwarding headers and the cache's validators, then least-connections pick
+    // and tries with retries; a failure becomes the proxy's answer here.
+    let (parts, body) = request.into_parts();
+    let body = RequestBody::new(body, proxy.body_read_timeout);
+    let prepare = |headers: &mut http::HeaderMap| pass.prepare(headers);
+    let result = forward::exchange(
+        route,
         downstream,
         &proxy.forwarded,
-    );
-    pass.prepare(&mut parts.headers);
-    let result =
-        forward::send(route, parts, RequestBody::new(body, proxy.body_read_timeout), proxy.access_log)
-            .await
-            .map(|mut response| {
-                forward::headers::to_downstream(response.headers_mut(), &proxy.forwarded);
-                response
-            });
-    if let Err(error) = &result {
+        parts,
+        body,
+        prepare,
+        proxy.access_log,
+    )
+    .await
+    .map_err(|error| {
         tracing::debug!(route = %route.rule.name, side = ?error.side(), error = %error, "request failed");
-    }
+        error.into_response()
+    });
 
     // cache store: storable answers stored with their tags as they stream; a 304 refreshes;
     // stale-if-error; successful unsafe requests invalidate.
     let answer = pass.complete(result);
     finish(route, downstream, &method, access, answer, back, started).await
+}
+
+/// Sends the background request that refreshes a stale entry: a GET with the request's
+/// headers, through the same exchange as any forward.
+fn refresh_in_background(
+    proxy: &Proxy,
+    route: &Arc<Route>,
+    downstream: &Downstream,
+    request: &Request<Incoming>,
+    mut pass: Pass,
+) {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = Method::GET;
+    parts.version = request.version();
+    parts.uri = request.uri().clone();
+    parts.headers = request.headers().clone();
+    let (route, downstream, policy) = (route.clone(), downstream.clone(), proxy.forwarded.clone());
+    tokio::spawn(async move {
+        let prepare = |headers: &mut http::HeaderMap| pass.prepare(headers);
+        let result =
+            forward::exchange(&route, &downstream, &policy, parts, RequestBody::Empty, prepare, false)
+                .await
+                .map_err(ProxyError::into_response);
+        pass.complete_refresh(result).await;
+    });
 }
 
 /// What the answer meets on its way back, decided from the request.
@@ -141,10 +173,51 @@ async fn finish(
     admission.finish(&mut response);
     route.metrics.record(method, response.status(), cache, started.elapsed().as_secs_f64());
     if let Some((uri, version)) = access {
+        let line = AccessLine { route: Some(route), method, uri: &uri, version, cache };
+        line.write(&response, downstream, started);
+    }
+    response
+}
+
+/// The answer to a request refused before it went anywhere (a bad request, no route, a
+/// limit): the rescue point's response, recorded like any other.
+fn refuse(
+    proxy: &Proxy,
+    route: Option<&Route>,
+    downstream: &Downstream,
+    request: &Request<Incoming>,
+    error: ProxyError,
+    started: Instant,
+) -> Response<Body> {
+    let response = error.into_response();
+    if let Some(route) = route {
+        let seconds = started.elapsed().as_secs_f64();
+        route.metrics.record(request.method(), response.status(), CacheResult::None, seconds);
+    }
+    if proxy.access_log {
+        let (method, uri, version) = (request.method(), request.uri(), request.version());
+        let line = AccessLine { route, method, uri, version, cache: CacheResult::None };
+        line.write(&response, downstream, started);
+    }
+    response
+}
+
+/// One access-log line (target `accel::access`): the same fields for every answer.
+struct AccessLine<'a> {
+    route: Option<&'a Route>,
+    method: &'a Method,
+    uri: &'a Uri,
+    version: Version,
+    cache: CacheResult,
+}
+
+impl AccessLine<'_> {
+    fn write(self, response: &Response<Body>, downstream: &Downstream, started: Instant) {
+        let Self { route, method, uri, version, cache } = self;
         let endpoint = response.extensions().get::<ServedBy>().map(|s| s.0.to_string());
         tracing::info!(
             target: "accel::access",
-            route = %route.rule.name,
+            route = route.map_or("-", |r| r.rule.name.as_str()),
             method = %method,
             path = uri.path(),
             version = ?version,
@@ -155,21 +228,6 @@ async fn finish(
             client = %downstream.peer,
         );
     }
-    response
-}
-
-/// Records an answer the proxy gave itself before going upstream (a refusal), like any other.
-fn answered_early(
-    proxy: &Proxy,
-    route: &Route,
-    request: &Request<Incoming>,
-    response: Response<Body>,
-    started: Instant,
-) -> Response<Body> {
-    let seconds = started.elapsed().as_secs_f64();
-    route.metrics.record(request.method(), response.status(), CacheResult::None, seconds);
-    access_log(proxy, Some(route.rule.name.as_str()), request, &response, started, CacheResult::None);
-    response
 }
 
 /// Removes dot segments from the request's path (see [`crate::route::path`]); a path that
@@ -220,28 +278,6 @@ fn strip_port(host: &str) -> &str {
     }
     host.rsplit_once(':')
         .map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host })
-}
-
-fn access_log(
-    proxy: &Proxy,
-    route: Option<&str>,
-    request: &Request<Incoming>,
-    response: &Response<Body>,
-    started: Instant,
-    cache: CacheResult,
-) {
-    if proxy.access_log {
-        tracing::info!(
-            target: "accel::access",
-            route = route.unwrap_or("-"),
-            method = %request.method(),
-            path = request.uri().path(),
-            status = response.status().as_u16(),
-            micros = started.elapsed().as_micros() as u64,
-            endpoint = "-",
-            cache = cache.as_str(),
-        );
-    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, RouteCaching};
 use crate::config::{self, Config, ForwardedConfig, Problems, RuleSet};
 use crate::limit::RateLimiting;
 use crate::metrics::Metrics;
@@ -24,7 +24,7 @@ pub struct Proxy {
     pub upstreams: Vec<Arc<Upstream>>,
     pub metrics: Arc<Metrics>,
     /// Rate limiters (kept across reloads) and the per-client concurrency cap.
-    pub limits: RateLimiting,
+    pub limits: Arc<RateLimiting>,
     pub forwarded: ForwardedConfig,
     /// Log one line per request.
     pub access_log: bool,
@@ -51,7 +51,7 @@ impl Proxy {
         let upstreams: Vec<Arc<Upstream>> =
             config.upstreams.iter().map(|u| Arc::new(Upstream::new(u.clone(), &metrics))).collect();
         let compression = crate::compress::Compression::new(config.compress.clone(), &metrics);
-        let cache = Arc::new(Cache::new(config.cache.clone(), config.forwarded.clone(), &metrics));
+        let cache = Arc::new(Cache::new(config.cache.clone(), &metrics));
         let redis = config.redis.as_ref().and_then(|redis| match RedisTier::new(redis, &metrics) {
             Ok(tier) => Some(Arc::new(tier)),
             Err(e) => {
@@ -66,7 +66,12 @@ impl Proxy {
             compression,
             routes: ArcSwap::from_pointee(RouteTable::default()),
             upstreams,
-            limits: RateLimiting::new(config.limits.rate_limiting, &metrics),
+            limits: Arc::new(RateLimiting::new(
+                config.limits.rate_limiting,
+                config.forwarded.trusted_proxies.clone(),
+                redis.clone(),
+                &metrics,
+            )),
             metrics,
             forwarded: config.forwarded.clone(),
             access_log: config.log.access,
@@ -134,10 +139,14 @@ impl Proxy {
             .filter_map(|rule| {
                 let upstream = self.upstreams.iter().find(|u| u.name == rule.upstream)?.clone();
                 let metrics = RouteMetrics::new(&self.metrics, &rule.name);
-                let cache_metrics = self.cache.metrics.route(&rule.name);
-                let limits = limits.route(&rule);
-                let compress = self.compression.for_route(&rule);
-                Some(Arc::new(Route { rule, upstream, metrics, cache_metrics, limits, compress }))
+                let limits = limits.route(&rule.name, &rule.rate_limit);
+                let compress = self.compression.for_route(&rule.name, rule.compress.as_ref()).map(Arc::new);
+                let cache = Arc::new(RouteCaching {
+                    settings: rule.cache.clone(),
+                    metrics: self.cache.metrics.route(&rule.name),
+                    compress: compress.clone(),
+                });
+                Some(Arc::new(Route { rule, upstream, metrics, cache, limits, compress }))
             })
             .collect();
         limits.finish();

@@ -757,8 +757,8 @@ async fn the_purge_client_of_accel_purge_talks_to_the_admin_listener() {
     let admin = proxy.admin_addr().to_string();
     let request = accel::cache::purge::PurgeRequest { tags: vec!["leads".into()], ..Default::default() };
 
-    let wrong = accel::cache::purge::send(&admin, "nope", &request).await;
-    let counts = accel::cache::purge::send(&admin, "t0ken", &request).await.expect("purged");
+    let wrong = accel::cli::purge::send(&admin, "nope", &request).await;
+    let counts = accel::cli::purge::send(&admin, "t0ken", &request).await.expect("purged");
 
     assert!(wrong.unwrap_err().to_string().contains("403"));
     assert_eq!((counts.purged, counts.tags), (2, 2));

@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use accel::cache::purge::{self, PurgeRequest};
+use accel::cache::purge::PurgeRequest;
+use accel::cli::purge;
 use accel::cli::{Cli, Command, PurgeArgs};
 use accel::sidecar::{self, Sidecar};
 use clap::Parser;

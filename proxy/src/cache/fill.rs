@@ -17,16 +17,15 @@ use super::entry::CacheEntry;
 use super::key::CacheKey;
 use super::policy::RejectReason;
 use super::store::Seq;
-use super::{Cache, FlightLeader, Shared};
+use super::{Cache, FlightLeader, RouteCaching, Shared};
 use crate::body::{Body, BoxError};
-use crate::route::Route;
 
 /// What finishing an entry needs once its body is complete.
 #[derive(Debug)]
 pub(super) struct Filling {
     pub cache: Arc<Cache>,
     /// The route: its compression makes eager variants when the entry is stored.
-    pub route: Arc<Route>,
+    pub route: Arc<RouteCaching>,
     pub key: CacheKey,
     /// The request's headers: they pick the variant when the answer varies.
     pub request: HeaderMap,

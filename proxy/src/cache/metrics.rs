@@ -18,7 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use super::CacheResult;
 use super::policy::RejectReason;
 use crate::metrics::Metrics;
-use crate::route::RouteName;
+use crate::name::RouteName;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LookupLabels {

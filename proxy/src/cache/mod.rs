@@ -65,12 +65,9 @@ use self::store::Seq;
 use self::tag::{TagSource, header_tags};
 use crate::body::Body;
 use crate::coalesce::{Coalescer, Role, Waited};
-use crate::config::ForwardedConfig;
-use crate::downstream::Downstream;
-use crate::error::ProxyError;
-use crate::forward::{self, RequestBody};
+use crate::compress::RouteCompression;
 use crate::metrics::Metrics;
-use crate::route::{PathParams, Route};
+use crate::params::PathParams;
 
 /// What a leader hands its followers: the entry and the key of its variant.
 #[derive(Debug)]
@@ -91,7 +88,6 @@ pub struct Cache {
     pub metrics: CacheMetrics,
     pub clock: Clock,
     flights: Coalescer<CacheKey, Arc<Shared>>,
-    forwarded: ForwardedConfig,
     /// The shared Redis tier, when `[redis]` is configured (see `shared`).
     shared: std::sync::OnceLock<Arc<crate::tier::RedisTier>>,
 }
@@ -107,9 +103,26 @@ fn collapse_key() -> KeySpec {
 pub enum Lookup {
     /// The cache answered.
     Answer(Answer),
+    /// A stale entry within `stale_while_revalidate` answered; `refresh` is the pass of the
+    /// one background request that renews it, when this request is the one to send it.
+    Stale { answer: Answer, refresh: Option<Pass> },
     /// The request goes upstream; the pass decides what happens to the answer.
     Forward(Pass),
 }
+
+/// One route's part in the cache, resolved when the rules load: its caching settings, its
+/// lookup counters, and its compression (eager routes compress a stored entry at once).
+#[derive(Debug)]
+pub struct RouteCaching {
+    pub settings: RouteCache,
+    pub metrics: RouteCacheMetrics,
+    pub compress: Option<Arc<RouteCompression>>,
+}
+
+/// What came back from upstream for a pass: the endpoint's answer, or the proxy's own error
+/// answer when the forward failed (the pipeline's rescue point made it; a stale entry may
+/// still stand in for it).
+pub type Forwarded = Result<Response<Body>, Response<Body>>;
 
 /// The result of [`Pass::coalesce`].
 #[derive(Debug)]
@@ -140,7 +153,7 @@ pub struct Answer {
 #[derive(Debug)]
 pub struct Pass {
     cache: Arc<Cache>,
-    route: Arc<Route>,
+    route: Arc<RouteCaching>,
     /// Count this request in the route's lookups (background refreshes are not requests).
     count: bool,
     mode: Mode,
@@ -185,12 +198,15 @@ struct Fill {
     revalidating: bool,
     /// Report this instead of a miss.
     bypass: Option<BypassReason>,
+    /// A follower whose leader failed or could not share: it goes upstream on its own, past
+    /// the second level the leader already looked in.
+    released: bool,
 }
 
 impl Cache {
     /// An empty cache with `config`'s memory bound and clock; metrics registered with
     /// `metrics`.
-    pub fn new(config: CacheConfig, forwarded: ForwardedConfig, metrics: &Metrics) -> Self {
+    pub fn new(config: CacheConfig, metrics: &Metrics) -> Self {
         let metrics = CacheMetrics::new(metrics);
         let clock = config.clock.clone();
         Self {
@@ -199,7 +215,6 @@ impl Cache {
             metrics,
             clock,
             flights: Coalescer::default(),
-            forwarded,
             shared: std::sync::OnceLock::new(),
         }
     }
@@ -212,13 +227,12 @@ impl Cache {
     /// The cache's first look at a request on `route` (matched with `params`, for `host`).
     pub fn lookup<B>(
         self: &Arc<Self>,
-        route: &Arc<Route>,
+        route: &Arc<RouteCaching>,
         params: &PathParams,
         host: Option<&str>,
         request: &Request<B>,
-        downstream: &Downstream,
     ) -> Lookup {
-        let settings = &route.rule.cache;
+        let settings = &route.settings;
         let (method, uri, headers) = (request.method(), request.uri(), request.headers());
         let host = host.unwrap_or("");
         if method != Method::GET && method != Method::HEAD {
@@ -258,16 +272,15 @@ impl Cache {
                 match entry.staleness(now) {
                     Staleness::Fresh { remaining } => {
                         let status = CacheStatus::Hit { ttl: remaining.as_secs() as i64 };
-                        route.cache_metrics.lookup(CacheResult::Hit);
+                        route.metrics.lookup(CacheResult::Hit);
                         return Lookup::Answer(self.answer(&entry, head, headers, now, status));
                     }
                     Staleness::Stale { by } if by < entry.freshness.stale_while_revalidate => {
-                        self.refresh_in_background(
-                            route, key, rule, &entry, params, host, request, downstream,
-                        );
+                        let refresh = self.refresh(route, key, rule, &entry, params, host, request);
                         let status = CacheStatus::StaleWhileRevalidate { ttl: stale_ttl(by) };
-                        route.cache_metrics.lookup(CacheResult::Stale);
-                        return Lookup::Answer(self.answer(&entry, head, headers, now, status));
+                        route.metrics.lookup(CacheResult::Stale);
+                        let answer = self.answer(&entry, head, headers, now, status);
+                        return Lookup::Stale { answer, refresh };
                     }
                     Staleness::Stale { .. } => stale = Some(entry),
                 }
@@ -313,16 +326,17 @@ impl Cache {
             store,
             revalidating: false,
             bypass: None,
+            released: false,
         }
     }
 
-    fn pass(self: &Arc<Self>, route: &Arc<Route>, fill: Fill) -> Pass {
+    fn pass(self: &Arc<Self>, route: &Arc<RouteCaching>, fill: Fill) -> Pass {
         Pass { cache: self.clone(), route: route.clone(), count: true, mode: Mode::Fill(Box::new(fill)) }
     }
 
     fn through(
         self: &Arc<Self>,
-        route: &Arc<Route>,
+        route: &Arc<RouteCaching>,
         status: Option<CacheStatus>,
         invalidation: Option<Invalidation>,
     ) -> Lookup {
@@ -396,65 +410,36 @@ impl Cache {
         }
     }
 
-    /// Refreshes a stale entry with one background request, unless one is in flight.
+    /// The pass of the background request that refreshes a stale entry; `None` when one is
+    /// in flight already. The request sent is a GET with this request's headers.
     #[allow(clippy::too_many_arguments)]
-    fn refresh_in_background<B>(
+    fn refresh<B>(
         self: &Arc<Self>,
-        route: &Arc<Route>,
+        route: &Arc<RouteCaching>,
         key: CacheKey,
         rule: &Arc<CacheRule>,
         entry: &Arc<CacheEntry>,
         params: &PathParams,
         host: &str,
         request: &Request<B>,
-        downstream: &Downstream,
-    ) {
-        let Some(leader) = self.flights.lead(key) else { return };
-        let uri = request.uri().clone();
+    ) -> Option<Pass> {
+        let leader = self.flights.lead(key)?;
+        let headers = request.headers();
         let mut fill = self.fill(
             key,
             Some(rule.clone()),
             host,
-            &uri,
-            request.headers(),
+            request.uri(),
+            headers,
             params,
             true,
             Some(entry.clone()),
         );
-        fill.credentials = request.headers().contains_key(header::AUTHORIZATION);
+        fill.credentials = headers.contains_key(header::AUTHORIZATION);
         fill.leader = Some(leader);
-        let (mut parts, ()) = Request::new(()).into_parts();
-        parts.method = Method::GET;
-        parts.version = request.version();
-        parts.headers = request.headers().clone();
-        forward::headers::to_upstream(
-            &mut parts.headers,
-            parts.version,
-            uri.authority(),
-            downstream,
-            &self.forwarded,
-        );
-        parts.uri = uri;
         let mut pass = self.pass(route, fill);
         pass.count = false;
-        let cache = self.clone();
-        let route = route.clone();
-        tokio::spawn(async move {
-            pass.prepare(&mut parts.headers);
-            let result = forward::send(&route, parts, RequestBody::Empty, false).await;
-            let answer = pass.complete(result.map(|mut response| {
-                forward::headers::to_downstream(response.headers_mut(), &cache.forwarded);
-                response
-            }));
-            let outcome = match answer.result {
-                CacheResult::Revalidated => RefreshResult::Revalidated,
-                CacheResult::Expired if answer.response.status().is_success() => RefreshResult::Stored,
-                _ => RefreshResult::Failed,
-            };
-            // Reading the body to its end stores the entry.
-            let complete = answer.response.into_body().collect().await.is_ok();
-            cache.metrics.refresh(if complete { outcome } else { RefreshResult::Failed });
-        });
+        Some(pass)
     }
 
     /// Invalidates what a successful unsafe request changed.
@@ -518,15 +503,14 @@ impl Pass {
     /// request goes upstream (as the leader, or on its own).
     pub async fn coalesce(mut self) -> Coalesced {
         let Mode::Fill(fill) = &mut self.mode else { return Coalesced::Forward(self) };
-        let rule = self.route.rule.cache.coalesce;
+        let rule = self.route.settings.coalesce;
         if !rule.enabled || fill.head || fill.bypass.is_some() {
-            return self.second_level().await;
+            return Coalesced::Forward(self);
         }
         let follower = match self.cache.flights.join(fill.key) {
             Role::Leader(leader) => {
                 fill.leader = Some(leader);
-                // The cluster's answer, if another sidecar has it, before the origin.
-                return self.second_level().await;
+                return Coalesced::Forward(self);
             }
             Role::Follower(follower) => follower,
         };
@@ -536,11 +520,12 @@ impl Pass {
                 let now = self.cache.clock.now();
                 let answer =
                     self.cache.answer(&shared.entry, false, &fill.request, now, CacheStatus::Collapsed);
-                self.route.cache_metrics.lookup(answer.result);
+                self.route.metrics.lookup(answer.result);
                 Coalesced::Answer(answer)
             }
             Waited::Shared(_) | Waited::Released => {
                 self.cache.metrics.follower(FollowerResult::Released);
+                fill.released = true;
                 Coalesced::Forward(self)
             }
             Waited::TimedOut => {
@@ -574,11 +559,11 @@ impl Pass {
     /// Takes the upstream's answer (headers already prepared for the client): stores it,
     /// refreshes, falls back to a stale entry, or invalidates, and returns what the client
     /// gets.
-    pub fn complete(self, result: Result<Response<Body>, ProxyError>) -> Answer {
+    pub fn complete(self, result: Forwarded) -> Answer {
         let Self { cache, route, count, mode } = self;
         let answer = match mode {
             Mode::Through { status, invalidation } => {
-                let mut response = result.unwrap_or_else(ProxyError::into_response);
+                let mut response = result.unwrap_or_else(|failed| failed);
                 let code = response.status();
                 let write = invalidation.is_some();
                 if let Some(invalidation) = invalidation
@@ -597,20 +582,29 @@ impl Pass {
             Mode::Fill(fill) => cache.complete_fill(*fill, result, &route),
         };
         if count {
-            route.cache_metrics.lookup(answer.result);
+            route.metrics.lookup(answer.result);
         }
         answer
+    }
+
+    /// Completes a background refresh (see [`Lookup::Stale`]) with the upstream's answer and
+    /// reads its body to the end, which stores the entry; counts how it went.
+    pub async fn complete_refresh(self, result: Forwarded) {
+        let cache = self.cache.clone();
+        let answer = self.complete(result);
+        let outcome = match answer.result {
+            CacheResult::Revalidated => RefreshResult::Revalidated,
+            CacheResult::Expired if answer.response.status().is_success() => RefreshResult::Stored,
+            _ => RefreshResult::Failed,
+        };
+        let complete = answer.response.into_body().collect().await.is_ok();
+        cache.metrics.refresh(if complete { outcome } else { RefreshResult::Failed });
     }
 }
 
 impl Cache {
     /// The miss / stale path's end: the answer for the client, marked.
-    fn complete_fill(
-        self: &Arc<Self>,
-        fill: Fill,
-        result: Result<Response<Body>, ProxyError>,
-        route: &Arc<Route>,
-    ) -> Answer {
+    fn complete_fill(self: &Arc<Self>, fill: Fill, result: Forwarded, route: &Arc<RouteCaching>) -> Answer {
         let now = self.clock.now();
         let forwarded = |fill: &Fill, code: StatusCode, stored: bool| -> CacheStatus {
             let fwd_status = code.as_u16();
@@ -622,12 +616,11 @@ impl Cache {
         };
         let response = match result {
             Ok(response) => response,
-            Err(error) => {
+            Err(response) => {
                 if let Some((entry, ttl)) = usable_on_error(fill.stale.as_ref(), now) {
                     let status = CacheStatus::StaleIfError { ttl, fwd_status: None };
                     return self.answer(entry, fill.head, &fill.request, now, status);
                 }
-                let response = error.into_response();
                 let status = forwarded(&fill, response.status(), false);
                 return self.forwarded_answer(&fill, response, status);
             }
@@ -803,55 +796,22 @@ mod tests {
     //! Stage tests: the cache between a request and a fabricated upstream answer, in paused
     //! time (the system clock follows Tokio's).
 
-    use std::path::Path;
-
     use http_body_util::BodyExt;
 
     use super::*;
-    use crate::route::{Matcher, RetryPolicy, RouteMetrics, RouteName, RouteRule, Timeouts};
-    use crate::upstream::{Upstream, UpstreamConfig, UpstreamName};
+    use crate::name::RouteName;
 
-    fn setup(cache_rule: CacheRule) -> (Arc<Cache>, Arc<Route>) {
+    fn setup(cache_rule: CacheRule) -> (Arc<Cache>, Arc<RouteCaching>) {
         let metrics = Metrics::new(&[1.0]);
-        let cache = Arc::new(Cache::new(CacheConfig::default(), ForwardedConfig::default(), &metrics));
-        let name = RouteName::try_from("leads").unwrap();
-        let upstream_name = UpstreamName::try_from("api").unwrap();
-        let upstream = Upstream::new(
-            UpstreamConfig {
-                name: upstream_name.clone(),
-                endpoints: vec!["127.0.0.1:9".parse().unwrap()],
-                health: None,
-                ejection: Default::default(),
-                connect_timeout: Duration::from_secs(1),
-                max_idle_per_endpoint: 1,
-                idle_timeout: Duration::from_secs(1),
-                dns_refresh: Duration::from_secs(30),
-                max_connections_per_endpoint: None,
-            },
-            &metrics,
-        );
-        let rule = RouteRule {
-            name: name.clone(),
-            file: Arc::from(Path::new("rules/test.toml")),
-            matcher: Matcher::default(),
-            upstream: upstream_name,
-            timeouts: Timeouts { response: Duration::from_secs(1), total: Duration::from_secs(1) },
-            retry: RetryPolicy::default(),
-            rate_limit: Vec::new(),
-            compress: None,
-            cache: RouteCache {
+        let cache = Arc::new(Cache::new(CacheConfig::default(), &metrics));
+        let route = Arc::new(RouteCaching {
+            settings: RouteCache {
                 rule: Some(Arc::new(cache_rule)),
                 invalidate: Vec::new(),
                 coalesce: rule::CoalesceRule { enabled: true, follower_timeout: Duration::from_secs(5) },
             },
-        };
-        let route = Arc::new(Route {
-            metrics: RouteMetrics::new(&metrics, &name),
-            cache_metrics: cache.metrics.route(&name),
-            limits: Default::default(),
+            metrics: cache.metrics.route(&RouteName::try_from("leads").unwrap()),
             compress: None,
-            rule,
-            upstream: Arc::new(upstream),
         });
         (cache, route)
     }
@@ -860,29 +820,31 @@ mod tests {
         Request::get(path).header("host", "api.test").body(()).unwrap()
     }
 
-    fn downstream() -> Downstream {
-        Downstream::new("127.0.0.1:5000".parse().unwrap(), false, &[])
-    }
-
-    fn upstream_answer(
-        body: &'static str,
-        cache_control: &'static str,
-    ) -> Result<Response<Body>, ProxyError> {
+    fn upstream_answer(body: &'static str, cache_control: &'static str) -> Response<Body> {
         let mut response = Response::new(Body::full(body));
         response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
-        Ok(response)
+        response
+    }
+
+    /// The proxy's own answer to an upstream that timed out.
+    fn gateway_timeout() -> Response<Body> {
+        let mut response = Response::new(Body::full("upstream timeout\n"));
+        *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+        response
     }
 
     fn forward(lookup: Lookup) -> Pass {
         match lookup {
             Lookup::Forward(pass) => pass,
-            Lookup::Answer(answer) => panic!("expected a forward, got {:?}", answer.result),
+            Lookup::Answer(answer) | Lookup::Stale { answer, .. } => {
+                panic!("expected a forward, got {:?}", answer.result)
+            }
         }
     }
 
     fn answered(lookup: Lookup) -> Answer {
         match lookup {
-            Lookup::Answer(answer) => answer,
+            Lookup::Answer(answer) | Lookup::Stale { answer, .. } => answer,
             Lookup::Forward(_) => panic!("expected an answer from the cache"),
         }
     }
@@ -897,10 +859,10 @@ mod tests {
         let (cache, route) =
             setup(CacheRule { stale_if_error: Duration::from_secs(60), ..CacheRule::default() });
         let params = PathParams::default();
-        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/1"), &downstream());
+        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/1"));
 
         let miss = forward(look());
-        let filled = miss.complete(upstream_answer("lead 1", "max-age=10"));
+        let filled = miss.complete(Ok(upstream_answer("lead 1", "max-age=10")));
         assert_eq!(filled.result, CacheResult::Miss);
         assert_eq!(text(filled).await, "lead 1", "reading the body to its end stores it");
 
@@ -911,7 +873,7 @@ mod tests {
 
         tokio::time::advance(Duration::from_secs(2)).await;
         let stale = forward(look());
-        let rescued = stale.complete(Err(ProxyError::Timeout { after: Duration::from_secs(1) }));
+        let rescued = stale.complete(Err(gateway_timeout()));
         assert_eq!(rescued.result, CacheResult::Stale);
         assert_eq!(rescued.response.status(), StatusCode::OK);
         assert_eq!(text(rescued).await, "lead 1");
@@ -921,7 +883,7 @@ mod tests {
     async fn a_follower_takes_the_leaders_answer() {
         let (cache, route) = setup(CacheRule::default());
         let params = PathParams::default();
-        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/2"), &downstream());
+        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/2"));
 
         let Coalesced::Forward(leader) = forward(look()).coalesce().await else {
             panic!("the first one leads")
@@ -929,7 +891,7 @@ mod tests {
         let follower = tokio::spawn(forward(look()).coalesce());
         tokio::task::yield_now().await;
         assert_eq!(cache.waiting_followers(), 1);
-        assert_eq!(text(leader.complete(upstream_answer("scored", "max-age=60"))).await, "scored");
+        assert_eq!(text(leader.complete(Ok(upstream_answer("scored", "max-age=60")))).await, "scored");
 
         let Coalesced::Answer(answer) = follower.await.unwrap() else { panic!("the follower was answered") };
         assert_eq!(answer.response.headers()[CACHE_STATUS.clone()], "accel; fwd=miss; collapsed");
@@ -940,8 +902,8 @@ mod tests {
     async fn hits_within_a_second_share_their_headers_and_the_next_second_updates_them() {
         let (cache, route) = setup(CacheRule::default());
         let params = PathParams::default();
-        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/3"), &downstream());
-        text(forward(look()).complete(upstream_answer("lead 3", "max-age=60"))).await;
+        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/3"));
+        text(forward(look()).complete(Ok(upstream_answer("lead 3", "max-age=60")))).await;
 
         tokio::time::advance(Duration::from_millis(2_100)).await;
         for _ in 0..3 {

@@ -1,8 +1,8 @@
-//! Purging: `POST /cache/purge` on the admin listener, and the `accel purge` client.
+//! Purging: what an operator's purge request names, checked whole, then carried out on this
+//! store and published to the other sidecars. It arrives through the admin listener's
+//! `POST /cache/purge` (`crate::admin`), sent by `accel purge` (`crate::cli`).
 //!
-//! The request carries `Authorization: Bearer <cache.purge_token>` (401 without a token,
-//! 403 with a wrong one, 404 when no token is configured) and a JSON body naming what to
-//! invalidate — any combination of:
+//! The request is a JSON body naming what to invalidate — any combination of:
 //!
 //! ```json
 //! { "tags": ["lead:17", "pricing"], "urls": ["http://api.example.com/api/golden-leads/17"],
@@ -14,11 +14,6 @@
 //! "prefixes": 0, "all": 0}`. A URL purge reaches every variant of the URL (it is the URL's
 //! implicit tag); a prefix purge walks the store and is meant for rare operator use.
 
-use std::sync::Arc;
-
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use http::Uri;
 use serde::{Deserialize, Serialize};
 
@@ -26,7 +21,6 @@ use super::Cache;
 use super::key::CacheKey;
 use super::metrics::PurgeKind;
 use super::tag::Tag;
-use crate::proxy::Proxy;
 
 /// What to purge.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -160,90 +154,13 @@ impl Cache {
     }
 }
 
-/// `POST /cache/purge`.
-pub async fn handle(
-    State(proxy): State<Arc<Proxy>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    let Some(token) = proxy.cache.config.purge_token.as_deref() else {
-        return (StatusCode::NOT_FOUND, "purging is disabled: set cache.purge_token or admin.token\n")
-            .into_response();
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        None => {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "bearer token required\n",
-            )
-                .into_response();
-        }
-        Some(given) if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) => {
-            return (StatusCode::FORBIDDEN, "wrong token\n").into_response();
-        }
-        Some(_) => {}
-    }
-    let request: PurgeRequest = match serde_json::from_slice(&body) {
-        Ok(request) => request,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("invalid purge request: {e}\n")).into_response(),
-    };
-    match proxy.cache.purge(&request) {
-        Ok(counts) => {
-            tracing::info!(?request, purged = counts.purged, "cache purge");
-            axum::Json(counts).into_response()
-        }
-        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The `accel purge` client: posts `request` to the admin listener at `admin` (`host:port`
-/// or a URL) with `token`; returns the counts.
-pub async fn send(admin: &str, token: &str, request: &PurgeRequest) -> anyhow::Result<PurgeCounts> {
-    use http_body_util::{BodyExt, Full};
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
-
-    let base = if admin.contains("://") {
-        admin.trim_end_matches('/').to_owned()
-    } else {
-        format!("http://{admin}")
-    };
-    let uri: Uri = format!("{base}/cache/purge").parse()?;
-    let body = serde_json::to_vec(request)?;
-    let request = http::Request::post(uri)
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(bytes::Bytes::from(body)))?;
-    let client = Client::builder(TokioExecutor::new()).build_http();
-    let response = client.request(request).await?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
-    if !status.is_success() {
-        anyhow::bail!("{status}: {}", String::from_utf8_lossy(&body).trim());
-    }
-    Ok(serde_json::from_slice(&body)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn bad_requests_are_refused_before_anything_is_purged() {
-        let cache = Cache::new(
-            super::super::CacheConfig::default(),
-            Default::default(),
-            &crate::metrics::Metrics::new(&[1.0]),
-        );
+        let cache = Cache::new(super::super::CacheConfig::default(), &crate::metrics::Metrics::new(&[1.0]));
         assert_eq!(cache.purge(&PurgeRequest::default()), Err(PurgeError::Empty));
         let bad_url =
             PurgeRequest { tags: vec!["a".into()], urls: vec!["/relative".into()], ..Default::default() };
@@ -252,12 +169,5 @@ mod tests {
         assert!(matches!(cache.purge(&bad_key), Err(PurgeError::Key { .. })));
         let ok = PurgeRequest { tags: vec!["a".into()], ..Default::default() };
         assert_eq!(cache.purge(&ok).unwrap().purged, 0);
-    }
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
     }
 }

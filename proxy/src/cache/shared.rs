@@ -73,12 +73,13 @@ impl LocalPurge for Cache {
 }
 
 impl Pass {
-    /// The second-level lookup of a miss, before it goes upstream.
-    pub(super) async fn second_level(mut self) -> Coalesced {
+    /// The second-level lookup of a miss, before it goes upstream: the cluster's answer, if
+    /// another sidecar has it. A released follower does not look again (its leader did).
+    pub async fn second_level(mut self) -> Coalesced {
         let Some(tier) = self.cache.shared.get().cloned() else { return Coalesced::Forward(self) };
         let Mode::Fill(fill) = &mut self.mode else { return Coalesced::Forward(self) };
         let Some(rule) = fill.rule.clone() else { return Coalesced::Forward(self) };
-        if !fill.store || fill.stale.is_some() || fill.bypass.is_some() {
+        if !fill.store || fill.stale.is_some() || fill.bypass.is_some() || fill.released {
             return Coalesced::Forward(self);
         }
         if fill.credentials && !rule.key.includes_credentials() {
@@ -103,7 +104,7 @@ impl Pass {
         }
         let status = CacheStatus::Hit { ttl: remaining.as_secs() as i64 };
         let answer = self.cache.answer(&entry, false, &fill.request, now, status);
-        self.route.cache_metrics.lookup(answer.result);
+        self.route.metrics.lookup(answer.result);
         Coalesced::Answer(answer)
     }
 }

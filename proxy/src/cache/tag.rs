@@ -12,7 +12,7 @@ use http::HeaderMap;
 use http::header::HeaderName;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::route::PathParams;
+use crate::params::PathParams;
 
 /// A tag: its name and the name's hash (what the store indexes by).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -12,7 +12,7 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use super::Encoding;
 use crate::metrics::Metrics;
-use crate::route::RouteName;
+use crate::name::RouteName;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EncodingLabels {

@@ -43,7 +43,7 @@ use self::codec::{Decoder, Encoder};
 use self::metrics::{CompressMetrics, RouteCompressMetrics, Run};
 use crate::body::Body;
 use crate::metrics::Metrics;
-use crate::route::RouteRule;
+use crate::name::RouteName;
 
 /// What every route's compression is built from: the `[compress]` defaults of `accel.toml`
 /// and the metric families. Lives as long as the proxy; routes are rebuilt from it on reload.
@@ -59,10 +59,15 @@ impl Compression {
         Self { defaults, metrics: CompressMetrics::register(metrics) }
     }
 
-    /// The compression of `rule`'s route; `None` when it does not compress.
-    pub fn for_route(&self, rule: &RouteRule) -> Option<RouteCompression> {
-        let policy = CompressSettings::resolve(rule.compress.as_ref(), &self.defaults)?;
-        Some(RouteCompression { policy, metrics: self.metrics.route(&rule.name) })
+    /// The compression of route `name`, whose own `compress` table is `settings`; `None`
+    /// when it does not compress.
+    pub fn for_route(
+        &self,
+        name: &RouteName,
+        settings: Option<&CompressSettings>,
+    ) -> Option<RouteCompression> {
+        let policy = CompressSettings::resolve(settings, &self.defaults)?;
+        Some(RouteCompression { policy, metrics: self.metrics.route(name) })
     }
 }
 

@@ -9,7 +9,7 @@ use super::metrics::CompressMetrics;
 use super::*;
 use crate::metrics::DEFAULT_LATENCY_BUCKETS;
 use crate::metrics::Metrics;
-use crate::route::RouteName;
+use crate::name::RouteName;
 
 struct Fixture {
     metrics: Metrics,

@@ -87,7 +87,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_variant_is_compressed_once_and_served_to_many() {
         let metrics = crate::metrics::Metrics::new(&crate::metrics::DEFAULT_LATENCY_BUCKETS);
-        let route = crate::route::RouteName::try_from("api").unwrap();
+        let route = crate::name::RouteName::try_from("api").unwrap();
         let handles = super::super::metrics::CompressMetrics::register(&metrics).route(&route);
         let identity = Bytes::from(sample(100 * 1024));
         let variants = Variants::new();

@@ -17,11 +17,13 @@ use std::time::Duration;
 
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, Uri};
+use http::{HeaderMap, Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use self::headers::ForwardedConfig;
 use crate::body::{Body, BodySlot, BodyTimedOut, Upload};
+use crate::downstream::Downstream;
 use crate::error::ProxyError;
 use crate::route::{Route, Timeouts};
 use crate::upstream::UpstreamOutcome;
@@ -69,6 +71,26 @@ impl RequestBody {
             Self::Stream(slot) => slot.is_unsent(),
         }
     }
+}
+
+/// One exchange with the route's upstream, as the pipeline and the cache's background
+/// refresh both make it: forwarding headers on the way up (`policy`, this `downstream`),
+/// `prepare` for the stage that asks (the cache's validators), the tries, and the response
+/// headers set for the client on the way back.
+pub async fn exchange(
+    route: &Route,
+    downstream: &Downstream,
+    policy: &ForwardedConfig,
+    mut parts: Parts,
+    body: RequestBody,
+    prepare: impl FnOnce(&mut HeaderMap),
+    served_by: bool,
+) -> Result<Response<Body>, ProxyError> {
+    headers::to_upstream(&mut parts.headers, parts.version, parts.uri.authority(), downstream, policy);
+    prepare(&mut parts.headers);
+    let mut response = send(route, parts, body, served_by).await?;
+    headers::to_downstream(response.headers_mut(), policy);
+    Ok(response)
 }
 
 /// Sends `parts` + `body` upstream for `route`. `parts.headers` must already be prepared

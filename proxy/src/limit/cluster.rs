@@ -5,14 +5,11 @@
 
 use std::time::Duration;
 
-use http::Response;
-
+use super::Refusal;
 use super::key::KeyInput;
 use super::limiter::{Decision, Limiter};
 use super::rule::LimitRule;
-use crate::body::Body;
-use crate::error::ProxyError;
-use crate::route::RouteName;
+use crate::name::RouteName;
 use crate::tier::{ClusterCheck, ClusterLimit, GcraDecision, RedisTier};
 
 /// Checks one request against a cluster-scoped limit; `Err` is the fail-closed refusal.
@@ -22,7 +19,7 @@ pub(super) async fn check(
     rule: &LimitRule,
     local: &Limiter,
     input: &KeyInput<'_>,
-) -> Result<Decision, Response<Body>> {
+) -> Result<Decision, Refusal> {
     let limit = ClusterLimit {
         route: route.as_str().to_owned(),
         limit: rule.name.as_str().to_owned(),
@@ -42,8 +39,6 @@ pub(super) async fn check(
             Ok(Decision::Reject { retry_after, reset: retry_after + interval * (rule.burst.get() - 1) })
         }
         ClusterCheck::Fallback => Ok(local.check(rule.key.key(input))),
-        ClusterCheck::Refuse => {
-            Err(ProxyError::Overloaded { retry_after: Duration::from_secs(1) }.into_response())
-        }
+        ClusterCheck::Refuse => Err(Refusal::ClusterUnavailable),
     }
 }

@@ -15,11 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
 use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::headers::set_retry_after;
 use crate::body::{Body, BoxError};
 
 /// Lock shards: requests of different clients rarely contend.
@@ -87,17 +85,6 @@ impl Drop for ConcurrencyPermit {
             }
         }
     }
-}
-
-/// The answer to a request over the cap.
-pub fn rejection() -> Response<Body> {
-    let mut response = Response::new(Body::full("too many concurrent requests\n"));
-    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    set_retry_after(headers, std::time::Duration::from_secs(1));
-    response
 }
 
 pin_project! {

@@ -16,7 +16,7 @@ use http::HeaderMap;
 use http::header::HeaderName;
 
 use crate::downstream::ClientAddr;
-use crate::route::PathParams;
+use crate::params::PathParams;
 
 /// One component of a limit key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

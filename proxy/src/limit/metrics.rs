@@ -16,7 +16,7 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use super::rule::LimitName;
 use crate::metrics::Metrics;
-use crate::route::RouteName;
+use crate::name::RouteName;
 
 /// Upper bounds, in seconds, of the delay histogram: 1 ms to 10 s.
 const DELAY_BUCKETS: [f64; 12] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];

@@ -33,7 +33,8 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use http::{HeaderValue, Request, Response, header};
+use http::{HeaderValue, Request, Response, StatusCode};
+use ipnet::IpNet;
 
 use self::concurrency::{ClientConcurrency, ConcurrencyPermit, PermitBody};
 use self::key::KeyInput;
@@ -43,8 +44,9 @@ use self::rule::LimitRule;
 use crate::body::Body;
 use crate::downstream::{ClientAddr, Downstream};
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
-use crate::route::{PathParams, Route, RouteName, RouteRule};
+use crate::name::RouteName;
+use crate::params::PathParams;
+use crate::tier::RedisTier;
 
 /// Settings of `[limits]` in `accel.toml` that concern rate limiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +84,10 @@ pub struct RateLimiting {
     concurrency: Option<Arc<ClientConcurrency>>,
     clock: TokioClock,
     limiters: Mutex<HashMap<(RouteName, LimitRule), Arc<Limiter>>>,
+    /// Peers whose forwarding headers name the client (`forwarded.trusted_proxies`).
+    trusted_proxies: Vec<IpNet>,
+    /// Where `scope = "cluster"` limits count, when `[redis]` is configured.
+    tier: Option<Arc<RedisTier>>,
 }
 
 /// One route's limits, resolved when the rules load.
@@ -95,6 +101,8 @@ pub struct RouteLimits {
 
 #[derive(Debug)]
 struct RouteLimit {
+    /// The route's name: part of a cluster limit's key.
+    route: RouteName,
     rule: LimitRule,
     limiter: Arc<Limiter>,
     metrics: LimitHandles,
@@ -113,9 +121,18 @@ pub struct Admission {
 }
 
 impl RateLimiting {
-    /// The state for `settings`, registering its metrics with `metrics`.
-    pub fn new(settings: LimitSettings, metrics: &Metrics) -> Self {
+    /// The state for `settings`, registering its metrics with `metrics`. Clients are known
+    /// by their address, or by the forwarding headers of `trusted_proxies`; cluster limits
+    /// count in `tier` (local limiters stand in without one).
+    pub fn new(
+        settings: LimitSettings,
+        trusted_proxies: Vec<IpNet>,
+        tier: Option<Arc<RedisTier>>,
+        metrics: &Metrics,
+    ) -> Self {
         Self {
+            trusted_proxies,
+            tier,
             settings,
             metrics: LimitMetrics::register(metrics),
             concurrency: settings.client_concurrency.map(|max| Arc::new(ClientConcurrency::new(max))),
@@ -160,16 +177,15 @@ pub struct Reload<'a> {
 }
 
 impl Reload<'_> {
-    /// The limits of `route`: the running limiter for each limit whose definition is
-    /// unchanged, a new one for each new or changed limit.
-    pub fn route(&mut self, route: &RouteRule) -> RouteLimits {
+    /// The limits of route `name` (its `rate_limit` rules): the running limiter for each
+    /// limit whose definition is unchanged, a new one for each new or changed limit.
+    pub fn route(&mut self, name: &RouteName, rules: &[LimitRule]) -> RouteLimits {
         let limiting = self.limiting;
         let mut policy = String::new();
-        let limits: Vec<RouteLimit> = route
-            .rate_limit
+        let limits: Vec<RouteLimit> = rules
             .iter()
             .map(|rule| {
-                let id = (route.name.clone(), rule.clone());
+                let id = (name.clone(), rule.clone());
                 let limiter = match self.current.get(&id) {
                     Some(running) => running.clone(),
                     None => Arc::new(Limiter::new(
@@ -178,11 +194,7 @@ impl Reload<'_> {
                         rule.delay,
                         limiting.settings.max_keys.get(),
                         limiting.clock.clone(),
-                        limiting
-                            .metrics
-                            .keys
-                            .get_or_create(&LimitLabels::new(&route.name, &rule.name))
-                            .clone(),
+                        limiting.metrics.keys.get_or_create(&LimitLabels::new(name, &rule.name)).clone(),
                     )),
                 };
                 self.next.insert(id, limiter.clone());
@@ -192,9 +204,10 @@ impl Reload<'_> {
                     headers::push_policy(&mut policy, rule);
                 }
                 RouteLimit {
+                    route: name.clone(),
                     rule: rule.clone(),
                     limiter,
-                    metrics: limiting.metrics.limit(&route.name, &rule.name),
+                    metrics: limiting.metrics.limit(name, &rule.name),
                     policy: headers::value(own),
                 }
             })
@@ -227,70 +240,88 @@ impl RouteLimits {
     }
 }
 
-/// The stage: admits the request under the concurrency cap and the route's limits, waiting
-/// first in delay mode; or answers with the refusal.
-pub async fn admit<B>(
-    proxy: &Proxy,
-    route: &Route,
-    downstream: &Downstream,
-    request: &Request<B>,
-    params: &PathParams,
-) -> Result<Admission, Response<Body>> {
-    let limiting = &proxy.limits;
-    let limits = &route.limits;
-    if limits.limits.is_empty() && limiting.concurrency.is_none() {
-        return Ok(Admission::default());
-    }
-    let client = (limits.needs_client || limiting.concurrency.is_some())
-        .then(|| ClientAddr::resolve(downstream, request.headers(), &proxy.forwarded.trusted_proxies));
-    let mut admission = Admission::default();
-    if let (Some(cap), Some(client)) = (&limiting.concurrency, client) {
-        match cap.acquire(client.0) {
-            Some(permit) => admission.permit = Some(permit),
-            None => {
-                limiting.metrics.concurrency_rejected.inc();
-                return Err(concurrency::rejection());
-            }
+/// Why the stage refused a request. The pipeline's rescue point turns it into the answer
+/// (see `crate::error::ProxyError`), with the headers carried here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// One of the route's limits: its status (`429` unless the rule says otherwise), when to
+    /// try again, and that limit's `RateLimit-Policy` / `RateLimit` values.
+    Limited {
+        status: StatusCode,
+        retry_after: Duration,
+        policy: Option<HeaderValue>,
+        state: Option<HeaderValue>,
+    },
+    /// The client already has `client_concurrency` requests in flight.
+    ClientConcurrency,
+    /// A `fail = "closed"` cluster limit while Redis is unavailable.
+    ClusterUnavailable,
+}
+
+impl RateLimiting {
+    /// The stage: admits the request under the concurrency cap and the route's `limits`,
+    /// waiting first in delay mode; or says why not.
+    pub async fn admit<B>(
+        &self,
+        limits: &RouteLimits,
+        downstream: &Downstream,
+        request: &Request<B>,
+        params: &PathParams,
+    ) -> Result<Admission, Refusal> {
+        if limits.limits.is_empty() && self.concurrency.is_none() {
+            return Ok(Admission::default());
         }
-    }
-    if limits.limits.is_empty() {
-        return Ok(admission);
-    }
-    let input = KeyInput { client, headers: request.headers(), path: request.uri().path(), params };
-    let mut wait = Duration::ZERO;
-    let mut delayed: Vec<(&LimitHandles, Duration)> = Vec::new();
-    let mut state = String::new();
-    for limit in &limits.limits {
-        let decision = match (limit.rule.scope, &proxy.redis) {
-            (rule::Scope::Cluster, Some(tier)) => {
-                cluster::check(tier, &route.rule.name, &limit.rule, &limit.limiter, &input).await?
-            }
-            _ => limit.limiter.check(limit.rule.key.key(&input)),
-        };
-        match decision {
-            Decision::Pass { remaining, wait: own, reset } => {
-                if !own.is_zero() {
-                    wait = wait.max(own);
-                    delayed.push((&limit.metrics, own));
-                }
-                if limit.rule.headers {
-                    headers::push_state(&mut state, &limit.rule, remaining, reset);
+        let client = (limits.needs_client || self.concurrency.is_some())
+            .then(|| ClientAddr::resolve(downstream, request.headers(), &self.trusted_proxies));
+        let mut admission = Admission::default();
+        if let (Some(cap), Some(client)) = (&self.concurrency, client) {
+            match cap.acquire(client.0) {
+                Some(permit) => admission.permit = Some(permit),
+                None => {
+                    self.metrics.concurrency_rejected.inc();
+                    return Err(Refusal::ClientConcurrency);
                 }
             }
-            Decision::Reject { retry_after, reset } => {
-                limit.metrics.limited.inc();
-                return Err(refusal(limit, retry_after, reset));
+        }
+        if limits.limits.is_empty() {
+            return Ok(admission);
+        }
+        let input = KeyInput { client, headers: request.headers(), path: request.uri().path(), params };
+        let mut wait = Duration::ZERO;
+        let mut delayed: Vec<(&LimitHandles, Duration)> = Vec::new();
+        let mut state = String::new();
+        for limit in &limits.limits {
+            let decision = match (limit.rule.scope, &self.tier) {
+                (rule::Scope::Cluster, Some(tier)) => {
+                    cluster::check(tier, &limit.route, &limit.rule, &limit.limiter, &input).await?
+                }
+                _ => limit.limiter.check(limit.rule.key.key(&input)),
+            };
+            match decision {
+                Decision::Pass { remaining, wait: own, reset } => {
+                    if !own.is_zero() {
+                        wait = wait.max(own);
+                        delayed.push((&limit.metrics, own));
+                    }
+                    if limit.rule.headers {
+                        headers::push_state(&mut state, &limit.rule, remaining, reset);
+                    }
+                }
+                Decision::Reject { retry_after, reset } => {
+                    limit.metrics.limited.inc();
+                    return Err(refusal(limit, retry_after, reset));
+                }
             }
         }
+        if !delayed.is_empty() {
+            delay::wait_turn(wait, &delayed).await;
+        }
+        if !state.is_empty() {
+            admission.policy = limits.policy.clone();
+            admission.state = headers::value(state);
+        }
+        Ok(admission)
     }
-    if !delayed.is_empty() {
-        delay::wait_turn(wait, &delayed).await;
-    }
-    if !state.is_empty() {
-        admission.policy = limits.policy.clone();
-        admission.state = headers::value(state);
-    }
-    Ok(admission)
 }
 
 impl Admission {
@@ -309,35 +340,28 @@ impl Admission {
     }
 }
 
-/// The refusal of `limit`: its status, `Retry-After`, and its `RateLimit-Policy` / `RateLimit`.
-fn refusal(limit: &RouteLimit, retry_after: Duration, reset: Duration) -> Response<Body> {
-    let mut response = Response::new(Body::full("rate limited\n"));
-    *response.status_mut() = limit.rule.status;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers::set_retry_after(headers, retry_after);
-    if let Some(policy) = &limit.policy {
-        headers.insert(&headers::RATELIMIT_POLICY, policy.clone());
-    }
+/// The refusal of `limit`: its status, when to retry, and its `RateLimit-Policy` / `RateLimit`.
+fn refusal(limit: &RouteLimit, retry_after: Duration, reset: Duration) -> Refusal {
     let mut state = String::new();
     headers::push_state(&mut state, &limit.rule, 0, reset);
-    if let Some(state) = headers::value(state) {
-        headers.insert(&headers::RATELIMIT, state);
+    Refusal::Limited {
+        status: limit.rule.status,
+        retry_after,
+        policy: limit.policy.clone(),
+        state: headers::value(state),
     }
-    response
 }
 
 /// Drops idle keys from every limiter every `cleanup_interval`, until `shutdown`.
-pub async fn cleanup(proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
-    let mut ticks = tokio::time::interval(proxy.limits.settings.cleanup_interval);
+pub async fn cleanup(limiting: Arc<RateLimiting>, shutdown: impl Future<Output = ()>) {
+    let mut ticks = tokio::time::interval(limiting.settings.cleanup_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => return,
-            _ = ticks.tick() => proxy.limits.cleanup_once(),
+            _ = ticks.tick() => limiting.cleanup_once(),
         }
     }
 }
@@ -351,6 +375,7 @@ mod tests {
     use super::*;
     use crate::config::file::SidecarFile;
     use crate::config::{self, Problems, RuleSet};
+    use crate::proxy::Proxy;
 
     const SIDECAR: &str = r#"
         [forwarded]
@@ -394,7 +419,9 @@ mod tests {
         let table = proxy.routes.load();
         let mut params = PathParams::default();
         let route = table.find(None, &Method::GET, path, &mut params).expect("a route");
-        admit(proxy, route, &downstream, &request, &params).await
+        let admitted = proxy.limits.admit(&route.limits, &downstream, &request, &params).await;
+        // As the client sees it, from the pipeline's rescue point.
+        admitted.map_err(|refused| crate::error::ProxyError::from(refused).into_response())
     }
 
     async fn passed(proxy: &Proxy, peer: &str, path: &str, headers: &[(&str, &str)], n: usize) -> usize {

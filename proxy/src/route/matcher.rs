@@ -1,10 +1,11 @@
 //! Which requests a route takes: host, method set and one path condition, all compiled when
 //! the rules load so matching does no allocation.
 
-use std::ops::Range;
 use std::sync::Arc;
 
 use http::Method;
+
+use crate::params::PathParams;
 
 /// A route's compiled match conditions; every present condition must hold.
 #[derive(Debug, Clone, Default)]
@@ -49,28 +50,6 @@ enum Segment {
     Param(Arc<str>),
     /// `{*name}`: the rest of the path (possibly empty); last only.
     Rest(Arc<str>),
-}
-
-/// Parameters captured from the path: names and byte ranges into the request path.
-#[derive(Debug, Clone, Default)]
-pub struct PathParams {
-    captures: Vec<(Arc<str>, Range<usize>)>,
-}
-
-impl PathParams {
-    /// The value of parameter `name` within `path` (the path that was matched).
-    pub fn get<'p>(&self, path: &'p str, name: &str) -> Option<&'p str> {
-        self.captures.iter().find(|(n, _)| &**n == name).and_then(|(_, r)| path.get(r.clone()))
-    }
-
-    /// Every captured parameter name with its value.
-    pub fn iter<'a>(&'a self, path: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-        self.captures.iter().map(move |(n, r)| (&**n, path.get(r.clone()).unwrap_or("")))
-    }
-
-    fn clear(&mut self) {
-        self.captures.clear();
-    }
 }
 
 impl PathPattern {
@@ -131,7 +110,7 @@ impl PathPattern {
         for (i, segment) in self.segments.iter().enumerate() {
             let last = i + 1 == self.segments.len();
             if let Segment::Rest(name) = segment {
-                params.captures.push((name.clone(), offset..path.len()));
+                params.capture(name.clone(), offset..path.len());
                 return true;
             }
             let (seg, tail) = match rest.find('/') {
@@ -141,7 +120,7 @@ impl PathPattern {
             match segment {
                 Segment::Literal(lit) if lit == seg => {}
                 Segment::Param(name) if !seg.is_empty() => {
-                    params.captures.push((name.clone(), offset..offset + seg.len()));
+                    params.capture(name.clone(), offset..offset + seg.len());
                 }
                 _ => return false,
             }
@@ -150,7 +129,7 @@ impl PathPattern {
                 (None, false) => {
                     // `/files/{*rest}` also matches `/files`.
                     if let Some(Segment::Rest(name)) = self.segments.get(i + 1) {
-                        params.captures.push((name.clone(), path.len()..path.len()));
+                        params.capture(name.clone(), path.len()..path.len());
                         return true;
                     }
                     return false;

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-pub use matcher::{HostMatch, Matcher, PathMatch, PathParams, PathPattern};
+pub use crate::params::PathParams;
+pub use matcher::{HostMatch, Matcher, PathMatch, PathPattern};
 pub use metrics::RouteMetrics;
 pub use table::{Route, RouteTable};
 

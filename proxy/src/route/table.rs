@@ -6,6 +6,8 @@ use http::Method;
 
 use super::RouteMetrics;
 use super::{PathParams, RouteRule};
+use crate::cache::RouteCaching;
+use crate::compress::RouteCompression;
 use crate::limit::RouteLimits;
 use crate::upstream::Upstream;
 
@@ -17,9 +19,9 @@ pub struct Route {
     pub upstream: Arc<Upstream>,
     pub metrics: RouteMetrics,
     /// The route's compression; `None` when it does not compress.
-    pub compress: Option<crate::compress::RouteCompression>,
-    /// The route's cache lookup counters.
-    pub cache_metrics: crate::cache::RouteCacheMetrics,
+    pub compress: Option<Arc<RouteCompression>>,
+    /// The route's caching: its settings, lookup counters and compression.
+    pub cache: Arc<RouteCaching>,
     /// The route's rate limiters, kept across reloads while their definition is unchanged.
     pub limits: RouteLimits,
 }

@@ -1,0 +1,69 @@
+//! `POST /cache/purge`: the request carries `Authorization: Bearer <cache.purge_token>` (401
+//! without a token, 403 with a wrong one, 404 when no token is configured) and a JSON
+//! [`PurgeRequest`]; the answer is the [`crate::cache::purge::PurgeCounts`] as JSON.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::cache::purge::PurgeRequest;
+use crate::proxy::Proxy;
+
+/// `POST /cache/purge`.
+pub async fn handle(
+    State(proxy): State<Arc<Proxy>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(token) = proxy.cache.config.purge_token.as_deref() else {
+        return (StatusCode::NOT_FOUND, "purging is disabled: set cache.purge_token or admin.token\n")
+            .into_response();
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        None => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "bearer token required\n",
+            )
+                .into_response();
+        }
+        Some(given) if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) => {
+            return (StatusCode::FORBIDDEN, "wrong token\n").into_response();
+        }
+        Some(_) => {}
+    }
+    let request: PurgeRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("invalid purge request: {e}\n")).into_response(),
+    };
+    match proxy.cache.purge(&request) {
+        Ok(counts) => {
+            tracing::info!(?request, purged = counts.purged, "cache purge");
+            axum::Json(counts).into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+}
