@@ -324,7 +324,14 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once_in_the_backgr
     for _ in 0..5 {
         stale.push(proxy.get("/a").await);
     }
-    eventually("the background refresh reached the origin", || origin.hits("/a") == 2).await;
+    eventually("the background refresh reached the origin", || {
+        assert!(origin.hits("/a") <= 2, "more than one refresh reached the origin");
+        origin.hits("/a") == 2
+    })
+    .await;
+    // Held at the origin, the refresh is the one request in flight to it.
+    let in_flight = format!(r#"accel_endpoint_in_flight{{upstream="api",endpoint="{}"}}"#, origin.addr());
+    assert_eq!(proxy.metric(&in_flight).await, 1.0, "one refresh in flight for five stale answers");
     gate.open();
     eventually_fresh(&proxy, "/a", "v2").await;
 
