@@ -290,7 +290,12 @@ async fn cluster_coalescing_lock_makes_one_leader_and_followers_get_its_answer()
     let answer = entry("fetched once", &[]);
     let follower = async { l2b.wait(b.tier.client(), "k", Duration::from_secs(5)).await };
     let leader = async {
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        // The leader answers once the follower has looked for the entry and found the lock
+        // still held: the follower gets the answer by waiting, not by coming late.
+        eventually("the follower looked for the entry", || {
+            b.metric(r#"accel_redis_duration_seconds_count{op="l2_get"}"#) >= Some(1.0)
+        })
+        .await;
         assert!(a.tier.l2_put("k", &answer).await);
         l2a.unlock(a.tier.client(), "k").await;
     };
@@ -471,6 +476,14 @@ async fn a_purge_missed_while_unsubscribed_flushes_memory_on_resubscribe() {
     subscribers(SHARED, &prefix, 1).await;
     a.start();
     subscribers(SHARED, &prefix, 2).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A checks the sequence before it reads any message: once it has received a purge
+    // published after it resubscribed, it has decided whether to flush.
+    let received = a.metric("accel_redis_purges_received_total");
+    b.tier.purge(Purge::Tags(vec!["unrelated".into()])).await;
+    eventually("A received a purge after resubscribing", || {
+        a.metric("accel_redis_purges_received_total") > received
+    })
+    .await;
     assert!(a.memory.has("kept"));
+    assert_eq!(a.metric("accel_redis_memory_flushes_total"), Some(0.0));
 }

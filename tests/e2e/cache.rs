@@ -160,15 +160,17 @@ async fn vary_keeps_variants_apart() {
 
 /// The origin answers with the caller's name: a leak would show another user's name.
 fn whoami_origin() -> FakeOrigin {
-    FakeOrigin::new().route("/me", "").handler(|request| async move {
-        let user =
-            request.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("anonymous");
-        Response::builder()
-            .header("cache-control", "max-age=60")
-            .header("vary", "Authorization")
-            .body(body::full(user.to_owned()))
-            .unwrap()
-    })
+    FakeOrigin::new().route("/me", "").handler(|request| async move { whoami(request.headers()) })
+}
+
+/// The caller's name, storable and varying by `Authorization`.
+fn whoami(headers: &http::HeaderMap) -> accel_e2e::origin::OriginResponse {
+    let user = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("anonymous");
+    Response::builder()
+        .header("cache-control", "max-age=60")
+        .header("vary", "Authorization")
+        .body(body::full(user.to_owned()))
+        .unwrap()
 }
 
 #[tokio::test]
@@ -322,7 +324,14 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once_in_the_backgr
     for _ in 0..5 {
         stale.push(proxy.get("/a").await);
     }
-    eventually("the background refresh reached the origin", || origin.hits("/a") == 2).await;
+    eventually("the background refresh reached the origin", || {
+        assert!(origin.hits("/a") <= 2, "more than one refresh reached the origin");
+        origin.hits("/a") == 2
+    })
+    .await;
+    // Held at the origin, the refresh is the one request in flight to it.
+    let in_flight = format!(r#"accel_endpoint_in_flight{{upstream="api",endpoint="{}"}}"#, origin.addr());
+    assert_eq!(proxy.metric(&in_flight).await, 1.0, "one refresh in flight for five stale answers");
     gate.open();
     eventually_fresh(&proxy, "/a", "v2").await;
 
@@ -527,7 +536,10 @@ async fn two_hundred_concurrent_cold_requests_send_one_upstream() {
             tokio::spawn(async move { proxy.get("/heavy").await })
         })
         .collect();
+    // The leader is held at the origin until every other request is known to wait for it: a
+    // second request at the origin means nothing coalesced.
     eventually("one leader at the origin, 199 followers waiting", || {
+        assert!(origin.hits("/heavy") <= 1, "a second request reached the origin: nothing coalesced");
         origin.hits("/heavy") == 1 && proxy.proxy().cache.waiting_followers() == 199
     })
     .await;
@@ -725,7 +737,20 @@ async fn the_cache_survives_a_rules_reload() {
 
 #[tokio::test]
 async fn collapsing_on_a_route_that_does_not_cache_keeps_users_apart() {
-    let origin = whoami_origin().latency(ms(100)).start().await;
+    let gate = accel_e2e::Gate::new();
+    let opened = gate.clone();
+    // `whoami_origin`, holding every request until the gate opens.
+    let origin = FakeOrigin::new()
+        .route("/me", "")
+        .handler(move |request| {
+            let gate = opened.clone();
+            async move {
+                gate.wait().await;
+                whoami(request.headers())
+            }
+        })
+        .start()
+        .await;
     let proxy = Arc::new(proxy(&origin, "coalesce = { enabled = true }", &clock()).await);
 
     let requests: Vec<_> = ["Bearer alice", "Bearer bob", "Bearer alice", "Bearer bob"]
@@ -735,11 +760,25 @@ async fn collapsing_on_a_route_that_does_not_cache_keeps_users_apart() {
             tokio::spawn(async move { (user, get_with(&proxy, "/me", &[("authorization", user)]).await) })
         })
         .collect();
+    // One leader per user is held at the origin until the other request of each user waits
+    // for it: a third request at the origin means identical requests did not coalesce.
+    eventually("a leader per user at the origin, a follower each waiting", || {
+        assert!(origin.hits("/me") <= 2, "a third request reached the origin: nothing coalesced");
+        origin.hits("/me") == 2 && proxy.proxy().cache.waiting_followers() == 2
+    })
+    .await;
+    let mut leaders: Vec<_> =
+        origin.requests().iter().filter_map(|r| r.header("authorization").map(str::to_owned)).collect();
+    leaders.sort();
+    assert_eq!(leaders, ["Bearer alice", "Bearer bob"], "users never share a flight");
+    gate.open();
+
     for request in requests {
-        let (user, response) = request.await.unwrap();
+        let (user, response) = within("a collapsed answer", request).await.unwrap();
         assert_eq!(response.text(), user);
     }
-    assert!(origin.hits("/me") >= 2);
+    assert_eq!(origin.hits("/me"), 2);
+    assert_eq!(proxy.metric(r#"accel_cache_coalesced_followers_total{result="served"}"#).await, 2.0);
     assert_eq!(proxy.get("/me").await.header("x-cache-status"), None, "nothing was stored");
 }
 

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use accel_e2e::{Collected, FakeOrigin, Gate, TestProxy, body, within};
+use accel_e2e::{Collected, FakeOrigin, Gate, TestProxy, body, eventually, within};
 use http::{Method, Response};
 
 const RULES: &str = "[[route]]\nname = \"all\"\nupstream = \"api\"\n";
@@ -433,20 +433,43 @@ async fn proxy_for_origin(origin: &accel_e2e::OriginHandle) -> TestProxy {
 #[tokio::test]
 async fn a_slow_upload_is_not_cut_short_by_the_response_timeout() {
     let origin = counting_origin().await;
-    let proxy = timed_proxy(&origin, "200ms").await;
+    let never = Gate::new();
+    let hanging = hanging_origin(&never).await;
+    // `/hang` has the same response timeout as the upload's route and never gets an answer:
+    // its 504 shows that a whole response timeout went by on the proxy's own clock.
+    let proxy = TestProxy::builder()
+        .upstream("api", &[origin.addr()])
+        .upstream_with("hang", &[hanging.addr()], "ejection = { consecutive_failures = 100 }")
+        .rules(&format!(
+            "[[route]]\nname = \"hang\"\nmatch = {{ path = \"/hang\" }}\nupstream = \"hang\"\n\
+             timeouts = {{ response = \"200ms\" }}\n\n{}",
+            response_timeout("200ms")
+        ))
+        .start()
+        .await;
 
-    // Six chunks, 100 ms apart: the upload takes three response timeouts.
+    // Three chunks; once each has reached the origin, a response timeout runs out before the
+    // next: the upload lasts three response timeouts.
     let (tx, answer) = start_upload(&proxy);
-    for _ in 0..6 {
+    for sent in 1..=3 {
         assert!(tx.send("0123456789").await);
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        eventually("the chunk reached the origin", || {
+            origin.last_request().is_some_and(|r| r.body_len == 10 * sent)
+        })
+        .await;
+        assert_eq!(proxy.get("/hang").await.status, 504, "a response timeout went by");
     }
     drop(tx);
     let response = within("the upload's answer", answer).await.unwrap().unwrap();
     let response = Collected::from(response).await.unwrap();
 
-    assert_eq!((response.status.as_u16(), response.text().as_str()), (200, "Ok(60)"));
+    assert_eq!((response.status.as_u16(), response.text().as_str()), (200, "Ok(30)"));
     assert_eq!(proxy.metric(&timeouts_of(&origin)).await, 0.0);
+    let hang_timeouts = format!(
+        r#"accel_upstream_requests_total{{upstream="hang",endpoint="{}",outcome="timeout"}}"#,
+        hanging.addr()
+    );
+    assert_eq!(proxy.metric(&hang_timeouts).await, 3.0);
 }
 
 #[tokio::test]

@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
-use accel_e2e::{Collected, FakeOrigin, Gate, TestProxy, body, eventually, within};
+use accel_e2e::{Collected, FakeOrigin, Gate, TestProxy, accept_queue, body, eventually, within};
 use http::Method;
 
 const RULES: &str = "[[route]]\nname = \"all\"\nupstream = \"api\"\n";
+
+/// Client connections the proxy has accepted, over its life.
+const ACCEPTED: &str = "accel_downstream_connections_total";
 
 async fn gated_origin(gate: &Gate) -> accel_e2e::OriginHandle {
     FakeOrigin::new().route("/*", "").gated(gate, "finished").start().await
@@ -126,12 +129,22 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     assert_eq!(first.read_head().await.status, 200);
     let _ = first.read_exact(2).await;
 
-    // The second connection is not served while the first one (kept alive) holds the slot…
+    // The second connection is established (the kernel queues it) but the proxy does not take
+    // it while the first one, kept alive, holds the slot…
     let mut second = accel_e2e::RawConnection::open(proxy.addr()).await;
     second.write(b"GET /second HTTP/1.1\r\nHost: app.test\r\n\r\n").await;
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
-    }
+    accel_e2e::eventually_async("the second connection waits in the accept queue", || async {
+        accept_queue(proxy.addr()) == 1 || proxy.metric(ACCEPTED).await > 1.0
+    })
+    .await;
+    // A whole exchange on the first connection after that: the proxy's accept loop learnt of
+    // the queued connection before the first connection's task learnt of this request, so a
+    // proxy that took connections regardless of the slot has accepted it by now.
+    first.write(b"GET /probe HTTP/1.1\r\nHost: app.test\r\n\r\n").await;
+    assert_eq!(first.read_head().await.status, 200);
+    let _ = first.read_exact(2).await;
+    assert_eq!(proxy.metric(ACCEPTED).await, 1.0, "the proxy took a connection beyond the limit");
+    assert_eq!(accept_queue(proxy.addr()), 1);
     assert_eq!(origin.hits("/second"), 0);
     assert_eq!(proxy.metric("accel_downstream_connections_open").await, 1.0);
 

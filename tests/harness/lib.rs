@@ -27,7 +27,7 @@
 //! - [`proxy`]: [`TestProxy`], the sidecar started from a temporary `accel.toml` and rules
 //!   file, with HTTP/1.1 and h2c clients and admin helpers;
 //! - [`client`]: request bodies for clients ([`body`]) and collected responses;
-//! - [`raw`]: HTTP/1.1 by hand, for what client libraries hide;
+//! - [`raw`]: HTTP/1.1 by hand, for what client libraries hide, and a listener's accept queue;
 //! - [`services`]: the real Redis and PostgreSQL servers of the machine, or a private
 //!   `redis-server` for outage tests.
 //!
@@ -46,7 +46,7 @@ use std::time::Duration;
 pub use client::{Collected, TestBody, body};
 pub use origin::{FakeOrigin, Gate, OriginHandle, SeenRequest};
 pub use proxy::{TestProxy, TestProxyBuilder};
-pub use raw::{RawConnection, RawHead};
+pub use raw::{RawConnection, RawHead, accept_queue};
 pub use services::{PrivateRedis, private_redis, require_postgres, require_redis};
 
 /// How long a wait for an event may take before the test fails: long enough for a loaded

@@ -1,6 +1,7 @@
 //! [`RawConnection`]: HTTP/1.1 written and read byte by byte, for what a well-behaved client
 //! library hides (hop-by-hop request headers, `Expect: 100-continue`, interim responses, how a
-//! response ends).
+//! response ends); [`accept_queue`]: what the kernel holds for a listener that its server has
+//! not taken.
 
 use std::net::SocketAddr;
 
@@ -95,4 +96,28 @@ impl RawConnection {
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.buffered).into_owned()
     }
+}
+
+/// Connections to the listener at `addr` that the kernel has established and queued but the
+/// server has not accepted yet (Linux, from `/proc/net/tcp`: a listening socket's `rx_queue`
+/// is its accept queue). Panics when no IPv4 listener is at `addr`.
+pub fn accept_queue(addr: SocketAddr) -> usize {
+    let SocketAddr::V4(addr) = addr else { panic!("{addr}: only IPv4 listeners are looked up") };
+    // The kernel prints the address as the in-memory (network order) word, in hex.
+    let local = format!("{:08X}:{:04X}", u32::from_ne_bytes(addr.ip().octets()), addr.port());
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp (Linux)");
+    table
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            // sl, local_address, rem_address, st (0A: LISTEN), tx_queue:rx_queue, …
+            let mut fields = line.split_whitespace().skip(1);
+            let (address, _remote, state, queues) =
+                (fields.next()?, fields.next()?, fields.next()?, fields.next()?);
+            if address != local || state != "0A" {
+                return None;
+            }
+            usize::from_str_radix(queues.split_once(':')?.1, 16).ok()
+        })
+        .unwrap_or_else(|| panic!("no listener at {addr} in /proc/net/tcp"))
 }
