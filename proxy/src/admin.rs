@@ -48,7 +48,7 @@ async fn metrics(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
 }
 
 async fn ready(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
-    let routes = proxy.routes.load();
+    let routes = proxy.pipeline.routes.load();
     let not_ready: Vec<&str> =
         proxy.upstreams.iter().filter(|u| !u.has_available_endpoint()).map(|u| u.name.as_str()).collect();
     if routes.routes().is_empty() {
@@ -62,7 +62,7 @@ async fn ready(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
 
 async fn status(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
     let now = tokio::time::Instant::now();
-    let routes = proxy.routes.load();
+    let routes = proxy.pipeline.routes.load();
     let routes: Vec<_> = routes
         .routes()
         .iter()

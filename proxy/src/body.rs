@@ -1,6 +1,6 @@
 //! The body type every stage passes along: a static answer, a streamed upstream body that
-//! carries its endpoint's in-flight guard and connection lease, a downstream request body that can be replayed
-//! while it has not been sent, or any other body boxed.
+//! carries its [`Exchange`] (the endpoint's in-flight count and the connection), a downstream
+//! request body that can be replayed while it has not been sent, or any other body boxed.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,11 +14,10 @@ use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use pin_project_lite::pin_project;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
-
-use crate::upstream::{InFlight, Lease};
 
 /// Errors of body streams.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -32,11 +31,11 @@ pin_project! {
         Empty,
         /// One chunk held in memory (cache hits, error answers): no allocation to send.
         Full { data: Option<Bytes> },
-        /// A response body streamed from an endpoint; the guard keeps the endpoint's
+        /// A response body streamed from an endpoint; its exchange keeps the endpoint's
         /// in-flight count until the last byte (or an error, or the client going away). The
-        /// lease goes back to the endpoint's idle connections after the last byte; on an
-        /// error or when the body is dropped early, the connection is closed with it.
-        Upstream { #[pin] inner: Incoming, guard: Option<InFlight>, lease: Option<Lease> },
+        /// connection goes back to the endpoint's idle connections after the last byte; on
+        /// an error or when the body is dropped early, it is closed.
+        Upstream { #[pin] inner: Incoming, exchange: Option<Exchange> },
         /// A downstream request body on its way upstream; see [`ReplayableBody`].
         Downstream { inner: ReplayableBody },
         /// Anything else (compression, tee into the cache, …).
@@ -56,14 +55,14 @@ impl Body {
         if data.is_empty() { Self::Empty } else { Self::Full { data: Some(data) } }
     }
 
-    /// An upstream response body that holds `guard` until its end, and then gives the
+    /// An upstream response body that holds `exchange` until its end, and then gives the
     /// connection back (at once when there is no body, as for `HEAD`, 204 and 304).
-    pub fn upstream(inner: Incoming, guard: InFlight, lease: Lease) -> Self {
+    pub fn upstream(inner: Incoming, exchange: Exchange) -> Self {
         if http_body::Body::is_end_stream(&inner) {
-            lease.release(&guard.endpoint().connections);
-            return Self::Upstream { inner, guard: None, lease: None };
+            exchange.release();
+            return Self::Upstream { inner, exchange: None };
         }
-        Self::Upstream { inner, guard: Some(guard), lease: Some(lease) }
+        Self::Upstream { inner, exchange: Some(exchange) }
     }
 
     /// Boxes any body whose errors convert into [`BoxError`].
@@ -87,25 +86,20 @@ impl http_body::Body for Body {
         match self.project() {
             BodyProj::Empty => Poll::Ready(None),
             BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            BodyProj::Upstream { inner, guard, lease } => {
+            BodyProj::Upstream { inner, exchange } => {
                 let mut inner = inner;
                 let polled = inner.as_mut().poll_frame(cx);
                 let ended = match &polled {
                     Poll::Ready(None) => true,
                     Poll::Ready(Some(Ok(_))) => inner.is_end_stream(),
                     Poll::Ready(Some(Err(_))) => {
-                        drop(lease.take());
-                        drop(guard.take());
+                        drop(exchange.take());
                         false
                     }
                     Poll::Pending => false,
                 };
-                if ended {
-                    // The connection goes back before the in-flight count drops.
-                    let guard = guard.take();
-                    if let (Some(guard), Some(lease)) = (&guard, lease.take()) {
-                        lease.release(&guard.endpoint().connections);
-                    }
+                if ended && let Some(exchange) = exchange.take() {
+                    exchange.release();
                 }
                 polled.map_err(Into::into)
             }
@@ -132,6 +126,52 @@ impl http_body::Body for Body {
             Self::Downstream { inner } => inner.size_hint(),
             Self::Boxed { inner } => inner.size_hint(),
         }
+    }
+}
+
+/// Where an upstream exchange belongs: the endpoint that counts it in flight and keeps its
+/// idle connections (`crate::upstream::Endpoint`).
+pub trait Home: Send + Sync + std::fmt::Debug {
+    /// Takes back a connection whose exchange ended cleanly (the response read to its end).
+    fn checkin(&self, sender: SendRequest<Body>);
+    /// One exchange fewer in flight.
+    fn finished(&self);
+}
+
+/// One exchange's hold on its endpoint: counted in flight there until it is dropped, with the
+/// connection it runs on once it has one. Only [`Exchange::release`] gives the connection
+/// back; dropped otherwise, the connection is closed (its state is unknown).
+#[derive(Debug)]
+pub struct Exchange {
+    home: Arc<dyn Home>,
+    sender: Option<SendRequest<Body>>,
+}
+
+impl Exchange {
+    /// An exchange that `home` has already counted in flight; the count drops with it.
+    pub fn counted(home: Arc<dyn Home>) -> Self {
+        Self { home, sender: None }
+    }
+
+    /// The connection the exchange runs on.
+    pub fn attach(&mut self, sender: SendRequest<Body>) {
+        self.sender = Some(sender);
+    }
+
+    /// The exchange ended cleanly: the connection goes back to its endpoint, before the
+    /// in-flight count drops.
+    pub fn release(mut self) {
+        if let Some(sender) = self.sender.take() {
+            self.home.checkin(sender);
+        }
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        // A connection not released is closed first, then the count drops.
+        drop(self.sender.take());
+        self.home.finished();
     }
 }
 

@@ -9,26 +9,41 @@
 //!   TLS ([`tls`]) with ALPN h2 / http/1.1;
 //! - [`route`]: host + method + path → the first matching route of the current rules;
 //! - [`limit`]: rate limit — the per-client concurrency cap, then the route's quotas for the
-//!   request's key (client address, header, path parameter, …) → pass, wait, or `429`;
-//! - [`cache`]: lookup — a fresh hit answers, a stale entry is served while it refreshes or
-//!   revalidated, a miss is filled; unsafe requests invalidate ([`cache::purge`]: the admin
-//!   purge API);
+//!   request's key (client address, header, path parameter, …) → pass, wait, or a refusal;
+//! - [`cache`]: lookup — a fresh hit answers, a stale entry is served while one background
+//!   request refreshes it, or revalidated; a miss is filled; unsafe requests invalidate;
 //! - [`coalesce`]: identical concurrent misses send one leader upstream, followers wait;
+//! - [`tier`]: the shared Redis tier, when `[redis]` is configured — a memory miss looks in
+//!   Redis before the origin; purges reach every sidecar; `scope = "cluster"` rate limits;
 //! - [`forward`]: forwarding headers, least-connections pick ([`upstream`]), tries with
-//!   timeouts and retries over a keep-alive pool;
+//!   timeouts and retries over per-endpoint keep-alive connections;
+//! - [`error`]: the one rescue point, where every failure and refusal becomes an answer;
 //! - [`compress`]: brotli / zstd / gzip as the client accepts and the route allows, streamed;
 //! - cache store ([`cache`] again): storable answers stored with their tags while they
 //!   stream to the client;
-//! - [`metrics`]: one record of every outcome, by route.
+//! - metrics ([`route`]'s per-route handles in the [`metrics`] registry): one record of every
+//!   outcome, and one access-log line.
 //!
-//! Shared between sidecars, when `[redis]` is configured: [`tier`] — a second level under the
-//! cache (a memory miss looks in Redis before the origin), purges that reach every sidecar,
-//! and `scope = "cluster"` rate limits; Redis trouble degrades to memory and local limits.
+//! # Layers
 //!
-//! Around it: [`config`] (operator files → validated model), [`proxy`] (shared state and
-//! reload), [`reload`] (SIGHUP and file watching), [`admin`] (metrics, health, status),
-//! [`sidecar`] (everything assembled), [`error`] (errors → responses), [`body`],
-//! [`downstream`] (client identity), [`logging`] and [`cli`].
+//! A module uses only the layers before its own, and the modules listed before it in its
+//! own layer; `tests/layers.rs` fails on any other `crate::` path. So a stage reads alone
+//! with what is below it, and takes only its own per-route value (`&RouteLimits`,
+//! `RouteCaching`, `RouteCompression`), never the whole route or the proxy.
+//!
+//! 1. leaves: [`problem`], [`quantity`], [`name`], [`params`], [`downstream`], [`body`], [`metrics`]
+//! 2. components: [`upstream`], [`tier`], [`coalesce`], [`compress`], [`cache`], [`limit`]
+//! 3. routes: [`route`] (a route bundles the components' per-route values)
+//! 4. the request path: [`error`], [`forward`], [`pipeline`]
+//! 5. assembly: [`tls`], [`config`], [`logging`], [`proxy`], [`reload`], [`server`], [`admin`], [`sidecar`], [`cli`]
+//!
+//! Leaves: configuration [`problem`]s and [`quantity`]s (durations, sizes), the [`name`]s
+//! (routes, upstreams, endpoints), path [`params`], client identity ([`downstream`]), the
+//! [`body`] type with the upstream [`body::Exchange`], and the [`metrics`] registry that every
+//! component registers its own metrics in. Assembly: [`config`] (operator files → validated
+//! model, gathering each component's converter), [`proxy`] (shared state and reload),
+//! [`reload`] (SIGHUP and file watching), [`admin`] (metrics, health, status, purge),
+//! [`sidecar`] (everything assembled), [`logging`] and [`cli`] (with the purge client).
 
 pub mod admin;
 pub mod body;

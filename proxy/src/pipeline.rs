@@ -3,6 +3,10 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use prometheus_client::metrics::counter::Counter;
 
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri, Version};
@@ -10,20 +14,41 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::body::Body;
-use crate::cache::{Answer, CacheResult, CachedBody, Coalesced, Lookup, Pass};
+use crate::cache::{Answer, Cache, CacheResult, CachedBody, Coalesced, Lookup, Pass};
 use crate::compress::Negotiation;
 use crate::downstream::Downstream;
 use crate::error::ProxyError;
+use crate::forward::headers::ForwardedConfig;
 use crate::forward::{self, RequestBody, ServedBy};
 use crate::limit::Admission;
-use crate::proxy::Proxy;
-use crate::route::{PathParams, Route, path};
+use crate::limit::RateLimiting;
+use crate::route::{PathParams, Route, RouteTable, path};
+
+/// What the request path runs on: the current rules and the stages' shared state. The
+/// cache and the limiters survive reloads; only the route table is swapped.
+#[derive(Debug)]
+pub struct Pipeline {
+    /// The running rules. A request loads it once and keeps that snapshot to the end.
+    pub routes: ArcSwap<RouteTable>,
+    /// Rate limiters (kept across reloads) and the per-client concurrency cap.
+    pub limits: Arc<RateLimiting>,
+    /// The response cache.
+    pub cache: Arc<Cache>,
+    /// Forwarding headers policy.
+    pub forwarded: ForwardedConfig,
+    /// Log one line per request.
+    pub access_log: bool,
+    /// Longest pause in a client's request body (`limits.body_read_timeout`).
+    pub body_read_timeout: Duration,
+    /// Requests that matched no route (`accel_unrouted_requests_total`).
+    pub unrouted: Counter,
+}
 
 /// Answers one request. Never fails: every error becomes a response at one rescue point
 /// ([`ProxyError::into_response`], through [`refuse`] before the forward and through the
 /// cache's [`Pass::complete`] after it).
 pub async fn handle(
-    proxy: &Proxy,
+    proxy: &Pipeline,
     downstream: &Downstream,
     mut request: Request<Incoming>,
 ) -> Response<Body> {
@@ -41,7 +66,7 @@ pub async fn handle(
     };
     let mut params = PathParams::default();
     let Some(route) = table.find(host, request.method(), request.uri().path(), &mut params) else {
-        proxy.metrics.unrouted.inc();
+        proxy.unrouted.inc();
         return refuse(proxy, None, downstream, &request, ProxyError::NoRoute, started);
     };
     // rate limit: the per-client concurrency cap and the route's quotas, before any upstream
@@ -118,7 +143,7 @@ pub async fn handle(
 /// Sends the background request that refreshes a stale entry: a GET with the request's
 /// headers, through the same exchange as any forward.
 fn refresh_in_background(
-    proxy: &Proxy,
+    proxy: &Pipeline,
     route: &Arc<Route>,
     downstream: &Downstream,
     request: &Request<Incoming>,
@@ -182,7 +207,7 @@ async fn finish(
 /// The answer to a request refused before it went anywhere (a bad request, no route, a
 /// limit): the rescue point's response, recorded like any other.
 fn refuse(
-    proxy: &Proxy,
+    proxy: &Pipeline,
     route: Option<&Route>,
     downstream: &Downstream,
     request: &Request<Incoming>,

@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use crate::cache::{Cache, RouteCaching};
-use crate::config::{self, Config, ForwardedConfig, Problems, RuleSet};
+use crate::config::{self, Config, Problems, RuleSet};
 use crate::limit::RateLimiting;
 use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
 use crate::route::{Route, RouteMetrics, RouteTable};
 use crate::tier::RedisTier;
 use crate::upstream::{Upstream, UpstreamName};
@@ -18,18 +19,13 @@ use crate::upstream::{Upstream, UpstreamName};
 /// Shared proxy state.
 #[derive(Debug)]
 pub struct Proxy {
-    /// The running rules. A request loads it once and keeps that snapshot to the end.
-    pub routes: ArcSwap<RouteTable>,
+    /// What the request path runs on, the running rules included.
+    pub pipeline: Pipeline,
     /// Upstream pools, in configuration order.
     pub upstreams: Vec<Arc<Upstream>>,
     pub metrics: Arc<Metrics>,
     /// Rate limiters (kept across reloads) and the per-client concurrency cap.
     pub limits: Arc<RateLimiting>,
-    pub forwarded: ForwardedConfig,
-    /// Log one line per request.
-    pub access_log: bool,
-    /// Longest pause in a client's request body (`limits.body_read_timeout`).
-    pub body_read_timeout: std::time::Duration,
     /// Glob patterns of the rules files.
     rules_globs: Vec<String>,
     /// The files the current rules came from.
@@ -62,20 +58,27 @@ impl Proxy {
         if let Some(tier) = &redis {
             cache.share(tier.clone());
         }
-        let proxy = Self {
-            compression,
+        let limits = Arc::new(RateLimiting::new(
+            config.limits.rate_limiting,
+            config.forwarded.trusted_proxies.clone(),
+            redis.clone(),
+            &metrics,
+        ));
+        let pipeline = Pipeline {
             routes: ArcSwap::from_pointee(RouteTable::default()),
-            upstreams,
-            limits: Arc::new(RateLimiting::new(
-                config.limits.rate_limiting,
-                config.forwarded.trusted_proxies.clone(),
-                redis.clone(),
-                &metrics,
-            )),
-            metrics,
+            limits: limits.clone(),
+            cache: cache.clone(),
             forwarded: config.forwarded.clone(),
             access_log: config.log.access,
             body_read_timeout: config.limits.body_read_timeout,
+            unrouted: metrics.unrouted.clone(),
+        };
+        let proxy = Self {
+            pipeline,
+            compression,
+            upstreams,
+            limits,
+            metrics,
             rules_globs: config.rules_files.clone(),
             rules_files: Mutex::new(Vec::new()),
             admin_token: config.admin.token.clone(),
@@ -150,7 +153,7 @@ impl Proxy {
             })
             .collect();
         limits.finish();
-        self.routes.store(Arc::new(RouteTable::new(table)));
+        self.pipeline.routes.store(Arc::new(RouteTable::new(table)));
         *self.rules_files.lock().unwrap_or_else(|e| e.into_inner()) = files;
     }
 }

@@ -59,13 +59,14 @@ pub async fn run(
             },
         };
         let _ = stream.set_nodelay(true);
-        let downstream = Arc::new(Downstream::new(peer, tls.is_some(), &proxy.forwarded.trusted_proxies));
+        let downstream =
+            Arc::new(Downstream::new(peer, tls.is_some(), &proxy.pipeline.forwarded.trusted_proxies));
         let open = OpenConnection::new(&proxy);
         let proxy = proxy.clone();
         let service = service_fn(move |request| {
             let proxy = proxy.clone();
             let downstream = downstream.clone();
-            async move { Ok::<_, Infallible>(pipeline::handle(&proxy, &downstream, request).await) }
+            async move { Ok::<_, Infallible>(pipeline::handle(&proxy.pipeline, &downstream, request).await) }
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();

@@ -100,7 +100,7 @@ impl Sidecar {
         tracing::info!(
             listen = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
             admin = %config.admin.addr,
-            routes = proxy.routes.load().routes().len(),
+            routes = proxy.pipeline.routes.load().routes().len(),
             "accel started"
         );
         let tls = tls_listener.zip(config.tls.as_ref()).map(|(listener, tls)| {

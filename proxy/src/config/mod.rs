@@ -102,3 +102,52 @@ pub enum LogFormat {
     Text,
     Json,
 }
+
+#[cfg(test)]
+mod tests {
+    //! How the rate-limiting parts of the configuration are read.
+
+    use std::path::Path;
+
+    use super::*;
+    use crate::limit::LimitSettings;
+
+    fn config(extra: &str) -> Config {
+        let text = format!("{extra}\n[upstreams.api]\nendpoints = [\"127.0.0.1:1\"]\n");
+        let file: file::SidecarFile = toml::from_str(&text).unwrap();
+        sidecar::convert(file, None, Path::new("accel.toml")).unwrap()
+    }
+
+    #[test]
+    fn limit_problems_name_the_file_route_and_key() {
+        let config = config("");
+        let upstreams = config.upstreams.iter().map(|u| u.name.clone()).collect();
+        let mut problems = Problems::default();
+        let text = "[[route]]\nname = \"x\"\nupstream = \"api\"\nrate_limit = { rate = \"fast\" }\n\n\
+                    [[route]]\nname = \"y\"\nupstream = \"api\"\nrate_limit = { rate = \"1/s\", colour = \"red\" }\n";
+        rules::parse(Path::new("rules/test.toml"), text, &upstreams, &mut problems);
+        let text = problems.to_string();
+        assert!(
+            text.contains(r#"rules/test.toml: route "x": key `rate_limit.rate`: invalid rate "fast""#),
+            "{text}"
+        );
+        assert!(text.contains(r#"route "y": key `rate_limit.colour`: unknown field `colour`"#), "{text}");
+    }
+
+    #[test]
+    fn limits_settings_are_validated() {
+        let file: file::SidecarFile = toml::from_str(
+            "[limits]\nclient_concurrency = 0\nrate_limit_keys = 0\nrate_limit_cleanup = \"never\"",
+        )
+        .unwrap();
+        let text = sidecar::convert(file, None, Path::new("accel.toml")).unwrap_err().to_string();
+        for key in ["limits.client_concurrency", "limits.rate_limit_keys", "limits.rate_limit_cleanup"] {
+            assert!(text.contains(&format!("key `{key}`")), "{key} in {text}");
+        }
+        let settings = config("[limits]\nclient_concurrency = false").limits.rate_limiting;
+        assert_eq!(settings, LimitSettings::default());
+        // `true` is the default cap of 10.
+        let settings = config("[limits]\nclient_concurrency = true").limits.rate_limiting;
+        assert_eq!(settings.client_concurrency.map(|n| n.get()), Some(10));
+    }
+}

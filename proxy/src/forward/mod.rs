@@ -206,7 +206,7 @@ async fn tries(
                     tracing::debug!(endpoint = %endpoint.addr, %status, "retrying on another endpoint");
                     continue;
                 }
-                let mut response = response.map(|incoming| Body::upstream(incoming, guard, lease));
+                let mut response = response.map(|incoming| Body::upstream(incoming, guard.with_lease(lease)));
                 if served_by {
                     response.extensions_mut().insert(ServedBy(endpoint.addr.clone()));
                 }

@@ -368,143 +368,176 @@ pub async fn cleanup(limiting: Arc<RateLimiting>, shutdown: impl Future<Output =
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
+    //! Stage tests: the limits of a few routes, built from their `rate_limit` tables alone,
+    //! on paused time.
 
-    use http::{Method, StatusCode};
+    use http::StatusCode;
 
     use super::*;
-    use crate::config::file::SidecarFile;
-    use crate::config::{self, Problems, RuleSet};
-    use crate::proxy::Proxy;
+    use crate::limit::rule::{LimitFile, OneOrMany};
 
-    const SIDECAR: &str = r#"
-        [forwarded]
-        trusted_proxies = ["10.0.0.0/8"]
-        [upstreams.api]
-        endpoints = ["127.0.0.1:1"]
-    "#;
-
-    fn config(extra: &str) -> config::Config {
-        let file: SidecarFile = toml::from_str(&format!("{extra}\n{SIDECAR}")).unwrap();
-        config::sidecar::convert(file, None, Path::new("accel.toml")).unwrap()
+    /// A route of the tests: the path it takes (exact; `{id}` as the last segment captures
+    /// it; `*` at the end for a prefix; `*` alone for every path) and its limits.
+    struct TestRoute {
+        path: &'static str,
+        limits: RouteLimits,
     }
 
-    fn rules(config: &config::Config, text: &str) -> RuleSet {
-        let upstreams = config.upstreams.iter().map(|u| u.name.clone()).collect();
-        let mut problems = Problems::default();
-        let routes = config::rules::parse(Path::new("rules/test.toml"), text, &upstreams, &mut problems);
-        assert!(problems.is_empty(), "{problems}");
-        RuleSet { routes, files: Vec::new() }
+    /// The stage's state and a few routes, matched in order.
+    struct Limits {
+        metrics: Metrics,
+        limiting: RateLimiting,
+        routes: Vec<TestRoute>,
     }
 
-    fn proxy(limits: &str, routes: &str) -> Proxy {
-        let config = config(limits);
-        let rules = rules(&config, routes);
-        Proxy::new(&config, rules)
-    }
-
-    /// Runs the stage for a GET of `path` from `peer` with `headers`.
-    async fn ask(
-        proxy: &Proxy,
-        peer: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-    ) -> Result<Admission, Response<Body>> {
-        let mut request = Request::get(path);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
+    fn settings(client_concurrency: Option<u32>) -> LimitSettings {
+        LimitSettings {
+            client_concurrency: client_concurrency.and_then(NonZeroU32::new),
+            ..LimitSettings::default()
         }
-        let request = request.body(()).unwrap();
-        let downstream = Downstream::new(peer.parse().unwrap(), false, &proxy.forwarded.trusted_proxies);
-        let table = proxy.routes.load();
-        let mut params = PathParams::default();
-        let route = table.find(None, &Method::GET, path, &mut params).expect("a route");
-        let admitted = proxy.limits.admit(&route.limits, &downstream, &request, &params).await;
-        // As the client sees it, from the pipeline's rescue point.
-        admitted.map_err(|refused| crate::error::ProxyError::from(refused).into_response())
     }
 
-    async fn passed(proxy: &Proxy, peer: &str, path: &str, headers: &[(&str, &str)], n: usize) -> usize {
-        let mut passed = 0;
-        for _ in 0..n {
-            passed += usize::from(ask(proxy, peer, path, headers).await.is_ok());
+    /// `rate_limit = <text>` of a route whose path is `path`.
+    fn rules(path: &str, text: &str) -> Vec<LimitRule> {
+        #[derive(serde::Deserialize)]
+        struct Route {
+            rate_limit: OneOrMany<LimitFile>,
         }
-        passed
+        let route: Route = toml::from_str(&format!("rate_limit = {text}")).unwrap();
+        let params: &[&str] = if path.ends_with("{id}") { &["id"] } else { &[] };
+        let mut problems = Vec::new();
+        let rules = rule::convert(route.rate_limit, params, &mut |key, message| {
+            problems.push(format!("{key}: {message}"));
+        });
+        assert!(problems.is_empty(), "{problems:?}");
+        rules
     }
 
-    fn metric(proxy: &Proxy, series: &str) -> Option<f64> {
-        let text = proxy.metrics.encode();
-        text.lines().find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+    impl Limits {
+        /// `routes`: name, path and `rate_limit` (empty: none) of each route.
+        fn new(settings: LimitSettings, routes: &[(&str, &'static str, &str)]) -> Self {
+            let metrics = Metrics::new(&[1.0]);
+            let limiting = RateLimiting::new(settings, vec!["10.0.0.0/8".parse().unwrap()], None, &metrics);
+            let mut limits = Self { metrics, limiting, routes: Vec::new() };
+            limits.load(routes);
+            limits
+        }
+
+        /// Loads `routes` as a reload would: unchanged limits keep their state.
+        fn load(&mut self, routes: &[(&str, &'static str, &str)]) {
+            let mut reload = self.limiting.reload();
+            let mut loaded = Vec::new();
+            for (name, path, text) in routes {
+                let rules = if text.is_empty() { Vec::new() } else { rules(path, text) };
+                let limits = reload.route(&RouteName::try_from(*name).unwrap(), &rules);
+                loaded.push(TestRoute { path, limits });
+            }
+            reload.finish();
+            self.routes = loaded;
+        }
+
+        /// Runs the stage for a GET of `path` from `peer` with `headers`.
+        async fn ask(&self, peer: &str, path: &str, headers: &[(&str, &str)]) -> Result<Admission, Refusal> {
+            let mut request = Request::get(path);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let request = request.body(()).unwrap();
+            let downstream = Downstream::new(peer.parse().unwrap(), false, &self.limiting.trusted_proxies);
+            let mut params = PathParams::default();
+            let route = self.routes.iter().find(|r| matches(r.path, path, &mut params)).expect("a route");
+            self.limiting.admit(&route.limits, &downstream, &request, &params).await
+        }
+
+        async fn passed(&self, peer: &str, path: &str, headers: &[(&str, &str)], n: usize) -> usize {
+            let mut passed = 0;
+            for _ in 0..n {
+                passed += usize::from(self.ask(peer, path, headers).await.is_ok());
+            }
+            passed
+        }
+
+        fn metric(&self, series: &str) -> Option<f64> {
+            let text = self.metrics.encode();
+            text.lines().find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        }
     }
 
-    const LEADS: &str = r#"
-        [[route]]
-        name = "detect"
-        match = { path = "/api/golden-leads/detect" }
-        upstream = "api"
-        rate_limit = { rate = "20/s", burst = 5 }
+    fn matches(pattern: &str, path: &str, params: &mut PathParams) -> bool {
+        if pattern == "*" {
+            return true;
+        }
+        if let Some(prefix) = pattern.strip_suffix("{id}") {
+            if path.starts_with(prefix) && path.len() > prefix.len() && !path[prefix.len()..].contains('/') {
+                params.capture("id".into(), prefix.len()..path.len());
+                return true;
+            }
+            return false;
+        }
+        match pattern.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => path == pattern,
+        }
+    }
 
-        [[route]]
-        name = "lead"
-        match = { path = "/api/golden-leads/{id}" }
-        upstream = "api"
-        rate_limit = [
-            { name = "per-lead", rate = "2/s", burst = 2, key = "path:id", headers = true },
-            { name = "all", rate = "100/s", key = "route", headers = true },
-        ]
-
-        [[route]]
-        name = "keyed"
-        match = { path_prefix = "/api/keyed" }
-        upstream = "api"
-        rate_limit = { rate = "1/m", burst = 1, key = ["client_ip", "header:x-api-key"] }
-
-        [[route]]
-        name = "health"
-        match = { path = "/health" }
-        upstream = "api"
-    "#;
+    const LEADS: &[(&str, &str, &str)] = &[
+        ("detect", "/api/golden-leads/detect", r#"{ rate = "20/s", burst = 5 }"#),
+        (
+            "lead",
+            "/api/golden-leads/{id}",
+            r#"[
+                { name = "per-lead", rate = "2/s", burst = 2, key = "path:id", headers = true },
+                { name = "all", rate = "100/s", key = "route", headers = true },
+            ]"#,
+        ),
+        ("keyed", "/api/keyed*", r#"{ rate = "1/m", burst = 1, key = ["client_ip", "header:x-api-key"] }"#),
+        ("health", "/health", ""),
+    ];
 
     #[tokio::test(start_paused = true)]
     async fn a_rate_and_burst_pass_exact_counts() {
-        let proxy = proxy("", LEADS);
+        let limits = Limits::new(settings(None), LEADS);
         let detect = "/api/golden-leads/detect";
-        assert_eq!(passed(&proxy, "192.0.2.1:1000", detect, &[], 50).await, 5, "the burst");
+        assert_eq!(limits.passed("192.0.2.1:1000", detect, &[], 50).await, 5, "the burst");
         tokio::time::advance(Duration::from_millis(50)).await;
-        assert_eq!(passed(&proxy, "192.0.2.1:1000", detect, &[], 50).await, 1, "one per 50 ms");
+        assert_eq!(limits.passed("192.0.2.1:1000", detect, &[], 50).await, 1, "one per 50 ms");
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(passed(&proxy, "192.0.2.1:1000", detect, &[], 50).await, 5, "refilled to the burst");
+        assert_eq!(limits.passed("192.0.2.1:1000", detect, &[], 50).await, 5, "refilled to the burst");
         assert_eq!(
-            metric(&proxy, r#"accel_rate_limited_total{route="detect",limit="client_ip"}"#),
+            limits.metric(r#"accel_rate_limited_total{route="detect",limit="client_ip"}"#),
             Some(139.0)
         );
     }
 
     #[tokio::test(start_paused = true)]
     async fn refusals_carry_retry_after_and_ratelimit_headers() {
-        let proxy = proxy("", LEADS);
+        let limits = Limits::new(settings(None), LEADS);
         let detect = "/api/golden-leads/detect";
-        assert_eq!(passed(&proxy, "192.0.2.1:1000", detect, &[], 5).await, 5);
-        let refused = ask(&proxy, "192.0.2.1:1000", detect, &[]).await.unwrap_err();
-        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
-        let headers = refused.headers();
-        assert_eq!(headers["retry-after"], "1");
-        assert_eq!(headers["ratelimit-policy"], r#""client_ip";q=20;w=1"#);
-        // The bucket of 5 refills at 20/s: full again in 250 ms, rounded up to 1 s.
-        assert_eq!(headers["ratelimit"], r#""client_ip";r=0;t=1"#);
-        assert_eq!(headers["cache-control"], "no-store");
+        assert_eq!(limits.passed("192.0.2.1:1000", detect, &[], 5).await, 5);
+        let refused = limits.ask("192.0.2.1:1000", detect, &[]).await.unwrap_err();
+        // The next place in 50 ms (20/s); the bucket of 5 is full again in 250 ms, rounded
+        // up to 1 s in `RateLimit`.
+        assert_eq!(
+            refused,
+            Refusal::Limited {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                retry_after: Duration::from_millis(50),
+                policy: Some(HeaderValue::from_static(r#""client_ip";q=20;w=1"#)),
+                state: Some(HeaderValue::from_static(r#""client_ip";r=0;t=1"#)),
+            }
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn passing_responses_carry_ratelimit_headers_when_asked() {
-        let proxy = proxy("", LEADS);
-        let admission = ask(&proxy, "192.0.2.1:1000", "/api/golden-leads/7", &[]).await.unwrap();
+        let limits = Limits::new(settings(None), LEADS);
+        let admission = limits.ask("192.0.2.1:1000", "/api/golden-leads/7", &[]).await.unwrap();
         let mut response = Response::new(Body::empty());
         admission.finish(&mut response);
         assert_eq!(response.headers()["ratelimit-policy"], r#""per-lead";q=2;w=1, "all";q=100;w=1"#);
         assert_eq!(response.headers()["ratelimit"], r#""per-lead";r=1;t=1, "all";r=99;t=1"#);
         // A route without `headers = true` adds none.
-        let admission = ask(&proxy, "192.0.2.1:1000", "/api/golden-leads/detect", &[]).await.unwrap();
+        let admission = limits.ask("192.0.2.1:1000", "/api/golden-leads/detect", &[]).await.unwrap();
         let mut response = Response::new(Body::empty());
         admission.finish(&mut response);
         assert!(response.headers().is_empty());
@@ -512,65 +545,58 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn keys_are_isolated_per_client_header_and_path_parameter() {
-        let proxy = proxy("", LEADS);
+        let limits = Limits::new(settings(None), LEADS);
         let detect = "/api/golden-leads/detect";
-        assert_eq!(passed(&proxy, "192.0.2.1:1000", detect, &[], 10).await, 5);
-        assert_eq!(passed(&proxy, "192.0.2.2:1000", detect, &[], 10).await, 5, "another client");
+        assert_eq!(limits.passed("192.0.2.1:1000", detect, &[], 10).await, 5);
+        assert_eq!(limits.passed("192.0.2.2:1000", detect, &[], 10).await, 5, "another client");
         // Per lead id: every lead has its own 2.
-        assert_eq!(passed(&proxy, "192.0.2.1:1000", "/api/golden-leads/1", &[], 5).await, 2);
-        assert_eq!(passed(&proxy, "192.0.2.1:1000", "/api/golden-leads/2", &[], 5).await, 2);
+        assert_eq!(limits.passed("192.0.2.1:1000", "/api/golden-leads/1", &[], 5).await, 2);
+        assert_eq!(limits.passed("192.0.2.1:1000", "/api/golden-leads/2", &[], 5).await, 2);
         // Client and API key together.
         let keyed = "/api/keyed";
-        assert_eq!(passed(&proxy, "192.0.2.1:1000", keyed, &[("x-api-key", "a")], 3).await, 1);
-        assert_eq!(passed(&proxy, "192.0.2.1:1000", keyed, &[("x-api-key", "b")], 3).await, 1);
-        assert_eq!(passed(&proxy, "192.0.2.2:1000", keyed, &[("x-api-key", "a")], 3).await, 1);
-        assert_eq!(passed(&proxy, "192.0.2.1:1000", keyed, &[], 3).await, 1, "no key is a key too");
+        assert_eq!(limits.passed("192.0.2.1:1000", keyed, &[("x-api-key", "a")], 3).await, 1);
+        assert_eq!(limits.passed("192.0.2.1:1000", keyed, &[("x-api-key", "b")], 3).await, 1);
+        assert_eq!(limits.passed("192.0.2.2:1000", keyed, &[("x-api-key", "a")], 3).await, 1);
+        assert_eq!(limits.passed("192.0.2.1:1000", keyed, &[], 3).await, 1, "no key is a key too");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_client_cannot_pick_its_bucket_with_forwarding_headers() {
-        let proxy = proxy("", LEADS);
+        let limits = Limits::new(settings(None), LEADS);
         let detect = "/api/golden-leads/detect";
         // An untrusted peer: X-Forwarded-For is ignored, every spoofed value hits one bucket.
         let mut passed_spoofing = 0;
         for i in 0..20 {
             let spoof = format!("198.51.100.{i}");
             passed_spoofing += usize::from(
-                ask(&proxy, "192.0.2.9:1000", detect, &[("x-forwarded-for", &spoof)]).await.is_ok(),
+                limits.ask("192.0.2.9:1000", detect, &[("x-forwarded-for", &spoof)]).await.is_ok(),
             );
         }
         assert_eq!(passed_spoofing, 5);
         // A trusted proxy: the right-most untrusted hop is the client, whatever the client
         // prepended; two clients behind one proxy have their own buckets.
         let via_proxy = |client: &'static str| [("x-forwarded-for", client)];
-        assert_eq!(passed(&proxy, "10.0.0.1:1000", detect, &via_proxy("6.6.6.6, 203.0.113.1"), 10).await, 5);
-        assert_eq!(passed(&proxy, "10.0.0.1:1000", detect, &via_proxy("7.7.7.7, 203.0.113.1"), 10).await, 0);
-        assert_eq!(passed(&proxy, "10.0.0.1:1000", detect, &via_proxy("203.0.113.2, 10.0.0.7"), 10).await, 5);
+        assert_eq!(limits.passed("10.0.0.1:1000", detect, &via_proxy("6.6.6.6, 203.0.113.1"), 10).await, 5);
+        assert_eq!(limits.passed("10.0.0.1:1000", detect, &via_proxy("7.7.7.7, 203.0.113.1"), 10).await, 0);
+        assert_eq!(limits.passed("10.0.0.1:1000", detect, &via_proxy("203.0.113.2, 10.0.0.7"), 10).await, 5);
     }
 
     #[tokio::test(start_paused = true)]
     async fn routes_without_rate_limit_are_exempt() {
-        let proxy = proxy("", LEADS);
-        assert_eq!(passed(&proxy, "192.0.2.1:1000", "/health", &[], 1000).await, 1000);
+        let limits = Limits::new(settings(None), LEADS);
+        assert_eq!(limits.passed("192.0.2.1:1000", "/health", &[], 1000).await, 1000);
     }
 
     #[tokio::test(start_paused = true)]
     async fn delay_mode_waits_in_turn_up_to_the_bound() {
-        let proxy = Arc::new(proxy(
-            "",
-            r#"
-            [[route]]
-            name = "queued"
-            upstream = "api"
-            rate_limit = { rate = "10/s", burst = 1, delay = "300ms" }
-            "#,
-        ));
+        let queued = [("queued", "*", r#"{ rate = "10/s", burst = 1, delay = "300ms" }"#)];
+        let limits = Arc::new(Limits::new(settings(None), &queued));
         let started = tokio::time::Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..6 {
-            let proxy = proxy.clone();
+            let limits = limits.clone();
             tasks.push(tokio::spawn(async move {
-                let ok = ask(&proxy, "192.0.2.1:1000", "/x", &[]).await.is_ok();
+                let ok = limits.ask("192.0.2.1:1000", "/x", &[]).await.is_ok();
                 (ok, started.elapsed())
             }));
             tokio::task::yield_now().await;
@@ -592,148 +618,72 @@ mod tests {
             ]
         );
         assert_eq!(
-            metric(&proxy, r#"accel_rate_limit_delayed_total{route="queued",limit="client_ip"}"#),
+            limits.metric(r#"accel_rate_limit_delayed_total{route="queued",limit="client_ip"}"#),
             Some(3.0)
         );
-        let waited =
-            metric(&proxy, r#"accel_rate_limit_delay_seconds_sum{route="queued",limit="client_ip"}"#);
+        let waited = limits.metric(r#"accel_rate_limit_delay_seconds_sum{route="queued",limit="client_ip"}"#);
         assert!(waited.is_some_and(|s| (s - 0.6).abs() < 1e-9), "{waited:?}");
-        assert_eq!(
-            metric(&proxy, r#"accel_rate_limited_total{route="queued",limit="client_ip"}"#),
-            Some(2.0)
-        );
+        assert_eq!(limits.metric(r#"accel_rate_limited_total{route="queued",limit="client_ip"}"#), Some(2.0));
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_concurrency_cap_refuses_a_clients_excess_with_its_own_answer() {
-        let proxy = proxy("[limits]\nclient_concurrency = 2", LEADS);
-        let first = ask(&proxy, "192.0.2.1:1000", "/health", &[]).await.unwrap();
-        let second = ask(&proxy, "192.0.2.1:1001", "/api/golden-leads/detect", &[]).await.unwrap();
-        let refused = ask(&proxy, "192.0.2.1:1002", "/health", &[]).await.unwrap_err();
-        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(refused.headers()["retry-after"], "1");
-        assert!(ask(&proxy, "192.0.2.2:1000", "/health", &[]).await.is_ok(), "another client");
+        let limits = Limits::new(settings(Some(2)), LEADS);
+        let first = limits.ask("192.0.2.1:1000", "/health", &[]).await.unwrap();
+        let second = limits.ask("192.0.2.1:1001", "/api/golden-leads/detect", &[]).await.unwrap();
+        let refused = limits.ask("192.0.2.1:1002", "/health", &[]).await.unwrap_err();
+        assert_eq!(refused, Refusal::ClientConcurrency);
+        assert!(limits.ask("192.0.2.2:1000", "/health", &[]).await.is_ok(), "another client");
         // The permit rides in the response body until it ends.
         let mut response = Response::new(Body::full("x"));
         first.finish(&mut response);
-        assert!(ask(&proxy, "192.0.2.1:1003", "/health", &[]).await.is_err());
+        assert!(limits.ask("192.0.2.1:1003", "/health", &[]).await.is_err());
         drop(response);
-        assert!(ask(&proxy, "192.0.2.1:1004", "/health", &[]).await.is_ok());
+        assert!(limits.ask("192.0.2.1:1004", "/health", &[]).await.is_ok());
         drop(second);
-        assert_eq!(metric(&proxy, "accel_client_concurrency_rejected_total"), Some(2.0));
-        let cap = proxy.limits.concurrency().unwrap();
+        assert_eq!(limits.metric("accel_client_concurrency_rejected_total"), Some(2.0));
+        let cap = limits.limiting.concurrency().unwrap();
         assert_eq!(cap.max().get(), 2);
         assert_eq!(cap.clients(), 0);
-        // `true` is the default cap of 10.
-        let proxy = super::tests::proxy("[limits]\nclient_concurrency = true", LEADS);
-        assert_eq!(proxy.limits.concurrency().unwrap().max().get(), 10);
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_memory_bound_holds_and_new_keys_share_the_overflow_bucket() {
-        let proxy = proxy(
-            "[limits]\nrate_limit_keys = 3\nrate_limit_cleanup = \"1s\"",
-            r#"
-            [[route]]
-            name = "r"
-            upstream = "api"
-            rate_limit = { rate = "1/s", burst = 1 }
-            "#,
-        );
+        let settings = LimitSettings {
+            max_keys: NonZeroUsize::new(3).unwrap(),
+            cleanup_interval: Duration::from_secs(1),
+            ..LimitSettings::default()
+        };
+        let limits = Limits::new(settings, &[("r", "*", r#"{ rate = "1/s", burst = 1 }"#)]);
         let mut passed_clients = 0;
         for i in 0..100 {
-            passed_clients += usize::from(ask(&proxy, &format!("192.0.2.{i}:1"), "/x", &[]).await.is_ok());
+            passed_clients += usize::from(limits.ask(&format!("192.0.2.{i}:1"), "/x", &[]).await.is_ok());
         }
         // Three tracked keys and one overflow bucket: four requests in all.
         assert_eq!(passed_clients, 4);
-        assert_eq!(metric(&proxy, r#"accel_rate_limit_keys{route="r",limit="client_ip"}"#), Some(3.0));
+        assert_eq!(limits.metric(r#"accel_rate_limit_keys{route="r",limit="client_ip"}"#), Some(3.0));
         // Once the buckets have refilled and idled, cleanup makes room again.
         tokio::time::advance(Duration::from_secs(2)).await;
-        proxy.limits.cleanup_once();
-        assert_eq!(metric(&proxy, r#"accel_rate_limit_keys{route="r",limit="client_ip"}"#), Some(0.0));
-        assert!(ask(&proxy, "192.0.2.200:1", "/x", &[]).await.is_ok());
-        assert_eq!(metric(&proxy, r#"accel_rate_limit_keys{route="r",limit="client_ip"}"#), Some(1.0));
-    }
-
-    #[test]
-    fn limit_problems_name_the_file_route_and_key() {
-        let config = config("");
-        let upstreams = config.upstreams.iter().map(|u| u.name.clone()).collect();
-        let mut problems = Problems::default();
-        let text = "[[route]]\nname = \"x\"\nupstream = \"api\"\nrate_limit = { rate = \"fast\" }\n\n\
-                    [[route]]\nname = \"y\"\nupstream = \"api\"\nrate_limit = { rate = \"1/s\", colour = \"red\" }\n";
-        config::rules::parse(Path::new("rules/test.toml"), text, &upstreams, &mut problems);
-        let text = problems.to_string();
-        assert!(
-            text.contains(r#"rules/test.toml: route "x": key `rate_limit.rate`: invalid rate "fast""#),
-            "{text}"
-        );
-        assert!(text.contains(r#"route "y": key `rate_limit.colour`: unknown field `colour`"#), "{text}");
-    }
-
-    #[test]
-    fn limits_settings_are_validated() {
-        let file: SidecarFile = toml::from_str(
-            "[limits]\nclient_concurrency = 0\nrate_limit_keys = 0\nrate_limit_cleanup = \"never\"",
-        )
-        .unwrap();
-        let text = config::sidecar::convert(file, None, Path::new("accel.toml")).unwrap_err().to_string();
-        for key in ["limits.client_concurrency", "limits.rate_limit_keys", "limits.rate_limit_cleanup"] {
-            assert!(text.contains(&format!("key `{key}`")), "{key} in {text}");
-        }
-        let settings = config("[limits]\nclient_concurrency = false").limits.rate_limiting;
-        assert_eq!(settings, LimitSettings::default());
-    }
-
-    /// A rules file that tests rewrite and reload.
-    struct RulesFile(PathBuf);
-
-    impl RulesFile {
-        fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!("accel-limit-{name}-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            Self(dir.join("rules.toml"))
-        }
-
-        fn write(&self, limit: &str) {
-            let text = format!(
-                "[[route]]\nname = \"r\"\nupstream = \"api\"\nrate_limit = {limit}\n\n[[route]]\nname = \"other\"\nmatch = {{ path = \"/other\" }}\nupstream = \"api\"\n"
-            );
-            std::fs::write(&self.0, text).unwrap();
-        }
-    }
-
-    impl Drop for RulesFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(self.0.parent().unwrap());
-        }
+        limits.limiting.cleanup_once();
+        assert_eq!(limits.metric(r#"accel_rate_limit_keys{route="r",limit="client_ip"}"#), Some(0.0));
+        assert!(limits.ask("192.0.2.200:1", "/x", &[]).await.is_ok());
+        assert_eq!(limits.metric(r#"accel_rate_limit_keys{route="r",limit="client_ip"}"#), Some(1.0));
     }
 
     #[tokio::test(start_paused = true)]
     async fn limits_keep_their_state_across_a_reload_unless_changed() {
-        let file = RulesFile::new("reload");
-        file.write(r#"{ rate = "1/m", burst = 2 }"#);
-        let mut config = config("");
-        config.rules_files = vec![file.0.to_string_lossy().into_owned()];
-        let rules = config::rules::load(
-            &config.rules_files,
-            &config.upstreams.iter().map(|u| u.name.clone()).collect(),
-        )
-        .unwrap();
-        let proxy = Proxy::new(&config, rules);
-        assert_eq!(passed(&proxy, "192.0.2.1:1", "/x", &[], 5).await, 2);
-        // Same limit, the file rewritten and reloaded: still exhausted.
-        file.write(r#"{ rate = "1/m", burst = 2 }"#);
-        proxy.reload().unwrap();
-        assert_eq!(passed(&proxy, "192.0.2.1:1", "/x", &[], 5).await, 0);
+        let route = |limit: &'static str| [("r", "*", limit), ("other", "/other", "")];
+        let mut limits = Limits::new(settings(None), &route(r#"{ rate = "1/m", burst = 2 }"#));
+        assert_eq!(limits.passed("192.0.2.1:1", "/x", &[], 5).await, 2);
+        // Same limit, reloaded: still exhausted.
+        limits.load(&route(r#"{ rate = "1/m", burst = 2 }"#));
+        assert_eq!(limits.passed("192.0.2.1:1", "/x", &[], 5).await, 0);
         // A changed limit takes effect at once, with fresh state.
-        file.write(r#"{ rate = "1/m", burst = 3 }"#);
-        proxy.reload().unwrap();
-        assert_eq!(passed(&proxy, "192.0.2.1:1", "/x", &[], 5).await, 3);
+        limits.load(&route(r#"{ rate = "1/m", burst = 3 }"#));
+        assert_eq!(limits.passed("192.0.2.1:1", "/x", &[], 5).await, 3);
         // Removing the limit makes the route exempt.
-        file.write(r#"[]"#);
-        proxy.reload().unwrap();
-        assert_eq!(passed(&proxy, "192.0.2.1:1", "/x", &[], 5).await, 5);
-        assert_eq!(metric(&proxy, r#"accel_rate_limit_keys{route="r",limit="client_ip"}"#), None);
+        limits.load(&route(""));
+        assert_eq!(limits.passed("192.0.2.1:1", "/x", &[], 5).await, 5);
+        assert_eq!(limits.metric(r#"accel_rate_limit_keys{route="r",limit="client_ip"}"#), None);
     }
 }

@@ -143,7 +143,7 @@ impl Connections {
 
     /// Puts a connection whose exchange has ended back on the stack. One that is not ready
     /// yet (hyper has not seen the end of the exchange) is waited for off the request path.
-    fn checkin(&self, sender: SendRequest<Body>) {
+    pub(super) fn checkin(&self, sender: SendRequest<Body>) {
         if sender.is_ready() {
             push(&self.idle, self.settings, sender);
             return;
@@ -236,6 +236,11 @@ impl Lease {
     /// may carry the next request.
     pub fn release(self, connections: &Connections) {
         connections.checkin(self.sender);
+    }
+
+    /// The connection itself, for the exchange that carries it on (see `body::Exchange`).
+    pub(super) fn into_sender(self) -> SendRequest<Body> {
+        self.sender
     }
 }
 

@@ -4,12 +4,14 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
+use hyper::client::conn::http1::SendRequest;
 use tokio::time::Instant;
 
 use super::Ejection;
-use super::connections::{ConnectionSettings, Connections};
+use super::connections::{ConnectionSettings, Connections, Lease};
 use super::metrics::EndpointMetrics;
 use super::{EndpointAddr, UpstreamName};
+use crate::body::{Body, Exchange, Home};
 use crate::metrics::Metrics;
 
 /// One address of an upstream.
@@ -132,19 +134,18 @@ impl Endpoint {
     }
 }
 
-/// Counts one request in flight on an endpoint for as long as it lives. The proxy moves it
-/// into the response body, so the count lasts until the body's last byte has been sent.
+/// Counts one request in flight on an endpoint for as long as it lives. The proxy moves it,
+/// with the connection, into the response body ([`InFlight::with_lease`]), so the count
+/// lasts until the body's last byte has been sent.
 #[derive(Debug)]
-pub struct InFlight {
-    endpoint: Arc<Endpoint>,
-}
+pub struct InFlight(Exchange);
 
 impl InFlight {
     /// Starts counting a request on `endpoint`.
     pub fn new(endpoint: Arc<Endpoint>) -> Self {
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
         endpoint.metrics.in_flight.inc();
-        Self { endpoint }
+        Self(Exchange::counted(endpoint))
     }
 
     /// Starts counting a request on `endpoint` if that keeps it within `cap`; `None` when it
@@ -156,18 +157,24 @@ impl InFlight {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < cap.get()).then_some(n + 1))
             .ok()?;
         endpoint.metrics.in_flight.inc();
-        Some(Self { endpoint })
+        Some(Self(Exchange::counted(endpoint)))
     }
 
-    /// The endpoint counted.
-    pub fn endpoint(&self) -> &Arc<Endpoint> {
-        &self.endpoint
+    /// The exchange, counted until its response body ends, on the connection `lease`.
+    pub fn with_lease(self, lease: Lease) -> Exchange {
+        let Self(mut exchange) = self;
+        exchange.attach(lease.into_sender());
+        exchange
     }
 }
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.endpoint.metrics.in_flight.dec();
+impl Home for Endpoint {
+    fn checkin(&self, sender: SendRequest<Body>) {
+        self.connections.checkin(sender);
+    }
+
+    fn finished(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.in_flight.dec();
     }
 }
