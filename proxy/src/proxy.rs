@@ -102,10 +102,11 @@ impl Proxy {
     pub fn reload(&self) -> Result<usize, Problems> {
         let result = config::rules::load(&self.rules_globs, &self.upstream_names())
             .and_then(|rules| self.refuse_vanished(rules));
-        self.metrics.reload(result.is_ok());
-        let rules = result?;
+        let rules = result.inspect_err(|_| self.metrics.reload(false))?;
         let count = rules.routes.len();
         self.install(rules);
+        // Counted once installed: a request that follows the count meets the new rules.
+        self.metrics.reload(true);
         Ok(count)
     }
 

@@ -2,38 +2,47 @@
 //! request coalescing, shared by every route (it survives rules reloads: it lives in
 //! [`crate::proxy::Proxy`], not in the route table).
 //!
-//! The request path meets it three times (see [`crate::pipeline`]):
+//! The request path meets it four times (see [`crate::pipeline`]):
 //!
-//! 1. [`Cache::lookup`]: a fresh entry answers at once (a HEAD from the GET entry, a `304` to
-//!    a matching conditional request); an entry within `stale_while_revalidate` answers
-//!    while one background request refreshes it; otherwise a [`Pass`] says what the forward
-//!    is for (a miss to fill, a stale entry to revalidate, a write that invalidates, or a
-//!    request the cache stays out of).
-//! 2. [`Pass::coalesce`]: identical concurrent misses elect one leader; followers take its
-//!    answer (or go upstream on their own when it fails, cannot be shared, or is too slow).
-//! 3. [`Pass::complete`]: the upstream answer is stored while it streams to the client
-//!    (`fill`), a `304` refreshes the stale entry, an origin failure within
+//! 1. [`Cache::lookup`] (`lookup`): a fresh entry answers at once (a HEAD from the GET entry,
+//!    a `304` to a matching conditional request); an entry within `stale_while_revalidate`
+//!    answers, with the [`Pass`] of the one background request that refreshes it; otherwise
+//!    a pass says what the forward is for (a miss to fill, a stale entry to revalidate, a
+//!    write that invalidates, or a request the cache stays out of).
+//! 2. [`Pass::coalesce`] (`pass`): identical concurrent misses elect one leader; followers
+//!    take its [`Handoff`] (or go upstream on their own when it fails, cannot be shared, or
+//!    is too slow).
+//! 3. [`Pass::second_level`] (`second_level`): a memory miss looks in the shared Redis tier.
+//! 4. [`Pass::complete`] (`pass`): the upstream answer is stored while it streams to the
+//!    client (`collect`), a `304` refreshes the stale entry, an origin failure within
 //!    `stale_if_error` is answered from the stale entry, and a successful unsafe request
-//!    invalidates its URL, its `Location`/`Content-Location`, the route's `invalidate` tags
-//!    and the tags in the origin's invalidation header.
+//!    invalidates (`invalidate`) its URL, its `Location`/`Content-Location`, the route's
+//!    `invalidate` tags and the tags in the origin's invalidation header.
 //!
-//! One concept per file: [`key`] (the 128-bit key), [`policy`] (RFC 9111 storability and
+//! One job per file: `lookup`, `pass` (coalescing and the answer's way back), `collect` (the
+//! body that stores an answer as it streams), `second_level`, `invalidate`, `answer` (answers
+//! from entries and the cache's headers), [`purge`] (an operator's purge request). One concept
+//! per file under them: [`key`] (the 128-bit key), [`policy`] (RFC 9111 storability and
 //! freshness), [`entry`] (a stored answer), [`store`] (moka, weighed in bytes, with O(1) tag
-//! purges), [`tag`] (tags and templates), [`conditional`] (304s both ways), `fill` (the
-//! collecting body), [`status`] (`Cache-Status`), [`rule`] and [`config`] (operator fields →
-//! runtime), [`metrics`], [`purge`] (the admin API and CLI) and [`clock`].
+//! purges), [`tag`] (tags and templates), [`conditional`] (304s both ways), [`status`]
+//! (`Cache-Status`), [`rule`] and [`config`] (operator fields → runtime), [`metrics`] and
+//! [`clock`].
 
+mod answer;
 pub mod clock;
+mod collect;
 pub mod conditional;
 pub mod config;
 pub mod entry;
-mod fill;
+mod invalidate;
 pub mod key;
+mod lookup;
 pub mod metrics;
+mod pass;
 pub mod policy;
 pub mod purge;
 pub mod rule;
-mod shared;
+mod second_level;
 pub mod status;
 pub mod store;
 pub mod tag;
@@ -41,8 +50,8 @@ pub mod tag;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::Response;
+use http::header::{self, HeaderMap};
 use http_body_util::BodyExt;
 
 pub use clock::Clock;
@@ -55,10 +64,10 @@ pub use status::{CacheResult, CacheStatus};
 pub use store::CacheStore;
 pub use tag::Tag;
 
+use self::collect::{CollectBody, Collecting};
 use self::entry::Staleness;
-use self::fill::{FillBody, Filling};
+use self::invalidate::Invalidation;
 use self::key::KeySpec;
-use self::metrics::{FollowerResult, PurgeKind, RefreshResult};
 use self::policy::{ClientDirective, Freshness, RejectReason};
 use self::status::{BypassReason, CACHE_STATUS, X_CACHE_STATUS};
 use self::store::Seq;
@@ -71,14 +80,14 @@ use crate::params::PathParams;
 
 /// What a leader hands its followers: the entry and the key of its variant.
 #[derive(Debug)]
-pub struct Shared {
+pub struct Handoff {
     pub entry: Arc<CacheEntry>,
     /// The leader's variant key ([`CacheKey::variant`] when the answer varies): a follower
     /// whose own variant differs goes upstream itself.
     pub variant: CacheKey,
 }
 
-type FlightLeader = crate::coalesce::Leader<CacheKey, Arc<Shared>>;
+type FlightLeader = crate::coalesce::Leader<CacheKey, Arc<Handoff>>;
 
 /// The response cache and the requests in flight for it.
 #[derive(Debug)]
@@ -87,8 +96,8 @@ pub struct Cache {
     pub config: CacheConfig,
     pub metrics: CacheMetrics,
     pub clock: Clock,
-    flights: Coalescer<CacheKey, Arc<Shared>>,
-    /// The shared Redis tier, when `[redis]` is configured (see `shared`).
+    flights: Coalescer<CacheKey, Arc<Handoff>>,
+    /// The shared Redis tier, when `[redis]` is configured (see `second_level`).
     shared: std::sync::OnceLock<Arc<crate::tier::RedisTier>>,
 }
 
@@ -169,14 +178,6 @@ enum Mode {
 }
 
 #[derive(Debug)]
-struct Invalidation {
-    /// The request's host, for `Location` on the same host.
-    host: Box<str>,
-    /// The request URL's tag and the route's rendered `invalidate` tags.
-    tags: Vec<Tag>,
-}
-
-#[derive(Debug)]
 struct Fill {
     key: CacheKey,
     /// `None`: a route that only collapses identical GETs.
@@ -224,571 +225,19 @@ impl Cache {
         self.flights.followers()
     }
 
-    /// The cache's first look at a request on `route` (matched with `params`, for `host`).
-    pub fn lookup<B>(
-        self: &Arc<Self>,
-        route: &Arc<RouteCaching>,
-        params: &PathParams,
-        host: Option<&str>,
-        request: &Request<B>,
-    ) -> Lookup {
-        let settings = &route.settings;
-        let (method, uri, headers) = (request.method(), request.uri(), request.headers());
-        let host = host.unwrap_or("");
-        if method != Method::GET && method != Method::HEAD {
-            let invalidation = (!method.is_safe()).then(|| {
-                let source = TagSource { path: uri.path(), params, query: uri.query(), headers };
-                let mut tags = vec![Tag::url(host, uri.path(), uri.query())];
-                tags.extend(settings.invalidate.iter().filter_map(|t| t.render(&source)));
-                Invalidation { host: host.into(), tags }
-            });
-            let status = settings.rule.is_some().then_some(CacheStatus::Bypass(BypassReason::Method));
-            return self.through(route, status, invalidation);
-        }
-        let head = method == Method::HEAD;
-        let Some(rule) = &settings.rule else {
-            if settings.coalesce.enabled && !head {
-                let key = collapse_key().key(Some(host), uri.path(), uri.query(), headers);
-                let fill = self.fill(key, None, host, uri, headers, params, false, None);
-                return Lookup::Forward(self.pass(route, fill));
-            }
-            return self.through(route, None, None);
-        };
-        let directive = policy::client_directive(headers, rule.client_no_cache);
-        if directive == ClientDirective::NoStore {
-            return self.through(route, Some(CacheStatus::Bypass(BypassReason::Request)), None);
-        }
-        let key = rule.key.key(Some(host), uri.path(), uri.query(), headers);
-        let credentials = headers.contains_key(header::AUTHORIZATION);
-        let mut stale = None;
-        let mut bypass = None;
-        if let Some(entry) = self.store.get(key, headers) {
-            if !usable(&entry, credentials, rule) {
-                bypass = Some(BypassReason::Credentials);
-            } else if directive == ClientDirective::Revalidate {
-                stale = Some(entry);
-            } else {
-                let now = self.clock.now();
-                match entry.staleness(now) {
-                    Staleness::Fresh { remaining } => {
-                        let status = CacheStatus::Hit { ttl: remaining.as_secs() as i64 };
-                        route.metrics.lookup(CacheResult::Hit);
-                        return Lookup::Answer(self.answer(&entry, head, headers, now, status));
-                    }
-                    Staleness::Stale { by } if by < entry.freshness.stale_while_revalidate => {
-                        let refresh = self.refresh(route, key, rule, &entry, params, host, request);
-                        let status = CacheStatus::StaleWhileRevalidate { ttl: stale_ttl(by) };
-                        route.metrics.lookup(CacheResult::Stale);
-                        let answer = self.answer(&entry, head, headers, now, status);
-                        return Lookup::Stale { answer, refresh };
-                    }
-                    Staleness::Stale { .. } => stale = Some(entry),
-                }
-            }
-        }
-        let mut fill = self.fill(key, Some(rule.clone()), host, uri, headers, params, !head, stale);
-        fill.credentials = credentials;
-        fill.head = head;
-        fill.bypass = bypass;
-        Lookup::Forward(self.pass(route, fill))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn fill(
-        &self,
-        key: CacheKey,
-        rule: Option<Arc<CacheRule>>,
-        host: &str,
-        uri: &Uri,
-        headers: &HeaderMap,
-        params: &PathParams,
-        store: bool,
-        stale: Option<Arc<CacheEntry>>,
-    ) -> Fill {
-        let mut tags = Vec::new();
-        if let Some(rule) = &rule {
-            let source = TagSource { path: uri.path(), params, query: uri.query(), headers };
-            tags.extend(rule.tags.iter().filter_map(|t| t.render(&source)));
-            tags.push(Tag::url(host, uri.path(), uri.query()));
-        }
-        Fill {
-            key,
-            rule,
-            request: headers.clone(),
-            credentials: false,
-            head: false,
-            stale,
-            tags,
-            host: host.to_ascii_lowercase().into(),
-            path: uri.path().into(),
-            seq: self.store.reserve(),
-            leader: None,
-            store,
-            revalidating: false,
-            bypass: None,
-            released: false,
-        }
-    }
-
-    fn pass(self: &Arc<Self>, route: &Arc<RouteCaching>, fill: Fill) -> Pass {
-        Pass { cache: self.clone(), route: route.clone(), count: true, mode: Mode::Fill(Box::new(fill)) }
-    }
-
-    fn through(
-        self: &Arc<Self>,
-        route: &Arc<RouteCaching>,
-        status: Option<CacheStatus>,
-        invalidation: Option<Invalidation>,
-    ) -> Lookup {
-        Lookup::Forward(Pass {
-            cache: self.clone(),
-            route: route.clone(),
-            count: true,
-            mode: Mode::Through { status, invalidation },
-        })
-    }
-
-    /// An answer from `entry`: a 304 when the client's conditions match, else the entry (no
-    /// body for HEAD), with `Age` and `Cache-Status`. The caller counts the lookup.
-    pub fn answer(
-        &self,
-        entry: &CacheEntry,
-        head: bool,
-        request: &HeaderMap,
-        now: clock::Millis,
-        status: CacheStatus,
-    ) -> Answer {
-        let age = entry.age(now).as_secs();
-        let response = if conditional::matches(request, entry) {
-            let mut response = conditional::not_modified(entry);
-            self.mark_hit(response.headers_mut(), age, status);
-            response
-        } else {
-            let mut response =
-                Response::new(if head { Body::empty() } else { Body::full(entry.body.clone()) });
-            *response.status_mut() = entry.status;
-            let build = || {
-                let mut headers = entry.headers.clone();
-                self.mark_hit(&mut headers, age, status);
-                headers
-            };
-            *response.headers_mut() = match status {
-                // The common case: built once per second of the entry's life.
-                CacheStatus::Hit { ttl } => entry.hit.get(age, ttl.unsigned_abs(), build),
-                _ => build(),
-            };
-            if !head && request.contains_key(header::ACCEPT_ENCODING) {
-                // The compress stage serves a stored variant instead of compressing again.
-                let cached = CachedBody { body: entry.body.clone(), variants: entry.variants.clone() };
-                response.extensions_mut().insert(cached);
-            }
-            response
-        };
-        Answer { response, result: status.result() }
-    }
-
-    /// `Age` and the cache's status headers of an answer from an entry `age` seconds old.
-    fn mark_hit(&self, headers: &mut HeaderMap, age: u64, status: CacheStatus) {
-        // Room for the headers added here, so the map grows (and rehashes) at most once.
-        headers.reserve(3);
-        headers.insert(header::AGE, conditional::age_value(age));
-        self.mark(headers, status);
-    }
-
-    fn mark(&self, headers: &mut HeaderMap, status: CacheStatus) {
-        headers.insert(CACHE_STATUS.clone(), status.header_value());
-        if self.config.x_cache_status {
-            headers.insert(X_CACHE_STATUS.clone(), HeaderValue::from_static(status.x_cache_status()));
-        }
-    }
-
-    fn strip_tag_headers(&self, headers: &mut HeaderMap) {
-        if self.config.strip_tag_headers {
-            for name in self.config.tag_headers.iter().chain(&self.config.invalidation_headers) {
-                headers.remove(name);
-            }
-        }
-    }
-
-    /// The pass of the background request that refreshes a stale entry; `None` when one is
-    /// in flight already. The request sent is a GET with this request's headers.
-    #[allow(clippy::too_many_arguments)]
-    fn refresh<B>(
-        self: &Arc<Self>,
-        route: &Arc<RouteCaching>,
-        key: CacheKey,
-        rule: &Arc<CacheRule>,
-        entry: &Arc<CacheEntry>,
-        params: &PathParams,
-        host: &str,
-        request: &Request<B>,
-    ) -> Option<Pass> {
-        let leader = self.flights.lead(key)?;
-        let headers = request.headers();
-        let mut fill = self.fill(
-            key,
-            Some(rule.clone()),
-            host,
-            request.uri(),
-            headers,
-            params,
-            true,
-            Some(entry.clone()),
-        );
-        fill.credentials = headers.contains_key(header::AUTHORIZATION);
-        fill.leader = Some(leader);
-        let mut pass = self.pass(route, fill);
-        pass.count = false;
-        Some(pass)
-    }
-
-    /// Invalidates what a successful unsafe request changed.
-    fn invalidate(&self, invalidation: Invalidation, response: &HeaderMap) {
-        let Invalidation { host, mut tags } = invalidation;
-        for name in [header::LOCATION, header::CONTENT_LOCATION] {
-            let Some(uri) =
-                response.get(&name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<Uri>().ok())
-            else {
-                continue;
-            };
-            let same_host = uri.host().is_none_or(|h| h.eq_ignore_ascii_case(&host));
-            if same_host && uri.path().starts_with('/') {
-                tags.push(Tag::url(&host, uri.path(), uri.query()));
-            }
-        }
-        tags.extend(header_tags(response, &self.config.invalidation_headers));
-        let purged = self.store.purge_tags(&tags);
-        self.metrics.purged(PurgeKind::Invalidation, purged);
-        self.publish(crate::tier::Purge::Tags(tags.iter().map(|t| t.name().to_owned()).collect()));
-    }
-
-    fn now_system(&self, now: clock::Millis) -> SystemTime {
+    pub(super) fn now_system(&self, now: clock::Millis) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(now)
     }
 }
 
 /// The `ttl` of a stale entry in `Cache-Status`: negative whole seconds, at least one.
-fn stale_ttl(by: Duration) -> i64 {
+pub(super) fn stale_ttl(by: Duration) -> i64 {
     -(by.as_secs_f64().ceil() as i64).max(1)
 }
 
 /// True when `entry` may answer a request with (or without) credentials.
-fn usable(entry: &CacheEntry, credentials: bool, rule: &CacheRule) -> bool {
+pub(super) fn usable(entry: &CacheEntry, credentials: bool, rule: &CacheRule) -> bool {
     !credentials || entry.freshness.shared_with_credentials || rule.key.includes_credentials()
-}
-
-/// Within the entry's `stale_if_error` window at `now`.
-fn usable_on_error(stale: Option<&Arc<CacheEntry>>, now: clock::Millis) -> Option<(&Arc<CacheEntry>, i64)> {
-    let entry = stale?;
-    match entry.staleness(now) {
-        Staleness::Fresh { .. } => Some((entry, 0)),
-        Staleness::Stale { by } if by < entry.freshness.stale_if_error => Some((entry, stale_ttl(by))),
-        Staleness::Stale { .. } => None,
-    }
-}
-
-/// True when a leader's answer fits a follower: same variant, and credentials allow it.
-fn may_share(fill: &Fill, shared: &Shared) -> bool {
-    if fill::key_for(&shared.entry, fill.key, &fill.request) != shared.variant {
-        return false;
-    }
-    match &fill.rule {
-        Some(rule) => usable(&shared.entry, fill.credentials, rule),
-        None => true,
-    }
-}
-
-impl Pass {
-    /// Waits for an identical request in flight, if the route coalesces: its answer, or this
-    /// request goes upstream (as the leader, or on its own).
-    pub async fn coalesce(mut self) -> Coalesced {
-        let Mode::Fill(fill) = &mut self.mode else { return Coalesced::Forward(self) };
-        let rule = self.route.settings.coalesce;
-        if !rule.enabled || fill.head || fill.bypass.is_some() {
-            return Coalesced::Forward(self);
-        }
-        let follower = match self.cache.flights.join(fill.key) {
-            Role::Leader(leader) => {
-                fill.leader = Some(leader);
-                return Coalesced::Forward(self);
-            }
-            Role::Follower(follower) => follower,
-        };
-        match follower.wait(rule.follower_timeout).await {
-            Waited::Shared(shared) if may_share(fill, &shared) => {
-                self.cache.metrics.follower(FollowerResult::Served);
-                let now = self.cache.clock.now();
-                let answer =
-                    self.cache.answer(&shared.entry, false, &fill.request, now, CacheStatus::Collapsed);
-                self.route.metrics.lookup(answer.result);
-                Coalesced::Answer(answer)
-            }
-            Waited::Shared(_) | Waited::Released => {
-                self.cache.metrics.follower(FollowerResult::Released);
-                fill.released = true;
-                Coalesced::Forward(self)
-            }
-            Waited::TimedOut => {
-                self.cache.metrics.follower(FollowerResult::Timeout);
-                fill.store = false;
-                fill.bypass = Some(BypassReason::FollowerTimeout);
-                Coalesced::Forward(self)
-            }
-        }
-    }
-
-    /// Prepares the upstream request's headers: the stale entry's validators for a
-    /// revalidation; no client conditions on a request whose answer will be stored (the cache
-    /// needs the full answer).
-    pub fn prepare(&mut self, headers: &mut HeaderMap) {
-        let Mode::Fill(fill) = &mut self.mode else { return };
-        match &fill.stale {
-            Some(stale) if stale.has_validators() => {
-                conditional::add_validators(headers, stale);
-                fill.revalidating = true;
-            }
-            // A leader's answer is shared with followers that sent no conditions of their own.
-            _ if fill.store || fill.rule.is_none() => {
-                headers.remove(header::IF_NONE_MATCH);
-                headers.remove(header::IF_MODIFIED_SINCE);
-            }
-            _ => {}
-        }
-    }
-
-    /// Takes the upstream's answer (headers already prepared for the client): stores it,
-    /// refreshes, falls back to a stale entry, or invalidates, and returns what the client
-    /// gets.
-    pub fn complete(self, result: Forwarded) -> Answer {
-        let Self { cache, route, count, mode } = self;
-        let answer = match mode {
-            Mode::Through { status, invalidation } => {
-                let mut response = result.unwrap_or_else(|failed| failed);
-                let code = response.status();
-                let write = invalidation.is_some();
-                if let Some(invalidation) = invalidation
-                    && (code.is_success() || code.is_redirection())
-                {
-                    cache.invalidate(invalidation, response.headers());
-                }
-                if status.is_some() || write {
-                    cache.strip_tag_headers(response.headers_mut());
-                }
-                if let Some(status) = status {
-                    cache.mark(response.headers_mut(), status);
-                }
-                Answer { response, result: status.map_or(CacheResult::None, CacheStatus::result) }
-            }
-            Mode::Fill(fill) => cache.complete_fill(*fill, result, &route),
-        };
-        if count {
-            route.metrics.lookup(answer.result);
-        }
-        answer
-    }
-
-    /// Completes a background refresh (see [`Lookup::Stale`]) with the upstream's answer and
-    /// reads its body to the end, which stores the entry; counts how it went.
-    pub async fn complete_refresh(self, result: Forwarded) {
-        let cache = self.cache.clone();
-        let answer = self.complete(result);
-        let outcome = match answer.result {
-            CacheResult::Revalidated => RefreshResult::Revalidated,
-            CacheResult::Expired if answer.response.status().is_success() => RefreshResult::Stored,
-            _ => RefreshResult::Failed,
-        };
-        let complete = answer.response.into_body().collect().await.is_ok();
-        cache.metrics.refresh(if complete { outcome } else { RefreshResult::Failed });
-    }
-}
-
-impl Cache {
-    /// The miss / stale path's end: the answer for the client, marked.
-    fn complete_fill(self: &Arc<Self>, fill: Fill, result: Forwarded, route: &Arc<RouteCaching>) -> Answer {
-        let now = self.clock.now();
-        let forwarded = |fill: &Fill, code: StatusCode, stored: bool| -> CacheStatus {
-            let fwd_status = code.as_u16();
-            match (fill.bypass, &fill.stale) {
-                (Some(reason), _) => CacheStatus::Bypass(reason),
-                (None, Some(_)) => CacheStatus::Expired { fwd_status, stored },
-                (None, None) => CacheStatus::Miss { fwd_status, stored },
-            }
-        };
-        let response = match result {
-            Ok(response) => response,
-            Err(response) => {
-                if let Some((entry, ttl)) = usable_on_error(fill.stale.as_ref(), now) {
-                    let status = CacheStatus::StaleIfError { ttl, fwd_status: None };
-                    return self.answer(entry, fill.head, &fill.request, now, status);
-                }
-                let status = forwarded(&fill, response.status(), false);
-                return self.forwarded_answer(&fill, response, status);
-            }
-        };
-        let code = response.status();
-        if code.is_server_error()
-            && let Some((entry, ttl)) = usable_on_error(fill.stale.as_ref(), now)
-        {
-            let status = CacheStatus::StaleIfError { ttl, fwd_status: Some(code.as_u16()) };
-            return self.answer(entry, fill.head, &fill.request, now, status);
-        }
-        if code == StatusCode::NOT_MODIFIED
-            && fill.revalidating
-            && let (Some(stale), Some(rule)) = (fill.stale.clone(), fill.rule.clone())
-        {
-            return self.revalidated(fill, &stale, &rule, response.headers(), now);
-        }
-        let (mut parts, body) = response.into_parts();
-        let decision = if fill.head || (!fill.store && fill.leader.is_none()) {
-            None
-        } else {
-            Some(self.decide(&fill, code, &parts.headers, now))
-        };
-        let origin_tags: Vec<Tag> = match decision {
-            Some(Ok(_)) => header_tags(&parts.headers, &self.config.tag_headers).collect(),
-            _ => Vec::new(),
-        };
-        self.strip_tag_headers(&mut parts.headers);
-        let status = match decision {
-            Some(Ok(freshness)) => {
-                let status = forwarded(&fill, code, fill.store);
-                let Fill { key, request, mut tags, host, path, seq, store, leader, rule, .. } = fill;
-                tags.extend(origin_tags);
-                let mut headers = parts.headers.clone();
-                let initial_age = headers
-                    .remove(header::AGE)
-                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-                    .map_or(Duration::ZERO, Duration::from_secs);
-                let template = CacheEntry {
-                    status: code,
-                    headers,
-                    body: bytes::Bytes::new(),
-                    stored_at: now,
-                    initial_age,
-                    freshness,
-                    tags,
-                    host,
-                    path,
-                    variants: Default::default(),
-                    hit: Default::default(),
-                };
-                let limit = rule.as_ref().map_or(rule::DEFAULT_MAX_OBJECT_SIZE, |r| r.max_object_size);
-                let filling = Filling {
-                    cache: self.clone(),
-                    route: route.clone(),
-                    key,
-                    request,
-                    template,
-                    seq,
-                    store,
-                    leader,
-                    limit,
-                };
-                let collapse_only = rule.is_none();
-                let mut response = Response::from_parts(parts, Body::boxed(FillBody::new(body, filling)));
-                if collapse_only {
-                    return Answer { response, result: CacheResult::None };
-                }
-                self.mark(response.headers_mut(), status);
-                return Answer { response, result: status.result() };
-            }
-            Some(Err(reason)) => {
-                if fill.store {
-                    self.metrics.rejected(reason);
-                }
-                forwarded(&fill, code, false)
-            }
-            None => forwarded(&fill, code, false),
-        };
-        // `fill`'s leader drops with it: followers go upstream on their own.
-        self.forwarded_answer(&fill, Response::from_parts(parts, body), status)
-    }
-
-    /// The upstream's answer marked with `status` (routes that only collapse GETs report
-    /// nothing: they do not cache).
-    fn forwarded_answer(&self, fill: &Fill, mut response: Response<Body>, status: CacheStatus) -> Answer {
-        if fill.rule.is_none() {
-            return Answer { response, result: CacheResult::None };
-        }
-        self.mark(response.headers_mut(), status);
-        Answer { response, result: status.result() }
-    }
-
-    /// Whether (and how long) the answer may be kept or shared.
-    fn decide(
-        &self,
-        fill: &Fill,
-        code: StatusCode,
-        headers: &HeaderMap,
-        now: clock::Millis,
-    ) -> Result<Freshness, RejectReason> {
-        let Some(rule) = &fill.rule else {
-            // Collapsing only: share any final answer that sets no cookie.
-            if headers.contains_key(header::SET_COOKIE) {
-                return Err(RejectReason::SetCookie);
-            }
-            return Ok(Freshness {
-                ttl: Duration::ZERO,
-                stale_while_revalidate: Duration::ZERO,
-                stale_if_error: Duration::ZERO,
-                shared_with_credentials: false,
-            });
-        };
-        let freshness = policy::storable(rule, fill.credentials, code, headers, self.now_system(now))?;
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > rule.max_object_size) {
-            return Err(RejectReason::TooLarge);
-        }
-        Ok(freshness)
-    }
-
-    /// The origin confirmed a stale entry: store it anew with the 304's headers, and hand it
-    /// to the followers.
-    fn revalidated(
-        self: &Arc<Self>,
-        fill: Fill,
-        stale: &Arc<CacheEntry>,
-        rule: &CacheRule,
-        not_modified: &HeaderMap,
-        now: clock::Millis,
-    ) -> Answer {
-        let Fill { key, request, credentials, head, seq, leader, .. } = fill;
-        let mut headers = conditional::refreshed_headers(&stale.headers, not_modified);
-        self.strip_tag_headers(&mut headers);
-        let initial_age = not_modified
-            .get(header::AGE)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .map_or(Duration::ZERO, Duration::from_secs);
-        let entry = match policy::storable(rule, credentials, stale.status, &headers, self.now_system(now)) {
-            Ok(freshness) => {
-                let entry = Arc::new(CacheEntry {
-                    headers,
-                    stored_at: now,
-                    initial_age,
-                    freshness,
-                    ..CacheEntry::clone(stale)
-                });
-                self.store.insert(key, &request, entry.clone(), seq);
-                entry
-            }
-            Err(reason) => {
-                self.metrics.rejected(reason);
-                stale.clone()
-            }
-        };
-        if let Some(leader) = leader {
-            let variant = fill::key_for(&entry, key, &request);
-            leader.publish(Arc::new(Shared { entry: entry.clone(), variant }));
-        }
-        let ttl = match entry.staleness(now) {
-            Staleness::Fresh { remaining } => remaining.as_secs() as i64,
-            Staleness::Stale { .. } => 0,
-        };
-        self.answer(&entry, head, &request, now, CacheStatus::Revalidated { ttl })
-    }
 }
 
 #[cfg(test)]
@@ -796,6 +245,7 @@ mod tests {
     //! Stage tests: the cache between a request and a fabricated upstream answer, in paused
     //! time (the system clock follows Tokio's).
 
+    use http::{HeaderValue, Request, StatusCode};
     use http_body_util::BodyExt;
 
     use super::*;

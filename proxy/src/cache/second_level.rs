@@ -21,7 +21,7 @@ use super::key::CacheKey;
 use super::policy::Freshness;
 use super::status::CacheStatus;
 use super::tag::Tag;
-use super::{Cache, Coalesced, Mode, Pass, Shared, fill};
+use super::{Cache, Coalesced, Handoff, Mode, Pass, collect};
 use crate::tier::{L2Lookup, LocalPurge, Purge, RedisTier, SharedEntry};
 
 impl Cache {
@@ -89,7 +89,7 @@ impl Pass {
             return Coalesced::Forward(self);
         };
         let entry = Arc::new(from_shared(*shared));
-        if fill::key_for(&entry, fill.key, &fill.request) != fill.key {
+        if collect::key_for(&entry, fill.key, &fill.request) != fill.key {
             return Coalesced::Forward(self);
         }
         let now = self.cache.clock.now();
@@ -100,7 +100,7 @@ impl Pass {
         };
         self.cache.store.insert(fill.key, &fill.request, entry.clone(), fill.seq);
         if let Some(leader) = fill.leader.take() {
-            leader.publish(Arc::new(Shared { entry: entry.clone(), variant: fill.key }));
+            leader.publish(Arc::new(Handoff { entry: entry.clone(), variant: fill.key }));
         }
         let status = CacheStatus::Hit { ttl: remaining.as_secs() as i64 };
         let answer = self.cache.answer(&entry, false, &fill.request, now, status);

@@ -17,12 +17,12 @@ use super::entry::CacheEntry;
 use super::key::CacheKey;
 use super::policy::RejectReason;
 use super::store::Seq;
-use super::{Cache, FlightLeader, RouteCaching, Shared};
+use super::{Cache, FlightLeader, Handoff, RouteCaching};
 use crate::body::{Body, BoxError};
 
 /// What finishing an entry needs once its body is complete.
 #[derive(Debug)]
-pub(super) struct Filling {
+pub(super) struct Collecting {
     pub cache: Arc<Cache>,
     /// The route: its compression makes eager variants when the entry is stored.
     pub route: Arc<RouteCaching>,
@@ -39,7 +39,7 @@ pub(super) struct Filling {
     pub limit: usize,
 }
 
-impl Filling {
+impl Collecting {
     fn finish(self, body: Bytes) {
         let Self { cache, route, key, request, mut template, seq, store, leader, .. } = self;
         template.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
@@ -60,7 +60,7 @@ impl Filling {
             }
         }
         if let Some(leader) = leader {
-            leader.publish(Arc::new(Shared { entry, variant }));
+            leader.publish(Arc::new(Handoff { entry, variant }));
         }
     }
 
@@ -83,37 +83,37 @@ pub(super) fn key_for(entry: &CacheEntry, key: CacheKey, request: &HeaderMap) ->
 pin_project! {
     /// An upstream body being collected into an entry as it streams to the client.
     #[derive(Debug)]
-    pub(super) struct FillBody {
+    pub(super) struct CollectBody {
         #[pin]
         inner: Body,
         chunks: Vec<Bytes>,
         size: usize,
-        filling: Option<Filling>,
+        collecting: Option<Collecting>,
     }
 }
 
-impl FillBody {
-    /// Collects `inner` into `filling`'s entry.
-    pub(super) fn new(inner: Body, filling: Filling) -> Self {
+impl CollectBody {
+    /// Collects `inner` into `collecting`'s entry.
+    pub(super) fn new(inner: Body, collecting: Collecting) -> Self {
         if http_body::Body::is_end_stream(&inner) {
             // Nothing will be polled: the entry is complete now.
-            finish(Some(filling), Vec::new(), 0);
-            return Self { inner, chunks: Vec::new(), size: 0, filling: None };
+            finish(Some(collecting), Vec::new(), 0);
+            return Self { inner, chunks: Vec::new(), size: 0, collecting: None };
         }
-        Self { inner, chunks: Vec::new(), size: 0, filling: Some(filling) }
+        Self { inner, chunks: Vec::new(), size: 0, collecting: Some(collecting) }
     }
 }
 
-fn finish(filling: Option<Filling>, chunks: Vec<Bytes>, size: usize) {
-    let Some(filling) = filling else { return };
-    let expected = filling
+fn finish(collecting: Option<Collecting>, chunks: Vec<Bytes>, size: usize) {
+    let Some(collecting) = collecting else { return };
+    let expected = collecting
         .template
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if expected.is_some_and(|n| n != size) {
-        filling.abandon(RejectReason::Truncated);
+        collecting.abandon(RejectReason::Truncated);
         return;
     }
     let body = match chunks.len() {
@@ -127,10 +127,10 @@ fn finish(filling: Option<Filling>, chunks: Vec<Bytes>, size: usize) {
             all.freeze()
         }
     };
-    filling.finish(body);
+    collecting.finish(body);
 }
 
-impl http_body::Body for FillBody {
+impl http_body::Body for CollectBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -142,11 +142,11 @@ impl http_body::Body for FillBody {
         let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(filling)) = (frame.data_ref(), this.filling.as_ref()) {
+                if let (Some(data), Some(collecting)) = (frame.data_ref(), this.collecting.as_ref()) {
                     *this.size += data.len();
-                    if *this.size > filling.limit {
-                        if let Some(filling) = this.filling.take() {
-                            filling.abandon(RejectReason::TooLarge);
+                    if *this.size > collecting.limit {
+                        if let Some(collecting) = this.collecting.take() {
+                            collecting.abandon(RejectReason::TooLarge);
                         }
                         *this.chunks = Vec::new();
                     } else {
@@ -154,16 +154,16 @@ impl http_body::Body for FillBody {
                     }
                 }
                 if this.inner.is_end_stream() {
-                    finish(this.filling.take(), std::mem::take(this.chunks), *this.size);
+                    finish(this.collecting.take(), std::mem::take(this.chunks), *this.size);
                 }
             }
             Poll::Ready(Some(Err(_))) => {
-                if let Some(filling) = this.filling.take() {
-                    filling.abandon(RejectReason::Truncated);
+                if let Some(collecting) = this.collecting.take() {
+                    collecting.abandon(RejectReason::Truncated);
                 }
                 *this.chunks = Vec::new();
             }
-            Poll::Ready(None) => finish(this.filling.take(), std::mem::take(this.chunks), *this.size),
+            Poll::Ready(None) => finish(this.collecting.take(), std::mem::take(this.chunks), *this.size),
             Poll::Pending => {}
         }
         polled

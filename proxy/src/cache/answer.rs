@@ -1,0 +1,71 @@
+//! Answers from stored entries: the entry (or a `304`), `Age`, `Cache-Status` and the
+//! headers the cache keeps to itself.
+
+use http::Response;
+use http::header::{self, HeaderMap, HeaderValue};
+
+use super::*;
+
+impl Cache {
+    /// An answer from `entry`: a 304 when the client's conditions match, else the entry (no
+    /// body for HEAD), with `Age` and `Cache-Status`. The caller counts the lookup.
+    pub fn answer(
+        &self,
+        entry: &CacheEntry,
+        head: bool,
+        request: &HeaderMap,
+        now: clock::Millis,
+        status: CacheStatus,
+    ) -> Answer {
+        let age = entry.age(now).as_secs();
+        let response = if conditional::matches(request, entry) {
+            let mut response = conditional::not_modified(entry);
+            self.mark_hit(response.headers_mut(), age, status);
+            response
+        } else {
+            let mut response =
+                Response::new(if head { Body::empty() } else { Body::full(entry.body.clone()) });
+            *response.status_mut() = entry.status;
+            let build = || {
+                let mut headers = entry.headers.clone();
+                self.mark_hit(&mut headers, age, status);
+                headers
+            };
+            *response.headers_mut() = match status {
+                // The common case: built once per second of the entry's life.
+                CacheStatus::Hit { ttl } => entry.hit.get(age, ttl.unsigned_abs(), build),
+                _ => build(),
+            };
+            if !head && request.contains_key(header::ACCEPT_ENCODING) {
+                // The compress stage serves a stored variant instead of compressing again.
+                let cached = CachedBody { body: entry.body.clone(), variants: entry.variants.clone() };
+                response.extensions_mut().insert(cached);
+            }
+            response
+        };
+        Answer { response, result: status.result() }
+    }
+
+    /// `Age` and the cache's status headers of an answer from an entry `age` seconds old.
+    pub(super) fn mark_hit(&self, headers: &mut HeaderMap, age: u64, status: CacheStatus) {
+        // Room for the headers added here, so the map grows (and rehashes) at most once.
+        headers.reserve(3);
+        headers.insert(header::AGE, conditional::age_value(age));
+        self.mark(headers, status);
+    }
+
+    pub(super) fn mark(&self, headers: &mut HeaderMap, status: CacheStatus) {
+        headers.insert(CACHE_STATUS.clone(), status.header_value());
+        if self.config.x_cache_status {
+            headers.insert(X_CACHE_STATUS.clone(), HeaderValue::from_static(status.x_cache_status()));
+        }
+    }
+
+    pub(super) fn strip_tag_headers(&self, headers: &mut HeaderMap) {
+        if self.config.strip_tag_headers {
+            for name in self.config.tag_headers.iter().chain(&self.config.invalidation_headers) {
+                headers.remove(name);
+            }
+        }
+    }
+}

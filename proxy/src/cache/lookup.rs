@@ -1,0 +1,169 @@
+//! The cache's first look at a request: a fresh or stale entry answers, or a [`Pass`] says
+//! what the forward is for (a miss to fill, a stale entry to revalidate, a write that
+//! invalidates, a request the cache stays out of); a stale entry within
+//! `stale_while_revalidate` also gets the pass of its one background refresh.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap};
+use http::{Method, Request, Uri};
+
+use super::*;
+
+impl Cache {
+    /// The cache's first look at a request on `route` (matched with `params`, for `host`).
+    pub fn lookup<B>(
+        self: &Arc<Self>,
+        route: &Arc<RouteCaching>,
+        params: &PathParams,
+        host: Option<&str>,
+        request: &Request<B>,
+    ) -> Lookup {
+        let settings = &route.settings;
+        let (method, uri, headers) = (request.method(), request.uri(), request.headers());
+        let host = host.unwrap_or("");
+        if method != Method::GET && method != Method::HEAD {
+            let invalidation = (!method.is_safe()).then(|| {
+                let source = TagSource { path: uri.path(), params, query: uri.query(), headers };
+                let mut tags = vec![Tag::url(host, uri.path(), uri.query())];
+                tags.extend(settings.invalidate.iter().filter_map(|t| t.render(&source)));
+                Invalidation { host: host.into(), tags }
+            });
+            let status = settings.rule.is_some().then_some(CacheStatus::Bypass(BypassReason::Method));
+            return self.through(route, status, invalidation);
+        }
+        let head = method == Method::HEAD;
+        let Some(rule) = &settings.rule else {
+            if settings.coalesce.enabled && !head {
+                let key = collapse_key().key(Some(host), uri.path(), uri.query(), headers);
+                let fill = self.fill(key, None, host, uri, headers, params, false, None);
+                return Lookup::Forward(self.pass(route, fill));
+            }
+            return self.through(route, None, None);
+        };
+        let directive = policy::client_directive(headers, rule.client_no_cache);
+        if directive == ClientDirective::NoStore {
+            return self.through(route, Some(CacheStatus::Bypass(BypassReason::Request)), None);
+        }
+        let key = rule.key.key(Some(host), uri.path(), uri.query(), headers);
+        let credentials = headers.contains_key(header::AUTHORIZATION);
+        let mut stale = None;
+        let mut bypass = None;
+        if let Some(entry) = self.store.get(key, headers) {
+            if !usable(&entry, credentials, rule) {
+                bypass = Some(BypassReason::Credentials);
+            } else if directive == ClientDirective::Revalidate {
+                stale = Some(entry);
+            } else {
+                let now = self.clock.now();
+                match entry.staleness(now) {
+                    Staleness::Fresh { remaining } => {
+                        let status = CacheStatus::Hit { ttl: remaining.as_secs() as i64 };
+                        route.metrics.lookup(CacheResult::Hit);
+                        return Lookup::Answer(self.answer(&entry, head, headers, now, status));
+                    }
+                    Staleness::Stale { by } if by < entry.freshness.stale_while_revalidate => {
+                        let refresh = self.refresh(route, key, rule, &entry, params, host, request);
+                        let status = CacheStatus::StaleWhileRevalidate { ttl: stale_ttl(by) };
+                        route.metrics.lookup(CacheResult::Stale);
+                        let answer = self.answer(&entry, head, headers, now, status);
+                        return Lookup::Stale { answer, refresh };
+                    }
+                    Staleness::Stale { .. } => stale = Some(entry),
+                }
+            }
+        }
+        let mut fill = self.fill(key, Some(rule.clone()), host, uri, headers, params, !head, stale);
+        fill.credentials = credentials;
+        fill.head = head;
+        fill.bypass = bypass;
+        Lookup::Forward(self.pass(route, fill))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn fill(
+        &self,
+        key: CacheKey,
+        rule: Option<Arc<CacheRule>>,
+        host: &str,
+        uri: &Uri,
+        headers: &HeaderMap,
+        params: &PathParams,
+        store: bool,
+        stale: Option<Arc<CacheEntry>>,
+    ) -> Fill {
+        let mut tags = Vec::new();
+        if let Some(rule) = &rule {
+            let source = TagSource { path: uri.path(), params, query: uri.query(), headers };
+            tags.extend(rule.tags.iter().filter_map(|t| t.render(&source)));
+            tags.push(Tag::url(host, uri.path(), uri.query()));
+        }
+        Fill {
+            key,
+            rule,
+            request: headers.clone(),
+            credentials: false,
+            head: false,
+            stale,
+            tags,
+            host: host.to_ascii_lowercase().into(),
+            path: uri.path().into(),
+            seq: self.store.reserve(),
+            leader: None,
+            store,
+            revalidating: false,
+            bypass: None,
+            released: false,
+        }
+    }
+
+    pub(super) fn pass(self: &Arc<Self>, route: &Arc<RouteCaching>, fill: Fill) -> Pass {
+        Pass { cache: self.clone(), route: route.clone(), count: true, mode: Mode::Fill(Box::new(fill)) }
+    }
+
+    pub(super) fn through(
+        self: &Arc<Self>,
+        route: &Arc<RouteCaching>,
+        status: Option<CacheStatus>,
+        invalidation: Option<Invalidation>,
+    ) -> Lookup {
+        Lookup::Forward(Pass {
+            cache: self.clone(),
+            route: route.clone(),
+            count: true,
+            mode: Mode::Through { status, invalidation },
+        })
+    }
+
+    /// The pass of the background request that refreshes a stale entry; `None` when one is
+    /// in flight already. The request sent is a GET with this request's headers.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn refresh<B>(
+        self: &Arc<Self>,
+        route: &Arc<RouteCaching>,
+        key: CacheKey,
+        rule: &Arc<CacheRule>,
+        entry: &Arc<CacheEntry>,
+        params: &PathParams,
+        host: &str,
+        request: &Request<B>,
+    ) -> Option<Pass> {
+        let leader = self.flights.lead(key)?;
+        let headers = request.headers();
+        let mut fill = self.fill(
+            key,
+            Some(rule.clone()),
+            host,
+            request.uri(),
+            headers,
+            params,
+            true,
+            Some(entry.clone()),
+        );
+        fill.credentials = headers.contains_key(header::AUTHORIZATION);
+        fill.leader = Some(leader);
+        let mut pass = self.pass(route, fill);
+        pass.count = false;
+        Some(pass)
+    }
+}
