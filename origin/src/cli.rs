@@ -52,4 +52,34 @@ pub enum Command {
         #[arg(long)]
         now: Option<i64>,
     },
+    /// Manages API tokens (the database keeps only their hashes).
+    Token {
+        /// What to do with tokens.
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+/// `accel-origin token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Issues a new token for a user and prints it: the only time it is shown.
+    Issue {
+        /// The user's id.
+        #[arg(long)]
+        user: i64,
+        /// Who or what holds the token (1-100 characters).
+        #[arg(long, default_value = "cli")]
+        label: String,
+    },
+    /// Revokes one token, or every token of a user.
+    #[command(group = clap::ArgGroup::new("which").required(true).args(["token", "user"]))]
+    Revoke {
+        /// The token to revoke (`acc_…`).
+        #[arg(long)]
+        token: Option<String>,
+        /// Revoke every live token of this user.
+        #[arg(long)]
+        user: Option<i64>,
+    },
 }

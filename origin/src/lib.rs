@@ -7,15 +7,18 @@
 //! A request meets, in order:
 //! - [`metrics`]: the outermost layer, timing every request by route pattern;
 //! - [`router`]: axum's routing table, one line per endpoint (the contract is `API.md`);
-//! - [`auth`]: the bearer token of the per-user endpoints → [`auth::User`];
+//! - [`auth`]: the bearer token every revenue and learning endpoint requires → [`auth::User`]
+//!   (the caller and its tenant), checked against the hashed tokens of [`token`];
 //! - [`api`]: one handler module per resource, reading [`db`] and computing with [`model`]
-//!   (scoring, forecast, pricing) and [`text`] (extraction, chunking, embedding);
+//!   (scoring, forecast, pricing) and [`text`] (extraction, chunking, embedding), the
+//!   CPU-heavy parts bounded by [`compute`];
 //! - [`caching`]: the answer's `Cache-Control`, `ETag`, `Vary`, `Cache-Tag` and
 //!   `Cache-Group-Invalidation` headers;
 //! - [`error`]: the one rescue point turning failures into JSON errors.
 //!
 //! Around them: [`app`] (shared state), [`clock`] (injected time), [`seed`] (deterministic
-//! data sets) and [`serve`] (listener + shutdown + the view-refresh schedule).
+//! data sets), [`token`] (issuing and revoking API tokens) and [`serve`] (listener + shutdown +
+//! the view-refresh schedule).
 
 pub mod api;
 pub mod app;
@@ -23,12 +26,14 @@ pub mod auth;
 pub mod caching;
 pub mod cli;
 pub mod clock;
+pub mod compute;
 pub mod db;
 pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod seed;
 pub mod text;
+pub mod token;
 
 use std::future::Future;
 use std::time::Duration;
@@ -52,6 +57,7 @@ pub fn router(app: App) -> Router {
         .route("/api/golden-leads", get(api::leads::list))
         .route("/api/golden-leads/detect", post(api::leads::detect))
         .route("/api/golden-leads/{id}", get(api::leads::one))
+        .route("/api/golden-leads/{id}/score", post(api::leads::rescore))
         .route("/api/predictions/{lead_id}", get(api::predictions::one))
         .route("/api/pricing/analytics", get(api::pricing::analytics))
         .route("/api/pricing/{contact_id}", get(api::pricing::quote).put(api::pricing::record))
@@ -63,6 +69,7 @@ pub fn router(app: App) -> Router {
         .route("/api/learning/overview", get(api::learning::overview))
         .route("/api/learning/heatmap", get(api::learning::heatmap))
         .route("/api/learning/xp", get(api::learning::xp))
+        .route("/api/learning/sessions", post(api::learning::record))
         .fallback(|| async {
             no_store(
                 StatusCode::NOT_FOUND,
