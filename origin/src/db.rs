@@ -179,12 +179,12 @@ impl Db {
         .map_err(DbError::Migrate)
     }
 
-    /// Refreshes the analytics materialized views (PostgreSQL); SQLite's plain views need
-    /// nothing.
+    /// Refreshes the analytics materialized views (PostgreSQL) now, waiting for a refresh in
+    /// progress elsewhere to finish; SQLite's plain views need nothing.
     pub async fn refresh_views(&self) -> Result<(), DbError> {
         match self {
             Self::Postgres(pool) => {
-                sqlx::query("SELECT refresh_analytics_views()")
+                sqlx::query("SELECT refresh_performance_views()")
                     .execute(pool)
                     .await
                     .map_err(DbError::Refresh)?;
@@ -192,6 +192,21 @@ impl Db {
             Self::Sqlite(_) => {}
         }
         Ok(())
+    }
+
+    /// Refreshes the analytics materialized views (PostgreSQL) if no instance did in the last
+    /// `min_interval` and none is refreshing now (an advisory lock): however many instances
+    /// call this every interval, the views refresh about once per interval. Whether this call
+    /// refreshed; always `false` on SQLite, whose views are computed on read.
+    pub async fn refresh_views_if_due(&self, min_interval: Duration) -> Result<bool, DbError> {
+        match self {
+            Self::Postgres(pool) => sqlx::query_scalar("SELECT refresh_analytics_views_if_due($1)")
+                .bind(min_interval.as_secs_f64())
+                .fetch_one(pool)
+                .await
+                .map_err(DbError::Refresh),
+            Self::Sqlite(_) => Ok(false),
+        }
     }
 
     /// The backend's name, for logs.

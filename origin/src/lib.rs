@@ -83,8 +83,10 @@ pub fn router(app: App) -> Router {
 /// How often [`serve`] refreshes the analytics materialized views by default.
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Serves the origin on `listener` until `shutdown` completes, refreshing the analytics views
-/// every `refresh` (PostgreSQL; a no-op on SQLite); in-flight requests finish first.
+/// Serves the origin on `listener` until `shutdown` completes; in-flight requests finish
+/// first. Every `refresh` it offers to refresh the analytics views (PostgreSQL; a no-op on
+/// SQLite): the refresh runs only when no instance of the cluster did in the last 90 % of an
+/// interval and none is refreshing, so N instances refresh once an interval, not N times.
 pub async fn serve(
     listener: TcpListener,
     app: App,
@@ -98,8 +100,10 @@ pub async fn serve(
         tick.tick().await;
         loop {
             tick.tick().await;
-            if let Err(e) = db.refresh_views().await {
-                tracing::warn!(error = %e, "analytics views not refreshed");
+            match db.refresh_views_if_due(refresh.mul_f64(0.9)).await {
+                Ok(true) => tracing::debug!("analytics views refreshed"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "analytics views not refreshed"),
             }
         }
     });

@@ -31,6 +31,7 @@ on_both_backends!(
     uploads_are_capped_in_chunks_and_decompression,
     busy_computations_answer_503,
     an_exhausted_pool_answers_503,
+    one_instance_refreshes_the_views_per_interval,
 );
 
 /// User 1's tenant, whose data the fixture's token reaches.
@@ -1088,4 +1089,71 @@ async fn an_exhausted_pool_answers_503(backend: Backend) {
         sqlx::query("ROLLBACK").execute(&mut *writer).await.expect("unlock");
     }
     small.close().await;
+}
+
+async fn one_instance_refreshes_the_views_per_interval(backend: Backend) {
+    use std::time::Duration;
+    let Some((db, _)) = fixture(backend).await else { return };
+    let accel_origin::Db::Postgres(pool) = &db.db else {
+        // SQLite's views are computed on read: nothing to refresh, and nothing unread.
+        assert!(!db.db.refresh_views_if_due(Duration::ZERO).await.expect("no-op"));
+        let views = count(&db, "SELECT count(*) FROM sqlite_master WHERE type = 'view' AND name = 'golden_lead_tier_distribution'").await;
+        assert_eq!(views, 0, "the unread view is dropped");
+        return;
+    };
+    let refreshes = || db.id("SELECT refreshes FROM analytics_refreshes WHERE id = $1", 1);
+    let before = refreshes().await;
+    assert!(before >= 1, "the seed refreshed once");
+    // Three instances, each with its own pool, ticking at once.
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        let size = accel_origin::db::PoolSize { max: 1, min: 1 };
+        instances.push(accel_origin::Db::connect(&db.url(), size).await.expect("instance pool"));
+    }
+    let interval = Duration::from_secs(3600);
+    let mut refreshed = 0;
+    for instance in &instances {
+        refreshed += usize::from(instance.refresh_views_if_due(Duration::ZERO).await.expect("refresh"));
+    }
+    assert_eq!(refreshed, 3, "due every time with a zero interval");
+    let mut refreshed = 0;
+    for instance in &instances {
+        refreshed += usize::from(instance.refresh_views_if_due(interval).await.expect("refresh"));
+    }
+    assert_eq!(refreshed, 0, "the last refresh, by any instance, is recent");
+    assert_eq!(refreshes().await, before + 3);
+
+    // While one session holds the lock (a refresh in progress), the others skip rather than queue.
+    let mut refreshing = pool.begin().await.expect("transaction");
+    sqlx::query("SELECT pg_advisory_xact_lock(4242001, analytics_refresh_lock_key())")
+        .execute(&mut *refreshing)
+        .await
+        .expect("lock");
+    assert!(
+        !instances[0].refresh_views_if_due(Duration::ZERO).await.expect("refresh"),
+        "skipped while locked"
+    );
+    refreshing.commit().await.expect("unlock");
+    assert!(instances[1].refresh_views_if_due(Duration::ZERO).await.expect("refresh"));
+
+    // The refresh is real: a new point shows in the view only after it.
+    let in_view = || async {
+        count(&db, "SELECT CAST(COALESCE(sum(points), 0) AS BIGINT) FROM pricing_hourly_performance").await
+    };
+    let points = in_view().await;
+    sqlx::query(
+        "INSERT INTO pricing_history (contact_id, location, price, demand, converted, recorded_at) \
+         VALUES (1, 'berlin', 10, 1, false, 0)",
+    )
+    .execute(pool)
+    .await
+    .expect("insert");
+    assert_eq!(in_view().await, points);
+    assert!(instances[2].refresh_views_if_due(Duration::ZERO).await.expect("refresh"));
+    assert_eq!(in_view().await, points + 1);
+    let unread = count(&db, "SELECT count(*) FROM pg_matviews WHERE matviewname = 'golden_lead_tier_distribution' AND schemaname = current_schema()").await;
+    assert_eq!(unread, 0, "the unread view is dropped");
+    for instance in instances {
+        instance.close().await;
+    }
 }
