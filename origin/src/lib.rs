@@ -52,6 +52,10 @@ use crate::caching::no_store;
 pub fn router(app: App) -> Router {
     Router::new()
         .route("/health", get(api::health::check))
+        // Each module's health path answers as /health does (the platforms probe them).
+        .route("/api/golden-leads/health", get(api::health::check))
+        .route("/api/pricing/health", get(api::health::check))
+        .route("/api/v1/predictive/health", get(api::health::check))
         .route("/metrics", get(api::health::metrics))
         // Revenue platform.
         .route("/api/golden-leads", get(api::leads::list))
@@ -59,6 +63,9 @@ pub fn router(app: App) -> Router {
         .route("/api/golden-leads/{id}", get(api::leads::one))
         .route("/api/golden-leads/{id}/score", post(api::leads::rescore))
         .route("/api/predictions/{lead_id}", get(api::predictions::one))
+        // The predictive API at the platform's versioned path (the same answers).
+        .route("/api/v1/predictive/leads/{lead_id}", get(api::predictions::one))
+        .route("/api/v1/predictive/detect", post(api::leads::detect))
         .route("/api/pricing/analytics", get(api::pricing::analytics))
         .route("/api/pricing/{contact_id}", get(api::pricing::quote).put(api::pricing::record))
         .route("/api/tenants/{tenant_id}/usage", get(api::usage::tenant))

@@ -32,6 +32,8 @@ on_both_backends!(
     busy_computations_answer_503,
     an_exhausted_pool_answers_503,
     one_instance_refreshes_the_views_per_interval,
+    module_health_paths_and_the_versioned_predictive_api,
+    performance_functions_report_tables_and_slow_queries,
 );
 
 /// User 1's tenant, whose data the fixture's token reaches.
@@ -786,6 +788,8 @@ fn revenue_routes() -> Vec<(Method, &'static str, &'static str)> {
         (Method::PUT, "/api/pricing/1", r#"{"price": 10}"#),
         (Method::GET, "/api/tenants/1/usage", ""),
         (Method::POST, "/api/golden-leads/1/score", hot_signals()),
+        (Method::GET, "/api/v1/predictive/leads/1", ""),
+        (Method::POST, "/api/v1/predictive/detect", hot_signals()),
     ]
 }
 
@@ -1156,4 +1160,87 @@ async fn one_instance_refreshes_the_views_per_interval(backend: Backend) {
     for instance in instances {
         instance.close().await;
     }
+}
+
+async fn module_health_paths_and_the_versioned_predictive_api(backend: Backend) {
+    let Some((db, token)) = fixture(backend).await else { return };
+    let client = db.client();
+    let health = client.get("/health").await;
+    for path in ["/api/golden-leads/health", "/api/pricing/health", "/api/v1/predictive/health"] {
+        let answer = client.get(path).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+        assert_eq!(answer.json, health.json, "{path}");
+        assert_eq!(answer.header("cache-control"), "no-store", "{path}");
+    }
+    let id = db.id("SELECT min(id) FROM golden_leads WHERE tenant_id = $1", TENANT).await;
+    let old = client.get_as(&token, &format!("/api/predictions/{id}")).await;
+    let versioned = client.get_as(&token, &format!("/api/v1/predictive/leads/{id}")).await;
+    assert_eq!(versioned.status, StatusCode::OK);
+    assert_eq!(versioned.json, old.json);
+    assert_eq!(versioned.header("cache-tag"), old.header("cache-tag"));
+    let theirs = db.id("SELECT min(id) FROM golden_leads WHERE tenant_id = $1", 3).await;
+    assert_eq!(
+        client.get_as(&token, &format!("/api/v1/predictive/leads/{theirs}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let detected = client.json(Method::POST, "/api/v1/predictive/detect", Some(&token), hot_signals()).await;
+    assert_eq!(detected.status, StatusCode::OK);
+    assert_eq!(detected.json["tier"], "platinum");
+}
+
+async fn performance_functions_report_tables_and_slow_queries(backend: Backend) {
+    let Some((db, _)) = fixture(backend).await else { return };
+    let accel_origin::Db::Postgres(pool) = &db.db else {
+        // Documented as PostgreSQL-only: SQLite has no statistics views.
+        let missing = on_db!(&db.db, pool => sqlx::query("SELECT get_table_performance_stats()")
+            .execute(pool)
+            .await
+            .map(|_| ()));
+        assert!(missing.is_err());
+        return;
+    };
+    let tables: Vec<(String, i64, i64)> =
+        sqlx::query_as("SELECT table_name, total_bytes, seq_scans FROM get_table_performance_stats()")
+            .fetch_all(pool)
+            .await
+            .expect("table stats");
+    for table in ["golden_leads", "pricing_history", "usage_analytics", "api_tokens"] {
+        assert!(tables.iter().any(|(name, bytes, _)| name == table && *bytes > 0), "{table}: {tables:?}");
+    }
+    let sizes: Vec<i64> = tables.iter().map(|t| t.1).collect();
+    assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "largest first");
+
+    // A statement that runs until cancelled shows as slow while it runs.
+    let mut sleeper = pool.acquire().await.expect("connection");
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *sleeper).await.expect("pid");
+    let sleeping = tokio::spawn(async move {
+        let _ = sqlx::query("SELECT pg_sleep(30) AS accel_slow_probe").execute(&mut *sleeper).await;
+    });
+    let slow = loop {
+        let rows: Vec<(String, f64, String)> =
+            sqlx::query_as("SELECT query, mean_ms, source FROM get_recent_slow_queries(0, 50)")
+                .fetch_all(pool)
+                .await
+                .expect("slow queries");
+        if let Some(row) = rows.into_iter().find(|r| r.0.contains("accel_slow_probe")) {
+            break row;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert!(slow.1 >= 0.0);
+    assert!(["pg_stat_activity", "pg_stat_statements"].contains(&slow.2.as_str()), "{slow:?}");
+    let none: Vec<(String,)> = sqlx::query_as("SELECT query FROM get_recent_slow_queries(1e12, 10)")
+        .fetch_all(pool)
+        .await
+        .expect("slow queries");
+    assert!(none.is_empty());
+    sqlx::query("SELECT pg_cancel_backend($1)").bind(pid).execute(pool).await.expect("cancel");
+    sleeping.await.expect("sleeper ends");
+    for bad in
+        ["SELECT * FROM get_recent_slow_queries(-1, 10)", "SELECT * FROM get_recent_slow_queries(0, 0)"]
+    {
+        assert!(sqlx::query(bad).execute(pool).await.is_err(), "{bad}");
+    }
+    // The on-demand refresh runs too.
+    sqlx::query("SELECT refresh_performance_views()").execute(pool).await.expect("refresh");
 }
