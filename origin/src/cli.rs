@@ -33,6 +33,14 @@ pub enum Command {
         /// Most database connections this instance opens.
         #[arg(long, default_value_t = 16)]
         pool_size: u32,
+        /// CPU-heavy tasks (forecasts, extraction, retrieval ranking) run at once (default: one
+        /// per core).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        compute_slots: Option<u32>,
+        /// Requests that may wait for a CPU-heavy task slot; the next ones get 503 (default:
+        /// four per slot).
+        #[arg(long)]
+        compute_queue: Option<u32>,
         /// Serve as if "now" were this instant (unix seconds), e.g. the `--now` a data set was
         /// seeded with, so that its time windows (recent analyses, usage days, activity)
         /// cover the same rows on every run; default: the system clock.

@@ -14,6 +14,7 @@ use crate::error::ApiError;
 /// The bounded pool of CPU-heavy tasks; clones share it.
 #[derive(Debug, Clone)]
 pub struct Compute {
+    total: usize,
     slots: Arc<Semaphore>,
     waiting: Arc<AtomicUsize>,
     queue: usize,
@@ -28,7 +29,13 @@ pub struct Slot {
 impl Compute {
     /// At most `slots` tasks at once (at least one), and `queue` requests waiting for one.
     pub fn new(slots: usize, queue: usize) -> Self {
-        Self { slots: Arc::new(Semaphore::new(slots.max(1))), waiting: Arc::new(AtomicUsize::new(0)), queue }
+        let total = slots.max(1);
+        Self { total, slots: Arc::new(Semaphore::new(total)), waiting: Arc::new(AtomicUsize::new(0)), queue }
+    }
+
+    /// How many tasks may run at once.
+    pub fn slots(&self) -> usize {
+        self.total
     }
 
     /// One slot per core, and a queue four times as long.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use accel_origin::cli::{Cli, Command, TokenAction};
 use accel_origin::clock::Clock;
+use accel_origin::compute::Compute;
 use accel_origin::db::{Db, PoolSize};
 use accel_origin::{App, seed, token};
 use clap::Parser;
@@ -61,11 +62,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             println!("revoked {revoked} token(s)");
         }
-        Command::Serve { listen, refresh_secs, now, .. } => {
+        Command::Serve { listen, refresh_secs, now, compute_slots, compute_queue, .. } => {
             let listener = tokio::net::TcpListener::bind(listen).await?;
             tracing::info!(%listen, database = db.backend(), "accel-origin serving");
             let clock = now.map_or(Clock::System, Clock::Fixed);
-            let app = App::new(db.clone()).with_clock(clock);
+            let default = Compute::for_this_machine();
+            let slots = compute_slots.map_or(default.slots(), |n| n as usize);
+            let queue = compute_queue.map_or(4 * slots, |n| n as usize);
+            let app = App::new(db.clone()).with_clock(clock).with_compute(Compute::new(slots, queue));
             accel_origin::serve(listener, app, Duration::from_secs(refresh_secs), shutdown()).await?;
             tracing::info!("accel-origin stopped");
         }
