@@ -153,8 +153,13 @@ main() {
     mkdir -p "$OUT_DIR/origin"
     rm -f "$OUT_DIR"/origin/*.json
 
-    local token json='content-type: application/json'
-    token=$(psql_on "$(database_name)" -tAc "SELECT api_token FROM users ORDER BY id LIMIT 1")
+    # A token reaches only its tenant's data: measure as a user of lead 4242's tenant, on a
+    # contact of that tenant. Tokens are stored hashed, so a fresh one is issued per run.
+    local token tenant user contact json='content-type: application/json'
+    tenant=$(psql_on "$(database_name)" -tAc "SELECT tenant_id FROM golden_leads WHERE id = 4242")
+    user=$(psql_on "$(database_name)" -tAc "SELECT min(id) FROM users WHERE tenant_id = $tenant")
+    contact=$(psql_on "$(database_name)" -tAc "SELECT min(id) FROM contacts WHERE tenant_id = $tenant AND id >= 777")
+    token=$("$RELEASE/accel-origin" --database-url "$DATABASE_URL" token issue --user "$user" --label bench)
     local auth="authorization: Bearer $token"
     cat >"$WORK/detect.json" <<'EOF'
 {"email_opens":12,"email_clicks":4,"page_views":40,"pricing_page_views":5,"demo_requested":true,"trial_active":false,"company_size":150,"annual_budget":50000,"days_since_last_activity":3,"support_tickets":1,"industry":"software"}
@@ -162,13 +167,13 @@ EOF
     echo '{"query":"photosynthesis and the light reactions","k":5}' >"$WORK/retrieval.json"
 
     measure health /health
-    measure golden-leads-list "/api/golden-leads?tier=gold&min_probability=0.7&limit=50"
-    measure golden-lead /api/golden-leads/4242
-    measure golden-leads-detect /api/golden-leads/detect -m POST -H "$json" --body-file "$WORK/detect.json"
-    measure predictions /api/predictions/4242
-    measure pricing "/api/pricing/777?location=berlin"
-    measure pricing-analytics /api/pricing/analytics
-    measure tenant-usage /api/tenants/3/usage
+    measure golden-leads-list "/api/golden-leads?tier=gold&min_probability=0.7&limit=50" -H "$auth"
+    measure golden-lead /api/golden-leads/4242 -H "$auth"
+    measure golden-leads-detect /api/golden-leads/detect -m POST -H "$auth" -H "$json" --body-file "$WORK/detect.json"
+    measure predictions /api/predictions/4242 -H "$auth"
+    measure pricing "/api/pricing/$contact?location=berlin" -H "$auth"
+    measure pricing-analytics /api/pricing/analytics -H "$auth"
+    measure tenant-usage "/api/tenants/$tenant/usage" -H "$auth"
     measure materials /api/materials -H "$auth"
     measure retrieval /api/retrieval/query -m POST -H "$auth" -H "$json" --body-file "$WORK/retrieval.json"
     measure learning-overview "/api/learning/overview?days=30" -H "$auth"

@@ -15,6 +15,7 @@ use accel::sidecar::{self, Sidecar};
 use accel_origin::clock::Clock;
 use accel_origin::db::{Db, PoolSize};
 use accel_origin::seed::{self, Size};
+use accel_origin::token;
 use accel_origin::{App, DEFAULT_REFRESH_INTERVAL};
 use anyhow::Context;
 use tokio::sync::watch;
@@ -73,7 +74,11 @@ async fn run(
         println!("seeding the demo data set into {url} …");
         seed::seed(&setup, Size::SMALL, Clock::System.now(), false).await.context("seeding")?;
     }
-    let token = seed::token_of(&setup, 1).await?.unwrap_or_default();
+    // Tokens are stored hashed: the demo issues a fresh one for user 1 on every start.
+    let token =
+        token::issue(&setup, 1, "demo", Clock::System.now()).await.context("issuing the demo token")?;
+    let token = token.token.as_str().to_owned();
+    let examples = seed::sample(&setup, 1).await.context("finding example ids")?;
     setup.close().await;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -96,7 +101,7 @@ async fn run(
     let proxy = sidecar.local_addr()?;
     let admin = sidecar.admin_addr()?;
     let proxy_task = tokio::spawn(sidecar.run(stopped()));
-    print_try_lines(proxy, admin, &token);
+    print_try_lines(proxy, admin, &token, &examples);
 
     sidecar::shutdown_signal().await;
     println!("stopping …");
@@ -108,26 +113,29 @@ async fn run(
     Ok(())
 }
 
-fn print_try_lines(proxy: SocketAddr, admin: SocketAddr, token: &str) {
+fn print_try_lines(proxy: SocketAddr, admin: SocketAddr, token: &str, examples: &seed::Sample) {
+    let seed::Sample { tenant, lead, contact } = examples;
     println!();
     println!(
         "accel demo: sidecar on http://{proxy} (admin http://{admin}), origins on {}",
         INSTANCES.join(", ")
     );
-    println!("try:");
-    println!("  curl -i 'http://{proxy}/api/golden-leads?tier=gold&limit=5'");
-    println!("  curl -i http://{proxy}/api/golden-leads/42");
-    println!("  curl -i http://{proxy}/api/predictions/42");
-    println!("  curl -i 'http://{proxy}/api/pricing/7?location=berlin'");
+    println!("try (every API route needs the token; it reaches tenant {tenant}'s data):");
+    let auth = format!("-H 'Authorization: Bearer {token}'");
+    println!("  curl -i {auth} 'http://{proxy}/api/golden-leads?tier=gold&limit=5'");
+    println!("  curl -i {auth} http://{proxy}/api/golden-leads/{lead}");
+    println!("  curl -i {auth} http://{proxy}/api/predictions/{lead}");
+    println!("  curl -i {auth} 'http://{proxy}/api/pricing/{contact}?location=berlin'");
     println!(
-        "  curl -i -X PUT -H 'content-type: application/json' -d '{{\"price\": 129.5}}' http://{proxy}/api/pricing/7"
+        "  curl -i {auth} -X PUT -H 'content-type: application/json' -d '{{\"price\": 129.5}}' http://{proxy}/api/pricing/{contact}"
     );
+    println!("  curl -i {auth} http://{proxy}/api/tenants/{tenant}/usage");
     println!(
-        "  curl -i -X POST -H 'content-type: application/json' -d '{{\"email_opens\":12,\"email_clicks\":4,\"page_views\":40,\"pricing_page_views\":5,\"demo_requested\":true,\"trial_active\":false,\"company_size\":150,\"annual_budget\":50000,\"days_since_last_activity\":3,\"support_tickets\":1,\"industry\":\"software\"}}' http://{proxy}/api/golden-leads/detect"
+        "  curl -i {auth} -X POST -H 'content-type: application/json' -d '{{\"email_opens\":12,\"email_clicks\":4,\"page_views\":40,\"pricing_page_views\":5,\"demo_requested\":true,\"trial_active\":false,\"company_size\":150,\"annual_budget\":50000,\"days_since_last_activity\":3,\"support_tickets\":1,\"industry\":\"software\"}}' http://{proxy}/api/golden-leads/detect"
     );
-    println!("  curl -i -H 'Authorization: Bearer {token}' 'http://{proxy}/api/learning/overview?days=30'");
+    println!("  curl -i {auth} 'http://{proxy}/api/learning/overview?days=30'");
     println!(
-        "  curl -i -H 'Authorization: Bearer {token}' -H 'content-type: application/json' -d '{{\"query\":\"photosynthesis\",\"k\":3}}' http://{proxy}/api/retrieval/query"
+        "  curl -i {auth} -H 'content-type: application/json' -d '{{\"query\":\"photosynthesis\",\"k\":3}}' http://{proxy}/api/retrieval/query"
     );
     println!("  curl -s http://{admin}/metrics | head");
     println!("Ctrl-C stops everything.");

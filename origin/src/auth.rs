@@ -1,4 +1,6 @@
-//! Who is calling: the bearer token of the learning endpoints, looked up in `users`.
+//! Who is calling: `Authorization: Bearer <token>` on every revenue and learning endpoint,
+//! checked against the hashed tokens of [`crate::token`]. A caller sees and changes only its
+//! tenant's revenue data and its own learning data.
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
@@ -6,14 +8,14 @@ use axum::http::request::Parts;
 
 use crate::app::App;
 use crate::error::ApiError;
-use crate::on_db;
+use crate::token;
 
-/// The caller of a per-user endpoint, authenticated by `Authorization: Bearer <token>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+/// The caller, authenticated by `Authorization: Bearer <token>` (401 without a live token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct User {
     /// The user's id.
     pub id: i64,
-    /// The user's tenant.
+    /// The user's tenant: the only tenant whose revenue data the caller reaches.
     pub tenant_id: i64,
 }
 
@@ -23,9 +25,28 @@ impl User {
         format!("learning:user:{}", self.id)
     }
 
-    /// The cache tag of this user's material list.
+    /// The cache tag of this user's materials (the list and retrieval answers).
     pub fn materials_tag(&self) -> String {
         format!("materials:user:{}", self.id)
+    }
+
+    /// The cache tag of this tenant's lead list.
+    pub fn leads_tag(&self) -> String {
+        format!("leads:tenant:{}", self.tenant_id)
+    }
+
+    /// The cache tag of this tenant's pricing analytics.
+    pub fn pricing_analytics_tag(&self) -> String {
+        format!("pricing-analytics:tenant:{}", self.tenant_id)
+    }
+
+    /// 403 unless `tenant_id` is the caller's tenant.
+    pub fn check_tenant(&self, tenant_id: i64) -> Result<(), ApiError> {
+        if tenant_id == self.tenant_id {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden { what: "tenant", id: tenant_id })
+        }
     }
 }
 
@@ -37,21 +58,12 @@ impl FromRequestParts<App> for User {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty())
             .ok_or(ApiError::Unauthorized)?;
-        let user = app
-            .query(
-                "users.by_token",
-                async {
-                    on_db!(&app.db, pool => sqlx::query_as::<_, User>("SELECT id, tenant_id FROM users WHERE api_token = $1")
-                        .bind(token)
-                        .fetch_optional(pool)
-                        .await)
-                },
-            )
-            .await?;
+        let user = app.query("users.by_token", token::authenticate(&app.db, token)).await?;
         user.ok_or(ApiError::Unauthorized)
     }
 }

@@ -13,26 +13,23 @@ pub const CACHE_TAG: &str = "cache-tag";
 /// Tags a write invalidates, sent space-separated.
 pub const CACHE_GROUP_INVALIDATION: &str = "cache-group-invalidation";
 
-/// One endpoint's caching policy.
+/// One endpoint's caching policy. Every cacheable answer of the origin depends on the caller
+/// (its tenant's revenue data, its own learning data), so every one carries
+/// `Vary: Authorization` and none says `public`: a shared cache keeps one copy per credential
+/// (the sidecar's rules key those routes on `authorization`), never one for everyone.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
-    /// The `Cache-Control` value.
+    /// The `Cache-Control` value (`max-age=N`; never `public`).
     pub cache_control: &'static str,
-    /// Whether the answer depends on the caller (`Vary: Authorization`).
-    pub per_user: bool,
     /// Whether to send an `ETag` and answer a matching `If-None-Match` with 304.
     pub etag: bool,
 }
 
 impl Policy {
-    /// Shared caches may keep the answer `cache_control` says, for everyone.
-    pub const fn public(cache_control: &'static str) -> Self {
-        Self { cache_control, per_user: false, etag: false }
-    }
-
-    /// Shared caches may keep the answer per caller (`Vary: Authorization`).
-    pub const fn per_user(cache_control: &'static str) -> Self {
-        Self { cache_control, per_user: true, etag: false }
+    /// Caches may keep the answer for `cache_control`'s lifetime, per caller
+    /// (`Vary: Authorization`).
+    pub const fn per_caller(cache_control: &'static str) -> Self {
+        Self { cache_control, etag: false }
     }
 
     /// Adds an `ETag`.
@@ -60,9 +57,7 @@ pub fn cached<T: Serialize>(request: &HeaderMap, policy: Policy, tags: &[String]
     };
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(policy.cache_control));
-    if policy.per_user {
-        headers.insert(header::VARY, HeaderValue::from_static("Authorization"));
-    }
+    headers.insert(header::VARY, HeaderValue::from_static("Authorization"));
     if let Some(value) = etag.and_then(|etag| HeaderValue::from_str(&etag).ok()) {
         headers.insert(header::ETAG, value);
     }
@@ -82,7 +77,12 @@ pub fn no_store<T: Serialize>(status: StatusCode, value: &T) -> Response {
 /// The answer to a write: `no-store`, naming in `Cache-Group-Invalidation` the tags it made
 /// stale.
 pub fn invalidating<T: Serialize>(status: StatusCode, invalidates: &[String], value: &T) -> Response {
-    let mut response = no_store(status, value);
+    with_invalidation(no_store(status, value), invalidates)
+}
+
+/// `response` naming in `Cache-Group-Invalidation` the tags `invalidates` (for answers built
+/// elsewhere, such as the 404 of a repeated DELETE).
+pub fn with_invalidation(mut response: Response, invalidates: &[String]) -> Response {
     if let Some(value) = tag_value(invalidates) {
         response.headers_mut().insert(CACHE_GROUP_INVALIDATION, value);
     }

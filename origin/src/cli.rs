@@ -33,6 +33,14 @@ pub enum Command {
         /// Most database connections this instance opens.
         #[arg(long, default_value_t = 16)]
         pool_size: u32,
+        /// CPU-heavy tasks (forecasts, extraction, retrieval ranking) run at once (default: one
+        /// per core).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        compute_slots: Option<u32>,
+        /// Requests that may wait for a CPU-heavy task slot; the next ones get 503 (default:
+        /// four per slot).
+        #[arg(long)]
+        compute_queue: Option<u32>,
         /// Serve as if "now" were this instant (unix seconds), e.g. the `--now` a data set was
         /// seeded with, so that its time windows (recent analyses, usage days, activity)
         /// cover the same rows on every run; default: the system clock.
@@ -51,5 +59,35 @@ pub enum Command {
         /// `now` give the same rows.
         #[arg(long)]
         now: Option<i64>,
+    },
+    /// Manages API tokens (the database keeps only their hashes).
+    Token {
+        /// What to do with tokens.
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+/// `accel-origin token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Issues a new token for a user and prints it: the only time it is shown.
+    Issue {
+        /// The user's id.
+        #[arg(long)]
+        user: i64,
+        /// Who or what holds the token (1-100 characters).
+        #[arg(long, default_value = "cli")]
+        label: String,
+    },
+    /// Revokes one token, or every token of a user.
+    #[command(group = clap::ArgGroup::new("which").required(true).args(["token", "user"]))]
+    Revoke {
+        /// The token to revoke (`acc_…`).
+        #[arg(long)]
+        token: Option<String>,
+        /// Revoke every live token of this user.
+        #[arg(long)]
+        user: Option<i64>,
     },
 }

@@ -16,10 +16,6 @@ use sqlx::sqlite::{
 /// The default database: a SQLite file under `data/`, created when missing.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/origin.db?mode=rwc";
 
-/// How long a SQLite writer waits for another connection's write lock before failing. Three
-/// demo instances share one file, so writers queue rather than fail.
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Runs `$body` with `$pool` bound to the configured pool (`&PgPool` or `&SqlitePool`); the
 /// body is compiled once per backend.
 #[macro_export]
@@ -97,26 +93,52 @@ impl Default for PoolSize {
     }
 }
 
+/// How long a request waits for the database before the origin gives up and answers `503` with
+/// `Retry-After` (so that a sidecar tries another instance).
+#[derive(Debug, Clone, Copy)]
+pub struct Waits {
+    /// For a connection from the pool (default 5 s).
+    pub acquire: Duration,
+    /// For another connection's write lock on a SQLite file (default 5 s: three demo instances
+    /// share one file, so writers queue rather than fail at once).
+    pub sqlite_busy: Duration,
+}
+
+impl Default for Waits {
+    fn default() -> Self {
+        Self { acquire: Duration::from_secs(5), sqlite_busy: Duration::from_secs(5) }
+    }
+}
+
 impl Db {
-    /// Opens a pool for `url` (`postgres://…` or `sqlite://…`).
+    /// Opens a pool for `url` (`postgres://…` or `sqlite://…`) with the default [`Waits`].
     pub async fn connect(url: &str, size: PoolSize) -> Result<Self, DbError> {
+        Self::connect_with(url, size, Waits::default()).await
+    }
+
+    /// Opens a pool for `url` (`postgres://…` or `sqlite://…`).
+    pub async fn connect_with(url: &str, size: PoolSize, waits: Waits) -> Result<Self, DbError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url).map_err(DbError::Connect)?;
-            Self::connect_postgres(options, size).await
+            Self::connect_postgres(options, size, waits).await
         } else if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url).map_err(DbError::Connect)?;
-            Self::connect_sqlite(options, size).await
+            Self::connect_sqlite(options, size, waits).await
         } else {
             Err(DbError::Scheme { url: url.to_owned() })
         }
     }
 
     /// Opens a PostgreSQL pool (tests pass options with their own `search_path`).
-    pub async fn connect_postgres(options: PgConnectOptions, size: PoolSize) -> Result<Self, DbError> {
+    pub async fn connect_postgres(
+        options: PgConnectOptions,
+        size: PoolSize,
+        waits: Waits,
+    ) -> Result<Self, DbError> {
         let pool = PgPoolOptions::new()
             .max_connections(size.max)
             .min_connections(size.min)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(waits.acquire)
             .connect_with(options)
             .await
             .map_err(DbError::Connect)?;
@@ -125,19 +147,23 @@ impl Db {
 
     /// Opens a SQLite pool in WAL mode, with a busy timeout and foreign keys enforced; the
     /// parent directory of the file is created when missing.
-    pub async fn connect_sqlite(options: SqliteConnectOptions, size: PoolSize) -> Result<Self, DbError> {
+    pub async fn connect_sqlite(
+        options: SqliteConnectOptions,
+        size: PoolSize,
+        waits: Waits,
+    ) -> Result<Self, DbError> {
         if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| DbError::Connect(sqlx::Error::Io(e)))?;
         }
         let options = options
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(SQLITE_BUSY_TIMEOUT)
+            .busy_timeout(waits.sqlite_busy)
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(size.max)
             .min_connections(size.min.min(size.max))
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(waits.acquire)
             .connect_with(options)
             .await
             .map_err(DbError::Connect)?;
@@ -153,12 +179,12 @@ impl Db {
         .map_err(DbError::Migrate)
     }
 
-    /// Refreshes the analytics materialized views (PostgreSQL); SQLite's plain views need
-    /// nothing.
+    /// Refreshes the analytics materialized views (PostgreSQL) now, waiting for a refresh in
+    /// progress elsewhere to finish; SQLite's plain views need nothing.
     pub async fn refresh_views(&self) -> Result<(), DbError> {
         match self {
             Self::Postgres(pool) => {
-                sqlx::query("SELECT refresh_analytics_views()")
+                sqlx::query("SELECT refresh_performance_views()")
                     .execute(pool)
                     .await
                     .map_err(DbError::Refresh)?;
@@ -166,6 +192,21 @@ impl Db {
             Self::Sqlite(_) => {}
         }
         Ok(())
+    }
+
+    /// Refreshes the analytics materialized views (PostgreSQL) if no instance did in the last
+    /// `min_interval` and none is refreshing now (an advisory lock): however many instances
+    /// call this every interval, the views refresh about once per interval. Whether this call
+    /// refreshed; always `false` on SQLite, whose views are computed on read.
+    pub async fn refresh_views_if_due(&self, min_interval: Duration) -> Result<bool, DbError> {
+        match self {
+            Self::Postgres(pool) => sqlx::query_scalar("SELECT refresh_analytics_views_if_due($1)")
+                .bind(min_interval.as_secs_f64())
+                .fetch_one(pool)
+                .await
+                .map_err(DbError::Refresh),
+            Self::Sqlite(_) => Ok(false),
+        }
     }
 
     /// The backend's name, for logs.

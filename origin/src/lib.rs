@@ -7,15 +7,18 @@
 //! A request meets, in order:
 //! - [`metrics`]: the outermost layer, timing every request by route pattern;
 //! - [`router`]: axum's routing table, one line per endpoint (the contract is `API.md`);
-//! - [`auth`]: the bearer token of the per-user endpoints → [`auth::User`];
+//! - [`auth`]: the bearer token every revenue and learning endpoint requires → [`auth::User`]
+//!   (the caller and its tenant), checked against the hashed tokens of [`token`];
 //! - [`api`]: one handler module per resource, reading [`db`] and computing with [`model`]
-//!   (scoring, forecast, pricing) and [`text`] (extraction, chunking, embedding);
+//!   (scoring, forecast, pricing) and [`text`] (extraction, chunking, embedding), the
+//!   CPU-heavy parts bounded by [`compute`];
 //! - [`caching`]: the answer's `Cache-Control`, `ETag`, `Vary`, `Cache-Tag` and
 //!   `Cache-Group-Invalidation` headers;
 //! - [`error`]: the one rescue point turning failures into JSON errors.
 //!
 //! Around them: [`app`] (shared state), [`clock`] (injected time), [`seed`] (deterministic
-//! data sets) and [`serve`] (listener + shutdown + the view-refresh schedule).
+//! data sets), [`token`] (issuing and revoking API tokens) and [`serve`] (listener + shutdown +
+//! the view-refresh schedule).
 
 pub mod api;
 pub mod app;
@@ -23,12 +26,14 @@ pub mod auth;
 pub mod caching;
 pub mod cli;
 pub mod clock;
+pub mod compute;
 pub mod db;
 pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod seed;
 pub mod text;
+pub mod token;
 
 use std::future::Future;
 use std::time::Duration;
@@ -47,12 +52,20 @@ use crate::caching::no_store;
 pub fn router(app: App) -> Router {
     Router::new()
         .route("/health", get(api::health::check))
+        // Each module's health path answers as /health does (the platforms probe them).
+        .route("/api/golden-leads/health", get(api::health::check))
+        .route("/api/pricing/health", get(api::health::check))
+        .route("/api/v1/predictive/health", get(api::health::check))
         .route("/metrics", get(api::health::metrics))
         // Revenue platform.
         .route("/api/golden-leads", get(api::leads::list))
         .route("/api/golden-leads/detect", post(api::leads::detect))
         .route("/api/golden-leads/{id}", get(api::leads::one))
+        .route("/api/golden-leads/{id}/score", post(api::leads::rescore))
         .route("/api/predictions/{lead_id}", get(api::predictions::one))
+        // The predictive API at the platform's versioned path (the same answers).
+        .route("/api/v1/predictive/leads/{lead_id}", get(api::predictions::one))
+        .route("/api/v1/predictive/detect", post(api::leads::detect))
         .route("/api/pricing/analytics", get(api::pricing::analytics))
         .route("/api/pricing/{contact_id}", get(api::pricing::quote).put(api::pricing::record))
         .route("/api/tenants/{tenant_id}/usage", get(api::usage::tenant))
@@ -63,6 +76,7 @@ pub fn router(app: App) -> Router {
         .route("/api/learning/overview", get(api::learning::overview))
         .route("/api/learning/heatmap", get(api::learning::heatmap))
         .route("/api/learning/xp", get(api::learning::xp))
+        .route("/api/learning/sessions", post(api::learning::record))
         .fallback(|| async {
             no_store(
                 StatusCode::NOT_FOUND,
@@ -76,8 +90,10 @@ pub fn router(app: App) -> Router {
 /// How often [`serve`] refreshes the analytics materialized views by default.
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Serves the origin on `listener` until `shutdown` completes, refreshing the analytics views
-/// every `refresh` (PostgreSQL; a no-op on SQLite); in-flight requests finish first.
+/// Serves the origin on `listener` until `shutdown` completes; in-flight requests finish
+/// first. Every `refresh` it offers to refresh the analytics views (PostgreSQL; a no-op on
+/// SQLite): the refresh runs only when no instance of the cluster did in the last 90 % of an
+/// interval and none is refreshing, so N instances refresh once an interval, not N times.
 pub async fn serve(
     listener: TcpListener,
     app: App,
@@ -91,8 +107,10 @@ pub async fn serve(
         tick.tick().await;
         loop {
             tick.tick().await;
-            if let Err(e) = db.refresh_views().await {
-                tracing::warn!(error = %e, "analytics views not refreshed");
+            match db.refresh_views_if_due(refresh.mul_f64(0.9)).await {
+                Ok(true) => tracing::debug!("analytics views refreshed"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "analytics views not refreshed"),
             }
         }
     });

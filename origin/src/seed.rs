@@ -2,18 +2,21 @@
 //!
 //! The same size and the same `now` give the same rows, byte for byte, on both backends: every
 //! table draws from its own `fastrand` generator with a fixed seed, and times are offsets from
-//! `now`. Tenants, users (with API tokens), contacts and leads get explicit ids; the other
-//! tables let the database number their rows.
+//! `now`. Tenants, users, contacts and leads get explicit ids; the other tables let the
+//! database number their rows. The one exception is the API token issued to user 1: it comes
+//! from the operating system's cryptographic RNG (see [`crate::token`]), never from the seed.
 
 use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::QueryBuilder;
 
+use crate::api::learning::KINDS;
 use crate::clock::DAY;
 use crate::db::Db;
 use crate::model::price::{LOCATIONS, location_factor};
 use crate::model::scoring::{self, Industry, Signals};
 use crate::on_db;
 use crate::text::{chunk, embedding};
+use crate::token::{self, Token, TokenError};
 
 /// Rows per INSERT statement (at most 7 parameters a row: far under both backends' limits).
 const BATCH: usize = 1000;
@@ -23,7 +26,7 @@ const BATCH: usize = 1000;
 pub struct Size {
     /// Tenants.
     pub tenants: u64,
-    /// Users (each with an API token).
+    /// Users.
     pub users: u64,
     /// Contacts.
     pub contacts: u64,
@@ -122,6 +125,9 @@ pub enum SeedError {
     /// A write failed.
     #[error("cannot write the seed")]
     Database(#[from] sqlx::Error),
+    /// The demo token could not be issued.
+    #[error("cannot issue the demo token")]
+    Token(#[from] TokenError),
 }
 
 /// What was written.
@@ -129,8 +135,8 @@ pub enum SeedError {
 pub struct Report {
     /// Rows written per table, in writing order.
     pub tables: Vec<(&'static str, u64)>,
-    /// The first user's bearer token (the demo prints it).
-    pub demo_token: String,
+    /// A token issued to user 1 (the demo prints it).
+    pub demo_token: Token,
 }
 
 /// Whether the database holds no tenants yet.
@@ -140,9 +146,27 @@ pub async fn is_empty(db: &Db) -> Result<bool, sqlx::Error> {
     Ok(tenants == 0)
 }
 
-/// The bearer token of user `id`, if the user exists.
-pub async fn token_of(db: &Db, id: i64) -> Result<Option<String>, sqlx::Error> {
-    on_db!(db, pool => sqlx::query_scalar("SELECT api_token FROM users WHERE id = $1").bind(id).fetch_optional(pool).await)
+/// Ids to try the API with as one user: its tenant, and that tenant's first lead and contact
+/// (a token reaches only its tenant's data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    /// The user's tenant.
+    pub tenant: i64,
+    /// The tenant's first lead.
+    pub lead: i64,
+    /// The tenant's first contact.
+    pub contact: i64,
+}
+
+/// The [`Sample`] of user `user` in a seeded database.
+pub async fn sample(db: &Db, user: i64) -> Result<Sample, sqlx::Error> {
+    let one = |sql: &'static str, param: i64| async move {
+        on_db!(db, pool => sqlx::query_scalar::<_, i64>(sql).bind(param).fetch_one(pool).await)
+    };
+    let tenant = one("SELECT tenant_id FROM users WHERE id = $1", user).await?;
+    let lead = one("SELECT min(id) FROM golden_leads WHERE tenant_id = $1", tenant).await?;
+    let contact = one("SELECT min(id) FROM contacts WHERE tenant_id = $1", tenant).await?;
+    Ok(Sample { tenant, lead, contact })
 }
 
 /// Inserts `$rows` into the table in batches inside one transaction, pushing each row's binds
@@ -207,7 +231,6 @@ const ENDPOINTS: [&str; 8] = [
     "/api/materials",
     "/api/retrieval/query",
 ];
-const KINDS: [&str; 5] = ["lesson", "quiz", "flashcards", "reading", "practice"];
 
 /// Writes the data set `size` with times relative to `now` (unix seconds); `progress` shows a
 /// bar per table on stderr.
@@ -228,17 +251,15 @@ pub async fn seed(db: &Db, size: Size, now: i64, progress: bool) -> Result<Repor
     pb.finish();
     tables.push(("tenants", size.tenants));
 
-    let mut r = rng(1);
-    let rows: Vec<(i64, i64, String, String)> = (1..=size.users)
-        .map(|u| (id(u), id(1 + u % size.tenants), format!("User {u}"), format!("tok_{:032x}", r.u128(..))))
-        .collect();
-    let demo_token = rows.first().map(|u| u.3.clone()).unwrap_or_default();
+    let rows: Vec<(i64, i64, String)> =
+        (1..=size.users).map(|u| (id(u), id(1 + u % size.tenants), format!("User {u}"))).collect();
     let pb = bar(progress, "users", size.users);
-    insert_rows!(db, pb, "INSERT INTO users (id, tenant_id, name, api_token) ", rows, |b, r| {
-        b.push_bind(r.0).push_bind(r.1).push_bind(r.2.clone()).push_bind(r.3.clone());
+    insert_rows!(db, pb, "INSERT INTO users (id, tenant_id, name) ", rows, |b, r| {
+        b.push_bind(r.0).push_bind(r.1).push_bind(r.2.clone());
     });
     pb.finish();
     tables.push(("users", size.users));
+    let demo_token = token::issue(db, 1, "demo", now).await?.token;
 
     let mut r = rng(2);
     let contact_location = |r: &mut fastrand::Rng| LOCATIONS[r.usize(..LOCATIONS.len())].0;

@@ -3,20 +3,20 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::ApiResult;
 use crate::app::App;
 use crate::auth::User;
-use crate::caching::{Policy, cached};
+use crate::caching::{Policy, cached, invalidating};
 use crate::clock::{DAY, date_of_day};
 use crate::error::ApiError;
 use crate::on_db;
 
-const OVERVIEW: Policy = Policy::per_user("max-age=60");
-const HEATMAP: Policy = Policy::per_user("max-age=300");
-const XP: Policy = Policy::per_user("max-age=60");
+const OVERVIEW: Policy = Policy::per_caller("max-age=60");
+const HEATMAP: Policy = Policy::per_caller("max-age=300");
+const XP: Policy = Policy::per_caller("max-age=60");
 const MAX_DAYS: i64 = 365;
 const HEATMAP_DAYS: i64 = 365;
 
@@ -260,6 +260,79 @@ pub async fn xp(
         &[user.learning_tag()],
         &XpHistory { user_id: user.id, days, total_xp: total, level, history },
     ))
+}
+
+/// Kinds of learning session.
+pub const KINDS: [&str; 5] = ["lesson", "quiz", "flashcards", "reading", "practice"];
+/// Longest session, in minutes.
+const MAX_MINUTES: i64 = 600;
+/// Most XP one session earns.
+const MAX_XP: i64 = 10_000;
+
+/// Body of `POST /api/learning/sessions`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSession {
+    /// One of [`KINDS`].
+    kind: String,
+    /// Minutes spent, 1..=600.
+    minutes: i64,
+    /// XP earned, 0..=10,000 (default: 10 per minute).
+    xp: Option<i64>,
+    /// When it happened, unix seconds, within the last 365 days (default: now).
+    occurred_at: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct RecordedSession {
+    id: i64,
+    kind: String,
+    minutes: i64,
+    xp: i64,
+    occurred_at: i64,
+}
+
+/// `POST /api/learning/sessions`: records one of the caller's learning sessions (201); the
+/// answer names `learning:user:{id}`, which every analytics answer of the caller carries.
+pub async fn record(
+    State(app): State<App>,
+    user: User,
+    body: Result<axum::Json<NewSession>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult {
+    let axum::Json(body) = body?;
+    if !KINDS.contains(&body.kind.as_str()) {
+        return Err(ApiError::unprocessable(format!("kind must be one of {}", KINDS.join(", "))));
+    }
+    if !(1..=MAX_MINUTES).contains(&body.minutes) {
+        return Err(ApiError::unprocessable(format!("minutes must be between 1 and {MAX_MINUTES}")));
+    }
+    let xp = body.xp.unwrap_or(body.minutes * 10);
+    if !(0..=MAX_XP).contains(&xp) {
+        return Err(ApiError::unprocessable(format!("xp must be between 0 and {MAX_XP}")));
+    }
+    let now = app.clock.now();
+    let occurred_at = body.occurred_at.unwrap_or(now);
+    let earliest = now.saturating_sub(HEATMAP_DAYS * DAY);
+    if !(earliest..=now).contains(&occurred_at) {
+        return Err(ApiError::unprocessable("occurred_at must be within the last 365 days"));
+    }
+    let id = app
+        .query("learning.insert", async {
+            on_db!(&app.db, pool => sqlx::query_scalar::<_, i64>(
+                "INSERT INTO learning_activity (user_id, kind, minutes, xp, occurred_at) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            )
+            .bind(user.id)
+            .bind(&body.kind)
+            .bind(body.minutes)
+            .bind(xp)
+            .bind(occurred_at)
+            .fetch_one(pool)
+            .await)
+        })
+        .await?;
+    let answer = RecordedSession { id, kind: body.kind, minutes: body.minutes, xp, occurred_at };
+    Ok(invalidating(StatusCode::CREATED, &[user.learning_tag()], &answer))
 }
 
 #[cfg(test)]

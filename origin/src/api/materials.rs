@@ -5,19 +5,20 @@ use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use sqlx::QueryBuilder;
 
-use super::{ApiResult, blocking};
+use super::ApiResult;
 use crate::app::App;
 use crate::auth::User;
-use crate::caching::{Policy, cached, invalidating};
+use crate::caching::{Policy, cached, invalidating, with_invalidation};
 use crate::error::ApiError;
 use crate::on_db;
 use crate::text::extract::{self, Format};
 use crate::text::{chunk, embedding};
 
-const LIST: Policy = Policy::per_user("max-age=30");
+const LIST: Policy = Policy::per_caller("max-age=30");
 /// Longest title, in characters.
 const MAX_TITLE: usize = 200;
 /// Chunk rows per INSERT statement (5 parameters each, well under SQLite's limit).
@@ -109,21 +110,43 @@ pub async fn upload(
         }
     })?;
     let size_bytes = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
-    let (chunks, embeddings) = blocking(move || -> Result<_, extract::ExtractError> {
-        let text = extract::extract(format, &bytes)?;
-        let chunks = chunk::chunks(&text);
-        let embeddings: Vec<Vec<u8>> =
-            embedding::embed_all(&chunks).iter().map(embedding::to_bytes).collect();
-        Ok((chunks, embeddings))
-    })
-    .await?
-    .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    let per_upload = app.limits.chunks_per_upload;
+    let (chunks, embeddings) = app
+        .compute
+        .run(move || -> Result<_, ApiError> {
+            let text = extract::extract(format, &bytes).map_err(|e| {
+                if e.is_too_large() {
+                    ApiError::PayloadTooLarge { limit: extract::MAX_DECOMPRESSED }
+                } else {
+                    ApiError::unprocessable(e.to_string())
+                }
+            })?;
+            let chunks = chunk::chunks(&text);
+            // Before embedding, the costly part.
+            if chunks.len() > per_upload {
+                return Err(ApiError::TooManyChunks { chunks: chunks.len(), limit: per_upload });
+            }
+            let embeddings: Vec<Vec<u8>> =
+                embedding::embed_all(&chunks).iter().map(embedding::to_bytes).collect();
+            Ok((chunks, embeddings))
+        })
+        .await??;
     let created_at = app.clock.now();
     let chunk_count = i64::try_from(chunks.len()).unwrap_or(i64::MAX);
+    let per_user = i64::try_from(app.limits.chunks_per_user).unwrap_or(i64::MAX);
     let id = app
         .query("materials.insert", async {
             on_db!(&app.db, pool => {
                 let mut tx = pool.begin().await?;
+                let kept: i64 = sqlx::query_scalar(
+                    "SELECT CAST(COALESCE(sum(chunk_count), 0) AS BIGINT) FROM materials WHERE user_id = $1",
+                )
+                .bind(user.id)
+                .fetch_one(&mut *tx)
+                .await?;
+                if kept.saturating_add(chunk_count) > per_user {
+                    return Ok(Err(kept));
+                }
                 let id: i64 = sqlx::query_scalar(
                     "INSERT INTO materials (user_id, title, content_type, size_bytes, chunk_count, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -149,17 +172,22 @@ pub async fn upload(
                     insert.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
-                Ok::<i64, sqlx::Error>(id)
+                Ok::<Result<i64, i64>, sqlx::Error>(Ok(id))
             })
         })
-        .await?;
+        .await?
+        .map_err(|kept| {
+            ApiError::unprocessable(format!(
+                "a user keeps at most {per_user} chunks; {kept} kept, this upload makes {chunk_count}: delete some first"
+            ))
+        })?;
     let material =
         Material { id, title, content_type: format.as_str().to_owned(), size_bytes, chunk_count, created_at };
     Ok(invalidating(StatusCode::CREATED, &[user.materials_tag()], &material))
 }
 
 /// `DELETE /api/materials/{id}`: deletes the caller's material and its chunks (404 for another
-/// user's material).
+/// user's material, or one already deleted; either names the caller's materials tag).
 pub async fn delete(State(app): State<App>, user: User, id: Result<Path<i64>, PathRejection>) -> ApiResult {
     let Path(id) = id?;
     let deleted = app
@@ -182,8 +210,12 @@ pub async fn delete(State(app): State<App>, user: User, id: Result<Path<i64>, Pa
             })
         })
         .await?;
+    let invalidates = [user.materials_tag()];
     if deleted == 0 {
-        return Err(ApiError::NotFound { what: "material", id });
+        // A repeated DELETE (its first answer lost) still names what the first one made stale,
+        // so a cache that missed that answer purges now.
+        let gone = ApiError::NotFound { what: "material", id }.into_response();
+        return Ok(with_invalidation(gone, &invalidates));
     }
-    Ok(invalidating(StatusCode::OK, &[user.materials_tag()], &serde_json::json!({ "deleted": id })))
+    Ok(invalidating(StatusCode::OK, &invalidates, &serde_json::json!({ "deleted": id })))
 }

@@ -18,10 +18,3 @@ pub const JSON_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// What handlers return: an answer, or an error the rescue point turns into one.
 pub type ApiResult = Result<Response, ApiError>;
-
-/// Runs CPU-heavy work (simulation, PDF parsing, embedding) off the async workers.
-pub(crate) async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work).await.map_err(ApiError::Computation)
-}

@@ -5,14 +5,15 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use serde::Serialize;
 
-use super::{ApiResult, blocking, leads};
+use super::{ApiResult, leads, pricing};
 use crate::app::App;
+use crate::auth::User;
 use crate::caching::{Policy, cached};
 use crate::model::forecast::{self, Forecast};
 use crate::model::price::PricePoint;
 use crate::on_db;
 
-const POLICY: Policy = Policy::public("public, max-age=10");
+const POLICY: Policy = Policy::per_caller("max-age=10");
 
 /// Price points of the lead's contact the forecast looks at, newest first.
 const HISTORY_POINTS: i64 = 200;
@@ -27,9 +28,11 @@ struct Prediction {
     forecast: Forecast,
 }
 
-/// Forecasts one lead from its signals, its contact's price history and earlier predictions.
+/// Forecasts one lead of the caller's tenant from its signals, its contact's price history and
+/// earlier predictions; tagged with the lead and the pricing contact it read.
 pub async fn one(
     State(app): State<App>,
+    user: User,
     headers: HeaderMap,
     lead_id: Result<Path<i64>, PathRejection>,
 ) -> ApiResult {
@@ -47,7 +50,7 @@ pub async fn one(
         .await
         .map_err(Into::into)
     };
-    let (lead, previous) = tokio::try_join!(leads::load(&app, lead_id), previous)?;
+    let (lead, previous) = tokio::try_join!(leads::load(&app, user, lead_id), previous)?;
     let history = app
         .query("pricing.history_by_contact", async {
             on_db!(&app.db, pool => sqlx::query_as::<_, PricePoint>(
@@ -61,8 +64,13 @@ pub async fn one(
         })
         .await?;
     let signals = lead.signals.0.clone();
-    let forecast = blocking(move || forecast::forecast(lead_id, &signals, &history, &previous)).await?;
-    let tags = [format!("lead:{lead_id}"), format!("predictions:lead:{lead_id}")];
+    let forecast =
+        app.compute.run(move || forecast::forecast(lead_id, &signals, &history, &previous)).await?;
+    let tags = [
+        format!("lead:{lead_id}"),
+        format!("predictions:lead:{lead_id}"),
+        pricing::contact_tag(lead.contact_id),
+    ];
     let answer = Prediction { lead_id, contact_id: lead.contact_id, tier: lead.tier, forecast };
     Ok(cached(&headers, POLICY, &tags, &answer))
 }

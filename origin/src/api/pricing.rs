@@ -11,15 +11,16 @@ use serde::{Deserialize, Serialize};
 
 use super::ApiResult;
 use crate::app::App;
-use crate::caching::{Policy, cached, invalidating};
+use crate::auth::User;
+use crate::caching::{Policy, cached, fnv1a, invalidating};
 use crate::clock::DAY;
 use crate::error::ApiError;
 use crate::model::price::{self, PricePoint, Quote};
 use crate::model::scoring::round2;
 use crate::on_db;
 
-const QUOTE: Policy = Policy::public("public, max-age=300").with_etag();
-const ANALYTICS: Policy = Policy::public("public, max-age=300");
+const QUOTE: Policy = Policy::per_caller("max-age=300").with_etag();
+const ANALYTICS: Policy = Policy::per_caller("max-age=300");
 
 /// Price points a quote rests on, newest first.
 const QUOTE_POINTS: i64 = 50;
@@ -34,11 +35,13 @@ struct Contact {
     location: String,
 }
 
-async fn contact(app: &App, id: i64) -> Result<Contact, ApiError> {
+/// Contact `id` of the caller's tenant, or 404 (also for another tenant's contact).
+async fn contact(app: &App, user: User, id: i64) -> Result<Contact, ApiError> {
     let contact = app
         .query("contacts.by_id", async {
-            on_db!(&app.db, pool => sqlx::query_as::<_, Contact>("SELECT id, location FROM contacts WHERE id = $1")
+            on_db!(&app.db, pool => sqlx::query_as::<_, Contact>("SELECT id, location FROM contacts WHERE id = $1 AND tenant_id = $2")
                 .bind(id)
+                .bind(user.tenant_id)
                 .fetch_optional(pool)
                 .await)
         })
@@ -54,7 +57,9 @@ fn check_location(location: &str) -> Result<(), &'static str> {
     if ok { Ok(()) } else { Err("location must be 1-64 characters of a-z, 0-9 and -") }
 }
 
-fn contact_tag(id: i64) -> String {
+/// The cache tag of everything computed from contact `id`'s prices (its quotes, the forecasts
+/// of its leads).
+pub fn contact_tag(id: i64) -> String {
     format!("pricing:contact:{id}")
 }
 
@@ -78,6 +83,7 @@ struct PriceAnswer {
 /// scaled by the locations' price levels, else the list price.
 pub async fn quote(
     State(app): State<App>,
+    user: User,
     headers: HeaderMap,
     id: Result<Path<i64>, PathRejection>,
     query: Result<Query<QuoteQuery>, QueryRejection>,
@@ -86,7 +92,7 @@ pub async fn quote(
     if let Some(location) = &query.location {
         check_location(location).map_err(ApiError::bad_request)?;
     }
-    let contact = contact(&app, id).await?;
+    let contact = contact(&app, user, id).await?;
     let location = query.location.unwrap_or_else(|| contact.location.clone());
     let here = app
         .query("pricing.history_by_location", async {
@@ -123,7 +129,7 @@ pub async fn quote(
     } else {
         price::quote(&here, 1.0)
     };
-    let tags = ["pricing".to_owned(), contact_tag(contact.id)];
+    let tags = [contact_tag(contact.id)];
     Ok(cached(&headers, QUOTE, &tags, &PriceAnswer { contact_id: contact.id, location, quote }))
 }
 
@@ -152,9 +158,62 @@ struct RecordedPrice {
     recorded_at: i64,
 }
 
-/// `PUT /api/pricing/{contact_id}`: records a price point; invalidates the contact's prices.
+/// Longest `Idempotency-Key`, in bytes.
+const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+/// The request key of a price write: the client's `Idempotency-Key` (1-128 visible ASCII
+/// characters), or else one derived from what the write says and the UTC day, so that the
+/// same PUT repeated that day (a retry after a lost answer, a proxy failing over) finds the
+/// row it wrote. Derived keys start with `auto:`, clients' with `key:`, so they never meet.
+fn request_key(headers: &HeaderMap, point: &Point, day: i64) -> Result<String, ApiError> {
+    match headers.get("idempotency-key") {
+        Some(value) => {
+            let key = value
+                .to_str()
+                .ok()
+                .filter(|k| {
+                    !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY && k.bytes().all(|b| b.is_ascii_graphic())
+                })
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+                    ))
+                })?;
+            Ok(format!("key:{key}"))
+        }
+        None => {
+            let text =
+                format!("{}|{}|{}|{}|{day}", point.location, point.price, point.demand, point.converted);
+            Ok(format!("auto:{:016x}", fnv1a(text.as_bytes())))
+        }
+    }
+}
+
+/// What a price write records.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+struct Point {
+    location: String,
+    price: f64,
+    demand: f64,
+    converted: bool,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct StoredPoint {
+    id: i64,
+    #[sqlx(flatten)]
+    point: Point,
+    recorded_at: i64,
+}
+
+/// `PUT /api/pricing/{contact_id}`: records a price point for a contact of the caller's tenant
+/// (201), once per request key: a repeated PUT answers 200 with the row the first one wrote,
+/// and the same invalidation header, so a retry neither adds a row nor loses a purge. The same
+/// `Idempotency-Key` with a different body is a 422.
 pub async fn record(
     State(app): State<App>,
+    user: User,
+    headers: HeaderMap,
     id: Result<Path<i64>, PathRejection>,
     body: Result<Json<NewPrice>, JsonRejection>,
 ) -> ApiResult {
@@ -169,30 +228,59 @@ pub async fn record(
     if let Some(location) = &body.location {
         check_location(location).map_err(ApiError::unprocessable)?;
     }
-    let contact = contact(&app, id).await?;
-    let location = body.location.unwrap_or(contact.location);
-    let converted = body.converted.unwrap_or(false);
+    let contact = contact(&app, user, id).await?;
+    let point = Point {
+        location: body.location.unwrap_or(contact.location),
+        price: round2(body.price),
+        demand,
+        converted: body.converted.unwrap_or(false),
+    };
     let recorded_at = app.clock.now();
-    let price = round2(body.price);
-    let new_id = app
+    let key = request_key(&headers, &point, recorded_at.div_euclid(DAY))?;
+    let inserted = app
         .query("pricing.insert", async {
             on_db!(&app.db, pool => sqlx::query_scalar::<_, i64>(
-                "INSERT INTO pricing_history (contact_id, location, price, demand, converted, recorded_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                "INSERT INTO pricing_history (contact_id, location, price, demand, converted, recorded_at, request_key) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (contact_id, request_key) DO NOTHING RETURNING id",
             )
             .bind(id)
-            .bind(&location)
-            .bind(price)
-            .bind(demand)
-            .bind(converted)
+            .bind(&point.location)
+            .bind(point.price)
+            .bind(point.demand)
+            .bind(point.converted)
             .bind(recorded_at)
-            .fetch_one(pool)
+            .bind(&key)
+            .fetch_optional(pool)
             .await)
         })
         .await?;
+    let invalidates = [contact_tag(id), user.pricing_analytics_tag()];
+    let (status, stored) = match inserted {
+        Some(new_id) => (StatusCode::CREATED, StoredPoint { id: new_id, point, recorded_at }),
+        None => {
+            let earlier = app
+                .query("pricing.by_request_key", async {
+                    on_db!(&app.db, pool => sqlx::query_as::<_, StoredPoint>(
+                        "SELECT id, location, price, demand, converted, recorded_at FROM pricing_history \
+                         WHERE contact_id = $1 AND request_key = $2",
+                    )
+                    .bind(id)
+                    .bind(&key)
+                    .fetch_one(pool)
+                    .await)
+                })
+                .await?;
+            if earlier.point != point {
+                return Err(ApiError::unprocessable("Idempotency-Key already used with a different body"));
+            }
+            (StatusCode::OK, earlier)
+        }
+    };
+    let StoredPoint { id: point_id, point: Point { location, price, demand, converted }, recorded_at } =
+        stored;
     let answer =
-        RecordedPrice { id: new_id, contact_id: id, location, price, demand, converted, recorded_at };
-    Ok(invalidating(StatusCode::CREATED, &[contact_tag(id)], &answer))
+        RecordedPrice { id: point_id, contact_id: id, location, price, demand, converted, recorded_at };
+    Ok(invalidating(status, &invalidates, &answer))
 }
 
 /// Range of the analytics, unix seconds.
@@ -201,6 +289,24 @@ pub async fn record(
 pub struct RangeQuery {
     from: Option<i64>,
     to: Option<i64>,
+}
+
+/// The analytics range `[from, to)`: `to` defaults to `now`, `from` to 7 days before `to`;
+/// `from` must be before `to`, at most 366 days before. Client-supplied, so every step is
+/// checked: `to - from` of extreme values overflows rather than wrapping past the cap.
+fn range(from: Option<i64>, to: Option<i64>, now: i64) -> Result<(i64, i64), &'static str> {
+    let to = to.unwrap_or(now);
+    let from = match from {
+        Some(from) => from,
+        None => to.checked_sub(DEFAULT_RANGE).ok_or("to is too early")?,
+    };
+    if from >= to {
+        return Err("from must be before to");
+    }
+    match to.checked_sub(from) {
+        Some(span) if span <= MAX_RANGE => Ok((from, to)),
+        _ => Err("the range may span at most 366 days"),
+    }
 }
 
 /// One row of `pricing_hourly_performance`.
@@ -252,29 +358,24 @@ struct Analytics {
     hours: Vec<HourRow>,
 }
 
-/// `GET /api/pricing/analytics?from=&to=`: hourly pricing performance over `[from, to)` (unix
+/// `GET /api/pricing/analytics?from=&to=`: the caller's tenant's hourly pricing performance over `[from, to)` (unix
 /// seconds; default the last 7 days), from the `pricing_hourly_performance` view, which
 /// PostgreSQL materializes and the origin refreshes on a schedule.
 pub async fn analytics(
     State(app): State<App>,
+    user: User,
     headers: HeaderMap,
     query: Result<Query<RangeQuery>, QueryRejection>,
 ) -> ApiResult {
     let Query(query) = query?;
-    let to = query.to.unwrap_or_else(|| app.clock.now());
-    let from = query.from.unwrap_or(to - DEFAULT_RANGE);
-    if from >= to {
-        return Err(ApiError::bad_request("from must be before to"));
-    }
-    if to - from > MAX_RANGE {
-        return Err(ApiError::bad_request("the range may span at most 366 days"));
-    }
+    let (from, to) = range(query.from, query.to, app.clock.now()).map_err(ApiError::unprocessable)?;
     let hours = app
         .query("pricing.analytics", async {
             on_db!(&app.db, pool => sqlx::query_as::<_, HourRow>(
                 "SELECT hour, location, points, avg_price, min_price, max_price, conversions \
-                 FROM pricing_hourly_performance WHERE hour >= $1 AND hour < $2 ORDER BY hour, location",
+                 FROM pricing_hourly_performance WHERE tenant_id = $1 AND hour >= $2 AND hour < $3 ORDER BY hour, location",
             )
+            .bind(user.tenant_id)
             .bind(from)
             .bind(to)
             .fetch_all(pool)
@@ -289,5 +390,20 @@ pub async fn analytics(
     }
     let by_location = by_location.into_iter().map(|(k, v)| (k, v.finish())).collect();
     let answer = Analytics { from, to, total: total.finish(), by_location, hours };
-    Ok(cached(&headers, ANALYTICS, &["pricing".to_owned()], &answer))
+    Ok(cached(&headers, ANALYTICS, &[user.pricing_analytics_tag()], &answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_checked_without_wrapping() {
+        assert_eq!(range(None, None, 10 * DAY), Ok((3 * DAY, 10 * DAY)));
+        assert_eq!(range(Some(0), Some(366 * DAY), 0), Ok((0, 366 * DAY)));
+        assert!(range(Some(0), Some(366 * DAY + 1), 0).is_err());
+        assert!(range(Some(5), Some(5), 0).is_err());
+        assert!(range(Some(i64::MIN), Some(i64::MAX), 0).is_err(), "to - from overflows");
+        assert!(range(None, Some(i64::MIN + 1), 0).is_err(), "to - 7 days overflows");
+    }
 }

@@ -7,13 +7,14 @@ use serde::{Deserialize, Serialize};
 
 use super::ApiResult;
 use crate::app::App;
+use crate::auth::User;
 use crate::caching::{Policy, cached};
 use crate::clock::{DAY, date_of_day};
 use crate::error::ApiError;
 use crate::model::scoring::round2;
 use crate::on_db;
 
-const POLICY: Policy = Policy::public("public, max-age=60");
+const POLICY: Policy = Policy::per_caller("max-age=60");
 const DEFAULT_DAYS: i64 = 30;
 const MAX_DAYS: i64 = 365;
 
@@ -65,29 +66,21 @@ struct Usage {
 
 /// Totals, slow (≥ 1 s) and failed (5xx) requests (each counted through its partial index), a daily series
 /// and the busiest endpoints over the last `days` days.
+/// Only the caller's own tenant: another tenant's id is a 403.
 pub async fn tenant(
     State(app): State<App>,
+    user: User,
     headers: HeaderMap,
     id: Result<Path<i64>, PathRejection>,
     query: Result<Query<UsageQuery>, QueryRejection>,
 ) -> ApiResult {
     let (Path(tenant_id), Query(query)) = (id?, query?);
+    user.check_tenant(tenant_id)?;
     let days = query.days.unwrap_or(DEFAULT_DAYS);
     if !(1..=MAX_DAYS).contains(&days) {
         return Err(ApiError::bad_request(format!("days must be between 1 and {MAX_DAYS}")));
     }
     let since = (app.clock.today() - days + 1) * DAY;
-    let exists = app
-        .query("tenants.exists", async {
-            on_db!(&app.db, pool => sqlx::query_scalar::<_, i64>("SELECT id FROM tenants WHERE id = $1")
-                .bind(tenant_id)
-                .fetch_optional(pool)
-                .await)
-        })
-        .await?;
-    if exists.is_none() {
-        return Err(ApiError::NotFound { what: "tenant", id: tenant_id });
-    }
     // From the daily rollup (`usage_daily`): the days, and summed, the totals.
     let first_day = since / DAY;
     let daily = app.query("usage.daily", async {

@@ -48,6 +48,43 @@ pub enum ExtractError {
     /// Nothing but whitespace.
     #[error("no text in the upload")]
     Empty,
+    /// A PDF stream or page decompresses past [`MAX_DECOMPRESSED`] (a decompression bomb).
+    #[error("a PDF stream decompresses to more than {limit} bytes")]
+    Decompressed {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// A PDF with more pages than [`MAX_PAGES`].
+    #[error("the PDF has {pages} pages, more than {limit}")]
+    TooManyPages {
+        /// Pages in the document.
+        pages: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl ExtractError {
+    /// Whether the upload is refused for its size (413) rather than its content (422).
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, Self::Decompressed { .. } | Self::TooManyPages { .. })
+    }
+}
+
+/// Most bytes one PDF stream (while loading) or one page's content (while extracting) may
+/// decompress to: a few hundred pages of dense text fit; a small crafted file cannot inflate
+/// to gigabytes.
+pub const MAX_DECOMPRESSED: usize = 16 * 1024 * 1024;
+/// Most pages read from one PDF.
+pub const MAX_PAGES: usize = 1_000;
+
+fn pdf_error(error: lopdf::Error) -> ExtractError {
+    match error {
+        lopdf::Error::Decompress(lopdf::DecompressError::MemoryLimitExceeded { .. }) => {
+            ExtractError::Decompressed { limit: MAX_DECOMPRESSED }
+        }
+        other => ExtractError::Pdf(other),
+    }
 }
 
 /// The text of `body` in `format`, with NUL characters removed (PostgreSQL's TEXT refuses them).
@@ -57,9 +94,13 @@ pub fn extract(format: Format, body: &[u8]) -> Result<String, ExtractError> {
             std::str::from_utf8(body).map_err(|_| ExtractError::NotUtf8)?.to_owned()
         }
         Format::Pdf => {
-            let document = lopdf::Document::load_mem(body).map_err(ExtractError::Pdf)?;
+            let options = lopdf::LoadOptions::with_max_decompressed_size(MAX_DECOMPRESSED);
+            let document = lopdf::Document::load_mem_with_options(body, options).map_err(pdf_error)?;
             let pages: Vec<u32> = document.get_pages().keys().copied().collect();
-            document.extract_text(&pages).map_err(ExtractError::Pdf)?
+            if pages.len() > MAX_PAGES {
+                return Err(ExtractError::TooManyPages { pages: pages.len(), limit: MAX_PAGES });
+            }
+            document.extract_text_with_limit(&pages, MAX_DECOMPRESSED).map_err(pdf_error)?
         }
     };
     let text = text.replace('\0', "");

@@ -13,7 +13,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use accel_origin::clock::Clock;
-use accel_origin::db::{Db, PoolSize};
+use accel_origin::db::{Db, PoolSize, Waits};
 use accel_origin::seed::{self, Size};
 use accel_origin::{App, router};
 use axum::body::Body;
@@ -88,7 +88,9 @@ impl TestDb {
         let options =
             SqliteConnectOptions::from_str(&format!("sqlite://{}/origin.db?mode=rwc", dir.display()))
                 .expect("sqlite url");
-        let db = Db::connect_sqlite(options, PoolSize { max: 4, min: 1 }).await.expect("sqlite opens");
+        let db = Db::connect_sqlite(options, PoolSize { max: 4, min: 1 }, Waits::default())
+            .await
+            .expect("sqlite opens");
         db.migrate().await.expect("sqlite migrations apply");
         Self { db, backend: Backend::Sqlite, dir: Some(dir), schema: None }
     }
@@ -114,16 +116,49 @@ impl TestDb {
         let options = PgConnectOptions::from_str(POSTGRES_URL)
             .expect("postgres url")
             .options([("search_path", schema.as_str())]);
-        let db = Db::connect_postgres(options, PoolSize { max: 4, min: 1 }).await.expect("postgres opens");
+        let db = Db::connect_postgres(options, PoolSize { max: 4, min: 1 }, Waits::default())
+            .await
+            .expect("postgres opens");
         let fixture = Self { db, backend: Backend::Postgres, dir: None, schema: Some(schema) };
         fixture.db.migrate().await.expect("postgres migrations apply");
         Some(fixture)
     }
 
-    /// Seeds [`TEST_SIZE`] at [`NOW`]; returns user 1's token.
+    /// Seeds [`TEST_SIZE`] at [`NOW`]; returns user 1's token (user 1 is in tenant 2).
     pub async fn seeded(self) -> (Self, String) {
         let report = seed::seed(&self.db, TEST_SIZE, NOW, false).await.expect("seed");
-        (self, report.demo_token)
+        (self, report.demo_token.as_str().to_owned())
+    }
+
+    /// A new token for user `user`.
+    pub async fn token_for(&self, user: i64) -> String {
+        accel_origin::token::issue(&self.db, user, "test", NOW)
+            .await
+            .expect("token issued")
+            .token
+            .as_str()
+            .to_owned()
+    }
+
+    /// A new token for the first user of tenant `tenant`.
+    pub async fn token_of_tenant(&self, tenant: i64) -> String {
+        let user = self.id("SELECT min(id) FROM users WHERE tenant_id = $1", tenant).await;
+        self.token_for(user).await
+    }
+
+    /// The one `BIGINT` that `sql` (with `$1` bound to `param`) selects.
+    pub async fn id(&self, sql: &'static str, param: i64) -> i64 {
+        accel_origin::on_db!(&self.db, pool => sqlx::query_scalar::<_, i64>(sql).bind(param).fetch_one(pool).await)
+            .expect(sql)
+    }
+
+    /// This database's URL, for the `accel-origin` binary.
+    pub fn url(&self) -> String {
+        match (&self.dir, &self.schema) {
+            (Some(dir), _) => format!("sqlite://{}/origin.db", dir.display()),
+            (None, Some(schema)) => format!("{POSTGRES_URL}?options=-c%20search_path%3D{schema}"),
+            (None, None) => unreachable!("a fixture has a directory or a schema"),
+        }
     }
 
     /// The origin over this database, with the clock fixed at [`NOW`].
@@ -203,8 +238,15 @@ impl Client {
 
     /// `GET path` with a bearer token.
     pub async fn get_as(&self, token: &str, path: &str) -> Answer {
+        self.get_with(token, path, &[]).await
+    }
+
+    /// `GET path` with a bearer token and more headers.
+    pub async fn get_with(&self, token: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
         let auth = format!("Bearer {token}");
-        self.send(Method::GET, path, &[(header::AUTHORIZATION.as_str(), &auth)], Vec::new()).await
+        let mut all = vec![(header::AUTHORIZATION.as_str(), auth.as_str())];
+        all.extend_from_slice(headers);
+        self.send(Method::GET, path, &all, Vec::new()).await
     }
 
     /// `method path` with a JSON body.
