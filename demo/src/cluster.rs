@@ -102,6 +102,15 @@ async fn run(sidecar: (Config, RuleSet), edge: (Config, RuleSet)) -> anyhow::Res
     let token = prepare_database(&url).await?;
     let instances =
         (0..INSTANCES).map(|n| Instance::nth(&sidecar.0, n)).collect::<anyhow::Result<Vec<_>>>()?;
+    let balanced: Vec<String> =
+        edge.0.upstreams.iter().flat_map(|u| u.endpoints.iter().map(ToString::to_string)).collect();
+    let listening: Vec<String> = instances.iter().map(|i| i.listen.to_string()).collect();
+    if balanced != listening {
+        bail!(
+            "deploy/cluster/edge.toml balances over {balanced:?}, but the sidecars of \
+             deploy/cluster/accel.toml listen on {listening:?}"
+        );
+    }
 
     let stop = Stop::new();
     let origin_addrs: Vec<SocketAddr> = instances.iter().map(|i| i.origin).collect();
