@@ -1,7 +1,8 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up),
 //! `/readyz` (rules loaded and every upstream has an available endpoint) and `/status` (JSON:
 //! routes, upstreams with endpoint health and in-flight counts), and `POST /cache/purge`
-//! (token-protected, see [`crate::cache::purge`]).
+//! (token-protected, see [`crate::cache::purge`]); `/` (the status page) and `/health/summary`
+//! come from [`crate::insight`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         .route("/readyz", get(ready))
         .route("/status", get(status))
         .route("/cache/purge", post(crate::cache::purge::handle))
+        .merge(crate::insight::page::router())
         .with_state(proxy)
 }
 

@@ -27,6 +27,7 @@
 //!
 //! Around it: [`config`] (operator files → validated model), [`proxy`] (shared state and
 //! reload), [`reload`] (SIGHUP and file watching), [`admin`] (metrics, health, status),
+//! [`insight`] (the status page, health score, advice and cache warming),
 //! [`sidecar`] (everything assembled), [`error`] (errors → responses), [`body`],
 //! [`downstream`] (client identity), [`logging`] and [`cli`].
 
@@ -40,6 +41,7 @@ pub mod config;
 pub mod downstream;
 pub mod error;
 pub mod forward;
+pub mod insight;
 pub mod limit;
 pub mod logging;
 pub mod metrics;

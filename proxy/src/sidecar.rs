@@ -96,6 +96,7 @@ impl Sidecar {
             tasks.push(tokio::spawn(tier.clone().run(stopped())));
         }
         tasks.push(tokio::spawn(limit::cleanup(proxy.clone(), stopped())));
+        tasks.push(tokio::spawn(crate::insight::run(proxy.clone(), stopped())));
         tasks.push(tokio::spawn(admin::run(admin, proxy.clone(), stopped())));
         tracing::info!(
             listen = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),

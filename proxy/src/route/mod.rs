@@ -68,6 +68,10 @@ pub struct RouteRule {
     pub cache: crate::cache::RouteCache,
     /// Rate limits, all of which a request must pass; empty: not rate limited.
     pub rate_limit: Vec<crate::limit::rule::LimitRule>,
+    /// Targets for the health score and advice (`slo`); the platform's by default.
+    pub slo: crate::insight::rule::Slo,
+    /// Paths kept warm (`warm`): fetched at start-up and after purges.
+    pub warm: Vec<String>,
 }
 
 /// How long the upstream may take.
