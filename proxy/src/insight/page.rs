@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::advice::{self, Advice};
 use super::health::{self, Health};
 use super::latency::Latency;
+use super::rule::Slo;
 use super::snapshot::{Interval, RouteCounters, Snapshot};
 use super::{HEALTH_WINDOW, HISTORY, RoutePolicy};
 use crate::proxy::Proxy;
@@ -104,6 +105,20 @@ fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
 }
 
+/// Every route together over the page's table window.
+fn minute(table: &Interval) -> Value {
+    let total = table.total_with_latency();
+    json!({
+        "rps": round2(total.rate(table.seconds)),
+        "hit_rate": total.hit_rate().map(round4),
+        "p50_ms": seconds_ms(total.latency.quantile(0.5)),
+        "p95_ms": seconds_ms(total.latency.quantile(0.95)),
+        "p99_ms": seconds_ms(total.latency.quantile(0.99)),
+        "errors": total.errors,
+        "refused": total.refused,
+    })
+}
+
 /// One plotted point of a route (or of all routes together).
 fn point(route: &RouteCounters, seconds: f64) -> [Value; 5] {
     [
@@ -191,6 +206,8 @@ pub async fn history(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
         "window_seconds": table.seconds.round(),
         "times": times,
         "totals": series(&|i: &Interval| Some(i.total_with_latency())),
+        "minute": minute(&table),
+        "platform_slo": { "p95_ms": Slo::PLATFORM.p95.as_secs_f64() * 1000.0, "hit_rate": Slo::PLATFORM.hit_rate },
         "routes": routes,
         "endpoints": endpoints,
         "cache": { "entries": now.cache.entries, "bytes": now.cache.bytes },

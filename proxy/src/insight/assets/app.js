@@ -58,12 +58,14 @@ function plot(id, series, options) {
   }
   series.forEach((values, i) => {
     const d = pathOf(values, w, h, max);
-    if (i === 0 && d) svg.appendChild(el("svg:path", { d: d + "L" + w + "," + h + "L0," + h + "Z", class: "area" }));
+    const whole = values.length > 1 && values.every((v) => v !== null && v !== undefined);
+    if (i === 0 && whole) svg.appendChild(el("svg:path", { d: d + "L" + w + "," + h + "L0," + h + "Z", class: "area" }));
     svg.appendChild(el("svg:path", { d, class: i ? "line second" : "line", "data-points": values.length }));
   });
   const caption = svg.parentNode.querySelector("figcaption");
+  const minutes = Math.round((series[0].length * options.interval) / 60);
   caption.replaceChildren(el("span", {}, caption.dataset.title || (caption.dataset.title = caption.textContent)),
-    el("span", {}, "max " + fmt(max, options.unit)));
+    el("span", {}, "max " + fmt(max, options.unit) + " · last " + (minutes ? minutes + " min" : "minute")));
 }
 
 function spark(values) {
@@ -117,18 +119,15 @@ function render(data) {
   document.getElementById("updated").textContent = "updated " + new Date(data.now_ms).toLocaleTimeString();
 
   const t = data.totals;
-  const lastOf = (xs) => (xs.length ? xs[xs.length - 1] : null);
+  const m = data.minute;
   const sum = (xs) => xs.reduce((a, b) => a + (b || 0), 0);
-  const minute = data.routes.reduce((acc, r) => {
-    acc.rps += r.rps; acc.errors += r.errors; acc.refused += r.refused; return acc;
-  }, { rps: 0, errors: 0, refused: 0 });
   const healthy = data.endpoints.filter((e) => e.state === "healthy").length;
   document.getElementById("cards").replaceChildren(
-    card("req/s (1 min)", fmt(minute.rps)),
-    card("hit rate (last)", fmt(lastOf(t.hit_rate), "%")),
-    card("p95 (last)", fmt(lastOf(t.p95_ms), "ms")),
-    card("5xx (1 min)", fmt(minute.errors)),
-    card("refused (1 min)", fmt(minute.refused)),
+    card("req/s", fmt(m.rps), "over the last minute"),
+    card("hit rate", fmt(m.hit_rate, "%"), "over the last minute"),
+    card("p95 · p99", fmt(m.p95_ms, "ms") + " · " + fmt(m.p99_ms, "ms"), "over the last minute"),
+    card("5xx (1 min)", fmt(m.errors)),
+    card("refused (1 min)", fmt(m.refused)),
     card("cache", fmt(data.cache.entries) + " · " + fmt(data.cache.bytes, "bytes"), "entries · bytes"),
     card("endpoints", healthy + " / " + data.endpoints.length + " healthy"),
     card("redis", data.redis),
@@ -136,10 +135,11 @@ function render(data) {
       data.reloads.in_history.success + " ok, " + data.reloads.in_history.error + " refused"),
     card("5xx, 15 min", fmt(sum(t.errors))));
 
-  plot("plot-rps", [t.rps], { unit: "" });
-  plot("plot-hit", [t.hit_rate], { unit: "%", min: 1 });
-  plot("plot-p95", [t.p95_ms], { unit: "ms", target: 100 });
-  plot("plot-errors", [t.errors, t.refused], { unit: "" });
+  const interval = data.interval_seconds;
+  plot("plot-rps", [t.rps], { unit: "", interval });
+  plot("plot-hit", [t.hit_rate], { unit: "%", min: 1, interval });
+  plot("plot-p95", [t.p95_ms], { unit: "ms", target: data.platform_slo.p95_ms, interval });
+  plot("plot-errors", [t.errors, t.refused], { unit: "", interval });
 
   const advice = document.getElementById("advice");
   advice.replaceChildren(...(data.recommendations.length ? data.recommendations.map((a) => {
