@@ -97,6 +97,9 @@ impl Sidecar {
         }
         tasks.push(tokio::spawn(limit::cleanup(proxy.clone(), stopped())));
         tasks.push(tokio::spawn(crate::insight::run(proxy.clone(), stopped())));
+        if let Ok(addr) = listener.local_addr() {
+            tasks.push(tokio::spawn(crate::insight::warm::keep_warm(proxy.clone(), addr, stopped())));
+        }
         tasks.push(tokio::spawn(admin::run(admin, proxy.clone(), stopped())));
         tracing::info!(
             listen = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),

@@ -13,12 +13,14 @@
 //! the proxy like any client would.
 
 pub mod advice;
+pub mod client;
 pub mod exposition;
 pub mod health;
 pub mod latency;
 pub mod page;
 pub mod rule;
 pub mod snapshot;
+pub mod warm;
 
 use std::collections::VecDeque;
 use std::future::Future;
