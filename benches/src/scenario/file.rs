@@ -89,7 +89,8 @@ pub struct Endpoint {
 pub enum Measure {
     /// A latency percentile in milliseconds (50, 95 or 99), the worst endpoint's.
     Latency(u8),
-    /// Requests per second with every endpoint's requests mixed on `concurrency` connections.
+    /// Answers (2xx or 3xx) per second with every endpoint's requests mixed on `concurrency`
+    /// connections.
     RequestsPerSecond,
     /// Share of repeated requests answered with `Cache-Status: ...; hit`, all endpoints together.
     CacheHitRate,

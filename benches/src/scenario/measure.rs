@@ -18,6 +18,9 @@ pub struct Measured {
     pub actual: Option<f64>,
     /// Requests the value rests on.
     pub samples: u64,
+    /// Answers among them that were not 2xx/3xx, and failed exchanges: a latency measured on
+    /// refusals (429) or errors says nothing of the API.
+    pub errors: u64,
     /// Each endpoint's own value, where the measure has one.
     pub by_endpoint: Vec<(String, Option<f64>)>,
 }
@@ -49,15 +52,19 @@ pub async fn measure(base: &Uri, scenario: &Scenario, target: &Target) -> anyhow
     match target.measure {
         Measure::RequestsPerSecond => {
             let report = load::run(options(base, target, &endpoints)?).await;
-            let actual = (report.requests > 0).then_some(report.requests_per_sec);
-            Ok(Measured { actual, samples: report.requests, by_endpoint: Vec::new() })
+            // Only answers that served the request count: a 429 or a 5xx is not throughput.
+            let served = report.requests - report.status_errors;
+            let actual = (served > 0).then(|| served as f64 / report.duration_secs);
+            let errors = report.status_errors + report.transport_errors;
+            Ok(Measured { actual, samples: served, errors, by_endpoint: Vec::new() })
         }
         Measure::Latency(percentile) => {
-            let mut measured = Measured { actual: Some(0.0), samples: 0, by_endpoint: Vec::new() };
+            let mut measured = Measured { actual: Some(0.0), samples: 0, errors: 0, by_endpoint: Vec::new() };
             for endpoint in endpoints {
                 let report = load::run(options(base, target, &[endpoint])?).await;
                 let value = latency_ms(&report, percentile);
                 measured.samples += report.requests;
+                measured.errors += report.status_errors + report.transport_errors;
                 measured.actual = match (measured.actual, value) {
                     (Some(worst), Some(v)) => Some(worst.max(v)),
                     _ => None,
@@ -77,7 +84,7 @@ pub async fn measure(base: &Uri, scenario: &Scenario, target: &Target) -> anyhow
                 all += answered;
                 by_endpoint.push((endpoint.name.clone(), share(ok, answered)));
             }
-            Ok(Measured { actual: share(good, all), samples: all, by_endpoint })
+            Ok(Measured { actual: share(good, all), samples: all, errors: all - good, by_endpoint })
         }
         Measure::CacheHitRate => {
             let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
@@ -94,7 +101,7 @@ pub async fn measure(base: &Uri, scenario: &Scenario, target: &Target) -> anyhow
                 all += target.repeats as u64;
                 by_endpoint.push((endpoint.name.clone(), share(endpoint_hits, target.repeats as u64)));
             }
-            Ok(Measured { actual: share(hits, all), samples: all, by_endpoint })
+            Ok(Measured { actual: share(hits, all), samples: all, errors: 0, by_endpoint })
         }
     }
 }

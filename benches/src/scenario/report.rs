@@ -21,6 +21,9 @@ pub struct TestResult {
     pub unit: &'static str,
     pub passed: bool,
     pub samples: u64,
+    /// Answers that were not 2xx/3xx, and failed exchanges, during the measurement; over 1 %
+    /// of the samples fails a load measure whatever its value.
+    pub errors: u64,
     /// Each endpoint's own value, where the measure has one.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub by_endpoint: Vec<EndpointValue>,
@@ -60,7 +63,11 @@ pub struct BenchReport {
 impl TestResult {
     /// The result of `target` from what was measured.
     pub fn new(target: &Target, measured: Measured) -> Self {
-        let Measured { actual, samples, by_endpoint } = measured;
+        let Measured { actual, samples, errors, by_endpoint } = measured;
+        let clean = match target.measure {
+            Measure::Latency(_) | Measure::RequestsPerSecond => errors * 100 <= samples,
+            Measure::CacheHitRate | Measure::SuccessRate => true,
+        };
         Self {
             test_name: target.name.clone(),
             target_value: target.threshold.value(),
@@ -70,8 +77,9 @@ impl TestResult {
             },
             actual_value: actual.map(|v| (v * 100.0).round() / 100.0),
             unit: target.measure.unit(),
-            passed: actual.is_some_and(|v| target.threshold.met_by(v)),
+            passed: clean && actual.is_some_and(|v| target.threshold.met_by(v)),
             samples,
+            errors,
             by_endpoint: by_endpoint
                 .into_iter()
                 .map(|(endpoint, value)| EndpointValue { endpoint, value })
@@ -102,6 +110,14 @@ impl TestResult {
             })
             .map(|(name, value)| format!(" (worst: {name} at {value:.1} {})", self.unit))
             .unwrap_or_default();
+        if self.errors * 100 > self.samples
+            && matches!(measure, Measure::Latency(_) | Measure::RequestsPerSecond)
+        {
+            return Some(format!(
+                "{}: {} of {} answers were errors (429, 5xx or failed exchanges), so {actual} does not measure the API: check the rate limits the benchmark runs into and the error responses",
+                self.test_name, self.errors, self.samples
+            ));
+        }
         let advice = match measure {
             Measure::Latency(_) => {
                 "cache the slow endpoints or give them stale_while_revalidate; the sidecar's /health/summary names routes over their slo"
@@ -218,9 +234,10 @@ mod tests {
         let slow = Measured {
             actual: Some(142.04),
             samples: 900,
+            errors: 0,
             by_endpoint: vec![("lead".into(), Some(12.0)), ("detect".into(), Some(142.04))],
         };
-        let fast = Measured { actual: Some(5000.0), samples: 50_000, by_endpoint: Vec::new() };
+        let fast = Measured { actual: Some(5000.0), samples: 50_000, errors: 0, by_endpoint: Vec::new() };
 
         let report = BenchReport::new(
             "http://127.0.0.1:8080".into(),
@@ -259,8 +276,21 @@ mod tests {
     #[test]
     fn nothing_answered_is_a_failure() {
         let hit = target("cache_hit_rate", Measure::CacheHitRate, Threshold::Above(90.0));
-        let result = TestResult::new(&hit, Measured { actual: None, samples: 0, by_endpoint: Vec::new() });
+        let result =
+            TestResult::new(&hit, Measured { actual: None, samples: 0, errors: 0, by_endpoint: Vec::new() });
         assert!(!result.passed);
+        let p95 = target("p95_latency", Measure::Latency(95), Threshold::Below(100.0));
+        let refused = TestResult::new(
+            &p95,
+            Measured { actual: Some(0.5), samples: 1000, errors: 900, by_endpoint: Vec::new() },
+        );
+        assert!(!refused.passed, "fast 429s are not a fast API");
+        assert!(
+            refused
+                .recommendation(Measure::Latency(95))
+                .unwrap()
+                .starts_with("p95_latency: 900 of 1000 answers were errors")
+        );
         assert_eq!((grade(100.0), grade(80.0), grade(0.0)), ("A", "B", "F"));
     }
 }
