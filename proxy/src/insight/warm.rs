@@ -266,7 +266,11 @@ pub async fn keep_warm(
         if targets.is_empty() {
             continue;
         }
-        match warm(&base, &targets, 4, None).await {
+        let result = tokio::select! {
+            _ = &mut shutdown => return,
+            result = warm(&base, &targets, 4, None) => result,
+        };
+        match result {
             Ok(summary) => {
                 tracing::info!(
                     after = why,
