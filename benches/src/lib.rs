@@ -11,6 +11,8 @@
 //!   runs.
 //! - [`shared_tier`]: `redis-tier`, lookup latency of memory vs Redis vs origin and purge
 //!   propagation between two sidecars over Redis.
+//! - [`scenario`]: `accel-bench`, the platform's targets measured from a scenario file and
+//!   written as `performance_benchmark_report.json`.
 //!
 //! The binaries in `src/bin/` only parse arguments, build the runtime and call these modules.
 
@@ -18,4 +20,5 @@ pub mod comparison;
 pub mod fast_origin;
 pub mod load;
 pub mod runtime;
+pub mod scenario;
 pub mod shared_tier;

@@ -1,7 +1,8 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up),
 //! `/readyz` (rules loaded and every upstream has an available endpoint) and `/status` (JSON:
 //! routes, upstreams with endpoint health and in-flight counts), and `POST /cache/purge`
-//! (token-protected, see `purge`).
+//! (token-protected, see `purge`); `/` (the status page) and `/health/summary` come from
+//! [`crate::insight`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,6 +17,8 @@ use tokio::net::TcpListener;
 
 use crate::proxy::Proxy;
 
+mod page;
+pub use page::snapshot;
 mod purge;
 
 /// The admin routes over `proxy`.
@@ -26,6 +29,7 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         .route("/readyz", get(ready))
         .route("/status", get(status))
         .route("/cache/purge", post(purge::handle))
+        .merge(page::router())
         .with_state(proxy)
 }
 

@@ -31,6 +31,38 @@ pub enum Command {
     },
     /// Invalidate cached entries of a running proxy (its admin `POST /cache/purge`).
     Purge(PurgeArgs),
+    /// Print a running proxy's health and recommendations (its admin `/health/summary`).
+    Advise(AdviseArgs),
+    /// Fetch URLs through a running proxy so that they are cached before clients ask.
+    Warm(WarmArgs),
+}
+
+/// `accel warm`: the targets and the proxy to fetch them through.
+#[derive(Debug, clap::Args)]
+pub struct WarmArgs {
+    /// The proxy's client listener (`host:port` or URL), e.g. `127.0.0.1:8080`.
+    #[arg(long, env = "ACCEL_PROXY")]
+    pub proxy: String,
+    /// Targets, one a line (paths, or absolute URLs whose host is sent as `Host`);
+    /// `-` or nothing: standard input.
+    pub file: Option<PathBuf>,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+}
+
+/// `accel advise`: where the running proxy's admin listener is.
+#[derive(Debug, clap::Args)]
+pub struct AdviseArgs {
+    /// The sidecar configuration: the admin address is read from it when `--admin` is absent.
+    #[arg(short, long, env = "ACCEL_CONFIG", default_value = "accel.toml")]
+    pub config: PathBuf,
+    /// The admin listener (`host:port` or URL); default: `admin.addr` of the configuration.
+    #[arg(long, env = "ACCEL_ADMIN")]
+    pub admin: Option<String>,
+    /// Print the summary's JSON as it came.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `accel purge`: what to invalidate, and where the running proxy's admin listener is.

@@ -35,14 +35,15 @@
 //! 2. components: [`upstream`], [`tier`], [`coalesce`], [`compress`], [`cache`], [`limit`]
 //! 3. routes: [`route`] (a route bundles the components' per-route values)
 //! 4. the request path: [`error`], [`forward`], [`pipeline`]
-//! 5. assembly: [`tls`], [`config`], [`logging`], [`proxy`], [`reload`], [`server`], [`admin`], [`sidecar`], [`cli`]
+//! 5. assembly: [`tls`], [`config`], [`logging`], [`insight`], [`proxy`], [`reload`], [`warm`], [`server`], [`admin`], [`sidecar`], [`cli`]
 //!
 //! Leaves: configuration [`problem`]s and [`quantity`]s (durations, sizes), the [`name`]s
 //! (routes, upstreams, endpoints), path [`params`], client identity ([`downstream`]), the
 //! [`body`] type with the upstream [`body::Exchange`], and the [`metrics`] registry that every
 //! component registers its own metrics in. Assembly: [`config`] (operator files → validated
 //! model, gathering each component's converter), [`proxy`] (shared state and reload),
-//! [`reload`] (SIGHUP and file watching), [`admin`] (metrics, health, status, purge),
+//! [`reload`] (SIGHUP and file watching), [`insight`] (snapshots, health score and advice for the
+//! status page), [`warm`] (cache warming), [`admin`] (metrics, health, status, purge),
 //! [`sidecar`] (everything assembled), [`logging`] and [`cli`] (with the purge client).
 
 pub mod admin;
@@ -55,6 +56,7 @@ pub mod config;
 pub mod downstream;
 pub mod error;
 pub mod forward;
+pub mod insight;
 pub mod limit;
 pub mod logging;
 pub mod metrics;
@@ -71,3 +73,4 @@ pub mod sidecar;
 pub mod tier;
 pub mod tls;
 pub mod upstream;
+pub mod warm;

@@ -38,6 +38,8 @@ pub struct Proxy {
     pub cache: Arc<Cache>,
     /// The shared Redis tier, when configured.
     pub redis: Option<Arc<RedisTier>>,
+    /// Snapshots for the status page and `/health/summary`.
+    pub insight: crate::insight::Insight,
 }
 
 impl Proxy {
@@ -84,6 +86,7 @@ impl Proxy {
             admin_token: config.admin.token.clone(),
             cache,
             redis,
+            insight: crate::insight::Insight::new(config.admin.snapshot_interval),
         };
         proxy.install(rules);
         proxy

@@ -96,6 +96,10 @@ impl Sidecar {
             tasks.push(tokio::spawn(tier.clone().run(stopped())));
         }
         tasks.push(tokio::spawn(limit::cleanup(proxy.limits.clone(), stopped())));
+        tasks.push(tokio::spawn(snapshots(proxy.clone(), stopped())));
+        if let Ok(addr) = listener.local_addr() {
+            tasks.push(tokio::spawn(crate::warm::keep_warm(proxy.clone(), addr, stopped())));
+        }
         tasks.push(tokio::spawn(admin::run(admin, proxy.clone(), stopped())));
         tracing::info!(
             listen = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
@@ -144,4 +148,17 @@ pub async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
+}
+
+/// Takes a snapshot of the proxy's counters for the status page now and every interval after, until `shutdown` completes.
+async fn snapshots(proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
+    let mut ticks = tokio::time::interval(proxy.insight.interval());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = ticks.tick() => proxy.insight.push(crate::admin::snapshot(&proxy)),
+        }
+    }
 }

@@ -29,11 +29,13 @@
 //! - [`client`]: request bodies for clients ([`body`]) and collected responses;
 //! - [`raw`]: HTTP/1.1 by hand, for what client libraries hide, and a listener's accept queue;
 //! - [`services`]: the real Redis and PostgreSQL servers of the machine, or a private
-//!   `redis-server` for outage tests.
+//!   `redis-server` for outage tests;
+//! - [`browser`]: headless Chromium, for the admin listener's status page.
 //!
 //! No test here depends on wall-clock speed: waits are for events (a request reached the
 //! origin, a counter changed), bounded by a generous deadline that only fails a broken test.
 
+pub mod browser;
 pub mod client;
 pub mod origin;
 pub mod proxy;
@@ -43,6 +45,7 @@ pub mod services;
 use std::future::Future;
 use std::time::Duration;
 
+pub use browser::{Chromium, require_chromium};
 pub use client::{Collected, TestBody, body};
 pub use origin::{FakeOrigin, Gate, OriginHandle, SeenRequest};
 pub use proxy::{TestProxy, TestProxyBuilder};

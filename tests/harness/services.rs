@@ -29,7 +29,7 @@ fn require(what: &str, addr: &str, url: &str) -> Option<String> {
 }
 
 /// Prints `SKIPPED: why` and returns `None`, or panics when services are required.
-fn absent<T>(why: &str) -> Option<T> {
+pub(crate) fn absent<T>(why: &str) -> Option<T> {
     if services_required() {
         panic!("ACCEL_REQUIRE_SERVICES=1 but {why}");
     }

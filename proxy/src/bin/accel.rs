@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use accel::cache::purge::PurgeRequest;
 use accel::cli::purge;
-use accel::cli::{Cli, Command, PurgeArgs};
+use accel::cli::{AdviseArgs, Cli, Command, PurgeArgs, WarmArgs};
 use accel::sidecar::{self, Sidecar};
 use clap::Parser;
 
@@ -31,6 +31,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Purge(args) => purge_command(args),
+        Command::Advise(args) => advise_command(args),
+        Command::Warm(args) => warm_command(args),
         Command::Run { config } => {
             let (config, rules) = match sidecar::load(Some(&config)) {
                 Ok(loaded) => loaded,
@@ -112,6 +114,77 @@ fn purge_command(args: PurgeArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("purge failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `accel advise`: the running proxy's `/health/summary`, for a terminal.
+fn advise_command(args: AdviseArgs) -> ExitCode {
+    let AdviseArgs { config, admin, json } = args;
+    let admin = match admin {
+        Some(admin) => admin,
+        None => match accel::config::load_sidecar(Some(&config)) {
+            Ok(loaded) => loaded.admin.addr.to_string(),
+            Err(problems) => {
+                eprintln!("{problems}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(accel::insight::client::summary(&admin)) {
+        Ok(summary) if json => {
+            println!("{summary:#}");
+            ExitCode::SUCCESS
+        }
+        Ok(summary) => {
+            print!("{}", accel::insight::client::render(&summary));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("advise failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `accel warm`: exits 0 when every target is cached, 1 when one failed.
+fn warm_command(args: WarmArgs) -> ExitCode {
+    let WarmArgs { proxy, file, concurrency } = args;
+    let input = match file.as_deref().filter(|f| f.as_os_str() != "-") {
+        Some(file) => {
+            std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))
+        }
+        None => {
+            std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read standard input: {e}"))
+        }
+    };
+    let input = match input {
+        Ok(input) => input,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(accel::warm::run_command(&proxy, &input, concurrency)) {
+        Ok(summary) if summary.failed.is_empty() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("warm failed: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -8,7 +8,9 @@
 //! - `accel_cache_entries`, `accel_cache_bytes`, `accel_cache_evictions_total{cause}`;
 //! - `accel_cache_purges_total{kind}`, `accel_cache_purged_entries_total`;
 //! - `accel_cache_coalesced_followers_total{result}` (served, timeout, released);
-//! - `accel_cache_background_refreshes_total{result}` (stored, revalidated, failed).
+//! - `accel_cache_background_refreshes_total{result}` (stored, revalidated, failed);
+//! - `accel_cache_refreshes_total{route,result}`: stale entries the origin answered again,
+//!   `unchanged` (a 304, or the same ETag) or `changed` — what TTL advice rests on.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -120,6 +122,7 @@ pub struct CacheMetrics {
     pub purged_entries: Counter,
     followers: [Counter; 3],
     refreshes: [Counter; 3],
+    refreshed: Family<LookupLabels, Counter>,
 }
 
 impl CacheMetrics {
@@ -131,6 +134,7 @@ impl CacheMetrics {
         let purges_family = Family::<KindLabels, Counter>::default();
         let followers_family = Family::<OutcomeLabels, Counter>::default();
         let refreshes_family = Family::<OutcomeLabels, Counter>::default();
+        let refreshed = Family::<LookupLabels, Counter>::default();
         let this = Self {
             lookups: lookups.clone(),
             stores: Counter::default(),
@@ -146,6 +150,7 @@ impl CacheMetrics {
                 .map(|result| followers_family.get_or_create(&OutcomeLabels { result }).clone()),
             refreshes: RefreshResult::ALL
                 .map(|result| refreshes_family.get_or_create(&OutcomeLabels { result }).clone()),
+            refreshed: refreshed.clone(),
         };
         metrics.register("cache_lookups", "Requests on caching routes, by route and cache result", lookups);
         metrics.register("cache_stores", "Answers stored in the cache", this.stores.clone());
@@ -169,6 +174,11 @@ impl CacheMetrics {
             "Background refreshes of stale entries, by result",
             refreshes_family,
         );
+        metrics.register(
+            "cache_refreshes",
+            "Stale entries answered again by the origin, by route and whether the answer changed",
+            refreshed,
+        );
         this
     }
 
@@ -182,7 +192,13 @@ impl CacheMetrics {
                 .get_or_create(&LookupLabels { route: route.as_str().to_owned(), result: result.as_str() })
                 .clone(),
         };
-        RouteCacheMetrics { lookups: CacheResult::ALL.map(lookup) }
+        let refreshed = |result: &'static str| {
+            self.refreshed.get_or_create(&LookupLabels { route: route.as_str().to_owned(), result }).clone()
+        };
+        RouteCacheMetrics {
+            lookups: CacheResult::ALL.map(lookup),
+            refreshed: [refreshed("unchanged"), refreshed("changed")],
+        }
     }
 
     /// Counts an answer not stored.
@@ -217,6 +233,8 @@ impl CacheMetrics {
 #[derive(Debug, Clone)]
 pub struct RouteCacheMetrics {
     lookups: [Counter; CacheResult::ALL.len()],
+    /// Unchanged, changed.
+    refreshed: [Counter; 2],
 }
 
 impl RouteCacheMetrics {
@@ -228,5 +246,11 @@ impl RouteCacheMetrics {
         }
         let i = CacheResult::ALL.iter().position(|r| *r == result).unwrap_or(0);
         self.lookups[i].inc();
+    }
+
+    /// Counts a stale entry the origin answered again: `unchanged` for a 304 or the same
+    /// ETag.
+    pub fn refreshed(&self, unchanged: bool) {
+        self.refreshed[usize::from(!unchanged)].inc();
     }
 }

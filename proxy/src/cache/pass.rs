@@ -150,7 +150,14 @@ impl Cache {
             && fill.revalidating
             && let (Some(stale), Some(rule)) = (fill.stale.clone(), fill.rule.clone())
         {
+            route.metrics.refreshed(true);
             return self.revalidated(fill, &stale, &rule, response.headers(), now);
+        }
+        if let Some(stale) = &fill.stale
+            && code.is_success()
+        {
+            let same = stale.etag().is_some_and(|etag| response.headers().get(header::ETAG) == Some(etag));
+            route.metrics.refreshed(same);
         }
         let (mut parts, body) = response.into_parts();
         let decision = if fill.head || (!fill.store && fill.leader.is_none()) {

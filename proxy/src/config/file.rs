@@ -89,6 +89,9 @@ pub struct AdminFile {
     /// Bearer token required by the admin write endpoints (purge). None: they are disabled.
     #[serde(default)]
     pub token: Option<String>,
+    /// How often the status page's history takes a snapshot; default `10s`.
+    #[serde(default)]
+    pub snapshot_interval: Option<String>,
 }
 
 impl AdminFile {
@@ -99,7 +102,7 @@ impl AdminFile {
 
 impl Default for AdminFile {
     fn default() -> Self {
-        Self { addr: Self::default_addr(), token: None }
+        Self { addr: Self::default_addr(), token: None, snapshot_interval: None }
     }
 }
 
@@ -284,6 +287,12 @@ pub struct RouteFile {
     /// Rate limits: one table or a list of tables; none: the route is not rate limited.
     #[serde(default)]
     pub rate_limit: Option<crate::limit::rule::OneOrMany<crate::limit::rule::LimitFile>>,
+    /// Targets the health score measures the route against; default: the platform's.
+    #[serde(default)]
+    pub slo: Option<crate::route::slo::SloFile>,
+    /// Paths fetched through the proxy at start-up and after a purge, to keep them cached.
+    #[serde(default)]
+    pub warm: Vec<String>,
 }
 
 /// `match = { ... }` of a route. Every given condition must hold.

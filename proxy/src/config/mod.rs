@@ -69,6 +69,8 @@ pub struct AdminConfig {
     pub addr: SocketAddr,
     /// Bearer token for write endpoints; `None` disables them.
     pub token: Option<String>,
+    /// Period of the status page's snapshots (default 10 s; 90 of them are kept).
+    pub snapshot_interval: std::time::Duration,
 }
 
 /// Downstream connection limits.

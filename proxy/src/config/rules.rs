@@ -193,6 +193,8 @@ fn convert(
         coalesce,
         rate_limit,
         compress,
+        slo,
+        warm,
     } = route;
     let before = problems.0.len();
     let mut at = |key: &str, message: String| problems.in_route(&file, label, key, message);
@@ -254,6 +256,7 @@ fn convert(
         };
         crate::limit::rule::convert(limits, &params, &mut at)
     });
+    let (slo, warm) = crate::route::slo::convert(slo, warm, &mut at);
     if problems.0.len() != before {
         return None;
     }
@@ -267,6 +270,8 @@ fn convert(
         cache,
         rate_limit,
         compress,
+        slo,
+        warm,
     })
 }
 

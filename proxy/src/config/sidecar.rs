@@ -151,6 +151,7 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
     };
     let listen = socket_addr(p, shown, "listen.http", &listen.http);
     let admin_addr = socket_addr(p, shown, "admin.addr", &admin.addr);
+    let snapshot_interval = duration(p, shown, "admin.snapshot_interval", admin.snapshot_interval, 10);
     let worker_threads = match runtime.worker_threads {
         None => None,
         Some(n) => {
@@ -243,6 +244,7 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
         admin: AdminConfig {
             addr: admin_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901))),
             token: admin.token.filter(|t| !t.is_empty()),
+            snapshot_interval,
         },
         worker_threads,
         limits: Limits {

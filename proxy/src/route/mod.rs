@@ -9,6 +9,7 @@
 mod matcher;
 mod metrics;
 pub mod path;
+pub mod slo;
 mod table;
 
 use std::num::NonZeroU32;
@@ -42,6 +43,10 @@ pub struct RouteRule {
     pub cache: crate::cache::RouteCache,
     /// Rate limits, all of which a request must pass; empty: not rate limited.
     pub rate_limit: Vec<crate::limit::rule::LimitRule>,
+    /// Targets for the health score and advice (`slo`); the platform's by default.
+    pub slo: slo::Slo,
+    /// Paths kept warm (`warm`): fetched at start-up and after purges.
+    pub warm: Vec<String>,
 }
 
 /// How long the upstream may take.

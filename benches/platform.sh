@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The platform's targets (benches/scenarios/platform.toml) measured through the sidecar in
+# front of the included origin: seeds a fresh SQLite demo data set, starts one origin and
+# `accel run` with the shipped rules on free ports, runs accel-bench against the sidecar and
+# stops everything. Exits with accel-bench's status (1 when a target is missed).
+#
+#   benches/platform.sh                       # release binaries, the scenario's durations
+#   benches/platform.sh --debug --duration 1s # what CI runs: debug binaries, short load
+#   benches/platform.sh --no-build --out /tmp/report.json
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PROFILE=release
+BUILD=1
+DURATION=""
+OUT="$ROOT/target/performance_benchmark_report.json"
+CLIENT_CONCURRENCY=200
+
+while (($#)); do
+  case "$1" in
+    --debug) PROFILE=debug ;;
+    --no-build) BUILD=0 ;;
+    --duration) DURATION="$2"; shift ;;
+    --out) OUT="$2"; shift ;;
+    --client-concurrency) CLIENT_CONCURRENCY="$2"; shift ;;
+    *) echo "platform.sh: unknown option $1" >&2; exit 64 ;;
+  esac
+  shift
+done
+
+BIN="$ROOT/target/$PROFILE"
+if ((BUILD)); then
+  flag=()
+  [ "$PROFILE" = release ] && flag=(--release)
+  cargo build "${flag[@]}" -p accel -p accel-origin -p accel-benches \
+    --bin accel --bin accel-origin --bin accel-bench --manifest-path "$ROOT/Cargo.toml" >&2
+fi
+
+WORK="$(mktemp -d /tmp/accel-platform.XXXXXX)"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+wait_for() { # URL WHAT LOG
+  for _ in $(seq 1 600); do
+    curl -sf "$1" >/dev/null && return 0
+    sleep 0.1
+  done
+  echo "platform.sh: $2 did not start" >&2
+  cat "$3" >&2
+  exit 1
+}
+
+ORIGIN_PORT=$(free_port)
+LISTEN_PORT=$(free_port)
+ADMIN_PORT=$(free_port)
+export DATABASE_URL="sqlite://$WORK/origin.db?mode=rwc"
+"$BIN/accel-origin" seed >"$WORK/seed.log" 2>&1
+"$BIN/accel-origin" serve --listen "127.0.0.1:$ORIGIN_PORT" >"$WORK/origin.log" 2>&1 &
+PIDS+=($!)
+wait_for "http://127.0.0.1:$ORIGIN_PORT/health" "the origin" "$WORK/origin.log"
+
+# The shipped rules without their per-client rate limits, and the per-client concurrency cap
+# raised: the benchmark is one client with up to 100 connections, where production traffic
+# is many clients; with the limits on, most of its requests would be refused (429).
+cat >"$WORK/accel.toml" <<TOML
+[listen]
+http = "127.0.0.1:$LISTEN_PORT"
+[admin]
+addr = "127.0.0.1:$ADMIN_PORT"
+[limits]
+client_concurrency = $CLIENT_CONCURRENCY
+[log]
+access = false
+[cache]
+memory = "256MiB"
+[upstreams.api]
+endpoints = ["127.0.0.1:$ORIGIN_PORT"]
+health = { path = "/health", interval = "5s" }
+[rules]
+files = ["$WORK/rules/*.toml"]
+TOML
+mkdir -p "$WORK/rules"
+for rules in "$ROOT"/rules/*.toml; do
+  grep -v '^rate_limit = ' "$rules" >"$WORK/rules/$(basename "$rules")"
+done
+"$BIN/accel" run --config "$WORK/accel.toml" >"$WORK/accel.log" 2>&1 &
+PIDS+=($!)
+wait_for "http://127.0.0.1:$ADMIN_PORT/readyz" "accel" "$WORK/accel.log"
+echo "platform.sh: sidecar on 127.0.0.1:$LISTEN_PORT (status page http://127.0.0.1:$ADMIN_PORT/)" >&2
+
+# Warm the cached endpoints of the scenario as an operator would before traffic: the hit-rate
+# target, measured first, then counts from each URL's first request.
+printf '%s\n' /api/golden-leads/42 /api/predictions/42 '/api/pricing/7?location=berlin' /api/tenants/3/usage |
+  "$BIN/accel" warm --proxy "127.0.0.1:$LISTEN_PORT" - >&2
+
+args=(--base "http://127.0.0.1:$LISTEN_PORT" --scenario "$ROOT/benches/scenarios/platform.toml" --out "$OUT")
+[ -n "$DURATION" ] && args+=(--duration "$DURATION")
+status=0
+"$BIN/accel-bench" "${args[@]}" || status=$?
+if [ -n "${PLATFORM_SCREENSHOT:-}" ] && command -v chromium >/dev/null; then
+  chromium --headless --no-sandbox --disable-gpu --disable-background-networking --hide-scrollbars \
+    --user-data-dir="$WORK/chromium" --virtual-time-budget=5000 --window-size=1400,1100 \
+    --screenshot="$PLATFORM_SCREENSHOT" "http://127.0.0.1:$ADMIN_PORT/" >/dev/null 2>&1 || true
+fi
+exit "$status"
