@@ -62,6 +62,22 @@ LISTEN_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
 export DATABASE_URL="sqlite://$WORK/origin.db?mode=rwc"
 "$BIN/accel-origin" seed >"$WORK/seed.log" 2>&1
+# Every API route needs a bearer token and answers only its tenant's data: the seed's demo
+# token (user 1), and ids from that user's tenant in place of the scenario's examples.
+TOKEN=$(sed -n 's/^demo token (user 1): //p' "$WORK/seed.log")
+[ -n "$TOKEN" ] || { echo "platform.sh: the seed printed no demo token" >&2; cat "$WORK/seed.log" >&2; exit 1; }
+read -r TENANT LEAD CONTACT < <(python3 - "$WORK/origin.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+one = lambda sql, p: db.execute(sql, (p,)).fetchone()[0]
+tenant = one("SELECT tenant_id FROM users WHERE id = ?", 1)
+print(tenant, one("SELECT min(id) FROM golden_leads WHERE tenant_id = ?", tenant),
+      one("SELECT min(id) FROM contacts WHERE tenant_id = ?", tenant))
+PY
+)
+sed -e "s#/api/golden-leads/42#/api/golden-leads/$LEAD#; s#/api/predictions/42#/api/predictions/$LEAD#" \
+    -e "s#/api/pricing/7?#/api/pricing/$CONTACT?#; s#/api/tenants/3/usage#/api/tenants/$TENANT/usage#" \
+    "$ROOT/benches/scenarios/platform.toml" >"$WORK/scenario.toml"
 "$BIN/accel-origin" serve --listen "127.0.0.1:$ORIGIN_PORT" >"$WORK/origin.log" 2>&1 &
 PIDS+=($!)
 wait_for "http://127.0.0.1:$ORIGIN_PORT/health" "the origin" "$WORK/origin.log"
@@ -97,10 +113,12 @@ echo "platform.sh: sidecar on 127.0.0.1:$LISTEN_PORT (status page http://127.0.0
 
 # Warm the cached endpoints of the scenario as an operator would before traffic: the hit-rate
 # target, measured first, then counts from each URL's first request.
-printf '%s\n' /api/golden-leads/42 /api/predictions/42 '/api/pricing/7?location=berlin' /api/tenants/3/usage |
-  "$BIN/accel" warm --proxy "127.0.0.1:$LISTEN_PORT" - >&2
+printf '%s\n' "/api/golden-leads/$LEAD" "/api/predictions/$LEAD" "/api/pricing/$CONTACT?location=berlin" \
+  "/api/tenants/$TENANT/usage" |
+  "$BIN/accel" warm --proxy "127.0.0.1:$LISTEN_PORT" --header "Authorization: Bearer $TOKEN" - >&2
 
-args=(--base "http://127.0.0.1:$LISTEN_PORT" --scenario "$ROOT/benches/scenarios/platform.toml" --out "$OUT")
+args=(--base "http://127.0.0.1:$LISTEN_PORT" --scenario "$WORK/scenario.toml" --out "$OUT"
+  --header "Authorization: Bearer $TOKEN")
 [ -n "$DURATION" ] && args+=(--duration "$DURATION")
 status=0
 "$BIN/accel-bench" "${args[@]}" || status=$?

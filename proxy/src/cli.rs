@@ -49,6 +49,18 @@ pub struct WarmArgs {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// A header sent with every request, `Name: value`, as `curl -H` takes it (repeatable):
+    /// credentials, where the route caches per credential.
+    #[arg(long = "header", short = 'H', value_name = "HEADER", value_parser = parse_header)]
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// `Name: value` as a header.
+fn parse_header(text: &str) -> Result<(http::HeaderName, http::HeaderValue), String> {
+    let (name, value) = text.split_once(':').ok_or_else(|| format!("{text:?} is not `Name: value`"))?;
+    let name = http::HeaderName::try_from(name.trim()).map_err(|e| format!("{name:?}: {e}"))?;
+    let value = http::HeaderValue::try_from(value.trim()).map_err(|e| format!("{text:?}: {e}"))?;
+    Ok((name, value))
 }
 
 /// `accel advise`: where the running proxy's admin listener is.

@@ -75,11 +75,13 @@ pub fn targets(text: &str) -> Vec<String> {
     text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect()
 }
 
-/// Fetches every target through the proxy at `proxy` (`http://host:port`), `concurrency` at
-/// a time; `progress` draws a bar as targets finish.
+/// Fetches every target through the proxy at `proxy` (`http://host:port`) with `headers`
+/// (credentials, for answers cached per credential), `concurrency` at a time; `progress`
+/// draws a bar as targets finish.
 pub async fn warm(
     proxy: &Uri,
     targets: &[String],
+    headers: &http::HeaderMap,
     concurrency: usize,
     mut progress: Option<&mut (dyn Write + Send)>,
 ) -> anyhow::Result<Summary> {
@@ -92,7 +94,7 @@ pub async fn warm(
         .map(|target| {
             let (client, authority, target) = (client.clone(), authority.clone(), target.clone());
             async move {
-                let outcome = fetch(&client, &authority, &target).await;
+                let outcome = fetch(&client, &authority, &target, headers).await;
                 (target, outcome)
             }
         })
@@ -130,6 +132,7 @@ async fn fetch(
     client: &Client<HttpConnector, Empty<bytes::Bytes>>,
     proxy: &http::uri::Authority,
     target: &str,
+    headers: &http::HeaderMap,
 ) -> Outcome {
     let (host, path) = match split(target) {
         Ok(parts) => parts,
@@ -146,6 +149,9 @@ async fn fetch(
             Err(e) => return Outcome::Failed(format!("invalid path: {e}")),
         };
         let mut request = Request::get(uri);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
         if let Some(host) = &host {
             request = request.header(header::HOST, host.as_str());
         }
@@ -266,9 +272,10 @@ pub async fn keep_warm(
         if targets.is_empty() {
             continue;
         }
+        let no_headers = http::HeaderMap::new();
         let result = tokio::select! {
             _ = &mut shutdown => return,
-            result = warm(&base, &targets, 4, None) => result,
+            result = warm(&base, &targets, &no_headers, 4, None) => result,
         };
         match result {
             Ok(summary) => {
@@ -302,13 +309,19 @@ fn loopback(listen: SocketAddr) -> SocketAddr {
 
 /// `accel warm` in a terminal: targets from `input`, the bar on standard error when it is
 /// a terminal, the summary and failures on standard output.
-pub async fn run_command(proxy: &str, input: &str, concurrency: usize) -> anyhow::Result<Summary> {
+/// `accel warm`: the targets in `input` through `proxy`, each request with `headers`.
+pub async fn run_command(
+    proxy: &str,
+    input: &str,
+    headers: &http::HeaderMap,
+    concurrency: usize,
+) -> anyhow::Result<Summary> {
     let base: Uri = crate::insight::client::admin_base(proxy).parse()?;
     let targets = targets(input);
     let mut stderr = std::io::stderr();
     let progress: Option<&mut (dyn Write + Send)> =
         if stderr.is_terminal() { Some(&mut stderr) } else { None };
-    let summary = warm(&base, &targets, concurrency, progress).await?;
+    let summary = warm(&base, &targets, headers, concurrency, progress).await?;
     println!("{}", summary.line());
     for (target, reason) in &summary.failed {
         println!("failed: {target}: {reason}");

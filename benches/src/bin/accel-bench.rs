@@ -36,6 +36,18 @@ struct Args {
     /// Load generator threads.
     #[arg(long, default_value = "1")]
     threads: NonZeroUsize,
+    /// A header sent with every endpoint's requests, `Name: value`, as `curl -H` takes it
+    /// (repeatable): e.g. the API's bearer token.
+    #[arg(long = "header", short = 'H', value_name = "HEADER", value_parser = parse_header)]
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// `Name: value` as a header.
+fn parse_header(text: &str) -> Result<(http::HeaderName, http::HeaderValue), String> {
+    let (name, value) = text.split_once(':').ok_or_else(|| format!("{text:?} is not `Name: value`"))?;
+    let name = http::HeaderName::try_from(name.trim()).map_err(|e| format!("{name:?}: {e}"))?;
+    let value = http::HeaderValue::try_from(value.trim()).map_err(|e| format!("{text:?}: {e}"))?;
+    Ok((name, value))
 }
 
 fn main() -> ExitCode {
@@ -44,7 +56,13 @@ fn main() -> ExitCode {
         .map_err(anyhow::Error::from)
         .and_then(|text| Scenario::parse(&text))
     {
-        Ok(scenario) => args.duration.map_or(scenario.clone(), |d| scenario.with_duration(d)),
+        Ok(scenario) => {
+            let mut scenario = args.duration.map_or(scenario.clone(), |d| scenario.with_duration(d));
+            for endpoint in &mut scenario.endpoints {
+                endpoint.headers.extend(args.headers.iter().cloned());
+            }
+            scenario
+        }
         Err(error) => {
             eprintln!("accel-bench: {}: {error:#}", args.scenario.display());
             return ExitCode::from(64);

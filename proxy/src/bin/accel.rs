@@ -157,7 +157,8 @@ fn advise_command(args: AdviseArgs) -> ExitCode {
 
 /// `accel warm`: exits 0 when every target is cached, 1 when one failed.
 fn warm_command(args: WarmArgs) -> ExitCode {
-    let WarmArgs { proxy, file, concurrency } = args;
+    let WarmArgs { proxy, file, concurrency, headers } = args;
+    let headers: http::HeaderMap = headers.into_iter().collect();
     let input = match file.as_deref().filter(|f| f.as_os_str() != "-") {
         Some(file) => {
             std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))
@@ -180,7 +181,7 @@ fn warm_command(args: WarmArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(accel::warm::run_command(&proxy, &input, concurrency)) {
+    match runtime.block_on(accel::warm::run_command(&proxy, &input, &headers, concurrency)) {
         Ok(summary) if summary.failed.is_empty() => ExitCode::SUCCESS,
         Ok(_) => ExitCode::FAILURE,
         Err(e) => {
