@@ -109,11 +109,10 @@ impl Cache {
             host: host.to_ascii_lowercase().into(),
             path: uri.path().into(),
             seq: self.store.reserve(),
-            leader: None,
+            flight: Flight::Alone,
             store,
             revalidating: false,
             bypass: None,
-            released: false,
         }
     }
 
@@ -161,7 +160,7 @@ impl Cache {
             Some(entry.clone()),
         );
         fill.credentials = headers.contains_key(header::AUTHORIZATION);
-        fill.leader = Some(leader);
+        fill.flight = Flight::Leader(leader);
         let mut pass = self.pass(route, fill);
         pass.count = false;
         Some(pass)

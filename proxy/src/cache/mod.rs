@@ -192,16 +192,40 @@ struct Fill {
     host: Box<str>,
     path: Box<str>,
     seq: Seq,
-    leader: Option<FlightLeader>,
+    /// Where it stands among identical requests in flight.
+    flight: Flight,
     /// Store the answer.
     store: bool,
     /// Validators were sent upstream.
     revalidating: bool,
     /// Report this instead of a miss.
     bypass: Option<BypassReason>,
+}
+
+/// Where a forwarded request stands among identical requests in flight.
+#[derive(Debug)]
+enum Flight {
+    /// It goes upstream on its own: the route does not coalesce, or the request cannot
+    /// share (HEAD, a bypass, a follower that waited too long).
+    Alone,
+    /// It leads: its answer is handed to the followers waiting for it.
+    Leader(FlightLeader),
     /// A follower whose leader failed or could not share: it goes upstream on its own, past
     /// the second level the leader already looked in.
-    released: bool,
+    Released,
+}
+
+impl Flight {
+    /// The leader's handle, if this request leads; it then goes on alone.
+    fn take_leader(&mut self) -> Option<FlightLeader> {
+        match std::mem::replace(self, Self::Alone) {
+            Self::Leader(leader) => Some(leader),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
 }
 
 impl Cache {

@@ -23,7 +23,7 @@ impl Pass {
         }
         let follower = match self.cache.flights.join(fill.key) {
             Role::Leader(leader) => {
-                fill.leader = Some(leader);
+                fill.flight = Flight::Leader(leader);
                 return Coalesced::Forward(self);
             }
             Role::Follower(follower) => follower,
@@ -39,7 +39,7 @@ impl Pass {
             }
             Waited::Shared(_) | Waited::Released => {
                 self.cache.metrics.follower(FollowerResult::Released);
-                fill.released = true;
+                fill.flight = Flight::Released;
                 Coalesced::Forward(self)
             }
             Waited::TimedOut => {
@@ -160,7 +160,7 @@ impl Cache {
             route.metrics.refreshed(same);
         }
         let (mut parts, body) = response.into_parts();
-        let decision = if fill.head || (!fill.store && fill.leader.is_none()) {
+        let decision = if fill.head || (!fill.store && !matches!(fill.flight, Flight::Leader(_))) {
             None
         } else {
             Some(self.decide(&fill, code, &parts.headers, now))
@@ -173,7 +173,7 @@ impl Cache {
         let status = match decision {
             Some(Ok(freshness)) => {
                 let status = forwarded(&fill, code, fill.store);
-                let Fill { key, request, mut tags, host, path, seq, store, leader, rule, .. } = fill;
+                let Fill { key, request, mut tags, host, path, seq, store, mut flight, rule, .. } = fill;
                 tags.extend(origin_tags);
                 let mut headers = parts.headers.clone();
                 let initial_age = headers
@@ -202,7 +202,7 @@ impl Cache {
                     template,
                     seq,
                     store,
-                    leader,
+                    leader: flight.take_leader(),
                     limit,
                 };
                 let collapse_only = rule.is_none();
@@ -276,7 +276,7 @@ impl Cache {
         not_modified: &HeaderMap,
         now: clock::Millis,
     ) -> Answer {
-        let Fill { key, request, credentials, head, seq, leader, .. } = fill;
+        let Fill { key, request, credentials, head, seq, mut flight, .. } = fill;
         let mut headers = conditional::refreshed_headers(&stale.headers, not_modified);
         self.strip_tag_headers(&mut headers);
         let initial_age = not_modified
@@ -300,7 +300,7 @@ impl Cache {
                 stale.clone()
             }
         };
-        if let Some(leader) = leader {
+        if let Some(leader) = flight.take_leader() {
             let variant = collect::key_for(&entry, key, &request);
             leader.publish(Arc::new(Handoff { entry: entry.clone(), variant }));
         }

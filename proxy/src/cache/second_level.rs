@@ -21,7 +21,7 @@ use super::key::CacheKey;
 use super::policy::Freshness;
 use super::status::CacheStatus;
 use super::tag::Tag;
-use super::{Cache, Coalesced, Handoff, Mode, Pass, collect};
+use super::{Cache, Coalesced, Flight, Handoff, Mode, Pass, collect};
 use crate::tier::{L2Lookup, LocalPurge, Purge, RedisTier, SharedEntry};
 
 impl Cache {
@@ -79,7 +79,11 @@ impl Pass {
         let Some(tier) = self.cache.shared.get().cloned() else { return Coalesced::Forward(self) };
         let Mode::Fill(fill) = &mut self.mode else { return Coalesced::Forward(self) };
         let Some(rule) = fill.rule.clone() else { return Coalesced::Forward(self) };
-        if !fill.store || fill.stale.is_some() || fill.bypass.is_some() || fill.released {
+        if !fill.store
+            || fill.stale.is_some()
+            || fill.bypass.is_some()
+            || matches!(fill.flight, Flight::Released)
+        {
             return Coalesced::Forward(self);
         }
         if fill.credentials && !rule.key.includes_credentials() {
@@ -99,7 +103,7 @@ impl Pass {
             return Coalesced::Forward(self);
         };
         self.cache.store.insert(fill.key, &fill.request, entry.clone(), fill.seq);
-        if let Some(leader) = fill.leader.take() {
+        if let Some(leader) = fill.flight.take_leader() {
             leader.publish(Arc::new(Handoff { entry: entry.clone(), variant: fill.key }));
         }
         let status = CacheStatus::Hit { ttl: remaining.as_secs() as i64 };
