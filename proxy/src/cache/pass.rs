@@ -297,25 +297,25 @@ impl Cache {
             .get(header::AGE)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             .map_or(Duration::ZERO, Duration::from_secs);
-        let entry =
-            match policy::storable(rule, credentials.present(), stale.status, &headers, self.now_system(now))
-            {
-                Ok(freshness) => {
-                    let entry = Arc::new(CacheEntry {
-                        headers,
-                        stored_at: now,
-                        initial_age,
-                        freshness,
-                        ..CacheEntry::clone(stale)
-                    });
-                    self.store.insert(key, &request, entry.clone(), seq);
-                    entry
-                }
-                Err(reason) => {
-                    self.metrics.rejected(reason);
-                    stale.clone()
-                }
-            };
+        let decision =
+            policy::storable(rule, credentials.present(), stale.status, &headers, self.now_system(now));
+        let entry = match decision {
+            Ok(freshness) => {
+                let entry = Arc::new(CacheEntry {
+                    headers,
+                    stored_at: now,
+                    initial_age,
+                    freshness,
+                    ..CacheEntry::clone(stale)
+                });
+                self.store.insert(key, &request, entry.clone(), seq);
+                entry
+            }
+            Err(reason) => {
+                self.metrics.rejected(reason);
+                stale.clone()
+            }
+        };
         if let Some(leader) = flight.take_leader() {
             let variant = collect::key_for(&entry, key, &request);
             leader.publish(Arc::new(Handoff { entry: entry.clone(), variant }));
