@@ -274,7 +274,17 @@ async fn with_share_authenticated_the_public_answers_are_shared_and_no_others() 
         proxy(&origin, "{ share_authenticated = true, credential_cookies = [\"session\"] }", "").await,
     );
 
-    let seen = run(&proxy, plan(seed)).await;
+    let planned = plan(seed);
+    let asked = |variant: Variant| {
+        let pairs: std::collections::HashSet<_> = planned
+            .iter()
+            .filter(|p| Variant::of_path(&p.path) == variant)
+            .map(|p| (p.user, p.path.clone()))
+            .collect();
+        pairs.len()
+    };
+    let asked: Vec<usize> = Variant::ALL.iter().map(|v| asked(*v)).collect();
+    let seen = run(&proxy, planned).await;
 
     let rerun = format!("seed {seed} (rerun with ACCEL_ISOLATION_SEED={seed})");
     assert!(seen.problems.is_empty(), "{rerun}: {:?}", &seen.problems[..seen.problems.len().min(5)]);
@@ -282,10 +292,16 @@ async fn with_share_authenticated_the_public_answers_are_shared_and_no_others() 
         let crossed = seen.crossed[variant.index()];
         if variant.shareable() {
             assert!(crossed > 0, "{rerun}: {variant:?} answers were shared among users");
-            // One answer per path, shared by everyone (concurrent misses coalesced).
+            // About one fetch per path, shared by everyone (concurrent misses coalesce; a
+            // request that missed just before a leader stored may still fetch again), where
+            // answers kept per user would need one per user and path.
             let hits: usize =
                 (0..PATHS).map(|p| origin.hits(&format!("/v{}/report/{p}", variant.index()))).sum();
-            assert!(hits <= PATHS, "{rerun}: {variant:?} reached the origin {hits} times for {PATHS} paths");
+            let pairs = asked[variant.index()];
+            assert!(
+                hits * 4 < pairs,
+                "{rerun}: {variant:?} reached the origin {hits} times for {pairs} (user, path) pairs"
+            );
         } else if variant.headers().1.is_some() {
             // `Vary: Authorization` keeps bearer users apart, not cookie users: what the
             // origin said, which the opt-in trusts.
