@@ -8,6 +8,7 @@ mod compress;
 mod failures;
 mod health;
 mod insight;
+mod isolation;
 mod lifecycle;
 mod limit;
 mod redis;

@@ -37,18 +37,22 @@ pub(super) struct Collecting {
     pub leader: Option<FlightLeader>,
     /// Most bytes collected.
     pub limit: usize,
+    /// The entry may be written to the second level (see [`Cache::may_leave_memory`]).
+    pub second_level: bool,
 }
 
 impl Collecting {
     fn finish(self, body: Bytes) {
-        let Self { cache, route, key, request, mut template, seq, store, leader, .. } = self;
+        let Self { cache, route, key, request, mut template, seq, store, leader, second_level, .. } = self;
         template.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         template.body = body;
         let entry = Arc::new(template);
         let variant = key_for(&entry, key, &request);
         if store {
             cache.store.insert(key, &request, entry.clone(), seq);
-            cache.share_entry(key, variant, &entry);
+            if second_level {
+                cache.share_entry(key, variant, &entry);
+            }
             // compress (eager routes): every coding's variant now, in the background.
             if let Some(compress) = route.compress.as_ref().filter(|c| c.policy.eager) {
                 let (mut parts, ()) = http::Response::new(()).into_parts();

@@ -5,6 +5,8 @@ use std::path::Path;
 use http::header::HeaderName;
 use serde::Deserialize;
 
+use super::credential::{CredentialKey, MIN_CONFIGURED_LEN};
+use super::rule::cookie_names;
 use crate::problem::Problems;
 use crate::quantity::parse_size;
 
@@ -31,6 +33,15 @@ pub struct CacheFile {
     /// Bearer token of `POST /cache/purge` on the admin listener. Default: `admin.token`.
     #[serde(default)]
     pub purge_token: Option<String>,
+    /// Cookies that are credentials on every route, like `Authorization`: answers to requests
+    /// carrying them are kept per user. Default none.
+    #[serde(default)]
+    pub credential_cookies: Vec<String>,
+    /// Secret (at least 32 bytes) keying the hash of credentials in cache keys, the same on
+    /// every sidecar sharing `[redis]`. Default: a random key per process, and per-user
+    /// entries stay in memory. Set it from the environment (`ACCEL_CACHE__CREDENTIAL_KEY`).
+    #[serde(default)]
+    pub credential_key: Option<String>,
 }
 
 /// The validated `[cache]`.
@@ -45,6 +56,10 @@ pub struct CacheConfig {
     /// Bearer token of the purge endpoint (`cache.purge_token`, else `admin.token`); `None`
     /// disables it.
     pub purge_token: Option<String>,
+    /// Cookie names that are credentials on every route (a route may add its own).
+    pub credential_cookies: Vec<Box<str>>,
+    /// The key of the credential hash in per-user cache keys (see [`super::credential`]).
+    pub credential_key: CredentialKey,
     /// Cache time: the system clock (following Tokio's), or a manual one injected by tests.
     pub clock: super::Clock,
 }
@@ -61,6 +76,8 @@ impl Default for CacheConfig {
             strip_tag_headers: true,
             x_cache_status: false,
             purge_token: None,
+            credential_cookies: Vec::new(),
+            credential_key: CredentialKey::random(),
             clock: super::Clock::system(),
         }
     }
@@ -79,6 +96,8 @@ pub fn convert(file: CacheFile, admin_token: Option<&str>, p: &mut Problems, sho
         strip_tag_headers,
         x_cache_status,
         purge_token,
+        credential_cookies,
+        credential_key,
     } = file;
     let defaults = CacheConfig::default();
     let memory = match memory {
@@ -109,6 +128,25 @@ pub fn convert(file: CacheFile, admin_token: Option<&str>, p: &mut Problems, sho
     let tag_headers = names("cache.tag_headers", tag_headers, defaults.tag_headers);
     let invalidation_headers =
         names("cache.invalidation_headers", invalidation_headers, defaults.invalidation_headers);
+    let credential_cookies = cookie_names(credential_cookies, "cache.credential_cookies", |key, message| {
+        p.at(shown, key, message)
+    });
+    let credential_key = match credential_key {
+        None => defaults.credential_key,
+        Some(secret) if secret.len() < MIN_CONFIGURED_LEN => {
+            // The length only: the secret itself is never repeated.
+            p.at(
+                shown,
+                "cache.credential_key",
+                format!(
+                    "is {} bytes long; use at least {MIN_CONFIGURED_LEN} random bytes (e.g. `openssl rand -hex 32`)",
+                    secret.len()
+                ),
+            );
+            defaults.credential_key
+        }
+        Some(secret) => CredentialKey::configured(secret.as_bytes()),
+    };
     CacheConfig {
         memory,
         tag_headers,
@@ -116,6 +154,8 @@ pub fn convert(file: CacheFile, admin_token: Option<&str>, p: &mut Problems, sho
         strip_tag_headers: strip_tag_headers.unwrap_or(true),
         x_cache_status: x_cache_status.unwrap_or(false),
         purge_token: purge_token.filter(|t| !t.is_empty()).or_else(|| admin_token.map(str::to_owned)),
+        credential_cookies,
+        credential_key,
         clock: defaults.clock,
     }
 }
@@ -142,5 +182,30 @@ mod tests {
         assert_eq!(config.purge_token.as_deref(), Some("p"));
         let text = p.to_string();
         assert!(text.contains("key `cache.memory`") && text.contains("key `cache.tag_headers`"), "{text}");
+    }
+
+    #[test]
+    fn a_credential_key_is_configured_or_random_and_short_ones_are_refused() {
+        let mut p = Problems::default();
+        let config = convert(CacheFile::default(), None, &mut p, Path::new("accel.toml"));
+        assert!(!config.credential_key.is_configured() && config.credential_cookies.is_empty());
+        let file = CacheFile {
+            credential_key: Some("k".repeat(MIN_CONFIGURED_LEN)),
+            credential_cookies: vec!["session".into()],
+            ..CacheFile::default()
+        };
+        let config = convert(file, None, &mut p, Path::new("accel.toml"));
+        assert!(p.is_empty(), "{p}");
+        assert!(config.credential_key.is_configured());
+        assert_eq!(config.credential_cookies, vec![Box::<str>::from("session")]);
+        let file = CacheFile {
+            credential_key: Some("hunter2".into()),
+            credential_cookies: vec!["bad cookie".into()],
+            ..CacheFile::default()
+        };
+        convert(file, None, &mut p, Path::new("accel.toml"));
+        let text = p.to_string();
+        assert!(text.contains("key `cache.credential_key`") && !text.contains("hunter2"), "{text}");
+        assert!(text.contains("key `cache.credential_cookies`"), "{text}");
     }
 }

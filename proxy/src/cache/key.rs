@@ -7,6 +7,9 @@
 //! them, and two different credentials never share a key when the key lists them. Getting the
 //! key too coarse serves one client's answer to another; too fine only costs hit rate.
 //!
+//! Requests that carry credentials are keyed per user by default: [`CacheKey::credentialed`]
+//! mixes in a keyed hash of them (see [`super::credential`]), never the credential itself.
+//!
 //! GET and HEAD share keys (a HEAD is answered from the GET entry). `Vary` adds a second
 //! level: [`CacheKey::variant`] mixes the values of the varying request headers into the
 //! primary key.
@@ -15,6 +18,8 @@ use std::fmt;
 
 use http::header::{self, HeaderMap, HeaderName};
 use xxhash_rust::xxh3::{Xxh3, xxh3_128};
+
+use super::credential::CredentialHash;
 
 /// A cache key: a 128-bit hash of the request parts the route keys on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,6 +35,17 @@ impl CacheKey {
             hasher.update(name.as_str().as_bytes());
             write_values(&mut hasher, request, name);
         }
+        CacheKey(hasher.digest128())
+    }
+
+    /// The key of the same request for one user: the route's key mixed with the keyed hash
+    /// of the request's credentials ([`super::credential`]). Only requests with the same
+    /// credentials compute it; variants (`Vary`) derive from it like from any primary key.
+    pub fn credentialed(self, credentials: CredentialHash) -> CacheKey {
+        let mut hasher = Xxh3::new();
+        hasher.update(&self.0.to_le_bytes());
+        hasher.update(b"\xffcredentials");
+        hasher.update(&credentials.0.to_le_bytes());
         CacheKey(hasher.digest128())
     }
 
@@ -152,7 +168,7 @@ fn write_values(hasher: &mut Xxh3, headers: &HeaderMap, name: &HeaderName) {
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+pub(super) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -249,6 +265,20 @@ mod tests {
         assert_eq!(en, primary.variant(&vary, &headers(&[("accept-language", "en")])));
         assert_ne!(en, primary.variant(&vary, &headers(&[("accept-language", "fr")])));
         assert_ne!(en, primary);
+    }
+
+    #[test]
+    fn a_credentialed_key_differs_per_user_and_from_the_shared_key() {
+        let primary = key(&KeySpec::default(), "h", "/p", None, &[]);
+        let alice = primary.credentialed(CredentialHash(1));
+        assert_eq!(alice, primary.credentialed(CredentialHash(1)));
+        assert_ne!(alice, primary.credentialed(CredentialHash(2)));
+        assert_ne!(alice, primary);
+        let other_path = key(&KeySpec::default(), "h", "/q", None, &[]);
+        assert_ne!(alice, other_path.credentialed(CredentialHash(1)));
+        let vary = [header::ACCEPT_LANGUAGE];
+        let en = headers(&[("accept-language", "en")]);
+        assert_ne!(alice.variant(&vary, &en), primary.variant(&vary, &en));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use http::header::{self, HeaderMap};
+use http::header::HeaderMap;
 use http::{Method, Request, Uri};
 
 use super::*;
@@ -45,8 +45,19 @@ impl Cache {
         if directive == ClientDirective::NoStore {
             return self.through(route, Some(CacheStatus::Bypass(BypassReason::Request)), None);
         }
-        let key = rule.key.key(Some(host), uri.path(), uri.query(), headers);
-        let credentials = headers.contains_key(header::AUTHORIZATION);
+        let credentials = Credentials::of(
+            &self.config.credential_key,
+            headers,
+            &self.config.credential_cookies,
+            &rule.credential_cookies,
+            rule.share_authenticated,
+        );
+        let mut key = rule.key.key(Some(host), uri.path(), uri.query(), headers);
+        if let Credentials::Keyed(hash) = credentials {
+            // Per user: neither the store, nor a flight, nor the second level is shared.
+            key = key.credentialed(hash);
+            route.metrics.credential_keyed();
+        }
         let mut stale = None;
         let mut bypass = None;
         if let Some(entry) = self.store.get(key, headers) {
@@ -63,7 +74,8 @@ impl Cache {
                         return Lookup::Answer(self.answer(&entry, head, headers, now, status));
                     }
                     Staleness::Stale { by } if by < entry.freshness.stale_while_revalidate => {
-                        let refresh = self.refresh(route, key, rule, &entry, params, host, request);
+                        let refresh =
+                            self.refresh(route, key, rule, &entry, params, host, request, credentials);
                         let status = CacheStatus::StaleWhileRevalidate { ttl: stale_ttl(by) };
                         route.metrics.lookup(CacheResult::Stale);
                         let answer = self.answer(&entry, head, headers, now, status);
@@ -102,7 +114,7 @@ impl Cache {
             key,
             rule,
             request: headers.clone(),
-            credentials: false,
+            credentials: Credentials::None,
             head: false,
             stale,
             tags,
@@ -146,6 +158,7 @@ impl Cache {
         params: &PathParams,
         host: &str,
         request: &Request<B>,
+        credentials: Credentials,
     ) -> Option<Pass> {
         let leader = self.flights.lead(key)?;
         let headers = request.headers();
@@ -159,7 +172,7 @@ impl Cache {
             true,
             Some(entry.clone()),
         );
-        fill.credentials = headers.contains_key(header::AUTHORIZATION);
+        fill.credentials = credentials;
         fill.flight = Flight::Leader(leader);
         let mut pass = self.pass(route, fill);
         pass.count = false;

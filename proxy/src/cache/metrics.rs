@@ -9,6 +9,8 @@
 //! - `accel_cache_purges_total{kind}`, `accel_cache_purged_entries_total`;
 //! - `accel_cache_coalesced_followers_total{result}` (served, timeout, released);
 //! - `accel_cache_background_refreshes_total{result}` (stored, revalidated, failed);
+//! - `accel_cache_credential_keyed_total{route}`: lookups of requests with credentials whose
+//!   key included the hash of their credentials (kept per user, see [`super::credential`]);
 //! - `accel_cache_refreshes_total{route,result}`: stale entries the origin answered again,
 //!   `unchanged` (a 304, or the same ETag) or `changed` — what TTL advice rests on.
 
@@ -123,6 +125,12 @@ pub struct CacheMetrics {
     followers: [Counter; 3],
     refreshes: [Counter; 3],
     refreshed: Family<LookupLabels, Counter>,
+    credential_keyed: Family<RouteLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
 }
 
 impl CacheMetrics {
@@ -135,6 +143,7 @@ impl CacheMetrics {
         let followers_family = Family::<OutcomeLabels, Counter>::default();
         let refreshes_family = Family::<OutcomeLabels, Counter>::default();
         let refreshed = Family::<LookupLabels, Counter>::default();
+        let credential_keyed = Family::<RouteLabels, Counter>::default();
         let this = Self {
             lookups: lookups.clone(),
             stores: Counter::default(),
@@ -151,6 +160,7 @@ impl CacheMetrics {
             refreshes: RefreshResult::ALL
                 .map(|result| refreshes_family.get_or_create(&OutcomeLabels { result }).clone()),
             refreshed: refreshed.clone(),
+            credential_keyed: credential_keyed.clone(),
         };
         metrics.register("cache_lookups", "Requests on caching routes, by route and cache result", lookups);
         metrics.register("cache_stores", "Answers stored in the cache", this.stores.clone());
@@ -179,6 +189,11 @@ impl CacheMetrics {
             "Stale entries answered again by the origin, by route and whether the answer changed",
             refreshed,
         );
+        metrics.register(
+            "cache_credential_keyed",
+            "Lookups keyed on a hash of the request's credentials (kept per user), by route",
+            credential_keyed,
+        );
         this
     }
 
@@ -198,6 +213,10 @@ impl CacheMetrics {
         RouteCacheMetrics {
             lookups: CacheResult::ALL.map(lookup),
             refreshed: [refreshed("unchanged"), refreshed("changed")],
+            credential_keyed: self
+                .credential_keyed
+                .get_or_create(&RouteLabels { route: route.as_str().to_owned() })
+                .clone(),
         }
     }
 
@@ -235,6 +254,7 @@ pub struct RouteCacheMetrics {
     lookups: [Counter; CacheResult::ALL.len()],
     /// Unchanged, changed.
     refreshed: [Counter; 2],
+    credential_keyed: Counter,
 }
 
 impl RouteCacheMetrics {
@@ -246,6 +266,11 @@ impl RouteCacheMetrics {
         }
         let i = CacheResult::ALL.iter().position(|r| *r == result).unwrap_or(0);
         self.lookups[i].inc();
+    }
+
+    /// Counts a lookup keyed on the request's credentials.
+    pub fn credential_keyed(&self) {
+        self.credential_keyed.inc();
     }
 
     /// Counts a stale entry the origin answered again: `unchanged` for a 304 or the same

@@ -22,7 +22,8 @@
 //! One job per file: `lookup`, `pass` (coalescing and the answer's way back), `collect` (the
 //! body that stores an answer as it streams), `second_level`, `invalidate`, `answer` (answers
 //! from entries and the cache's headers), [`purge`] (an operator's purge request). One concept
-//! per file under them: [`key`] (the 128-bit key), [`policy`] (RFC 9111 storability and
+//! per file under them: [`key`] (the 128-bit key), [`credential`] (requests with credentials
+//! keyed per user unless the route shares them), [`policy`] (RFC 9111 storability and
 //! freshness), [`entry`] (a stored answer), [`store`] (moka, weighed in bytes, with O(1) tag
 //! purges), [`tag`] (tags and templates), [`conditional`] (304s both ways), [`status`]
 //! (`Cache-Status`), [`rule`] and [`config`] (operator fields → runtime), [`metrics`] and
@@ -33,6 +34,7 @@ pub mod clock;
 mod collect;
 pub mod conditional;
 pub mod config;
+pub mod credential;
 pub mod entry;
 mod invalidate;
 pub mod key;
@@ -65,6 +67,7 @@ pub use store::CacheStore;
 pub use tag::Tag;
 
 use self::collect::{CollectBody, Collecting};
+use self::credential::Credentials;
 use self::entry::Staleness;
 use self::invalidate::Invalidation;
 use self::key::KeySpec;
@@ -183,7 +186,7 @@ struct Fill {
     /// `None`: a route that only collapses identical GETs.
     rule: Option<Arc<CacheRule>>,
     request: HeaderMap,
-    credentials: bool,
+    credentials: Credentials,
     head: bool,
     /// The stale entry being revalidated, if any.
     stale: Option<Arc<CacheEntry>>,
@@ -259,9 +262,13 @@ pub(super) fn stale_ttl(by: Duration) -> i64 {
     -(by.as_secs_f64().ceil() as i64).max(1)
 }
 
-/// True when `entry` may answer a request with (or without) credentials.
-pub(super) fn usable(entry: &CacheEntry, credentials: bool, rule: &CacheRule) -> bool {
-    !credentials || entry.freshness.shared_with_credentials || rule.key.includes_credentials()
+/// True when `entry` may answer a request with `credentials`. A credential-keyed entry was
+/// found under a key only the same credentials compute.
+pub(super) fn usable(entry: &CacheEntry, credentials: Credentials, rule: &CacheRule) -> bool {
+    match credentials {
+        Credentials::None | Credentials::Keyed(_) => true,
+        Credentials::Shared => entry.freshness.shared_with_credentials || rule.key.includes_credentials(),
+    }
 }
 
 #[cfg(test)]
@@ -292,6 +299,10 @@ mod tests {
 
     fn request(path: &str) -> Request<()> {
         Request::get(path).header("host", "api.test").body(()).unwrap()
+    }
+
+    fn request_as(path: &str, token: &str) -> Request<()> {
+        Request::get(path).header("host", "api.test").header("authorization", token).body(()).unwrap()
     }
 
     fn upstream_answer(body: &'static str, cache_control: &'static str) -> Response<Body> {
@@ -392,5 +403,53 @@ mod tests {
         assert_eq!(hit.response.headers()[CACHE_STATUS.clone()], "accel; hit; ttl=56");
         assert_eq!(hit.response.headers().get_all("age").iter().count(), 1);
         assert_eq!(text(hit).await, "lead 3");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_public_answer_to_one_user_is_kept_from_the_others_unless_the_route_shares() {
+        for share in [false, true] {
+            let (cache, route) = setup(CacheRule { share_authenticated: share, ..CacheRule::default() });
+            let params = PathParams::default();
+            let look =
+                |token: &str| cache.lookup(&route, &params, Some("api.test"), &request_as("/me", token));
+
+            let alice = forward(look("Bearer alice"));
+            text(alice.complete(Ok(upstream_answer("alice's", "public, max-age=60")))).await;
+            assert_eq!(text(answered(look("Bearer alice"))).await, "alice's");
+            let bob = look("Bearer bob");
+            if share {
+                assert_eq!(text(answered(bob)).await, "alice's", "shared as RFC 9111 §3.5 allows");
+            } else {
+                let bob = forward(bob).complete(Ok(upstream_answer("bob's", "public, max-age=60")));
+                assert_eq!(bob.result, CacheResult::Miss);
+                assert_eq!(text(bob).await, "bob's");
+                assert_eq!(text(answered(look("Bearer alice"))).await, "alice's");
+                assert_eq!(text(answered(look("Bearer bob"))).await, "bob's");
+                let anonymous = cache.lookup(&route, &params, Some("api.test"), &request("/me"));
+                assert!(matches!(anonymous, Lookup::Forward(_)), "no credentials: no user's entry");
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn identical_misses_of_two_users_lead_a_flight_each() {
+        let (cache, route) = setup(CacheRule::default());
+        let params = PathParams::default();
+        let look = |token: &str| cache.lookup(&route, &params, Some("api.test"), &request_as("/me", token));
+
+        let Coalesced::Forward(alice) = forward(look("Bearer alice")).coalesce().await else {
+            panic!("alice leads")
+        };
+        let bob = tokio::time::timeout(Duration::from_millis(1), forward(look("Bearer bob")).coalesce());
+        let Ok(Coalesced::Forward(bob)) = bob.await else {
+            panic!("bob leads his own flight: he never waits for alice's answer")
+        };
+        let alice_again = tokio::spawn(forward(look("Bearer alice")).coalesce());
+        tokio::task::yield_now().await;
+        assert_eq!(cache.waiting_followers(), 1);
+        text(bob.complete(Ok(upstream_answer("bob's", "public, max-age=60")))).await;
+        text(alice.complete(Ok(upstream_answer("alice's", "public, max-age=60")))).await;
+        let Coalesced::Answer(answer) = alice_again.await.unwrap() else { panic!("alice's follower") };
+        assert_eq!(text(answer).await, "alice's");
     }
 }

@@ -173,7 +173,19 @@ impl Cache {
         let status = match decision {
             Some(Ok(freshness)) => {
                 let status = forwarded(&fill, code, fill.store);
-                let Fill { key, request, mut tags, host, path, seq, store, mut flight, rule, .. } = fill;
+                let Fill {
+                    key,
+                    request,
+                    mut tags,
+                    host,
+                    path,
+                    seq,
+                    store,
+                    mut flight,
+                    rule,
+                    credentials,
+                    ..
+                } = fill;
                 tags.extend(origin_tags);
                 let mut headers = parts.headers.clone();
                 let initial_age = headers
@@ -204,6 +216,7 @@ impl Cache {
                     store,
                     leader: flight.take_leader(),
                     limit,
+                    second_level: self.may_leave_memory(credentials),
                 };
                 let collapse_only = rule.is_none();
                 let mut response = Response::from_parts(parts, Body::boxed(CollectBody::new(body, filling)));
@@ -255,7 +268,8 @@ impl Cache {
                 shared_with_credentials: false,
             });
         };
-        let freshness = policy::storable(rule, fill.credentials, code, headers, self.now_system(now))?;
+        let freshness =
+            policy::storable(rule, fill.credentials.present(), code, headers, self.now_system(now))?;
         let declared = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -283,7 +297,9 @@ impl Cache {
             .get(header::AGE)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             .map_or(Duration::ZERO, Duration::from_secs);
-        let entry = match policy::storable(rule, credentials, stale.status, &headers, self.now_system(now)) {
+        let decision =
+            policy::storable(rule, credentials.present(), stale.status, &headers, self.now_system(now));
+        let entry = match decision {
             Ok(freshness) => {
                 let entry = Arc::new(CacheEntry {
                     headers,

@@ -2,9 +2,11 @@
 //!
 //! - Stored: answers to GET with a cacheable status, without `no-store`, `private` or
 //!   `no-cache`, without `Set-Cookie` (unless the rule allows it), without `Vary: *`.
-//! - An answer to a request carrying `Authorization` is stored only when the response says a
-//!   shared cache may (`public`, `s-maxage`, `must-revalidate`, §3.5) or the route's key
-//!   includes the credential.
+//! - An answer to a request carrying credentials (`Authorization`, or a credential cookie) is
+//!   stored only when the response says a shared cache may (`public`, `s-maxage`,
+//!   `must-revalidate`, §3.5) or the route's key includes the credential. Where it is stored
+//!   is the key's business: per user unless the route has `share_authenticated`
+//!   ([`super::credential`]).
 //! - Freshness: by default the origin's `s-maxage`, then `max-age`, then `Expires` win, and
 //!   the rule's `ttl` applies when the origin is silent (as nginx's `proxy_cache_valid`); with
 //!   `origin_cache_control = false` the rule's `ttl` wins. The stale windows are the rule's,
@@ -342,6 +344,14 @@ mod tests {
             ..rule(Some(60))
         };
         assert!(ask(&keyed, &[("cache-control", "max-age=60")]).is_ok());
+        assert!(ask(&r, &[("cache-control", "must-revalidate, max-age=60")]).is_ok());
+        assert_eq!(ask(&r, &[("cache-control", "public, private, max-age=60")]), Err(RejectReason::Private));
+        let sharing = CacheRule { share_authenticated: true, ..rule(Some(60)) };
+        assert_eq!(
+            ask(&sharing, &[("cache-control", "max-age=60")]),
+            Err(RejectReason::Credentials),
+            "sharing routes store only what §3.5 allows"
+        );
     }
 
     #[test]

@@ -46,6 +46,14 @@ pub struct CacheRuleFile {
     /// Which request parts form the key.
     #[serde(default)]
     pub key: Option<KeyFile>,
+    /// Share answers among requests with credentials as RFC 9111 §3.5 allows (`public`,
+    /// `s-maxage`, `must-revalidate`). Default false: they are kept per user.
+    #[serde(default)]
+    pub share_authenticated: Option<bool>,
+    /// Cookies that are credentials on this route, besides `Authorization` and
+    /// `[cache] credential_cookies` of `accel.toml`.
+    #[serde(default)]
+    pub credential_cookies: Vec<String>,
 }
 
 /// `key = { ... }` of a route's cache.
@@ -111,6 +119,12 @@ pub struct CacheRule {
     pub client_no_cache: ClientNoCache,
     pub allow_set_cookie: bool,
     pub key: KeySpec,
+    /// Requests with credentials share answers as RFC 9111 §3.5 allows; false (the
+    /// default): their key includes a keyed hash of the credentials (see
+    /// [`super::credential`]).
+    pub share_authenticated: bool,
+    /// Cookie names that are credentials on this route (added to the sidecar's).
+    pub credential_cookies: Vec<Box<str>>,
 }
 
 impl Default for CacheRule {
@@ -125,6 +139,8 @@ impl Default for CacheRule {
             client_no_cache: ClientNoCache::Ignore,
             allow_set_cookie: false,
             key: KeySpec::default(),
+            share_authenticated: false,
+            credential_cookies: Vec::new(),
         }
     }
 }
@@ -201,6 +217,8 @@ fn convert_rule(file: CacheRuleFile, at: &mut impl FnMut(&str, String)) -> Optio
         client_no_cache,
         allow_set_cookie,
         key,
+        share_authenticated,
+        credential_cookies,
     } = file;
     let mut duration = |key: &str, text: Option<String>| -> Option<Duration> {
         parse_duration(&text?).map_err(|e| at(key, e)).ok()
@@ -238,6 +256,7 @@ fn convert_rule(file: CacheRuleFile, at: &mut impl FnMut(&str, String)) -> Optio
         }
     };
     let key = key.map_or_else(KeySpec::default, |k| convert_key(k, at));
+    let credential_cookies = cookie_names(credential_cookies, "cache.credential_cookies", &mut *at);
     if enabled == Some(false) {
         return None;
     }
@@ -251,6 +270,8 @@ fn convert_rule(file: CacheRuleFile, at: &mut impl FnMut(&str, String)) -> Optio
         client_no_cache,
         allow_set_cookie: allow_set_cookie.unwrap_or(false),
         key,
+        share_authenticated: share_authenticated.unwrap_or(false),
+        credential_cookies,
     })
 }
 
@@ -276,18 +297,23 @@ fn convert_key(file: KeyFile, at: &mut impl FnMut(&str, String)) -> KeySpec {
                 .ok()
         })
         .collect();
-    let cookies = cookies
+    let cookies = cookie_names(cookies, "cache.key.cookies", &mut *at);
+    KeySpec { host: host.unwrap_or(true), query, headers, cookies }
+}
+
+/// The valid cookie names of `names`; the others are problems at `key`.
+pub fn cookie_names(names: Vec<String>, key: &str, mut at: impl FnMut(&str, String)) -> Vec<Box<str>> {
+    names
         .into_iter()
         .filter(|name| {
-            let ok = !name.is_empty() && !name.contains([';', '=', ' ']);
+            let ok = !name.is_empty() && !name.contains([';', '=', ' ', ',']);
             if !ok {
-                at("cache.key.cookies", format!("{name:?} is not a cookie name"));
+                at(key, format!("{name:?} is not a cookie name"));
             }
             ok
         })
         .map(Into::into)
-        .collect();
-    KeySpec { host: host.unwrap_or(true), query, headers, cookies }
+        .collect()
 }
 
 fn templates(texts: &[String], key: &str, at: &mut impl FnMut(&str, String)) -> Vec<TagTemplate> {
@@ -320,7 +346,8 @@ mod tests {
             r#"
             cache = { ttl = "5m", stale_while_revalidate = "30s", stale_if_error = "1h", tags = ["lead:{path.id}"],
                       max_object_size = "64KiB", origin_cache_control = false, client_no_cache = "revalidate",
-                      allow_set_cookie = true, key = { host = false, query = ["tier"], headers = ["Authorization"], cookies = ["sid"] } }
+                      allow_set_cookie = true, key = { host = false, query = ["tier"], headers = ["Authorization"], cookies = ["sid"] },
+                      share_authenticated = true, credential_cookies = ["session"] }
             invalidate = ["leads"]
             coalesce = { follower_timeout = "2s" }
             "#,
@@ -334,6 +361,8 @@ mod tests {
         assert_eq!(rule.client_no_cache, ClientNoCache::Revalidate);
         assert!(rule.key.includes_credentials());
         assert_eq!(rule.key.query, QueryKey::Only(vec!["tier".into()]));
+        assert!(rule.share_authenticated);
+        assert_eq!(rule.credential_cookies, vec![Box::<str>::from("session")]);
         assert_eq!(route.invalidate.len(), 1);
         assert_eq!(route.coalesce, CoalesceRule { enabled: true, follower_timeout: Duration::from_secs(2) });
     }
@@ -349,11 +378,19 @@ mod tests {
     }
 
     #[test]
+    fn credentials_are_kept_per_user_unless_the_route_shares_them() {
+        let (route, problems) = parse("cache = {}");
+        assert!(problems.is_empty(), "{problems:?}");
+        let rule = route.rule.unwrap();
+        assert!(!rule.share_authenticated && rule.credential_cookies.is_empty());
+    }
+
+    #[test]
     fn problems_name_their_key() {
         let (_, problems) = parse(
             r#"
             cache = { ttl = "soon", max_object_size = "big", client_no_cache = "always", tags = ["a {b}"],
-                      key = { query = "some", headers = ["bad header"] } }
+                      key = { query = "some", headers = ["bad header"] }, credential_cookies = ["a=b"] }
             invalidate = ["x:{nope.y}"]
             coalesce = { follower_timeout = "0s" }
             "#,
@@ -368,6 +405,7 @@ mod tests {
                 "cache.client_no_cache",
                 "cache.key.query",
                 "cache.key.headers",
+                "cache.credential_cookies",
                 "invalidate",
                 "coalesce.follower_timeout"
             ]

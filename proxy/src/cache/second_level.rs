@@ -9,13 +9,21 @@
 //!
 //! Answers that vary (`Vary`) stay in memory only: the second level is keyed by the primary
 //! key. Second-level entries do not record whether they may answer requests with
-//! `Authorization`, so such requests use them only when the rule keys on the credential.
+//! `Authorization`, so on routes with `share_authenticated` such requests use them only when
+//! the rule keys on the credential.
+//!
+//! Per-user entries (keyed on a hash of the request's credentials, [`super::credential`]) go
+//! to the second level only when `[cache] credential_key` is configured: every sidecar with
+//! that key computes the same per-user keys. With the default per-process random key no
+//! other sidecar could find them, so they stay in this process's memory (and no per-user
+//! answer is written to Redis).
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use http::Uri;
 
+use super::credential::Credentials;
 use super::entry::{CacheEntry, Staleness};
 use super::key::CacheKey;
 use super::policy::Freshness;
@@ -29,6 +37,11 @@ impl Cache {
     /// ways. Only the first call counts.
     pub fn share(self: &Arc<Self>, tier: Arc<RedisTier>) {
         if self.shared.set(tier.clone()).is_ok() {
+            if !self.config.credential_key.is_configured() {
+                tracing::info!(
+                    "answers to requests with credentials stay in memory: set cache.credential_key to share them through redis"
+                );
+            }
             tier.attach(self.clone());
         }
     }
@@ -41,6 +54,15 @@ impl Cache {
         }
         let (tier, shared) = (tier.clone(), to_shared(entry));
         tokio::spawn(async move { tier.l2_put(&key.to_string(), &shared).await });
+    }
+
+    /// True when an entry for a request with `credentials` may be written to (and read from)
+    /// the second level: always, except per-user entries under a per-process key.
+    pub(super) fn may_leave_memory(&self, credentials: Credentials) -> bool {
+        match credentials {
+            Credentials::None | Credentials::Shared => true,
+            Credentials::Keyed(_) => self.config.credential_key.is_configured(),
+        }
     }
 
     /// Sends a purge already applied to this store to the other sidecars and the second level.
@@ -86,7 +108,12 @@ impl Pass {
         {
             return Coalesced::Forward(self);
         }
-        if fill.credentials && !rule.key.includes_credentials() {
+        let usable = match fill.credentials {
+            Credentials::None => true,
+            Credentials::Shared => rule.key.includes_credentials(),
+            Credentials::Keyed(_) => self.cache.may_leave_memory(fill.credentials),
+        };
+        if !usable {
             return Coalesced::Forward(self);
         }
         let L2Lookup::Hit(shared) = tier.l2_get(&fill.key.to_string()).await else {
