@@ -10,6 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use notify_debouncer_mini::{DebounceEventResult, new_debouncer, notify::RecursiveMode};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::sync::mpsc;
 
 use crate::proxy::Proxy;
@@ -54,6 +57,8 @@ pub struct Reloader {
     /// The watched files as last seen: a file event reloads only when they differ (reading
     /// the files to reload them is itself an event that must not reload again).
     seen: Fingerprint,
+    /// File events handled, by what they led to.
+    events: FileEvents,
     watcher: Option<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>>,
     #[cfg(unix)]
     hangup: Option<tokio::signal::unix::Signal>,
@@ -73,12 +78,14 @@ impl Reloader {
         let watched = watched(proxy);
         let watcher = watch_files(proxy.config_path(), proxy.rules_globs(), tx);
         let seen = Fingerprint::of(&watched);
+        let events = FileEvents::register(&proxy.metrics);
         #[cfg(unix)]
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         Self {
             rx,
             watched,
             seen,
+            events,
             watcher,
             #[cfg(unix)]
             hangup,
@@ -91,6 +98,7 @@ impl Reloader {
             mut rx,
             watched,
             mut seen,
+            events,
             watcher,
             #[cfg(unix)]
             mut hangup,
@@ -110,13 +118,46 @@ impl Reloader {
                 () = &mut shutdown => break,
                 Some(()) = sighup => reload_now(&proxy, "sighup"),
                 Some(()) = rx.recv() => {
-                    if seen.update(&watched) {
+                    let changed = seen.update(&watched);
+                    if changed {
                         reload_now(&proxy, "file change");
                     }
+                    // Counted once handled: a count that follows an event means it is done with.
+                    events.count(changed);
                 }
             }
         }
         drop(watcher);
+    }
+}
+
+/// `accel_config_file_events_total`: batches of file events the watcher handled, by whether
+/// the files had changed (`reload`) or not (`unchanged`: a file read, touched or rewritten the
+/// same).
+#[derive(Debug, Clone)]
+struct FileEvents(Family<EventLabels, Counter>);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    result: &'static str,
+}
+
+impl FileEvents {
+    /// Registers the family, both results shown from the start (at 0).
+    fn register(metrics: &crate::metrics::Metrics) -> Self {
+        let family = metrics.family(
+            "config_file_events",
+            "Batches of file events the configuration watcher handled, by result (reload, unchanged)",
+            Family::default,
+        );
+        for result in ["reload", "unchanged"] {
+            let _ = family.get_or_create(&EventLabels { result });
+        }
+        Self(family)
+    }
+
+    fn count(&self, changed: bool) {
+        self.0.get_or_create(&EventLabels { result: if changed { "reload" } else { "unchanged" } }).inc();
     }
 }
 
