@@ -478,3 +478,61 @@ async fn a_route_naming_a_removed_upstream_is_a_reload_error() {
     assert!(proxy.metric(RELOAD_ERROR).await >= 1.0);
     assert_eq!(proxy.get("/other/x").await.text(), "other", "the old upstream still serves");
 }
+
+#[tokio::test]
+async fn changed_compress_defaults_apply_to_every_route() {
+    let document = "[".to_owned() + &"{\"id\":1,\"city\":\"Lyon\"},".repeat(400) + "{}]";
+    let origin = FakeOrigin::new()
+        .route("/*", document.clone())
+        .header("content-type", "application/json")
+        .start()
+        .await;
+    let proxy = TestProxy::builder()
+        .upstream("api", &[origin.addr()])
+        .rules(&route("all", "/"))
+        .sidecar_toml("[compress]\nenabled = false\n")
+        .start()
+        .await;
+    let get = || async {
+        let request = proxy.request(Method::GET, "/doc").header("accept-encoding", "gzip");
+        proxy.send(request.body(body::empty()).unwrap()).await
+    };
+    assert_eq!(get().await.header("content-encoding"), None);
+
+    proxy.rewrite_config(&proxy.config_text().replace("enabled = false", "enabled = true"));
+    assert!(proxy.reload_config().expect("valid accel.toml").restart.is_empty());
+
+    let answer = get().await;
+    assert_eq!(answer.header("content-encoding"), Some("gzip"));
+    assert!(answer.body.len() < document.len());
+}
+
+#[tokio::test]
+async fn a_health_check_added_by_a_reload_runs() {
+    let sick = FakeOrigin::new().route("/health", "down").status(503).route("/*", "sick").start().await;
+    let well = FakeOrigin::new().route("/*", "well").start().await;
+    let proxy = TestProxy::builder()
+        .upstream("api", &[sick.addr(), well.addr()])
+        .rules(&route("all", "/"))
+        .start()
+        .await;
+    let state = || async {
+        let status = proxy.status_json().await;
+        status["upstreams"][0]["endpoints"][0]["state"].as_str().map(str::to_owned)
+    };
+    assert_eq!(state().await.as_deref(), Some("healthy"), "no checks yet");
+
+    let line = endpoints(&[sick.addr(), well.addr()]);
+    let checked =
+        format!("{line}\nhealth = {{ path = \"/health\", interval = \"20ms\", unhealthy_threshold = 1 }}");
+    proxy.rewrite_config(&proxy.config_text().replace(&line, &checked));
+    proxy.reload_config().expect("valid accel.toml");
+
+    eventually_async("the new check marks the endpoint", || async {
+        state().await.as_deref() == Some("unhealthy")
+    })
+    .await;
+    for _ in 0..10 {
+        assert_eq!(proxy.get("/x").await.text(), "well");
+    }
+}
