@@ -67,7 +67,9 @@ impl TestProxyBuilder {
         self
     }
 
-    /// Edits the loaded, validated configuration before the sidecar starts.
+    /// Edits the loaded, validated configuration before the sidecar starts. A reload reads
+    /// `accel.toml` again: an edited live setting does not survive it (write it in the file
+    /// with [`sidecar_toml`](Self::sidecar_toml) instead).
     pub fn config(mut self, edit: impl FnOnce(&mut Config) + 'static) -> Self {
         self.edit = Some(Box::new(edit));
         self
