@@ -264,6 +264,9 @@ impl Proxy {
         self.check_health(&mut lock(&self.health), &upstreams);
         for gone in before.upstreams.iter().filter(|u| !upstreams.iter().any(|n| n.name == u.name)) {
             tracing::info!(upstream = %gone.name, "upstream removed; its requests in flight finish");
+            for endpoint in &gone.endpoints {
+                crate::upstream::metrics::retire(&self.metrics, &gone.name, &endpoint.addr);
+            }
         }
         state.config = config;
         state.rules_files = files;

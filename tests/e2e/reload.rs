@@ -536,3 +536,28 @@ async fn a_health_check_added_by_a_reload_runs() {
         assert_eq!(proxy.get("/x").await.text(), "well");
     }
 }
+
+#[tokio::test]
+async fn a_removed_upstream_leaves_the_status_and_the_health_metrics() {
+    let origin = FakeOrigin::new().route("/*", "ok").start().await;
+    let other = FakeOrigin::new().route("/*", "other").start().await;
+    let proxy = TestProxy::builder()
+        .upstream("api", &[origin.addr()])
+        .upstream("other", &[other.addr()])
+        .rules(&route("all", "/"))
+        .start()
+        .await;
+    let healthy = r#"accel_endpoint_healthy{upstream="other""#;
+    assert!(proxy.metrics_text().await.contains(healthy));
+
+    let section = format!("[upstreams.other]\n{}\n", endpoints(&[other.addr()]));
+    proxy.rewrite_config(&proxy.config_text().replace(&section, ""));
+    proxy.reload_config().expect("no route names the removed upstream");
+
+    assert!(!proxy.metrics_text().await.contains(healthy), "no longer counted as an endpoint");
+    let status = proxy.status_json().await;
+    let names: Vec<&str> =
+        status["upstreams"].as_array().unwrap().iter().filter_map(|u| u["name"].as_str()).collect();
+    assert_eq!(names, ["api"]);
+    assert_eq!(proxy.get("/x").await.text(), "ok");
+}
