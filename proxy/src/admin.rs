@@ -52,9 +52,10 @@ async fn metrics(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
 }
 
 async fn ready(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
-    let routes = proxy.pipeline.routes.load();
+    let running = proxy.pipeline.running.load();
+    let routes = &running.routes;
     let not_ready: Vec<&str> =
-        proxy.upstreams.iter().filter(|u| !u.has_available_endpoint()).map(|u| u.name.as_str()).collect();
+        running.upstreams.iter().filter(|u| !u.has_available_endpoint()).map(|u| u.name.as_str()).collect();
     if routes.routes().is_empty() {
         (StatusCode::SERVICE_UNAVAILABLE, "no rules loaded\n".to_owned())
     } else if !not_ready.is_empty() {
@@ -66,13 +67,14 @@ async fn ready(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
 
 async fn status(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
     let now = tokio::time::Instant::now();
-    let routes = proxy.pipeline.routes.load();
-    let routes: Vec<_> = routes
+    let running = proxy.pipeline.running.load();
+    let routes: Vec<_> = running
+        .routes
         .routes()
         .iter()
         .map(|r| json!({ "name": r.rule.name.as_str(), "file": r.rule.file.display().to_string(), "upstream": r.rule.upstream.as_str() }))
         .collect();
-    let upstreams: Vec<_> = proxy
+    let upstreams: Vec<_> = running
         .upstreams
         .iter()
         .map(|u| {

@@ -28,6 +28,10 @@ pub enum Command {
         /// The sidecar configuration (`accel.toml`).
         #[arg(short, long, env = "ACCEL_CONFIG", default_value = "accel.toml")]
         config: PathBuf,
+        /// The `accel.toml` the proxy runs with (a copy of it): also say which changes a
+        /// reload applies and which wait for a restart.
+        #[arg(long, value_name = "ACCEL_TOML")]
+        running: Option<PathBuf>,
     },
     /// Invalidate cached entries of a running proxy (its admin `POST /cache/purge`).
     Purge(PurgeArgs),

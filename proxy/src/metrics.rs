@@ -69,7 +69,11 @@ impl Metrics {
             downstream_connections: Gauge::default(),
             downstream_connections_total: Counter::default(),
         };
-        metrics.register("config_reloads", "Rules reloads, by result", metrics.reloads.clone());
+        metrics.register(
+            "config_reloads",
+            "Reloads of accel.toml and the rules, by result",
+            metrics.reloads.clone(),
+        );
         metrics.register("unrouted_requests", "Requests that matched no route", metrics.unrouted.clone());
         metrics.register(
             "downstream_connections_open",
@@ -119,7 +123,7 @@ impl Metrics {
         Family::new_with_constructor(self.buckets.clone())
     }
 
-    /// Counts a rules reload.
+    /// Counts a reload of `accel.toml` and the rules.
     pub fn reload(&self, ok: bool) {
         self.reloads.get_or_create(&ResultLabels { result: if ok { "success" } else { "error" } }).inc();
     }

@@ -21,27 +21,41 @@ use crate::error::ProxyError;
 use crate::forward::headers::ForwardedConfig;
 use crate::forward::{self, RequestBody, ServedBy};
 use crate::limit::Admission;
-use crate::limit::RateLimiting;
+use crate::limit::{Clients, RateLimiting};
 use crate::route::{PathParams, Route, RouteTable, path};
+use crate::upstream::Upstream;
 
-/// What the request path runs on: the current rules and the stages' shared state. The
-/// cache and the limiters survive reloads; only the route table is swapped.
+/// What the request path runs on: the running configuration and the stages' shared state.
+/// The cache and the limiters survive reloads; the running snapshot is swapped whole.
 #[derive(Debug)]
 pub struct Pipeline {
-    /// The running rules. A request loads it once and keeps that snapshot to the end.
-    pub routes: ArcSwap<RouteTable>,
-    /// Rate limiters (kept across reloads) and the per-client concurrency cap.
+    /// The running rules and live settings. A request loads it once and keeps that snapshot
+    /// to the end, so it never meets half of a reload.
+    pub running: ArcSwap<Running>,
+    /// Rate limiters (kept across reloads).
     pub limits: Arc<RateLimiting>,
     /// The response cache.
     pub cache: Arc<Cache>,
+    /// Requests that matched no route (`accel_unrouted_requests_total`).
+    pub unrouted: Counter,
+}
+
+/// One snapshot of everything a reload changes: the route table (whose routes hold their
+/// upstreams) and the live settings of `accel.toml`.
+#[derive(Debug)]
+pub struct Running {
+    /// The rules, each route resolved to its upstream.
+    pub routes: RouteTable,
+    /// The upstream pools, in configuration order (the ones the routes point to).
+    pub upstreams: Vec<Arc<Upstream>>,
     /// Forwarding headers policy.
     pub forwarded: ForwardedConfig,
+    /// Who a client is and its concurrency cap.
+    pub clients: Clients,
     /// Log one line per request.
     pub access_log: bool,
     /// Longest pause in a client's request body (`limits.body_read_timeout`).
     pub body_read_timeout: Duration,
-    /// Requests that matched no route (`accel_unrouted_requests_total`).
-    pub unrouted: Counter,
 }
 
 /// Answers one request. Never fails: every error becomes a response at one rescue point
@@ -53,31 +67,35 @@ pub async fn handle(
     mut request: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
+    // One snapshot of the rules and live settings for the whole request, even across a reload.
+    let running = proxy.running.load();
     // route: dot segments removed from the path first, so a request is routed, limited,
     // cached and forwarded by the path the origin will resolve (`/public/../admin` is `/admin`).
     if let Err(error) = normalize_path(&mut request) {
-        return refuse(proxy, None, downstream, &request, error, started);
+        return refuse(&running, None, downstream, &request, error, started);
     }
-    // route: one snapshot of the rules for the whole request, even across a reload.
-    let table = proxy.routes.load();
+    let table = &running.routes;
     let host = match request_host(&request) {
         Ok(host) => host,
-        Err(error) => return refuse(proxy, None, downstream, &request, error, started),
+        Err(error) => return refuse(&running, None, downstream, &request, error, started),
     };
     let mut params = PathParams::default();
     let Some(route) = table.find(host, request.method(), request.uri().path(), &mut params) else {
         proxy.unrouted.inc();
-        return refuse(proxy, None, downstream, &request, ProxyError::NoRoute, started);
+        return refuse(&running, None, downstream, &request, ProxyError::NoRoute, started);
     };
     // rate limit: the per-client concurrency cap and the route's quotas, before any upstream
     // work (cache hits included: a quota protects the sidecar too); a refusal is recorded like
     // any answer. The admission rides to the response.
-    let admission = match proxy.limits.admit(&route.limits, downstream, &request, &params).await {
-        Ok(admission) => admission,
-        Err(refused) => return refuse(proxy, Some(route), downstream, &request, refused.into(), started),
-    };
+    let admission =
+        match proxy.limits.admit(&running.clients, &route.limits, downstream, &request, &params).await {
+            Ok(admission) => admission,
+            Err(refused) => {
+                return refuse(&running, Some(route), downstream, &request, refused.into(), started);
+            }
+        };
     let method = request.method().clone();
-    let access = proxy.access_log.then(|| (request.uri().clone(), request.version()));
+    let access = running.access_log.then(|| (request.uri().clone(), request.version()));
     // compress: what the client accepts, read before the request goes anywhere.
     let compress = Negotiation::new(route.compress.as_deref(), &method, request.headers());
     let back = Outbound { admission, compress };
@@ -92,7 +110,7 @@ pub async fn handle(
         // request (sent before this answer goes back) refreshes it.
         Lookup::Stale { answer, refresh } => {
             if let Some(refresh) = refresh {
-                refresh_in_background(proxy, route, downstream, &request, refresh);
+                refresh_in_background(&running, route, downstream, &request, refresh);
             }
             return finish(route, downstream, &method, access, answer, back, started).await;
         }
@@ -117,16 +135,16 @@ pub async fn handle(
     // forward: forwarding headers and the cache's validators, then least-connections pick
     // and tries with retries; a failure becomes the proxy's answer here.
     let (parts, body) = request.into_parts();
-    let body = RequestBody::new(body, proxy.body_read_timeout);
+    let body = RequestBody::new(body, running.body_read_timeout);
     let prepare = |headers: &mut http::HeaderMap| pass.prepare(headers);
     let result = forward::exchange(
         route,
         downstream,
-        &proxy.forwarded,
+        &running.forwarded,
         parts,
         body,
         prepare,
-        proxy.access_log,
+        running.access_log,
     )
     .await
     .map_err(|error| {
@@ -143,7 +161,7 @@ pub async fn handle(
 /// Sends the background request that refreshes a stale entry: a GET with the request's
 /// headers, through the same exchange as any forward.
 fn refresh_in_background(
-    proxy: &Pipeline,
+    running: &Running,
     route: &Arc<Route>,
     downstream: &Downstream,
     request: &Request<Incoming>,
@@ -154,7 +172,7 @@ fn refresh_in_background(
     parts.version = request.version();
     parts.uri = request.uri().clone();
     parts.headers = request.headers().clone();
-    let (route, downstream, policy) = (route.clone(), downstream.clone(), proxy.forwarded.clone());
+    let (route, downstream, policy) = (route.clone(), downstream.clone(), running.forwarded.clone());
     tokio::spawn(async move {
         let prepare = |headers: &mut http::HeaderMap| pass.prepare(headers);
         let result =
@@ -207,7 +225,7 @@ async fn finish(
 /// The answer to a request refused before it went anywhere (a bad request, no route, a
 /// limit): the rescue point's response, recorded like any other.
 fn refuse(
-    proxy: &Pipeline,
+    running: &Running,
     route: Option<&Route>,
     downstream: &Downstream,
     request: &Request<Incoming>,
@@ -219,7 +237,7 @@ fn refuse(
         let seconds = started.elapsed().as_secs_f64();
         route.metrics.record(request.method(), response.status(), CacheResult::None, seconds);
     }
-    if proxy.access_log {
+    if running.access_log {
         let (method, uri, version) = (request.method(), request.uri(), request.version());
         let line = AccessLine { route, method, uri, version, cache: CacheResult::None };
         line.write(&response, downstream, started);

@@ -1,6 +1,8 @@
-//! Rules reload: on SIGHUP and whenever a rules file (or a file matching a rules glob) changes.
-//! A valid set is swapped in atomically; an invalid one is logged, counted as
-//! `accel_config_reloads_total{result="error"}`, and the running rules keep serving.
+//! Reload: on SIGHUP and whenever `accel.toml` or a rules file (or a file matching a rules
+//! glob) changes, both are read again ([`Proxy::reload`]). A valid configuration is swapped in
+//! atomically, its start-only settings named in a warning (they wait for a restart); an
+//! invalid one is logged, counted as `accel_config_reloads_total{result="error"}`, and the
+//! running configuration and rules keep serving.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -8,6 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use notify_debouncer_mini::{DebounceEventResult, new_debouncer, notify::RecursiveMode};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::sync::mpsc;
 
 use crate::proxy::Proxy;
@@ -15,9 +20,22 @@ use crate::proxy::Proxy;
 /// Reloads and logs the result.
 pub fn reload_now(proxy: &Proxy, why: &str) {
     match proxy.reload() {
-        Ok(routes) => tracing::info!(routes, trigger = why, "rules reloaded"),
+        Ok(reloaded) => {
+            tracing::info!(routes = reloaded.routes, trigger = why, "configuration reloaded");
+            if !reloaded.restart.is_empty() {
+                let names: Vec<&str> = reloaded.restart.iter().map(|s| s.as_str()).collect();
+                tracing::warn!(
+                    trigger = why,
+                    "restart needed for: {}; these keep their running values, the rest applied",
+                    names.join(", ")
+                );
+            }
+        }
         Err(problems) => {
-            tracing::error!(trigger = why, "rules reload rejected; the running rules stay:\n{problems}");
+            tracing::error!(
+                trigger = why,
+                "reload rejected; the running configuration and rules stay:\n{problems}"
+            );
         }
     }
 }
@@ -27,15 +45,20 @@ pub async fn run(proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
     Reloader::start(&proxy).run(proxy, shutdown).await;
 }
 
-/// The reload triggers (SIGHUP and the rules files watcher), already listening.
+/// The reload triggers (SIGHUP and the watcher of `accel.toml` and the rules files), already
+/// listening.
 ///
 /// Starting it is synchronous so that the sidecar can have it watching before it serves: a
-/// rules change made once the proxy answers is never missed.
+/// change made once the proxy answers is never missed.
 pub struct Reloader {
     rx: mpsc::Receiver<()>,
-    /// The rules files as last seen by the watcher: a file event reloads only when they differ
-    /// (reading the files to reload them is itself an event that must not reload again).
+    /// `accel.toml` (its path as a glob, escaped) and the rules globs.
+    watched: Vec<String>,
+    /// The watched files as last seen: a file event reloads only when they differ (reading
+    /// the files to reload them is itself an event that must not reload again).
     seen: Fingerprint,
+    /// File events handled, by what they led to.
+    events: FileEvents,
     watcher: Option<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>>,
     #[cfg(unix)]
     hangup: Option<tokio::signal::unix::Signal>,
@@ -48,16 +71,21 @@ impl std::fmt::Debug for Reloader {
 }
 
 impl Reloader {
-    /// Starts watching the rules files and listening for SIGHUP. Needs a Tokio runtime.
+    /// Starts watching `accel.toml` and the rules files and listening for SIGHUP. Needs a Tokio
+    /// runtime.
     pub fn start(proxy: &Proxy) -> Self {
         let (tx, rx) = mpsc::channel::<()>(1);
-        let watcher = watch_files(proxy, tx);
-        let seen = Fingerprint::of(proxy.rules_globs());
+        let watched = watched(proxy);
+        let watcher = watch_files(proxy.config_path(), proxy.rules_globs(), tx);
+        let seen = Fingerprint::of(&watched);
+        let events = FileEvents::register(&proxy.metrics);
         #[cfg(unix)]
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         Self {
             rx,
+            watched,
             seen,
+            events,
             watcher,
             #[cfg(unix)]
             hangup,
@@ -68,7 +96,9 @@ impl Reloader {
     pub async fn run(self, proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
         let Self {
             mut rx,
+            watched,
             mut seen,
+            events,
             watcher,
             #[cfg(unix)]
             mut hangup,
@@ -88,11 +118,12 @@ impl Reloader {
                 () = &mut shutdown => break,
                 Some(()) = sighup => reload_now(&proxy, "sighup"),
                 Some(()) = rx.recv() => {
-                    let now = Fingerprint::of(proxy.rules_globs());
-                    if now != seen {
-                        seen = now;
+                    let changed = seen.update(&watched);
+                    if changed {
                         reload_now(&proxy, "file change");
                     }
+                    // Counted once handled: a count that follows an event means it is done with.
+                    events.count(changed);
                 }
             }
         }
@@ -100,7 +131,44 @@ impl Reloader {
     }
 }
 
-/// What the rules files look like from outside: every file the globs match, with its length
+/// `accel_config_file_events_total`: batches of file events the watcher handled, by whether
+/// the files had changed (`reload`) or not (`unchanged`: a file read, touched or rewritten the
+/// same).
+#[derive(Debug, Clone)]
+struct FileEvents(Family<EventLabels, Counter>);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    result: &'static str,
+}
+
+impl FileEvents {
+    /// Registers the family, both results shown from the start (at 0).
+    fn register(metrics: &crate::metrics::Metrics) -> Self {
+        let family = metrics.family(
+            "config_file_events",
+            "Batches of file events the configuration watcher handled, by result (reload, unchanged)",
+            Family::default,
+        );
+        for result in ["reload", "unchanged"] {
+            let _ = family.get_or_create(&EventLabels { result });
+        }
+        Self(family)
+    }
+
+    fn count(&self, changed: bool) {
+        self.0.get_or_create(&EventLabels { result: if changed { "reload" } else { "unchanged" } }).inc();
+    }
+}
+
+/// The globs the watcher follows: `accel.toml`'s own path (escaped, so it matches only itself)
+/// and the rules globs.
+fn watched(proxy: &Proxy) -> Vec<String> {
+    let config = proxy.config_path().map(|path| glob::Pattern::escape(&path.to_string_lossy()));
+    config.into_iter().chain(proxy.rules_globs().iter().cloned()).collect()
+}
+
+/// What the watched files look like from outside: every file the globs match, with its length
 /// and modification time. Taken with `stat` only, which (unlike reading) raises no file event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Fingerprint(Vec<(PathBuf, u64, Option<std::time::SystemTime>)>);
@@ -122,26 +190,36 @@ impl Fingerprint {
         files.sort();
         Self(files)
     }
+
+    /// Takes the fingerprint of `globs` again: true when it differs from this one (a file
+    /// event that calls for a reload), which it then becomes.
+    fn update(&mut self, globs: &[String]) -> bool {
+        let now = Self::of(globs);
+        let changed = now != *self;
+        *self = now;
+        changed
+    }
 }
 
-/// Watches the directories of the rules globs (editors replace files, so watching the files
-/// themselves would miss changes). Events are debounced and filtered to matching paths.
+/// Watches the directory of `accel.toml` (`config`) and those of the `rules` globs (editors
+/// replace files, so watching the files themselves would miss changes). Events are debounced
+/// and filtered to matching paths.
 fn watch_files(
-    proxy: &Proxy,
+    config: Option<&Path>,
+    rules: &[String],
     tx: mpsc::Sender<()>,
 ) -> Option<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>> {
     // The watcher reports absolute paths: compare them with absolute globs, else rules given
     // relative to a relative `--config` path would never match.
-    let globs: Vec<String> = proxy
-        .rules_globs()
-        .iter()
-        .map(|g| std::path::absolute(g).map_or_else(|_| g.clone(), |p| p.to_string_lossy().into_owned()))
-        .collect();
-    let patterns: Vec<glob::Pattern> = globs.iter().filter_map(|g| glob::Pattern::new(g).ok()).collect();
-    let matches = {
-        let patterns = patterns.clone();
-        move |path: &Path| patterns.iter().any(|p| p.matches_path(path))
-    };
+    let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let globs: Vec<String> =
+        rules.iter().map(|g| absolute(Path::new(g)).to_string_lossy().into_owned()).collect();
+    let config = config.map(absolute);
+    let mut patterns: Vec<glob::Pattern> = globs.iter().filter_map(|g| glob::Pattern::new(g).ok()).collect();
+    patterns.extend(
+        config.iter().filter_map(|c| glob::Pattern::new(&glob::Pattern::escape(&c.to_string_lossy())).ok()),
+    );
+    let matches = move |path: &Path| patterns.iter().any(|p| p.matches_path(path));
     let mut debouncer = new_debouncer(Duration::from_millis(200), move |result: DebounceEventResult| {
         if let Ok(events) = result
             && events.iter().any(|e| matches(&e.path))
@@ -149,14 +227,21 @@ fn watch_files(
             let _ = tx.try_send(());
         }
     })
-    .map_err(|e| tracing::warn!(error = %e, "cannot watch rules files; reload with SIGHUP"))
+    .map_err(|e| tracing::warn!(error = %e, "cannot watch the configuration files; reload with SIGHUP"))
     .ok()?;
     let mut dirs: Vec<PathBuf> = globs.iter().map(|g| glob_base(g)).collect();
     dirs.sort();
     dirs.dedup();
-    for dir in dirs {
-        if let Err(e) = debouncer.watcher().watch(&dir, RecursiveMode::Recursive) {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch rules directory; reload with SIGHUP");
+    // `accel.toml`'s own directory, alone: it may hold much else (never watched recursively).
+    let config_dir = config
+        .as_deref()
+        .and_then(Path::parent)
+        .filter(|dir| !dirs.iter().any(|rules| dir.starts_with(rules)))
+        .map(Path::to_path_buf);
+    let modes = dirs.into_iter().map(|d| (d, RecursiveMode::Recursive));
+    for (dir, mode) in modes.chain(config_dir.map(|d| (d, RecursiveMode::NonRecursive))) {
+        if let Err(e) = debouncer.watcher().watch(&dir, mode) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch a configuration directory; reload with SIGHUP");
         }
     }
     Some(debouncer)
@@ -180,8 +265,37 @@ fn glob_base(pattern: &str) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::glob_base;
+    use super::{Fingerprint, glob_base};
     use std::path::PathBuf;
+
+    /// A file event reloads only when the files changed: reading them (as a reload does) is no
+    /// change, so one edit is one reload.
+    #[test]
+    fn only_a_change_of_the_watched_files_is_a_reload() {
+        let dir = std::env::temp_dir().join(format!("accel-reload-fingerprint-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("rules")).unwrap();
+        let config = dir.join("accel.toml");
+        std::fs::write(&config, "[log]\naccess = false\n").unwrap();
+        std::fs::write(dir.join("rules/a.toml"), "").unwrap();
+        let watched = vec![
+            glob::Pattern::escape(&config.to_string_lossy()),
+            dir.join("rules/*.toml").to_string_lossy().into_owned(),
+        ];
+        let mut seen = Fingerprint::of(&watched);
+        assert_eq!(seen.0.len(), 2, "accel.toml and the rules file: {seen:?}");
+
+        std::fs::read_to_string(&config).unwrap();
+        std::fs::read_to_string(dir.join("rules/a.toml")).unwrap();
+        assert!(!seen.update(&watched), "reading is no change");
+
+        std::fs::write(&config, "[log]\naccess = true\n").unwrap();
+        assert!(seen.update(&watched), "accel.toml changed");
+        assert!(!seen.update(&watched), "the same change is one reload");
+
+        std::fs::write(dir.join("rules/b.toml"), "").unwrap();
+        assert!(seen.update(&watched), "a new rules file");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_base_of_a_glob_is_its_literal_directory() {

@@ -59,8 +59,11 @@ pub async fn run(
             },
         };
         let _ = stream.set_nodelay(true);
-        let downstream =
-            Arc::new(Downstream::new(peer, tls.is_some(), &proxy.pipeline.forwarded.trusted_proxies));
+        let downstream = Arc::new(Downstream::new(
+            peer,
+            tls.is_some(),
+            proxy.pipeline.running.load().clients.trusted_proxies(),
+        ));
         let open = OpenConnection::new(&proxy);
         let proxy = proxy.clone();
         let service = service_fn(move |request| {

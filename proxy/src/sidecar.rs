@@ -1,5 +1,5 @@
 //! The sidecar assembled: the client listener, the admin listener, health checks and the
-//! rules reloader, all stopped by one shutdown future.
+//! reloader, all stopped by one shutdown future.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::config::{self, Config, Problems, RuleSet};
 use crate::proxy::Proxy;
-use crate::{admin, limit, reload, server, upstream};
+use crate::{admin, limit, reload, server};
 
 /// Loads and validates `accel.toml` (or defaults) and every rules file it names.
 pub fn load(path: Option<&Path>) -> Result<(Config, RuleSet), Problems> {
@@ -87,10 +87,9 @@ impl Sidecar {
             }
         };
         let mut tasks = Vec::new();
-        for upstream in &proxy.upstreams {
-            tasks.push(tokio::spawn(upstream::health::run(upstream.clone(), stopped())));
-        }
-        // reload: watching before the listeners serve, so no later rules change is missed.
+        // health: the running upstreams' checks; a reload starts and stops them with upstreams.
+        proxy.start_health_checks();
+        // reload: watching before the listeners serve, so no later change is missed.
         tasks.push(tokio::spawn(reload::Reloader::start(&proxy).run(proxy.clone(), stopped())));
         if let Some(tier) = &proxy.redis {
             tasks.push(tokio::spawn(tier.clone().run(stopped())));
@@ -104,7 +103,7 @@ impl Sidecar {
         tracing::info!(
             listen = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
             admin = %config.admin.addr,
-            routes = proxy.pipeline.routes.load().routes().len(),
+            routes = proxy.pipeline.running.load().routes.routes().len(),
             "accel started"
         );
         let tls = tls_listener.zip(config.tls.as_ref()).map(|(listener, tls)| {
@@ -117,8 +116,9 @@ impl Sidecar {
                 stopped(),
             ))
         });
-        server::run(listener, None, proxy, config.limits.clone(), shutdown).await;
+        server::run(listener, None, proxy.clone(), config.limits.clone(), shutdown).await;
         let _ = stop_tx.send(true);
+        proxy.stop_health_checks();
         if let Some(tls) = tls {
             let _ = tls.await;
         }

@@ -219,7 +219,8 @@ pub fn classify(status: StatusCode, cache_status: Option<&HeaderValue>) -> Outco
 /// The `warm` targets of the running rules: each route's paths, with the route's host when
 /// it matches one exact host.
 pub fn route_targets(proxy: &Proxy) -> Vec<String> {
-    let table = proxy.pipeline.routes.load();
+    let running = proxy.pipeline.running.load();
+    let table = &running.routes;
     table
         .routes()
         .iter()
@@ -245,7 +246,7 @@ pub async fn keep_warm(
 ) {
     let Ok(base) = format!("http://{}", loopback(listen)).parse::<Uri>() else { return };
     let mut purged = None;
-    let mut routes: Option<Arc<crate::route::RouteTable>> = None;
+    let mut routes: Option<Arc<crate::pipeline::Running>> = None;
     let mut ticks = tokio::time::interval(WATCH_PERIOD);
     tokio::pin!(shutdown);
     loop {
@@ -254,7 +255,7 @@ pub async fn keep_warm(
             _ = ticks.tick() => {}
         }
         let now_purged = proxy.cache.metrics.purged_entries.get();
-        let now_routes = proxy.pipeline.routes.load_full();
+        let now_routes = proxy.pipeline.running.load_full();
         let reloaded = routes.as_ref().is_some_and(|r| !Arc::ptr_eq(r, &now_routes));
         if purged == Some(now_purged) && !reloaded {
             continue;

@@ -243,3 +243,33 @@ fn the_shipped_configuration_checks_ok() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains(": ok ("), "{stdout}");
 }
+
+#[test]
+fn check_running_names_what_waits_for_a_restart() {
+    let rules = [("a.toml", "[[route]]\nname = \"one\"\nupstream = \"api\"\n")];
+    let running = Setup::new("running", SIDECAR, &rules);
+    // Beside the running file, as an edit about to be deployed: the rules globs mean the same.
+    let next = running.0.join("accel.toml.new");
+    let text = format!(
+        "[listen]\nhttp = \"127.0.0.1:9090\"\n[log]\naccess = false\n[cache]\nmemory = \"1MiB\"\n{SIDECAR}"
+    );
+    std::fs::write(&next, text).unwrap();
+    let run = |config: &Path, running: &Path| {
+        let mut command = Command::new(ACCEL);
+        command.arg("check").arg("--config").arg(config).arg("--running").arg(running);
+        let Output { status, stdout, .. } =
+            command.env_remove("ACCEL_CONFIG").output().expect("run accel check");
+        (status.code(), String::from_utf8_lossy(&stdout).into_owned())
+    };
+
+    let (code, stdout) = run(&next, &running.config());
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("restart needed for: listen.http, cache (a reload applies the rest)"),
+        "{stdout}"
+    );
+
+    let (code, stdout) = run(&running.config(), &running.config());
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("reload applies every change from"), "{stdout}");
+}

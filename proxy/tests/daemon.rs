@@ -245,6 +245,32 @@ async fn sighup_reloads_the_rules() {
 }
 
 #[tokio::test]
+async fn sighup_applies_accel_toml_and_names_what_needs_a_restart() {
+    let origin = origin(Arc::new(Notify::new())).await;
+    let daemon = Daemon::start("sighup-config", origin).await;
+    let path = daemon.dir.join("accel.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let moved = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let text = text.replace(&format!("http = \"{}\"", daemon.listen), &format!("http = \"{moved}\""));
+    std::fs::write(&path, text).unwrap();
+
+    daemon.signal("HUP");
+
+    let log = daemon.dir.join("stdout.log");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("restart needed for: listen.http;") {
+        assert!(tokio::time::Instant::now() < deadline, "no restart warning after SIGHUP");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(daemon.metric("accel_config_restart_pending").await, 1.0);
+    assert_eq!(
+        daemon.try_get(daemon.listen, "/x").await,
+        Some((200, "ok".into())),
+        "the old listener serves"
+    );
+}
+
+#[tokio::test]
 async fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     let release = Arc::new(Notify::new());
     let origin = origin(release.clone()).await;

@@ -67,7 +67,9 @@ impl TestProxyBuilder {
         self
     }
 
-    /// Edits the loaded, validated configuration before the sidecar starts.
+    /// Edits the loaded, validated configuration before the sidecar starts. A reload reads
+    /// `accel.toml` again: an edited live setting does not survive it (write it in the file
+    /// with [`sidecar_toml`](Self::sidecar_toml) instead).
     pub fn config(mut self, edit: impl FnOnce(&mut Config) + 'static) -> Self {
         self.edit = Some(Box::new(edit));
         self
@@ -253,9 +255,34 @@ impl TestProxy {
         std::fs::rename(&staging, &self.rules_path).expect("replace the rules file");
     }
 
-    /// Reloads the rules now, as SIGHUP does; the number of routes, or every problem.
+    /// Reloads `accel.toml` and the rules now, as SIGHUP does; the number of routes, or every
+    /// problem.
     pub fn reload(&self) -> Result<usize, accel::config::Problems> {
+        self.proxy.reload().map(|reloaded| reloaded.routes)
+    }
+
+    /// As [`reload`](Self::reload), with what applied and what waits for a restart.
+    pub fn reload_config(&self) -> Result<accel::proxy::Reloaded, accel::config::Problems> {
         self.proxy.reload()
+    }
+
+    /// `accel.toml`'s path (the proxy watches it).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("accel.toml")
+    }
+
+    /// `accel.toml`'s text as it is now.
+    pub fn config_text(&self) -> String {
+        std::fs::read_to_string(self.config_path()).expect("read accel.toml")
+    }
+
+    /// Replaces `accel.toml`'s text (the file watcher picks it up; or call
+    /// [`reload`](Self::reload)).
+    pub fn rewrite_config(&self, toml: &str) {
+        // Write then rename, as for the rules: the watcher never reads a half-written file.
+        let staging = self.dir.path().join("accel.staging");
+        std::fs::write(&staging, toml).expect("write the new accel.toml");
+        std::fs::rename(&staging, self.config_path()).expect("replace accel.toml");
     }
 
     /// Stops accepting and drains in-flight requests (as on SIGTERM); returns when the

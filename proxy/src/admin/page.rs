@@ -48,7 +48,7 @@ pub fn router() -> Router<Arc<Proxy>> {
 /// `/health/summary`: the health of the last five minutes, and the advice of the last fifteen.
 pub async fn summary(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
     let now = snapshot(&proxy);
-    let policies = RoutePolicy::of(&proxy.pipeline.routes.load());
+    let policies = RoutePolicy::of(&proxy.pipeline.running.load().routes);
     let recent = over(&proxy, &now, HEALTH_WINDOW);
     let Health { status, health_score, factors } = health::score(&recent, &policies);
     let recommendations = advice::advise(&over(&proxy, &now, HISTORY), &policies);
@@ -135,7 +135,7 @@ fn point(route: &RouteCounters, seconds: f64) -> [Value; 5] {
 /// the tier; reloads; health and advice.
 pub async fn history(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
     let now = snapshot(&proxy);
-    let policies = RoutePolicy::of(&proxy.pipeline.routes.load());
+    let policies = RoutePolicy::of(&proxy.pipeline.running.load().routes);
     let mut snapshots = proxy.insight.history();
     snapshots.push(Arc::new(now.clone()));
     let intervals: Vec<Interval> = snapshots.windows(2).map(|pair| pair[1].since(&pair[0])).collect();
@@ -157,7 +157,8 @@ pub async fn history(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
         json!({ "rps": rps, "hit_rate": hit_rate, "p95_ms": p95_ms, "errors": errors, "refused": refused })
     };
     let routes: Vec<Value> = {
-        let table_routes = proxy.pipeline.routes.load();
+        let running = proxy.pipeline.running.load();
+        let table_routes = &running.routes;
         table_routes
             .routes()
             .iter()
@@ -227,5 +228,5 @@ pub async fn history(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
 
 /// Reads every counter of `proxy` now.
 pub fn snapshot(proxy: &Proxy) -> Snapshot {
-    crate::insight::take(&proxy.upstreams, &proxy.metrics, proxy.redis.is_some())
+    crate::insight::take(&proxy.upstreams(), &proxy.metrics, proxy.redis.is_some())
 }

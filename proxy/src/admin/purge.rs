@@ -17,7 +17,8 @@ pub async fn handle(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some(token) = proxy.cache.config.purge_token.as_deref() else {
+    let token = proxy.purge_token.load_full();
+    let Some(token) = token.as_deref() else {
         return (StatusCode::NOT_FOUND, "purging is disabled: set cache.purge_token or admin.token\n")
             .into_response();
     };

@@ -14,15 +14,18 @@ const EXIT_CONFIG: u8 = 64;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match sidecar::load(Some(&config)) {
-            Ok((_, rules)) => {
+        Command::Check { config, running } => match sidecar::load(Some(&config)) {
+            Ok((next, rules)) => {
                 println!(
                     "{}: ok ({} routes in {} files)",
                     config.display(),
                     rules.routes.len(),
                     rules.files.len()
                 );
-                ExitCode::SUCCESS
+                match running {
+                    Some(running) => compare_running(&running, &next),
+                    None => ExitCode::SUCCESS,
+                }
             }
             Err(problems) => {
                 eprintln!("{problems}");
@@ -189,4 +192,25 @@ fn warm_command(args: WarmArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `accel check --running`: which changes from the `running` file a reload applies, and which
+/// start-only settings wait for a restart.
+fn compare_running(running: &std::path::Path, next: &accel::config::Config) -> ExitCode {
+    let was = match accel::config::load_sidecar(Some(running)) {
+        Ok(was) => was,
+        Err(problems) => {
+            eprintln!("{problems}");
+            eprintln!("{}: the running configuration is invalid", running.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let restart = accel::config::restart::restart_needed(&was, next);
+    if restart.is_empty() {
+        println!("reload applies every change from {}", running.display());
+    } else {
+        let names: Vec<&str> = restart.iter().map(|s| s.as_str()).collect();
+        println!("restart needed for: {} (a reload applies the rest)", names.join(", "));
+    }
+    ExitCode::SUCCESS
 }

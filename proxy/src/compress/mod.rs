@@ -59,6 +59,17 @@ impl Compression {
         Self { defaults, metrics: CompressMetrics::register(metrics) }
     }
 
+    /// The same metric families with the `[compress]` defaults `defaults` (a reload of
+    /// `accel.toml`; routes are then rebuilt from it).
+    pub fn with_defaults(&self, defaults: CompressSettings) -> Self {
+        Self { defaults, metrics: self.metrics.clone() }
+    }
+
+    /// The `[compress]` defaults.
+    pub fn defaults(&self) -> &CompressSettings {
+        &self.defaults
+    }
+
     /// The compression of route `name`, whose own `compress` table is `settings`; `None`
     /// when it does not compress.
     pub fn for_route(

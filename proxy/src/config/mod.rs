@@ -3,9 +3,11 @@
 //! Two layers, as the design asks: [`file`] holds what operators write (serde types that mirror
 //! the TOML); this module holds what the proxy runs on (validated addresses, durations, compiled
 //! matchers). [`sidecar`] and [`rules`] convert one into the other, collecting every
-//! [`Problem`] before failing, so one `accel check` run shows them all.
+//! [`Problem`] before failing, so one `accel check` run shows them all. [`restart`] says
+//! which settings a reload applies live and which only at start.
 
 pub mod file;
+pub mod restart;
 pub mod rules;
 pub mod sidecar;
 

@@ -12,7 +12,9 @@
 //!
 //! Limiters live in [`RateLimiting`], keyed by route name and limit definition: a reload that
 //! leaves a route's limit unchanged keeps its limiter and counts; a changed limit starts
-//! afresh at once. A periodic [`cleanup`] drops idle keys.
+//! afresh at once. A periodic [`cleanup`] drops idle keys. Who a client is and its
+//! concurrency cap ([`Clients`]) belong to the running configuration snapshot instead, so a
+//! reload of `accel.toml` changes them together with the rules.
 //!
 //! Files: [`rule`] (operator format → model), [`key`], [`limiter`], [`store`], [`delay`],
 //! [`headers`], [`concurrency`], [`metrics`].
@@ -76,18 +78,47 @@ impl Default for LimitSettings {
     }
 }
 
-/// The proxy's rate-limiting state: every limiter, the concurrency cap and their metrics.
+/// The proxy's rate-limiting state: every limiter and the metrics.
 #[derive(Debug)]
 pub struct RateLimiting {
     settings: LimitSettings,
     metrics: LimitMetrics,
-    concurrency: Option<Arc<ClientConcurrency>>,
     clock: TokioClock,
     limiters: Mutex<HashMap<(RouteName, LimitRule), Arc<Limiter>>>,
-    /// Peers whose forwarding headers name the client (`forwarded.trusted_proxies`).
-    trusted_proxies: Vec<IpNet>,
     /// Where `scope = "cluster"` limits count, when `[redis]` is configured.
     tier: Option<Arc<RedisTier>>,
+}
+
+/// Who a client is and how many of its requests may be in flight: the part of this stage
+/// that `accel.toml` sets and a reload changes, held in the running configuration snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Clients {
+    /// `limits.client_concurrency`; `None`: no cap.
+    concurrency: Option<Arc<ClientConcurrency>>,
+    /// Peers whose forwarding headers name the client (`forwarded.trusted_proxies`).
+    trusted_proxies: Vec<IpNet>,
+}
+
+impl Clients {
+    /// A cap of `cap` requests per client (`None`: no cap), clients known by their address or
+    /// by the forwarding headers of `trusted_proxies`. When `running` has the same cap its
+    /// counts are kept; a changed cap counts afresh (requests already in flight finish under
+    /// the old one).
+    pub fn new(cap: Option<NonZeroU32>, trusted_proxies: Vec<IpNet>, running: Option<&Self>) -> Self {
+        let kept = running.and_then(|r| r.concurrency.clone()).filter(|c| Some(c.max()) == cap);
+        let concurrency = kept.or_else(|| cap.map(|max| Arc::new(ClientConcurrency::new(max))));
+        Self { concurrency, trusted_proxies }
+    }
+
+    /// The per-client concurrency cap, when enabled.
+    pub fn concurrency(&self) -> Option<&Arc<ClientConcurrency>> {
+        self.concurrency.as_ref()
+    }
+
+    /// Peers whose forwarding headers are believed.
+    pub fn trusted_proxies(&self) -> &[IpNet] {
+        &self.trusted_proxies
+    }
 }
 
 /// One route's limits, resolved when the rules load.
@@ -121,29 +152,17 @@ pub struct Admission {
 }
 
 impl RateLimiting {
-    /// The state for `settings`, registering its metrics with `metrics`. Clients are known
-    /// by their address, or by the forwarding headers of `trusted_proxies`; cluster limits
-    /// count in `tier` (local limiters stand in without one).
-    pub fn new(
-        settings: LimitSettings,
-        trusted_proxies: Vec<IpNet>,
-        tier: Option<Arc<RedisTier>>,
-        metrics: &Metrics,
-    ) -> Self {
+    /// The state for `settings` (its `client_concurrency` goes to [`Clients`]), registering
+    /// its metrics with `metrics`; cluster limits count in `tier` (local limiters stand in
+    /// without one).
+    pub fn new(settings: LimitSettings, tier: Option<Arc<RedisTier>>, metrics: &Metrics) -> Self {
         Self {
-            trusted_proxies,
             tier,
             settings,
             metrics: LimitMetrics::register(metrics),
-            concurrency: settings.client_concurrency.map(|max| Arc::new(ClientConcurrency::new(max))),
             clock: TokioClock::default(),
             limiters: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// The per-client concurrency cap, when enabled.
-    pub fn concurrency(&self) -> Option<&Arc<ClientConcurrency>> {
-        self.concurrency.as_ref()
     }
 
     /// Starts resolving the limits of a new rules snapshot.
@@ -259,22 +278,23 @@ pub enum Refusal {
 }
 
 impl RateLimiting {
-    /// The stage: admits the request under the concurrency cap and the route's `limits`,
-    /// waiting first in delay mode; or says why not.
+    /// The stage: admits the request under the concurrency cap of `clients` and the route's
+    /// `limits`, waiting first in delay mode; or says why not.
     pub async fn admit<B>(
         &self,
+        clients: &Clients,
         limits: &RouteLimits,
         downstream: &Downstream,
         request: &Request<B>,
         params: &PathParams,
     ) -> Result<Admission, Refusal> {
-        if limits.limits.is_empty() && self.concurrency.is_none() {
+        if limits.limits.is_empty() && clients.concurrency.is_none() {
             return Ok(Admission::default());
         }
-        let client = (limits.needs_client || self.concurrency.is_some())
-            .then(|| ClientAddr::resolve(downstream, request.headers(), &self.trusted_proxies));
+        let client = (limits.needs_client || clients.concurrency.is_some())
+            .then(|| ClientAddr::resolve(downstream, request.headers(), &clients.trusted_proxies));
         let mut admission = Admission::default();
-        if let (Some(cap), Some(client)) = (&self.concurrency, client) {
+        if let (Some(cap), Some(client)) = (&clients.concurrency, client) {
             match cap.acquire(client.0) {
                 Some(permit) => admission.permit = Some(permit),
                 None => {
@@ -387,6 +407,7 @@ mod tests {
     struct Limits {
         metrics: Metrics,
         limiting: RateLimiting,
+        clients: Clients,
         routes: Vec<TestRoute>,
     }
 
@@ -417,8 +438,10 @@ mod tests {
         /// `routes`: name, path and `rate_limit` (empty: none) of each route.
         fn new(settings: LimitSettings, routes: &[(&str, &'static str, &str)]) -> Self {
             let metrics = Metrics::new(&[1.0]);
-            let limiting = RateLimiting::new(settings, vec!["10.0.0.0/8".parse().unwrap()], None, &metrics);
-            let mut limits = Self { metrics, limiting, routes: Vec::new() };
+            let limiting = RateLimiting::new(settings, None, &metrics);
+            let clients =
+                Clients::new(settings.client_concurrency, vec!["10.0.0.0/8".parse().unwrap()], None);
+            let mut limits = Self { metrics, limiting, clients, routes: Vec::new() };
             limits.load(routes);
             limits
         }
@@ -443,10 +466,10 @@ mod tests {
                 request = request.header(*name, *value);
             }
             let request = request.body(()).unwrap();
-            let downstream = Downstream::new(peer.parse().unwrap(), false, &self.limiting.trusted_proxies);
+            let downstream = Downstream::new(peer.parse().unwrap(), false, self.clients.trusted_proxies());
             let mut params = PathParams::default();
             let route = self.routes.iter().find(|r| matches(r.path, path, &mut params)).expect("a route");
-            self.limiting.admit(&route.limits, &downstream, &request, &params).await
+            self.limiting.admit(&self.clients, &route.limits, &downstream, &request, &params).await
         }
 
         async fn passed(&self, peer: &str, path: &str, headers: &[(&str, &str)], n: usize) -> usize {
@@ -642,7 +665,7 @@ mod tests {
         assert!(limits.ask("192.0.2.1:1004", "/health", &[]).await.is_ok());
         drop(second);
         assert_eq!(limits.metric("accel_client_concurrency_rejected_total"), Some(2.0));
-        let cap = limits.limiting.concurrency().unwrap();
+        let cap = limits.clients.concurrency().unwrap();
         assert_eq!(cap.max().get(), 2);
         assert_eq!(cap.clients(), 0);
     }

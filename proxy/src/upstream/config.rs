@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{EndpointAddr, UpstreamName};
 
 /// One upstream pool.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
     pub name: UpstreamName,
     pub endpoints: Vec<EndpointAddr>,
@@ -25,7 +25,7 @@ pub struct UpstreamConfig {
 }
 
 /// Active health checking of an upstream's endpoints.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     /// Path and query requested with GET.
     pub path: http::uri::PathAndQuery,
@@ -38,7 +38,7 @@ pub struct HealthCheck {
 }
 
 /// Passive ejection: endpoints that keep failing are skipped for a while.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ejection {
     pub consecutive_failures: NonZeroU32,
     pub cooldown: Duration,

@@ -30,7 +30,7 @@ use super::resolve::Resolver;
 use crate::body::{Body, BoxError};
 
 /// How an upstream's connections are made and kept; from `[upstreams.NAME]`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionSettings {
     /// How long a TCP connect may take.
     pub connect_timeout: Duration,

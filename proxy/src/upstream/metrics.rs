@@ -162,6 +162,13 @@ impl EndpointMetrics {
     }
 }
 
+/// Takes the health gauge of an endpoint removed from `upstream` out of the exposition, so
+/// that it no longer counts as a healthy endpoint; its counters stay.
+pub fn retire(metrics: &Metrics, upstream: &UpstreamName, endpoint: &EndpointAddr) {
+    let labels = EndpointLabels { upstream: upstream.as_str().to_owned(), endpoint: endpoint.to_string() };
+    EndpointFamilies::get(metrics).endpoint_healthy.remove(&labels);
+}
+
 /// The endpoint families, shared by every endpoint of every upstream.
 struct EndpointFamilies {
     upstream_duration: HistogramFamily<EndpointLabels>,
