@@ -77,6 +77,18 @@ impl CredentialKey {
         self.configured
     }
 
+    /// True when both keys compute the same per-user keys: both random (a running random key
+    /// stays in use), or both configured with the same secret (compared through one MAC under
+    /// each, so the secret itself is never held twice).
+    pub fn same_as(&self, other: &Self) -> bool {
+        const PROBE: &[u8] = b"accel credential key comparison";
+        match (self.configured, other.configured) {
+            (false, false) => true,
+            (true, true) => hmac::sign(&self.key, PROBE).as_ref() == hmac::sign(&other.key, PROBE).as_ref(),
+            _ => false,
+        }
+    }
+
     /// The keyed hash of the credentials of a request with `headers`: `Authorization` (every
     /// value, in order) and the listed cookies (`sidecar` then `route`), or `None` when it
     /// carries none of them.
@@ -214,6 +226,16 @@ mod tests {
         assert!(a.is_configured() && !CredentialKey::random().is_configured());
         assert_eq!(random(&a), random(&b));
         assert_ne!(random(&a), random(&CredentialKey::configured(&[8u8; MIN_CONFIGURED_LEN])));
+    }
+
+    #[test]
+    fn keys_compare_by_what_they_compute() {
+        let secret = [7u8; MIN_CONFIGURED_LEN];
+        let configured = CredentialKey::configured(&secret);
+        assert!(configured.same_as(&CredentialKey::configured(&secret)));
+        assert!(!configured.same_as(&CredentialKey::configured(&[8u8; MIN_CONFIGURED_LEN])));
+        assert!(!configured.same_as(&CredentialKey::random()));
+        assert!(CredentialKey::random().same_as(&CredentialKey::random()), "the running one stays");
     }
 
     #[test]

@@ -164,8 +164,12 @@ pub fn applicable(running: &Config, next: Config) -> (Config, Vec<StartOnly>) {
     let latency_buckets = at_start(r, StartOnly::LatencyBuckets, &was.latency_buckets, latency_buckets);
     let rules_files = at_start(r, StartOnly::RulesFiles, &was.rules_files, rules_files);
     let cache = if same_cache(&was.cache, &cache) {
-        // The purge token is live; the clock is the running store's.
-        CacheConfig { clock: was.cache.clock.clone(), ..cache }
+        // The purge token is live; the clock and the credential key are the running store's.
+        CacheConfig {
+            clock: was.cache.clock.clone(),
+            credential_key: was.cache.credential_key.clone(),
+            ..cache
+        }
     } else {
         r.push(StartOnly::Cache);
         CacheConfig { purge_token: cache.purge_token, ..was.cache.clone() }
@@ -229,9 +233,13 @@ fn same_cache(running: &CacheConfig, next: &CacheConfig) -> bool {
         strip_tag_headers,
         x_cache_status,
         purge_token: _,
+        credential_cookies,
+        credential_key,
         clock: _,
     } = next;
     running.memory == *memory
+        && running.credential_cookies == *credential_cookies
+        && running.credential_key.same_as(credential_key)
         && running.tag_headers == *tag_headers
         && running.invalidation_headers == *invalidation_headers
         && running.strip_tag_headers == *strip_tag_headers
@@ -306,6 +314,14 @@ mod tests {
             restart_needed(&applied, &config("[listen]\nhttp = \"127.0.0.1:9999\"")),
             [StartOnly::Listen]
         );
+    }
+
+    #[test]
+    fn a_new_credential_key_waits_for_a_restart() {
+        let key = |k: &str| config(&format!("[cache]\ncredential_key = \"{}\"\n", k.repeat(32)));
+        assert!(restart_needed(&key("a"), &key("a")).is_empty());
+        assert_eq!(restart_needed(&key("a"), &key("b")), [StartOnly::Cache]);
+        assert_eq!(restart_needed(&config(""), &key("b")), [StartOnly::Cache]);
     }
 
     #[test]
