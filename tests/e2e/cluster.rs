@@ -6,6 +6,7 @@
 use accel::cache::purge::PurgeRequest;
 use accel::tier::Keys;
 use accel::tier::bus::PURGE_SCRIPT;
+use accel_e2e::proxy::metric_value;
 use accel_e2e::{FakeOrigin, OriginHandle, PrivateCluster, TestProxy, eventually_async, private_cluster};
 
 const RULES: &str = r#"
@@ -42,12 +43,15 @@ async fn sidecar(origin: &OriginHandle, redis: &str) -> TestProxy {
     TestProxy::builder().upstream("api", &[origin.addr()]).rules(RULES).sidecar_toml(redis).start().await
 }
 
+/// Waits until every sidecar is connected to the cluster (a sidecar starts without waiting for
+/// Redis and connects in the background: a ping went over the connection) and its circuit is
+/// closed.
 async fn up(proxies: &[&TestProxy]) {
     eventually_async("every sidecar reached the cluster", || async {
         for proxy in proxies {
-            if proxy.metric("accel_redis_up").await != 1.0
-                || proxy.metric("accel_redis_circuit_state").await != 0.0
-            {
+            let text = proxy.metrics_text().await;
+            let connected = metric_value(&text, "accel_redis_duration_seconds_count{op=\"ping\"}") >= 1.0;
+            if !connected || metric_value(&text, "accel_redis_circuit_state") != 0.0 {
                 return false;
             }
         }

@@ -328,8 +328,9 @@ impl PurgeBus {
     }
 }
 
-/// A pub/sub connection: to the single Redis, or to the first cluster node that answers (a
-/// cluster broadcasts every PUBLISH to all nodes).
+/// A pub/sub connection: to the single Redis, or to the first cluster node that answers, in
+/// the configured order (a cluster broadcasts every classic PUBLISH to all its nodes, replicas
+/// included, so any node will do). Each node gets `connect_timeout`.
 async fn connect_pubsub(client: &RedisClient) -> Result<redis::aio::PubSub, TierError> {
     let nodes = match client.servers() {
         RedisServers::Single(info) => std::slice::from_ref(&**info),
@@ -341,10 +342,11 @@ async fn connect_pubsub(client: &RedisClient) -> Result<redis::aio::PubSub, Tier
             let redis = redis::Client::open(info.clone())?;
             redis.get_async_pubsub().await
         };
-        match tokio::time::timeout(Duration::from_secs(1), connect).await {
+        let after = client.connect_timeout();
+        match tokio::time::timeout(after, connect).await {
             Ok(Ok(pubsub)) => return Ok(pubsub),
             Ok(Err(source)) => last = TierError::Redis { op: Op::Sequence, source },
-            Err(_) => last = TierError::Timeout { op: Op::Sequence, after: Duration::from_secs(1) },
+            Err(_) => last = TierError::Timeout { op: Op::Sequence, after },
         }
     }
     Err(last)

@@ -160,6 +160,11 @@ impl RedisClient {
         self.timeout
     }
 
+    /// The longest wait for a new connection.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
     /// Sends one command.
     pub async fn query<T: redis::FromRedisValue>(&self, op: Op, cmd: &Cmd) -> Result<T, TierError> {
         self.run(op, |mut conn| async move { cmd.query_async(&mut conn).await }).await
