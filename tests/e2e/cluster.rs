@@ -44,14 +44,15 @@ async fn sidecar(origin: &OriginHandle, redis: &str) -> TestProxy {
 }
 
 /// Waits until every sidecar is connected to the cluster (a sidecar starts without waiting for
-/// Redis and connects in the background: a ping went over the connection) and its circuit is
+/// Redis and connects in the background; `accel_redis_up` is 0 until then) with its circuit
 /// closed.
 async fn up(proxies: &[&TestProxy]) {
     eventually_async("every sidecar reached the cluster", || async {
         for proxy in proxies {
             let text = proxy.metrics_text().await;
-            let connected = metric_value(&text, "accel_redis_duration_seconds_count{op=\"ping\"}") >= 1.0;
-            if !connected || metric_value(&text, "accel_redis_circuit_state") != 0.0 {
+            if metric_value(&text, "accel_redis_up") != 1.0
+                || metric_value(&text, "accel_redis_circuit_state") != 0.0
+            {
                 return false;
             }
         }
