@@ -4,6 +4,7 @@
 mod admin;
 mod balancing;
 mod cache;
+mod cluster;
 mod compress;
 mod failures;
 mod health;

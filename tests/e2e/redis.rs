@@ -204,3 +204,50 @@ async fn redis_stopped_mid_test_requests_keep_succeeding_and_the_tier_recovers()
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_prefix_purge_drops_only_that_prefix_from_the_second_level() {
+    let Some(url) = require_redis() else { return };
+    let origin = FakeOrigin::new().route("/a/*", "under a").route("/b/*", "under b").start().await;
+    let rules = r#"
+        [[route]]
+        name = "all"
+        upstream = "api"
+        cache = { ttl = "5m" }
+    "#;
+    let redis = redis_section(&url, &unique_prefix("prefix"));
+    let start = |origin: &OriginHandle| {
+        TestProxy::builder().upstream("api", &[origin.addr()]).rules(rules).sidecar_toml(&redis).start()
+    };
+    let a = start(&origin).await;
+    let b = start(&origin).await;
+    for path in ["/a/1", "/a/2/x", "/b/1"] {
+        a.get(path).await;
+    }
+    eventually_async("A's answers reached Redis", || async {
+        a.metric("accel_redis_l2_total{result=\"stored\"}").await == 3.0
+    })
+    .await;
+
+    let purge = PurgeRequest { prefixes: vec!["/a/".into()], ..PurgeRequest::default() };
+    a.proxy().cache.purge(&purge).expect("purge");
+    eventually_async("B saw A's purge", || async {
+        b.metric("accel_redis_purges_received_total").await == 1.0
+    })
+    .await;
+
+    let kept = b.get("/b/1").await;
+    assert_eq!(kept.text(), "under b");
+    assert!(
+        kept.header("cache-status").is_some_and(|s| s.contains("hit")),
+        "{:?}",
+        kept.header("cache-status")
+    );
+    assert_eq!(origin.hits("/b/1"), 1, "/b/ was not purged: B answered from Redis");
+    for path in ["/a/1", "/a/2/x"] {
+        assert_eq!(b.get(path).await.text(), "under a");
+        assert_eq!(origin.hits(path), 2, "{path} was purged from the second level");
+    }
+    assert_eq!(b.metric("accel_redis_l2_total{result=\"hit\"}").await, 1.0);
+    assert_eq!(b.metric("accel_redis_l2_total{result=\"purged\"}").await, 2.0);
+}

@@ -30,6 +30,7 @@
 //! - [`raw`]: HTTP/1.1 by hand, for what client libraries hide, and a listener's accept queue;
 //! - [`services`]: the real Redis and PostgreSQL servers of the machine, or a private
 //!   `redis-server` for outage tests;
+//! - [`cluster`]: a private six-node Redis Cluster (three masters, three replicas);
 //! - [`browser`]: headless Chromium, for the admin listener's status page.
 //!
 //! No test here depends on wall-clock speed: waits are for events (a request reached the
@@ -37,6 +38,7 @@
 
 pub mod browser;
 pub mod client;
+pub mod cluster;
 pub mod origin;
 pub mod proxy;
 pub mod raw;
@@ -47,6 +49,7 @@ use std::time::Duration;
 
 pub use browser::{Chromium, require_chromium};
 pub use client::{Collected, TestBody, body};
+pub use cluster::{ClusterNode, PrivateCluster, private_cluster};
 pub use origin::{FakeOrigin, Gate, OriginHandle, SeenRequest};
 pub use proxy::{TestProxy, TestProxyBuilder};
 pub use raw::{RawConnection, RawHead, accept_queue};

@@ -78,11 +78,28 @@ impl Breaker {
 
     /// The current state.
     pub fn state(&self) -> CircuitState {
-        match *self.lock() {
+        Self::of(&self.lock())
+    }
+
+    fn of(state: &State) -> CircuitState {
+        match state {
             State::Closed { .. } => CircuitState::Closed,
             State::HalfOpen { .. } => CircuitState::HalfOpen,
             State::Open { .. } => CircuitState::Open,
         }
+    }
+
+    /// Says `accel_redis_up` 0 until [`Breaker::connected`]: for a client that has no
+    /// connection yet (a cluster is connected in the background).
+    pub fn disconnected(&self) {
+        let _state = self.lock();
+        self.metrics.up.set(0);
+    }
+
+    /// The connection exists now: `accel_redis_up` follows the circuit again.
+    pub fn connected(&self) {
+        let state = self.lock();
+        self.publish(Self::of(&state));
     }
 
     /// May a call go to Redis now? `false` while open (and while another probe is in flight).
@@ -196,6 +213,19 @@ mod tests {
         assert_eq!(breaker.state(), CircuitState::Closed);
         assert_eq!(metrics.up.get(), 1);
         assert!(breaker.try_acquire());
+    }
+
+    #[test]
+    fn up_waits_for_the_connection() {
+        let (breaker, metrics) = breaker(1);
+        breaker.disconnected();
+        assert_eq!((metrics.up.get(), breaker.state()), (0, CircuitState::Closed));
+        breaker.connected();
+        assert_eq!(metrics.up.get(), 1);
+        breaker.failure();
+        breaker.disconnected();
+        breaker.connected();
+        assert_eq!(metrics.up.get(), 0, "connected, but the circuit is open");
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,8 +1,9 @@
 //! Purge propagation: a purge on any sidecar reaches every sidecar's memory and the shared
 //! second-level cache.
 //!
-//! Publishing is one Lua script ([`PURGE_SCRIPT`]) that, atomically: bumps the purged tags'
-//! generations (so second-level entries stored before the purge read as gone), bumps the
+//! Publishing is one Lua script ([`PURGE_SCRIPT`]) that, atomically: bumps the purged tags' or
+//! path prefix's generations (so second-level entries stored before the purge read as gone;
+//! see [`super::keys`] for prefixes), bumps the
 //! cluster's purge *sequence*, and publishes `<epoch> <seq> <json>` on `<prefix>purge`. Every
 //! sidecar's subscriber applies the purges of the others to its memory.
 //!
@@ -44,20 +45,23 @@ pub enum Purge {
     Tags(Vec<String>),
     /// Entries by cache key (the store's own key text).
     Keys(Vec<String>),
-    /// Entries whose path starts with this prefix. The second-level cache cannot find those
-    /// by path, so there it acts as [`Purge::All`].
+    /// Entries whose path starts with this prefix (`/api/leads/`), or whose host is the URL's
+    /// and path starts with its path (`https://host/api/leads/`). In the second level it bumps
+    /// the prefix's generation cut back to a segment boundary ([`Keys::purge_prefix_field`]).
     Prefix(String),
     /// Everything.
     All,
 }
 
 impl Purge {
-    /// The generation fields the purge bumps: `t:<tag>` per tag, `*` for prefix and all.
+    /// The generation fields the purge bumps: `t:<tag>` per tag, the prefix's `p:` field, `*`
+    /// for all.
     pub(crate) fn generation_fields(&self) -> Vec<String> {
         match self {
             Self::Tags(tags) => tags.iter().map(|t| Keys::tag_field(t)).collect(),
             Self::Keys(_) => Vec::new(),
-            Self::Prefix(_) | Self::All => vec![Keys::ALL_FIELD.to_owned()],
+            Self::Prefix(prefix) => vec![Keys::purge_prefix_field(prefix)],
+            Self::All => vec![Keys::ALL_FIELD.to_owned()],
         }
     }
 }
@@ -324,8 +328,9 @@ impl PurgeBus {
     }
 }
 
-/// A pub/sub connection: to the single Redis, or to the first cluster node that answers (a
-/// cluster broadcasts every PUBLISH to all nodes).
+/// A pub/sub connection: to the single Redis, or to the first cluster node that answers, in
+/// the configured order (a cluster broadcasts every classic PUBLISH to all its nodes, replicas
+/// included, so any node will do). Each node gets `connect_timeout`.
 async fn connect_pubsub(client: &RedisClient) -> Result<redis::aio::PubSub, TierError> {
     let nodes = match client.servers() {
         RedisServers::Single(info) => std::slice::from_ref(&**info),
@@ -337,10 +342,11 @@ async fn connect_pubsub(client: &RedisClient) -> Result<redis::aio::PubSub, Tier
             let redis = redis::Client::open(info.clone())?;
             redis.get_async_pubsub().await
         };
-        match tokio::time::timeout(Duration::from_secs(1), connect).await {
+        let after = client.connect_timeout();
+        match tokio::time::timeout(after, connect).await {
             Ok(Ok(pubsub)) => return Ok(pubsub),
             Ok(Err(source)) => last = TierError::Redis { op: Op::Sequence, source },
-            Err(_) => last = TierError::Timeout { op: Op::Sequence, after: Duration::from_secs(1) },
+            Err(_) => last = TierError::Timeout { op: Op::Sequence, after },
         }
     }
     Err(last)

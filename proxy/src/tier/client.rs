@@ -115,6 +115,9 @@ impl RedisClient {
             RedisServers::Cluster(_) => None,
         };
         let breaker = Breaker::new(config.breaker, config.timeout, metrics.clone());
+        if conn.is_none() {
+            breaker.disconnected();
+        }
         Ok(Self {
             servers: config.servers.clone(),
             conn: ArcSwapOption::new(conn),
@@ -142,6 +145,7 @@ impl RedisClient {
             .map_err(|_| TierError::Timeout { op: Op::Ping, after: self.connect_timeout })?
             .map_err(|source| TierError::Redis { op: Op::Ping, source })?;
         self.conn.store(Some(Arc::new(Conn::Cluster(conn))));
+        self.breaker.connected();
         Ok(())
     }
 
@@ -158,6 +162,11 @@ impl RedisClient {
     /// The per-call timeout.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The longest wait for a new connection.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
     }
 
     /// Sends one command.

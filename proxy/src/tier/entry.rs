@@ -1,22 +1,24 @@
 //! A cache entry as stored in Redis: a compact, versioned binary encoding (no schema crate,
 //! no base64), the body compressed with zstd when that pays.
 //!
-//! Layout (integers big-endian): `b"AC"`, version `1`, status `u16`, stored_at (ms since the
+//! Layout (integers big-endian): `b"AC"`, version `2`, status `u16`, stored_at (ms since the
 //! Unix epoch) `u64`, ttl / stale-while-revalidate / stale-if-error (ms) `u64` ×3, tags
 //! (`u16` count, then `u16` length + bytes + `u64` generation each), the `*` generation `u64`,
-//! host and path of the request (`u16` length + bytes each),
+//! host and path of the request (`u16` length + bytes each), the path-prefix generations
+//! (`u8` count, then `u64` each, in the order of [`super::Keys::entry_prefix_fields`]),
 //! headers (`u16` count, then `u16` name length + name + `u32` value length + value each),
 //! body codec `u8` (0 raw, 1 zstd), body length `u32` uncompressed, then the body.
 //!
-//! The generations are those of the entry's tags when it was stored: a lookup compares them
-//! with the current ones, and an entry purged since reads as gone.
+//! The generations are those of the entry's tags and path prefixes when it was stored: a
+//! lookup compares them with the current ones, and an entry purged since reads as gone.
+//! Version 1 (no prefix generations) reads as [`DecodeError::Version`]: a miss.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-const MAGIC: &[u8; 3] = b"AC\x01";
+const MAGIC: &[u8; 3] = b"AC\x02";
 /// Bodies smaller than this are stored raw: compressing them saves too little.
 const COMPRESS_FROM: usize = 512;
 
@@ -60,10 +62,19 @@ impl SharedEntry {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stored {
     pub entry: SharedEntry,
-    /// Generation of each tag, in `entry.tags` order.
-    pub tag_generations: Vec<u64>,
-    /// Generation of `*` (prefix and all purges).
-    pub all_generation: u64,
+    /// The generations it was stored under.
+    pub generations: Generations,
+}
+
+/// The generations an entry is stored under (read just before storing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Generations {
+    /// Of `*`.
+    pub all: u64,
+    /// Of each tag, in the entry's tag order.
+    pub tags: Vec<u64>,
+    /// Of each path prefix, in [`super::Keys::entry_prefix_fields`] order.
+    pub prefixes: Vec<u64>,
 }
 
 /// Why stored bytes could not be read.
@@ -78,7 +89,7 @@ pub enum DecodeError {
 }
 
 /// Encodes `entry` with the generations read just before storing.
-pub fn encode(entry: &SharedEntry, tag_generations: &[u64], all_generation: u64) -> Vec<u8> {
+pub fn encode(entry: &SharedEntry, generations: &Generations) -> Vec<u8> {
     let compressed = (entry.body.len() >= COMPRESS_FROM)
         .then(|| zstd::bulk::compress(&entry.body, 1).ok())
         .flatten()
@@ -98,13 +109,18 @@ pub fn encode(entry: &SharedEntry, tag_generations: &[u64], all_generation: u64)
         let tag = &tag.as_bytes()[..tag.len().min(usize::from(u16::MAX))];
         out.extend_from_slice(&(tag.len() as u16).to_be_bytes());
         out.extend_from_slice(tag);
-        out.extend_from_slice(&tag_generations.get(i).copied().unwrap_or(0).to_be_bytes());
+        out.extend_from_slice(&generations.tags.get(i).copied().unwrap_or(0).to_be_bytes());
     }
-    out.extend_from_slice(&all_generation.to_be_bytes());
+    out.extend_from_slice(&generations.all.to_be_bytes());
     for text in [&entry.host, &entry.path] {
         let text = &text.as_bytes()[..text.len().min(usize::from(u16::MAX))];
         out.extend_from_slice(&(text.len() as u16).to_be_bytes());
         out.extend_from_slice(text);
+    }
+    let prefixes = generations.prefixes.iter().take(usize::from(u8::MAX));
+    out.push(prefixes.len() as u8);
+    for generation in prefixes {
+        out.extend_from_slice(&generation.to_be_bytes());
     }
     let count = entry.headers.len().min(usize::from(u16::MAX));
     out.extend_from_slice(&(count as u16).to_be_bytes());
@@ -147,6 +163,8 @@ pub fn decode(bytes: &[u8]) -> Result<Stored, DecodeError> {
     };
     let host = text()?;
     let path = text()?;
+    let count = usize::from(r.take(1)?[0]);
+    let prefix_generations = (0..count).map(|_| r.u64()).collect::<Result<Vec<u64>, _>>()?;
     let count = usize::from(r.u16()?);
     let mut headers = HeaderMap::with_capacity(count);
     for _ in 0..count {
@@ -182,7 +200,9 @@ pub fn decode(bytes: &[u8]) -> Result<Stored, DecodeError> {
         host,
         path,
     };
-    Ok(Stored { entry, tag_generations, all_generation })
+    let generations =
+        Generations { all: all_generation, tags: tag_generations, prefixes: prefix_generations };
+    Ok(Stored { entry, generations })
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -237,24 +257,25 @@ mod tests {
     fn entries_round_trip_small_and_compressed() {
         for body in [b"{\"ok\":true}".to_vec(), "x".repeat(100_000).into_bytes()] {
             let entry = entry(&body);
-            let bytes = encode(&entry, &[3, 7], 2);
+            let generations = Generations { all: 2, tags: vec![3, 7], prefixes: vec![5, 0, 9] };
+            let bytes = encode(&entry, &generations);
             if body.len() > 1000 {
                 assert!(bytes.len() < body.len() / 10, "large repetitive bodies are compressed");
             }
             let stored = decode(&bytes).expect("decodes");
             assert_eq!(stored.entry, entry);
-            assert_eq!(stored.tag_generations, vec![3, 7]);
-            assert_eq!(stored.all_generation, 2);
+            assert_eq!(stored.generations, generations);
         }
     }
 
     #[test]
     fn damaged_bytes_are_errors_not_panics() {
-        let bytes = encode(&entry(b"hello"), &[0, 0], 0);
+        let bytes = encode(&entry(b"hello"), &Generations::default());
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
-        assert_eq!(decode(b"XX\x01rest"), Err(DecodeError::Version));
+        assert_eq!(decode(b"XX\x02rest"), Err(DecodeError::Version));
+        assert_eq!(decode(b"AC\x01rest"), Err(DecodeError::Version), "version 1 is not read");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The second-level cache: on an in-memory miss the cache looks here before the origin, and
 //! stores storable answers here too, so N sidecars make one origin request per key instead of
 //! N. Entries live in Redis until the end of their longest stale window, compressed, and are
-//! checked against the current tag generations on every read (see [`super::bus`]).
+//! checked against the current tag and path-prefix generations on every read (see
+//! [`super::bus`] and [`super::keys`]): one GET and one HMGET per lookup.
 //!
 //! Optional cluster-wide coalescing: a miss takes `SET NX PX` on the key's lock; the sidecar
 //! that gets it is the cluster's leader, the others poll for its answer up to a deadline and
@@ -14,7 +15,7 @@ use tokio::time::{Duration, Instant};
 
 use super::client::RedisClient;
 use super::config::L2Config;
-use super::entry::{self, SharedEntry};
+use super::entry::{self, Generations, SharedEntry};
 use super::keys::Keys;
 use super::metrics::{L2Result, Op, TierMetrics};
 
@@ -68,7 +69,7 @@ impl SecondLevel {
         &self.config
     }
 
-    /// Looks `key` up: one GET, then one HMGET of the entry's tag generations.
+    /// Looks `key` up: one GET, then one HMGET of the entry's tag and prefix generations.
     pub async fn get(&self, client: &RedisClient, key: &str) -> L2Lookup {
         let result = self.lookup(client, key).await;
         self.metrics.l2(match &result {
@@ -91,8 +92,8 @@ impl SecondLevel {
         if stored.entry.remaining(SystemTime::now()).is_zero() {
             return Ok(L2Lookup::Miss);
         }
-        let (all, tags) = self.generations(client, &stored.entry.tags).await.map_err(|_| ())?;
-        if all != stored.all_generation || tags != stored.tag_generations {
+        let current = self.generations(client, &stored.entry).await.map_err(|_| ())?;
+        if current != stored.generations {
             self.metrics.l2(L2Result::Purged);
             return Ok(L2Lookup::Miss);
         }
@@ -108,8 +109,8 @@ impl SecondLevel {
         }
         // Generations are read before the write: a purge after this read makes the entry
         // read as purged.
-        let Ok((all, tags)) = self.generations(client, &entry.tags).await else { return false };
-        let bytes = entry::encode(entry, &tags, all);
+        let Ok(generations) = self.generations(client, entry).await else { return false };
+        let bytes = entry::encode(entry, &generations);
         if bytes.len() > self.config.max_object_size {
             self.metrics.l2(L2Result::TooLarge);
             return false;
@@ -123,17 +124,21 @@ impl SecondLevel {
         stored
     }
 
-    /// The current `*` generation and those of `tags` (0 when never purged).
-    async fn generations(&self, client: &RedisClient, tags: &[String]) -> Result<(u64, Vec<u64>), ()> {
+    /// The current generations `entry` falls under, in one HMGET: `*`, its tags', and those of
+    /// the path prefixes of its host and path (0 when never purged).
+    async fn generations(&self, client: &RedisClient, entry: &SharedEntry) -> Result<Generations, ()> {
+        let prefixes = Keys::entry_prefix_fields(&entry.host, &entry.path);
         let mut cmd = redis::cmd("HMGET");
         cmd.arg(self.keys.generations()).arg(Keys::ALL_FIELD);
-        for tag in tags {
+        for tag in &entry.tags {
             cmd.arg(Keys::tag_field(tag));
         }
+        cmd.arg(&prefixes);
         let values: Vec<Option<u64>> = client.query(Op::Generations, &cmd).await.map_err(|_| ())?;
         let mut values = values.into_iter().map(Option::unwrap_or_default);
         let all = values.next().unwrap_or(0);
-        Ok((all, values.collect()))
+        let tags = values.by_ref().take(entry.tags.len()).collect();
+        Ok(Generations { all, tags, prefixes: values.collect() })
     }
 
     /// Tries to become the cluster's leader for `key`.
