@@ -19,9 +19,11 @@ use crate::compress::Negotiation;
 use crate::downstream::Downstream;
 use crate::error::ProxyError;
 use crate::forward::headers::ForwardedConfig;
+use crate::forward::trace::{self, RequestId};
 use crate::forward::{self, RequestBody, ServedBy};
 use crate::limit::Admission;
 use crate::limit::RateLimiting;
+use crate::route::timing::{SlowLog, Spent};
 use crate::route::{PathParams, Route, RouteTable, path};
 
 /// What the request path runs on: the current rules and the stages' shared state. The
@@ -38,6 +40,8 @@ pub struct Pipeline {
     pub forwarded: ForwardedConfig,
     /// Log one line per request.
     pub access_log: bool,
+    /// The budget of slow-request log lines, shared by every route.
+    pub slow_log: SlowLog,
     /// Longest pause in a client's request body (`limits.body_read_timeout`).
     pub body_read_timeout: Duration,
     /// Requests that matched no route (`accel_unrouted_requests_total`).
@@ -53,40 +57,45 @@ pub async fn handle(
     mut request: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
+    // request id and trace context: first, so that every answer, refusals included, carries
+    // the id; the headers set here go upstream with the request.
+    let id = trace::identify(request.headers_mut(), downstream, &proxy.forwarded);
     // route: dot segments removed from the path first, so a request is routed, limited,
     // cached and forwarded by the path the origin will resolve (`/public/../admin` is `/admin`).
     if let Err(error) = normalize_path(&mut request) {
-        return refuse(proxy, None, downstream, &request, error, started);
+        return refuse(proxy, None, downstream, &request, error, id.as_ref(), started);
     }
     // route: one snapshot of the rules for the whole request, even across a reload.
     let table = proxy.routes.load();
     let host = match request_host(&request) {
         Ok(host) => host,
-        Err(error) => return refuse(proxy, None, downstream, &request, error, started),
+        Err(error) => return refuse(proxy, None, downstream, &request, error, id.as_ref(), started),
     };
     let mut params = PathParams::default();
     let Some(route) = table.find(host, request.method(), request.uri().path(), &mut params) else {
         proxy.unrouted.inc();
-        return refuse(proxy, None, downstream, &request, ProxyError::NoRoute, started);
+        return refuse(proxy, None, downstream, &request, ProxyError::NoRoute, id.as_ref(), started);
     };
     // rate limit: the per-client concurrency cap and the route's quotas, before any upstream
     // work (cache hits included: a quota protects the sidecar too); a refusal is recorded like
     // any answer. The admission rides to the response.
     let admission = match proxy.limits.admit(&route.limits, downstream, &request, &params).await {
         Ok(admission) => admission,
-        Err(refused) => return refuse(proxy, Some(route), downstream, &request, refused.into(), started),
+        Err(refused) => {
+            let error = refused.into();
+            return refuse(proxy, Some(route), downstream, &request, error, id.as_ref(), started);
+        }
     };
-    let method = request.method().clone();
-    let access = proxy.access_log.then(|| (request.uri().clone(), request.version()));
+    let record = Record::new(proxy, route, &request, id);
     // compress: what the client accepts, read before the request goes anywhere.
-    let compress = Negotiation::new(route.compress.as_deref(), &method, request.headers());
-    let back = Outbound { admission, compress };
+    let compress = Negotiation::new(route.compress.as_deref(), &record.method, request.headers());
+    let mut back = Outbound { admission, compress, upstream: None };
 
     // cache lookup: a fresh entry answers here (HEAD from the GET entry, 304 to a matching
     // conditional request); otherwise the pass says what the forward is for.
     let pass = match proxy.cache.lookup(&route.cache, &params, host, &request) {
         Lookup::Answer(answer) => {
-            return finish(route, downstream, &method, access, answer, back, started).await;
+            return finish(route, downstream, &record, answer, back, started).await;
         }
         // A stale entry within stale-while-revalidate answers too, while one background
         // request (sent before this answer goes back) refreshes it.
@@ -94,14 +103,14 @@ pub async fn handle(
             if let Some(refresh) = refresh {
                 refresh_in_background(proxy, route, downstream, &request, refresh);
             }
-            return finish(route, downstream, &method, access, answer, back, started).await;
+            return finish(route, downstream, &record, answer, back, started).await;
         }
         Lookup::Forward(pass) => pass,
     };
     // coalesce: identical concurrent misses send one leader upstream; followers take its answer.
     let pass = match pass.coalesce().await {
         Coalesced::Answer(answer) => {
-            return finish(route, downstream, &method, access, answer, back, started).await;
+            return finish(route, downstream, &record, answer, back, started).await;
         }
         Coalesced::Forward(pass) => pass,
     };
@@ -109,7 +118,7 @@ pub async fn handle(
     // Redis before the origin, when `[redis]` is configured.
     let mut pass = match pass.second_level().await {
         Coalesced::Answer(answer) => {
-            return finish(route, downstream, &method, access, answer, back, started).await;
+            return finish(route, downstream, &record, answer, back, started).await;
         }
         Coalesced::Forward(pass) => pass,
     };
@@ -119,6 +128,7 @@ pub async fn handle(
     let (parts, body) = request.into_parts();
     let body = RequestBody::new(body, proxy.body_read_timeout);
     let prepare = |headers: &mut http::HeaderMap| pass.prepare(headers);
+    let forwarded = Instant::now();
     let result = forward::exchange(
         route,
         downstream,
@@ -126,18 +136,20 @@ pub async fn handle(
         parts,
         body,
         prepare,
-        proxy.access_log,
+        // The endpoint, for the access-log and slow-request lines.
+        record.target.is_some(),
     )
     .await
     .map_err(|error| {
         tracing::debug!(route = %route.rule.name, side = ?error.side(), error = %error, "request failed");
         error.into_response()
     });
+    back.upstream = Some(forwarded.elapsed());
 
     // cache store: storable answers stored with their tags as they stream; a 304 refreshes;
     // stale-if-error; successful unsafe requests invalidate.
     let answer = pass.complete(result);
-    finish(route, downstream, &method, access, answer, back, started).await
+    finish(route, downstream, &record, answer, back, started).await
 }
 
 /// Sends the background request that refreshes a stale entry: a GET with the request's
@@ -169,19 +181,45 @@ fn refresh_in_background(
 struct Outbound<'a> {
     admission: Admission,
     compress: Negotiation<'a>,
+    /// How long the exchange with the upstream took, when there was one.
+    upstream: Option<Duration>,
 }
 
-/// compress, rate limit headers, metrics: one record of every outcome; the access log line.
+/// What the answer's record says of the request: its method, its id, and (when a log line
+/// may be written) its target.
+struct Record<'a> {
+    method: Method,
+    id: Option<RequestId>,
+    /// `Some` when the access log is on or the route has a slow threshold.
+    target: Option<(Uri, Version)>,
+    access_log: bool,
+    slow_log: &'a SlowLog,
+}
+
+impl<'a> Record<'a> {
+    fn new(proxy: &'a Pipeline, route: &Route, request: &Request<Incoming>, id: Option<RequestId>) -> Self {
+        let lines = proxy.access_log || route.rule.timing.slow.is_some();
+        Self {
+            method: request.method().clone(),
+            id,
+            target: lines.then(|| (request.uri().clone(), request.version())),
+            access_log: proxy.access_log,
+            slow_log: &proxy.slow_log,
+        }
+    }
+}
+
+/// compress, rate limit headers, request id and timing headers, metrics: one record of every
+/// outcome; the access-log and slow-request lines.
 async fn finish(
     route: &Route,
     downstream: &Downstream,
-    method: &Method,
-    access: Option<(Uri, Version)>,
+    record: &Record<'_>,
     answer: Answer,
     back: Outbound<'_>,
     started: Instant,
 ) -> Response<Body> {
-    let Outbound { admission, compress } = back;
+    let Outbound { admission, compress, upstream } = back;
     let Answer { mut response, result: cache } = answer;
     // compress: after the cache stored the identity body. A cached body is compressed once
     // per coding and the variant reused; anything else is compressed as it streams.
@@ -196,10 +234,31 @@ async fn finish(
     *response.version_mut() = Version::default();
     // rate limit, on the way back: RateLimit headers; the concurrency slot rides the body.
     admission.finish(&mut response);
-    route.metrics.record(method, response.status(), cache, started.elapsed().as_secs_f64());
-    if let Some((uri, version)) = access {
-        let line = AccessLine { route: Some(route), method, uri: &uri, version, cache };
-        line.write(&response, downstream, started);
+    // request id and timing: after the cache, so a stored answer never keeps the id or the
+    // timing of the request that filled it; timed as the head is sent.
+    let elapsed = started.elapsed();
+    if let Some(id) = &record.id {
+        id.set(response.headers_mut());
+    }
+    route.rule.timing.stamp(response.headers_mut(), &Spent { total: elapsed, upstream, cache });
+    route.metrics.record(&record.method, response.status(), cache, elapsed.as_secs_f64());
+    if let Some((uri, version)) = &record.target {
+        let line = Line {
+            route: Some(route),
+            method: &record.method,
+            uri,
+            version: *version,
+            cache,
+            id: record.id.as_ref(),
+            elapsed,
+        };
+        if route.rule.timing.is_slow(elapsed) {
+            route.metrics.slow();
+            line.slow(&response, record.slow_log, started + elapsed);
+        }
+        if record.access_log {
+            line.access(&response, downstream);
+        }
     }
     response
 }
@@ -212,33 +271,49 @@ fn refuse(
     downstream: &Downstream,
     request: &Request<Incoming>,
     error: ProxyError,
+    id: Option<&RequestId>,
     started: Instant,
 ) -> Response<Body> {
-    let response = error.into_response();
+    let mut response = error.into_response();
+    let elapsed = started.elapsed();
+    if let Some(id) = id {
+        id.set(response.headers_mut());
+    }
+    let (method, uri, version) = (request.method(), request.uri(), request.version());
+    let line = Line { route, method, uri, version, cache: CacheResult::None, id, elapsed };
     if let Some(route) = route {
-        let seconds = started.elapsed().as_secs_f64();
-        route.metrics.record(request.method(), response.status(), CacheResult::None, seconds);
+        let spent = Spent { total: elapsed, upstream: None, cache: CacheResult::None };
+        route.rule.timing.stamp(response.headers_mut(), &spent);
+        route.metrics.record(method, response.status(), CacheResult::None, elapsed.as_secs_f64());
+        // A refusal can be slow too: a rate limit that made the request wait.
+        if route.rule.timing.is_slow(elapsed) {
+            route.metrics.slow();
+            line.slow(&response, &proxy.slow_log, started + elapsed);
+        }
     }
     if proxy.access_log {
-        let (method, uri, version) = (request.method(), request.uri(), request.version());
-        let line = AccessLine { route, method, uri, version, cache: CacheResult::None };
-        line.write(&response, downstream, started);
+        line.access(&response, downstream);
     }
     response
 }
 
-/// One access-log line (target `accel::access`): the same fields for every answer.
-struct AccessLine<'a> {
+/// What the access-log line (target `accel::access`) and the slow-request line (target
+/// `accel::slow`, a warning) say of an answer.
+struct Line<'a> {
     route: Option<&'a Route>,
     method: &'a Method,
     uri: &'a Uri,
     version: Version,
     cache: CacheResult,
+    id: Option<&'a RequestId>,
+    /// From the request's headers received to the answer's headers ready.
+    elapsed: Duration,
 }
 
-impl AccessLine<'_> {
-    fn write(self, response: &Response<Body>, downstream: &Downstream, started: Instant) {
-        let Self { route, method, uri, version, cache } = self;
+impl Line<'_> {
+    /// The access-log line: the same fields for every answer.
+    fn access(&self, response: &Response<Body>, downstream: &Downstream) {
+        let Self { route, method, uri, version, cache, id, elapsed } = self;
         let endpoint = response.extensions().get::<ServedBy>().map(|s| s.0.to_string());
         tracing::info!(
             target: "accel::access",
@@ -247,10 +322,32 @@ impl AccessLine<'_> {
             path = uri.path(),
             version = ?version,
             status = response.status().as_u16(),
-            micros = started.elapsed().as_micros() as u64,
+            micros = elapsed.as_micros() as u64,
             endpoint = endpoint.as_deref().unwrap_or("-"),
             cache = cache.as_str(),
             client = %downstream.peer,
+            request_id = id.map_or("-", |id| id.as_str()),
+        );
+    }
+
+    /// The slow-request line, within the log's budget; `suppressed` counts the lines left
+    /// out since the last one written.
+    fn slow(&self, response: &Response<Body>, budget: &SlowLog, now: Instant) {
+        let Some(suppressed) = budget.admit(now) else { return };
+        let Self { route, method, uri, version: _, cache, id, elapsed } = self;
+        let endpoint = response.extensions().get::<ServedBy>().map(|s| s.0.to_string());
+        tracing::warn!(
+            target: "accel::slow",
+            route = route.map_or("-", |r| r.rule.name.as_str()),
+            method = %method,
+            path = uri.path(),
+            status = response.status().as_u16(),
+            millis = elapsed.as_secs_f64() * 1000.0,
+            endpoint = endpoint.as_deref().unwrap_or("-"),
+            cache = cache.as_str(),
+            request_id = id.map_or("-", |id| id.as_str()),
+            suppressed,
+            "slow request"
         );
     }
 }

@@ -72,6 +72,7 @@ impl Proxy {
             cache: cache.clone(),
             forwarded: config.forwarded.clone(),
             access_log: config.log.access,
+            slow_log: crate::route::timing::SlowLog::default(),
             body_read_timeout: config.limits.body_read_timeout,
             unrouted: metrics.unrouted.clone(),
         };

@@ -14,4 +14,5 @@ mod redis;
 mod reload;
 mod routing;
 mod smoke;
+mod timing;
 mod transparency;
