@@ -58,7 +58,7 @@ pub async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     // request id and trace context: first, so that every answer, refusals included, carries
-    // the id; the headers set here go upstream with the request.
+    // the id; the forward sends both upstream.
     let id = trace::identify(request.headers_mut(), downstream, &proxy.forwarded);
     // route: dot segments removed from the path first, so a request is routed, limited,
     // cached and forwarded by the path the origin will resolve (`/public/../admin` is `/admin`).
@@ -101,7 +101,7 @@ pub async fn handle(
         // request (sent before this answer goes back) refreshes it.
         Lookup::Stale { answer, refresh } => {
             if let Some(refresh) = refresh {
-                refresh_in_background(proxy, route, downstream, &request, refresh);
+                refresh_in_background(proxy, route, downstream, &request, record.id.clone(), refresh);
             }
             return finish(route, downstream, &record, answer, back, started).await;
         }
@@ -123,11 +123,16 @@ pub async fn handle(
         Coalesced::Forward(pass) => pass,
     };
 
-    // forward: forwarding headers and the cache's validators, then least-connections pick
-    // and tries with retries; a failure becomes the proxy's answer here.
+    // forward: forwarding headers, the request id and the cache's validators, then
+    // least-connections pick and tries with retries; a failure becomes the proxy's answer here.
     let (parts, body) = request.into_parts();
     let body = RequestBody::new(body, proxy.body_read_timeout);
-    let prepare = |headers: &mut http::HeaderMap| pass.prepare(headers);
+    let prepare = |headers: &mut http::HeaderMap| {
+        if let Some(id) = &record.id {
+            id.set(headers);
+        }
+        pass.prepare(headers);
+    };
     let forwarded = Instant::now();
     let result = forward::exchange(
         route,
@@ -153,12 +158,13 @@ pub async fn handle(
 }
 
 /// Sends the background request that refreshes a stale entry: a GET with the request's
-/// headers, through the same exchange as any forward.
+/// headers and id, through the same exchange as any forward.
 fn refresh_in_background(
     proxy: &Pipeline,
     route: &Arc<Route>,
     downstream: &Downstream,
     request: &Request<Incoming>,
+    id: Option<RequestId>,
     mut pass: Pass,
 ) {
     let (mut parts, ()) = Request::new(()).into_parts();
@@ -168,7 +174,12 @@ fn refresh_in_background(
     parts.headers = request.headers().clone();
     let (route, downstream, policy) = (route.clone(), downstream.clone(), proxy.forwarded.clone());
     tokio::spawn(async move {
-        let prepare = |headers: &mut http::HeaderMap| pass.prepare(headers);
+        let prepare = |headers: &mut http::HeaderMap| {
+            if let Some(id) = &id {
+                id.set(headers);
+            }
+            pass.prepare(headers);
+        };
         let result =
             forward::exchange(&route, &downstream, &policy, parts, RequestBody::Empty, prepare, false)
                 .await

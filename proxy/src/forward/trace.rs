@@ -38,7 +38,7 @@ impl RequestId {
     /// thread-local generator: ids are unique in practice, not secrets.
     pub fn generate() -> Self {
         let mut text = [0u8; 32];
-        hex(&mut text, fastrand::u128(..));
+        hex(&mut text, &fastrand::u128(..).to_be_bytes());
         Self(header_value(&text))
     }
 
@@ -53,9 +53,13 @@ impl RequestId {
     }
 }
 
-/// Sets a downstream request's identity headers for the upstream (the policy's `request_id`
-/// and `start_traces`, see the module doc) and returns its id; `None` when request ids are
-/// off, and then a client's `X-Request-Id` passes through as any other header.
+/// Sets a downstream request's trace context for the upstream (the policy's `start_traces`,
+/// see the module doc) and returns its id (the policy's `request_id`); `None` when request ids
+/// are off, and then a client's `X-Request-Id` passes through as any other header.
+///
+/// The id is not written into `headers` here: the forward sets it ([`RequestId::set`]) on the
+/// request it sends, so that a request answered from the cache does not grow its header map
+/// for a header nobody reads.
 pub fn identify(
     headers: &mut HeaderMap,
     downstream: &Downstream,
@@ -70,28 +74,32 @@ pub fn identify(
         .then(|| only(headers, &X_REQUEST_ID).and_then(RequestId::parse))
         .flatten()
         .unwrap_or_else(RequestId::generate);
-    id.set(headers);
     Some(id)
 }
 
 /// Keeps a valid `traceparent` with its `tracestate`; drops an invalid one (several, or one
-/// that does not parse) with its `tracestate`, and a `tracestate` without a `traceparent`;
-/// with `start`, a request left without a `traceparent` gets a new one.
+/// that does not parse) with its `tracestate`; with `start`, a request left without a
+/// `traceparent` gets a new one (and loses a `tracestate` that came without one).
 fn trace_context(headers: &mut HeaderMap, start: bool) {
-    let valid = match only(headers, &TRACEPARENT) {
-        Some(value) => is_valid_traceparent(value.as_bytes()),
-        None => false,
-    };
-    if valid {
-        if !headers.get_all(&TRACESTATE).iter().all(|v| is_valid_tracestate(v.as_bytes())) {
-            // The parent stays; a `tracestate` that does not parse is dropped alone.
+    let mut parents = headers.get_all(&TRACEPARENT).iter();
+    match (parents.next(), parents.next()) {
+        (Some(parent), None) if is_valid_traceparent(parent.as_bytes()) => {
+            if !headers.get_all(&TRACESTATE).iter().all(|v| is_valid_tracestate(v.as_bytes())) {
+                // The parent stays; a `tracestate` that does not parse is dropped alone.
+                headers.remove(&TRACESTATE);
+            }
+            return;
+        }
+        // No parent: nothing to check, and a lone `tracestate` (which belongs to no trace the
+        // proxy can see) passes like any header, unless a new trace replaces it below.
+        (None, _) if !start => return,
+        (None, _) => {
             headers.remove(&TRACESTATE);
         }
-        return;
-    }
-    if headers.contains_key(&TRACEPARENT) || headers.contains_key(&TRACESTATE) {
-        headers.remove(&TRACEPARENT);
-        headers.remove(&TRACESTATE);
+        _ => {
+            headers.remove(&TRACEPARENT);
+            headers.remove(&TRACESTATE);
+        }
     }
     if start {
         headers.insert(TRACEPARENT.clone(), new_traceparent());
@@ -171,8 +179,8 @@ pub fn is_valid_tracestate(value: &[u8]) -> bool {
 /// A new trace: version 00, a random trace id and parent id (never all zeros), sampled.
 fn new_traceparent() -> HeaderValue {
     let mut text = *b"00-00000000000000000000000000000000-0000000000000000-01";
-    hex(&mut text[3..35], nonzero(fastrand::u128(..)));
-    hex(&mut text[36..52], u128::from(nonzero(fastrand::u64(..))));
+    hex(&mut text[3..35], &nonzero(fastrand::u128(..)).to_be_bytes());
+    hex(&mut text[36..52], &nonzero(fastrand::u64(..)).to_be_bytes());
     header_value(&text)
 }
 
@@ -180,12 +188,12 @@ fn nonzero<T: PartialEq + From<u8>>(n: T) -> T {
     if n == T::from(0) { T::from(1) } else { n }
 }
 
-/// Writes the low `out.len()` hex digits of `n`, lower case, most significant first.
-fn hex(out: &mut [u8], mut n: u128) {
+/// Writes `bytes` as lower-case hex into `out`, two digits a byte (`out` is twice as long).
+fn hex(out: &mut [u8], bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for byte in out.iter_mut().rev() {
-        *byte = DIGITS[(n & 0xf) as usize];
-        n >>= 4;
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
 }
 
@@ -259,13 +267,14 @@ mod tests {
     fn a_trusted_peer_s_well_formed_id_is_kept_and_anyone_else_s_replaced() {
         let mut h = headers(&[("x-request-id", "edge-7f3a")]);
         let id = identify(&mut h, &downstream(true), &policy(true, false)).unwrap();
-        assert_eq!((id.as_str(), &h["x-request-id"]), ("edge-7f3a", &HeaderValue::from_static("edge-7f3a")));
+        assert_eq!(id.as_str(), "edge-7f3a");
 
-        let mut h = headers(&[("x-request-id", "edge-7f3a")]);
+        let mut h = headers(&[("x-request-id", "edge-7f3a"), ("x-request-id", "again")]);
         let id = identify(&mut h, &downstream(false), &policy(true, false)).unwrap();
         assert_ne!(id.as_str(), "edge-7f3a");
-        assert_eq!(h["x-request-id"], id.as_str());
-        assert_eq!(h.get_all("x-request-id").iter().count(), 1);
+        // Set on the request the forward sends, it replaces every value the client sent.
+        id.set(&mut h);
+        assert_eq!(h.get_all("x-request-id").iter().collect::<Vec<_>>(), [id.as_str()]);
 
         // Malformed, too long, or given twice: replaced even from a trusted peer.
         let long = "a".repeat(RequestId::MAX_LEN + 1);
@@ -317,6 +326,13 @@ mod tests {
         let started = h["traceparent"].as_bytes();
         assert!(is_valid_traceparent(started) && started.starts_with(b"00-") && started.ends_with(b"-01"));
         assert!(!h.contains_key("tracestate"));
+
+        // A lone state passes untouched, unless a new trace is started.
+        let mut h = headers(&[("tracestate", "rojo=1")]);
+        identify(&mut h, &downstream(false), &policy(false, false));
+        assert_eq!(h["tracestate"], "rojo=1");
+        identify(&mut h, &downstream(false), &policy(false, true));
+        assert!(!h.contains_key("tracestate") && h.contains_key("traceparent"), "{h:?}");
 
         // A valid parent keeps its place when only its state is broken.
         let mut h = headers(&[("traceparent", PARENT), ("tracestate", "Bad State")]);
