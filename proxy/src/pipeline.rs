@@ -254,7 +254,7 @@ async fn finish(
     route.rule.timing.stamp(response.headers_mut(), &Spent { total: elapsed, upstream, cache });
     route.metrics.record(&record.method, response.status(), cache, elapsed.as_secs_f64());
     if let Some((uri, version)) = &record.target {
-        let line = Line {
+        let line = LogLine {
             route: Some(route),
             method: &record.method,
             uri,
@@ -291,7 +291,7 @@ fn refuse(
         id.set(response.headers_mut());
     }
     let (method, uri, version) = (request.method(), request.uri(), request.version());
-    let line = Line { route, method, uri, version, cache: CacheResult::None, id, elapsed };
+    let line = LogLine { route, method, uri, version, cache: CacheResult::None, id, elapsed };
     if let Some(route) = route {
         let spent = Spent { total: elapsed, upstream: None, cache: CacheResult::None };
         route.rule.timing.stamp(response.headers_mut(), &spent);
@@ -310,7 +310,7 @@ fn refuse(
 
 /// What the access-log line (target `accel::access`) and the slow-request line (target
 /// `accel::slow`, a warning) say of an answer.
-struct Line<'a> {
+struct LogLine<'a> {
     route: Option<&'a Route>,
     method: &'a Method,
     uri: &'a Uri,
@@ -321,7 +321,7 @@ struct Line<'a> {
     elapsed: Duration,
 }
 
-impl Line<'_> {
+impl LogLine<'_> {
     /// The access-log line: the same fields for every answer.
     fn access(&self, response: &Response<Body>, downstream: &Downstream) {
         let Self { route, method, uri, version, cache, id, elapsed } = self;

@@ -328,8 +328,15 @@ async fn a_slow_request_gets_a_warning_line_with_its_request_id() {
             .await;
     let slow = Request::get(format!("http://{}/slow", daemon.listen)).body(empty()).unwrap();
     let held = tokio::spawn(daemon.client.request(slow));
-    // The route has the default threshold, 1 s: the origin answers only after it.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let in_flight = format!("accel_endpoint_in_flight{{upstream=\"api\",endpoint=\"{origin}\"}}");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while daemon.metric(&in_flight).await < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "the slow request did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The route has the default threshold, 1 s: the origin, which has the request, answers
+    // only after it.
+    tokio::time::sleep(Duration::from_millis(1050)).await;
     release.notify_one();
     let response = tokio::time::timeout(DEADLINE, held).await.unwrap().unwrap().expect("an answer");
     assert_eq!(response.status(), 200);
@@ -359,7 +366,7 @@ async fn a_slow_request_gets_a_warning_line_with_its_request_id() {
     assert_eq!(line["endpoint"], origin.to_string());
     assert_eq!(line["request_id"], id.as_str());
     assert_eq!(line["suppressed"], 0);
-    assert!(line["millis"].as_f64().is_some_and(|ms| ms >= 1100.0), "{line}");
+    assert!(line["millis"].as_f64().is_some_and(|ms| ms >= 1000.0), "{line}");
     let access = lines.iter().find(|l| l["target"] == "accel::access" && l["path"] == "/slow");
     assert_eq!(access.map(|l| &l["request_id"]), Some(&serde_json::Value::from(id.as_str())), "{log}");
 }
