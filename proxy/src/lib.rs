@@ -7,6 +7,8 @@
 //!
 //! - [`server`]: accept — the client listeners, connection limits, HTTP/1.1 and h2c, and
 //!   TLS ([`tls`]) with ALPN h2 / http/1.1;
+//! - [`forward`]'s request identity first: the `X-Request-Id` (a trusted peer's or a new one)
+//!   and W3C trace context, so every answer, refusals included, carries the id;
 //! - [`route`]: host + method + path → the first matching route of the current rules;
 //! - [`limit`]: rate limit — the per-client concurrency cap, then the route's quotas for the
 //!   request's key (client address, header, path parameter, …) → pass, wait, or a refusal;
@@ -21,8 +23,9 @@
 //! - [`compress`]: brotli / zstd / gzip as the client accepts and the route allows, streamed;
 //! - cache store ([`cache`] again): storable answers stored with their tags while they
 //!   stream to the client;
-//! - metrics ([`route`]'s per-route handles in the [`metrics`] registry): one record of every
-//!   outcome, and one access-log line.
+//! - metrics ([`route`]'s per-route handles in the [`metrics`] registry): the request id and
+//!   the route's timing headers, one record of every outcome, one access-log line, and a
+//!   slow-request line within a process-wide budget.
 //!
 //! # Layers
 //!

@@ -19,9 +19,11 @@ use crate::compress::Negotiation;
 use crate::downstream::Downstream;
 use crate::error::ProxyError;
 use crate::forward::headers::ForwardedConfig;
+use crate::forward::trace::{self, RequestId};
 use crate::forward::{self, RequestBody, ServedBy};
 use crate::limit::Admission;
 use crate::limit::{Clients, RateLimiting};
+use crate::route::timing::{SlowLog, Spent};
 use crate::route::{PathParams, Route, RouteTable, path};
 use crate::upstream::Upstream;
 
@@ -38,6 +40,8 @@ pub struct Pipeline {
     pub cache: Arc<Cache>,
     /// Requests that matched no route (`accel_unrouted_requests_total`).
     pub unrouted: Counter,
+    /// The budget of slow-request log lines, shared by every route and kept across reloads.
+    pub slow_log: SlowLog,
 }
 
 /// One snapshot of everything a reload changes: the route table (whose routes hold their
@@ -69,57 +73,74 @@ pub async fn handle(
     let started = Instant::now();
     // One snapshot of the rules and live settings for the whole request, even across a reload.
     let running = proxy.running.load();
+    // request id and trace context: first, so that every answer, refusals included, carries
+    // the id; the forward sends both upstream.
+    let id = trace::identify(request.headers_mut(), downstream, &running.forwarded);
     // route: dot segments removed from the path first, so a request is routed, limited,
     // cached and forwarded by the path the origin will resolve (`/public/../admin` is `/admin`).
     if let Err(error) = normalize_path(&mut request) {
-        return refuse(&running, None, downstream, &request, error, started);
+        return refuse(proxy, &running, None, downstream, &request, error, id.as_ref(), started);
     }
     let table = &running.routes;
     let host = match request_host(&request) {
         Ok(host) => host,
-        Err(error) => return refuse(&running, None, downstream, &request, error, started),
+        Err(error) => {
+            return refuse(proxy, &running, None, downstream, &request, error, id.as_ref(), started);
+        }
     };
     let mut params = PathParams::default();
     let Some(route) = table.find(host, request.method(), request.uri().path(), &mut params) else {
         proxy.unrouted.inc();
-        return refuse(&running, None, downstream, &request, ProxyError::NoRoute, started);
+        return refuse(
+            proxy,
+            &running,
+            None,
+            downstream,
+            &request,
+            ProxyError::NoRoute,
+            id.as_ref(),
+            started,
+        );
     };
     // rate limit: the per-client concurrency cap and the route's quotas, before any upstream
     // work (cache hits included: a quota protects the sidecar too); a refusal is recorded like
     // any answer. The admission rides to the response.
-    let admission =
-        match proxy.limits.admit(&running.clients, &route.limits, downstream, &request, &params).await {
-            Ok(admission) => admission,
-            Err(refused) => {
-                return refuse(&running, Some(route), downstream, &request, refused.into(), started);
-            }
-        };
-    let method = request.method().clone();
-    let access = running.access_log.then(|| (request.uri().clone(), request.version()));
+    let admission = match proxy
+        .limits
+        .admit(&running.clients, &route.limits, downstream, &request, &params)
+        .await
+    {
+        Ok(admission) => admission,
+        Err(refused) => {
+            let error = refused.into();
+            return refuse(proxy, &running, Some(route), downstream, &request, error, id.as_ref(), started);
+        }
+    };
+    let record = Record::new(proxy, &running, route, &request, id);
     // compress: what the client accepts, read before the request goes anywhere.
-    let compress = Negotiation::new(route.compress.as_deref(), &method, request.headers());
-    let back = Outbound { admission, compress };
+    let compress = Negotiation::new(route.compress.as_deref(), &record.method, request.headers());
+    let mut back = Outbound { admission, compress, upstream: None };
 
     // cache lookup: a fresh entry answers here (HEAD from the GET entry, 304 to a matching
     // conditional request); otherwise the pass says what the forward is for.
     let pass = match proxy.cache.lookup(&route.cache, &params, host, &request) {
         Lookup::Answer(answer) => {
-            return finish(route, downstream, &method, access, answer, back, started).await;
+            return finish(route, downstream, &record, answer, back, started).await;
         }
         // A stale entry within stale-while-revalidate answers too, while one background
         // request (sent before this answer goes back) refreshes it.
         Lookup::Stale { answer, refresh } => {
             if let Some(refresh) = refresh {
-                refresh_in_background(&running, route, downstream, &request, refresh);
+                refresh_in_background(&running, route, downstream, &request, record.id.clone(), refresh);
             }
-            return finish(route, downstream, &method, access, answer, back, started).await;
+            return finish(route, downstream, &record, answer, back, started).await;
         }
         Lookup::Forward(pass) => pass,
     };
     // coalesce: identical concurrent misses send one leader upstream; followers take its answer.
     let pass = match pass.coalesce().await {
         Coalesced::Answer(answer) => {
-            return finish(route, downstream, &method, access, answer, back, started).await;
+            return finish(route, downstream, &record, answer, back, started).await;
         }
         Coalesced::Forward(pass) => pass,
     };
@@ -127,16 +148,22 @@ pub async fn handle(
     // Redis before the origin, when `[redis]` is configured.
     let mut pass = match pass.second_level().await {
         Coalesced::Answer(answer) => {
-            return finish(route, downstream, &method, access, answer, back, started).await;
+            return finish(route, downstream, &record, answer, back, started).await;
         }
         Coalesced::Forward(pass) => pass,
     };
 
-    // forward: forwarding headers and the cache's validators, then least-connections pick
-    // and tries with retries; a failure becomes the proxy's answer here.
+    // forward: forwarding headers, the request id and the cache's validators, then
+    // least-connections pick and tries with retries; a failure becomes the proxy's answer here.
     let (parts, body) = request.into_parts();
     let body = RequestBody::new(body, running.body_read_timeout);
-    let prepare = |headers: &mut http::HeaderMap| pass.prepare(headers);
+    let prepare = |headers: &mut http::HeaderMap| {
+        if let Some(id) = &record.id {
+            id.set(headers);
+        }
+        pass.prepare(headers);
+    };
+    let forwarded = Instant::now();
     let result = forward::exchange(
         route,
         downstream,
@@ -144,27 +171,30 @@ pub async fn handle(
         parts,
         body,
         prepare,
-        running.access_log,
+        // The endpoint, for the access-log and slow-request lines.
+        record.target.is_some(),
     )
     .await
     .map_err(|error| {
         tracing::debug!(route = %route.rule.name, side = ?error.side(), error = %error, "request failed");
         error.into_response()
     });
+    back.upstream = Some(forwarded.elapsed());
 
     // cache store: storable answers stored with their tags as they stream; a 304 refreshes;
     // stale-if-error; successful unsafe requests invalidate.
     let answer = pass.complete(result);
-    finish(route, downstream, &method, access, answer, back, started).await
+    finish(route, downstream, &record, answer, back, started).await
 }
 
 /// Sends the background request that refreshes a stale entry: a GET with the request's
-/// headers, through the same exchange as any forward.
+/// headers and id, through the same exchange as any forward.
 fn refresh_in_background(
     running: &Running,
     route: &Arc<Route>,
     downstream: &Downstream,
     request: &Request<Incoming>,
+    id: Option<RequestId>,
     mut pass: Pass,
 ) {
     let (mut parts, ()) = Request::new(()).into_parts();
@@ -174,7 +204,12 @@ fn refresh_in_background(
     parts.headers = request.headers().clone();
     let (route, downstream, policy) = (route.clone(), downstream.clone(), running.forwarded.clone());
     tokio::spawn(async move {
-        let prepare = |headers: &mut http::HeaderMap| pass.prepare(headers);
+        let prepare = |headers: &mut http::HeaderMap| {
+            if let Some(id) = &id {
+                id.set(headers);
+            }
+            pass.prepare(headers);
+        };
         let result =
             forward::exchange(&route, &downstream, &policy, parts, RequestBody::Empty, prepare, false)
                 .await
@@ -187,19 +222,51 @@ fn refresh_in_background(
 struct Outbound<'a> {
     admission: Admission,
     compress: Negotiation<'a>,
+    /// How long the exchange with the upstream took, when there was one.
+    upstream: Option<Duration>,
 }
 
-/// compress, rate limit headers, metrics: one record of every outcome; the access log line.
+/// What the answer's record says of the request: its method, its id, and (when a log line
+/// may be written) its target.
+struct Record<'a> {
+    method: Method,
+    id: Option<RequestId>,
+    /// `Some` when the access log is on or the route has a slow threshold.
+    target: Option<(Uri, Version)>,
+    access_log: bool,
+    slow_log: &'a SlowLog,
+}
+
+impl<'a> Record<'a> {
+    fn new(
+        proxy: &'a Pipeline,
+        running: &Running,
+        route: &Route,
+        request: &Request<Incoming>,
+        id: Option<RequestId>,
+    ) -> Self {
+        let lines = running.access_log || route.rule.timing.slow.is_some();
+        Self {
+            method: request.method().clone(),
+            id,
+            target: lines.then(|| (request.uri().clone(), request.version())),
+            access_log: running.access_log,
+            slow_log: &proxy.slow_log,
+        }
+    }
+}
+
+/// compress, rate limit headers, request id and timing headers, metrics: one record of every
+/// outcome; the access-log and slow-request lines.
 async fn finish(
     route: &Route,
     downstream: &Downstream,
-    method: &Method,
-    access: Option<(Uri, Version)>,
+    record: &Record<'_>,
     answer: Answer,
     back: Outbound<'_>,
     started: Instant,
 ) -> Response<Body> {
-    let Outbound { admission, compress } = back;
+    let Outbound { admission, compress, upstream } = back;
     let Answer { mut response, result: cache } = answer;
     // compress: after the cache stored the identity body. A cached body is compressed once
     // per coding and the variant reused; anything else is compressed as it streams.
@@ -214,49 +281,88 @@ async fn finish(
     *response.version_mut() = Version::default();
     // rate limit, on the way back: RateLimit headers; the concurrency slot rides the body.
     admission.finish(&mut response);
-    route.metrics.record(method, response.status(), cache, started.elapsed().as_secs_f64());
-    if let Some((uri, version)) = access {
-        let line = AccessLine { route: Some(route), method, uri: &uri, version, cache };
-        line.write(&response, downstream, started);
+    // request id and timing: after the cache, so a stored answer never keeps the id or the
+    // timing of the request that filled it; timed as the head is sent.
+    let elapsed = started.elapsed();
+    if let Some(id) = &record.id {
+        id.set(response.headers_mut());
+    }
+    route.rule.timing.stamp(response.headers_mut(), &Spent { total: elapsed, upstream, cache });
+    route.metrics.record(&record.method, response.status(), cache, elapsed.as_secs_f64());
+    if let Some((uri, version)) = &record.target {
+        let line = LogLine {
+            route: Some(route),
+            method: &record.method,
+            uri,
+            version: *version,
+            cache,
+            id: record.id.as_ref(),
+            elapsed,
+        };
+        if route.rule.timing.is_slow(elapsed) {
+            route.metrics.slow();
+            line.slow(&response, record.slow_log, started + elapsed);
+        }
+        if record.access_log {
+            line.access(&response, downstream);
+        }
     }
     response
 }
 
 /// The answer to a request refused before it went anywhere (a bad request, no route, a
 /// limit): the rescue point's response, recorded like any other.
+#[allow(clippy::too_many_arguments)] // the request's parts and its record so far
 fn refuse(
+    proxy: &Pipeline,
     running: &Running,
     route: Option<&Route>,
     downstream: &Downstream,
     request: &Request<Incoming>,
     error: ProxyError,
+    id: Option<&RequestId>,
     started: Instant,
 ) -> Response<Body> {
-    let response = error.into_response();
+    let mut response = error.into_response();
+    let elapsed = started.elapsed();
+    if let Some(id) = id {
+        id.set(response.headers_mut());
+    }
+    let (method, uri, version) = (request.method(), request.uri(), request.version());
+    let line = LogLine { route, method, uri, version, cache: CacheResult::None, id, elapsed };
     if let Some(route) = route {
-        let seconds = started.elapsed().as_secs_f64();
-        route.metrics.record(request.method(), response.status(), CacheResult::None, seconds);
+        let spent = Spent { total: elapsed, upstream: None, cache: CacheResult::None };
+        route.rule.timing.stamp(response.headers_mut(), &spent);
+        route.metrics.record(method, response.status(), CacheResult::None, elapsed.as_secs_f64());
+        // A refusal can be slow too: a rate limit that made the request wait.
+        if route.rule.timing.is_slow(elapsed) {
+            route.metrics.slow();
+            line.slow(&response, &proxy.slow_log, started + elapsed);
+        }
     }
     if running.access_log {
-        let (method, uri, version) = (request.method(), request.uri(), request.version());
-        let line = AccessLine { route, method, uri, version, cache: CacheResult::None };
-        line.write(&response, downstream, started);
+        line.access(&response, downstream);
     }
     response
 }
 
-/// One access-log line (target `accel::access`): the same fields for every answer.
-struct AccessLine<'a> {
+/// What the access-log line (target `accel::access`) and the slow-request line (target
+/// `accel::slow`, a warning) say of an answer.
+struct LogLine<'a> {
     route: Option<&'a Route>,
     method: &'a Method,
     uri: &'a Uri,
     version: Version,
     cache: CacheResult,
+    id: Option<&'a RequestId>,
+    /// From the request's headers received to the answer's headers ready.
+    elapsed: Duration,
 }
 
-impl AccessLine<'_> {
-    fn write(self, response: &Response<Body>, downstream: &Downstream, started: Instant) {
-        let Self { route, method, uri, version, cache } = self;
+impl LogLine<'_> {
+    /// The access-log line: the same fields for every answer.
+    fn access(&self, response: &Response<Body>, downstream: &Downstream) {
+        let Self { route, method, uri, version, cache, id, elapsed } = self;
         let endpoint = response.extensions().get::<ServedBy>().map(|s| s.0.to_string());
         tracing::info!(
             target: "accel::access",
@@ -265,10 +371,32 @@ impl AccessLine<'_> {
             path = uri.path(),
             version = ?version,
             status = response.status().as_u16(),
-            micros = started.elapsed().as_micros() as u64,
+            micros = elapsed.as_micros() as u64,
             endpoint = endpoint.as_deref().unwrap_or("-"),
             cache = cache.as_str(),
             client = %downstream.peer,
+            request_id = id.map_or("-", |id| id.as_str()),
+        );
+    }
+
+    /// The slow-request line, within the log's budget; `suppressed` counts the lines left
+    /// out since the last one written.
+    fn slow(&self, response: &Response<Body>, budget: &SlowLog, now: Instant) {
+        let Some(suppressed) = budget.admit(now) else { return };
+        let Self { route, method, uri, version: _, cache, id, elapsed } = self;
+        let endpoint = response.extensions().get::<ServedBy>().map(|s| s.0.to_string());
+        tracing::warn!(
+            target: "accel::slow",
+            route = route.map_or("-", |r| r.rule.name.as_str()),
+            method = %method,
+            path = uri.path(),
+            status = response.status().as_u16(),
+            millis = elapsed.as_secs_f64() * 1000.0,
+            endpoint = endpoint.as_deref().unwrap_or("-"),
+            cache = cache.as_str(),
+            request_id = id.map_or("-", |id| id.as_str()),
+            suppressed,
+            "slow request"
         );
     }
 }

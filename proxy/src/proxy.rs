@@ -16,6 +16,7 @@ use crate::config::{self, Config, Problems, RuleSet};
 use crate::limit::{Clients, RateLimiting};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Running};
+use crate::route::timing::SlowLog;
 use crate::route::{Route, RouteMetrics, RouteTable};
 use crate::tier::RedisTier;
 use crate::upstream::{Upstream, UpstreamName};
@@ -116,6 +117,7 @@ impl Proxy {
             limits: limits.clone(),
             cache: cache.clone(),
             unrouted: metrics.unrouted.clone(),
+            slow_log: SlowLog::default(),
         };
         let state = State { config: config.clone(), compression, rules_files: Vec::new() };
         let proxy = Self {

@@ -340,6 +340,61 @@ async fn each_request_gets_one_json_access_line() {
     assert_eq!(line["status"], 200);
     assert_eq!(line["endpoint"], origin.to_string());
     assert!(line["micros"].is_u64(), "{line}");
+    let id = line["request_id"].as_str().unwrap_or_default();
+    assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{line}");
+    assert_ne!(access[1]["request_id"], line["request_id"], "each request has its own id");
+}
+
+#[tokio::test]
+async fn a_slow_request_gets_a_warning_line_with_its_request_id() {
+    let release = Arc::new(Notify::new());
+    let origin = origin(release.clone()).await;
+    let mut daemon =
+        Daemon::start_with("slow", origin, "[log]\nformat = \"json\"\nlevel = \"warn\"\naccess = true\n")
+            .await;
+    let slow = Request::get(format!("http://{}/slow", daemon.listen)).body(empty()).unwrap();
+    let held = tokio::spawn(daemon.client.request(slow));
+    let in_flight = format!("accel_endpoint_in_flight{{upstream=\"api\",endpoint=\"{origin}\"}}");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while daemon.metric(&in_flight).await < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "the slow request did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The route has the default threshold, 1 s: the origin, which has the request, answers
+    // only after it.
+    tokio::time::sleep(Duration::from_millis(1050)).await;
+    release.notify_one();
+    let response = tokio::time::timeout(DEADLINE, held).await.unwrap().unwrap().expect("an answer");
+    assert_eq!(response.status(), 200);
+    let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    response.into_body().collect().await.unwrap();
+    assert_eq!(daemon.try_get(daemon.listen, "/fast").await, Some((200, "ok".into())));
+    assert_eq!(daemon.metric(r#"accel_slow_requests_total{route="all"}"#).await, 1.0);
+    daemon.signal("TERM");
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while daemon.child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "accel did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let log = std::fs::read_to_string(daemon.dir.join("stdout.log")).unwrap();
+    let lines: Vec<serde_json::Value> =
+        log.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).collect();
+    let slow: Vec<&serde_json::Value> = lines.iter().filter(|l| l["target"] == "accel::slow").collect();
+    assert_eq!(slow.len(), 1, "only the slow request: {log}");
+    let line = slow[0];
+    assert_eq!(line["level"], "WARN", "{line}");
+    assert_eq!(
+        (&line["route"], &line["method"], &line["path"]),
+        (&"all".into(), &"GET".into(), &"/slow".into())
+    );
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["endpoint"], origin.to_string());
+    assert_eq!(line["request_id"], id.as_str());
+    assert_eq!(line["suppressed"], 0);
+    assert!(line["millis"].as_f64().is_some_and(|ms| ms >= 1000.0), "{line}");
+    let access = lines.iter().find(|l| l["target"] == "accel::access" && l["path"] == "/slow");
+    assert_eq!(access.map(|l| &l["request_id"]), Some(&serde_json::Value::from(id.as_str())), "{log}");
 }
 
 #[tokio::test]

@@ -16,4 +16,5 @@ mod redis;
 mod reload;
 mod routing;
 mod smoke;
+mod timing;
 mod transparency;

@@ -160,6 +160,13 @@ pub struct ForwardedFile {
     /// Pseudonym in the `Via` header. Default `accel`; empty string: no `Via` header.
     #[serde(default)]
     pub via: Option<String>,
+    /// An `X-Request-Id` on every request and answer. Default true.
+    #[serde(default)]
+    pub request_id: Option<bool>,
+    /// Start a W3C trace (`traceparent`) for requests that come without a valid one.
+    /// Default false.
+    #[serde(default)]
+    pub start_traces: Option<bool>,
 }
 
 /// `[log]`: logs.
@@ -293,6 +300,9 @@ pub struct RouteFile {
     /// Paths fetched through the proxy at start-up and after a purge, to keep them cached.
     #[serde(default)]
     pub warm: Vec<String>,
+    /// `Server-Timing` / `X-Response-Time` headers and the slow-request threshold.
+    #[serde(default)]
+    pub timing: Option<crate::route::timing::TimingFile>,
 }
 
 /// `match = { ... }` of a route. Every given condition must hold.

@@ -195,6 +195,7 @@ fn convert(
         compress,
         slo,
         warm,
+        timing,
     } = route;
     let before = problems.0.len();
     let mut at = |key: &str, message: String| problems.in_route(&file, label, key, message);
@@ -257,6 +258,7 @@ fn convert(
         crate::limit::rule::convert(limits, &params, &mut at)
     });
     let (slo, warm) = crate::route::slo::convert(slo, warm, &mut at);
+    let timing = crate::route::timing::convert(timing, &mut at);
     if problems.0.len() != before {
         return None;
     }
@@ -272,6 +274,7 @@ fn convert(
         compress,
         slo,
         warm,
+        timing,
     })
 }
 
@@ -399,6 +402,49 @@ mod tests {
         assert!(!text.contains("missing field"), "{text}");
         assert_eq!(problems.0.len(), 3, "{text}");
         assert_eq!(routes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["two"]);
+    }
+
+    #[test]
+    fn timing_tables_convert_and_their_problems_name_file_route_and_key() {
+        let (routes, problems) = parse_str(
+            r#"
+            [[route]]
+            name = "timed"
+            upstream = "api"
+            timing = { server_timing = true, slow = "250ms" }
+
+            [[route]]
+            name = "quiet"
+            upstream = "api"
+            timing = { slow = false }
+            "#,
+        );
+        assert!(problems.is_empty(), "{problems}");
+        assert!(routes[0].timing.server_timing && !routes[0].timing.response_time);
+        assert_eq!(routes[0].timing.slow, Some(Duration::from_millis(250)));
+        assert_eq!(routes[1].timing.slow, None);
+
+        let (_, problems) = parse_str(
+            r#"
+            [[route]]
+            name = "one"
+            upstream = "api"
+            timing = { slow = "later" }
+
+            [[route]]
+            name = "two"
+            upstream = "api"
+            timing = { server_timing = "yes", colour = 1 }
+            "#,
+        );
+        let text = problems.to_string();
+        assert!(
+            text.contains(r#"rules/test.toml: route "one": key `timing.slow`: invalid duration"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"route "two": key `timing.server_timing`: invalid type"#), "{text}");
+        assert!(text.contains(r#"route "two": key `timing.colour`: unknown field `colour`"#), "{text}");
+        assert_eq!(problems.0.len(), 3, "{text}");
     }
 
     #[test]

@@ -254,7 +254,12 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
             drain_timeout,
             rate_limiting,
         },
-        forwarded: ForwardedConfig { trusted_proxies, via },
+        forwarded: ForwardedConfig {
+            trusted_proxies,
+            via,
+            request_id: forwarded.request_id.unwrap_or(true),
+            start_traces: forwarded.start_traces.unwrap_or(false),
+        },
         log: LogConfig {
             format,
             level: log.level.unwrap_or_else(|| "info".into()),

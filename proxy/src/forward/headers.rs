@@ -6,13 +6,26 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::downstream::Downstream;
 
-/// Who may set `X-Forwarded-*`, and what goes in `Via`.
-#[derive(Debug, Clone, Default)]
+/// Who may set `X-Forwarded-*` and `X-Request-Id`, what goes in `Via`, and whether traces
+/// are started (see [`super::trace`]).
+#[derive(Debug, Clone)]
 pub struct ForwardedConfig {
-    /// Peers whose forwarding headers are trusted.
+    /// Peers whose forwarding headers (and request ids) are trusted.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `Via` entries from the configured pseudonym; `None`: no `Via` header is added.
     pub via: Option<Via>,
+    /// Every request carries an `X-Request-Id` (a trusted peer's, or a new one), sent upstream
+    /// and returned to the client. Default true.
+    pub request_id: bool,
+    /// A request without a valid `traceparent` gets a new one. Default false.
+    pub start_traces: bool,
+}
+
+impl Default for ForwardedConfig {
+    /// No trusted proxy, no `Via`, request ids on, no trace started.
+    fn default() -> Self {
+        Self { trusted_proxies: Vec::new(), via: None, request_id: true, start_traces: false }
+    }
 }
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -201,13 +214,16 @@ mod tests {
             } else {
                 vec![]
             },
-            via: None,
+            ..ForwardedConfig::default()
         };
         Downstream::new(peer.parse().unwrap(), false, &policy.trusted_proxies)
     }
 
     fn policy() -> ForwardedConfig {
-        ForwardedConfig { trusted_proxies: vec![], via: Some(Via::new(&HeaderValue::from_static("accel"))) }
+        ForwardedConfig {
+            via: Some(Via::new(&HeaderValue::from_static("accel"))),
+            ..ForwardedConfig::default()
+        }
     }
 
     #[test]

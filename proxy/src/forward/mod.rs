@@ -11,6 +11,7 @@
 //! has to keep taking the bytes; the response timeout starts once the last byte has gone.
 
 pub mod headers;
+pub mod trace;
 
 use std::future::Future;
 use std::time::Duration;

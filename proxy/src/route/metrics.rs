@@ -1,5 +1,6 @@
-//! A route's request metrics: `accel_requests` by route, method and status class, and
-//! `accel_request_duration_seconds` by route and cache result.
+//! A route's request metrics: `accel_requests` by route, method and status class,
+//! `accel_request_duration_seconds` by route and cache result, and `accel_slow_requests` by
+//! route.
 
 use std::sync::OnceLock;
 
@@ -17,6 +18,11 @@ use crate::name::RouteName;
 struct RouteCacheLabels {
     route: String,
     cache: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,6 +57,9 @@ pub struct RouteMetrics {
     duration_family: HistogramFamily<RouteCacheLabels>,
     counters: [[OnceLock<Counter>; 5]; 8],
     durations: [OnceLock<Histogram>; 7],
+    /// Requests above the route's slow threshold; the series exists from the start (at 0),
+    /// so that its rate is defined before the first slow request.
+    slow: Counter,
 }
 
 impl RouteMetrics {
@@ -70,7 +79,20 @@ impl RouteMetrics {
             ),
             counters: Default::default(),
             durations: Default::default(),
+            slow: metrics
+                .family::<Family<RouteLabels, Counter>>(
+                    "slow_requests",
+                    "Requests that took at least their route's slow threshold (timing.slow), by route",
+                    Family::default,
+                )
+                .get_or_create(&RouteLabels { route: route.as_str().to_owned() })
+                .clone(),
         }
+    }
+
+    /// Counts one request above the route's slow threshold.
+    pub fn slow(&self) {
+        self.slow.inc();
     }
 
     /// Records one answered request.

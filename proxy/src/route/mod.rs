@@ -11,6 +11,7 @@ mod metrics;
 pub mod path;
 pub mod slo;
 mod table;
+pub mod timing;
 
 use std::num::NonZeroU32;
 use std::path::Path;
@@ -47,6 +48,8 @@ pub struct RouteRule {
     pub slo: slo::Slo,
     /// Paths kept warm (`warm`): fetched at start-up and after purges.
     pub warm: Vec<String>,
+    /// Timing headers on answers and the slow-request threshold (`timing`).
+    pub timing: timing::RouteTiming,
 }
 
 /// How long the upstream may take.
