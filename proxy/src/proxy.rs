@@ -73,6 +73,7 @@ impl Proxy {
             forwarded: config.forwarded.clone(),
             access_log: config.log.access,
             body_read_timeout: config.limits.body_read_timeout,
+            max_body_size: config.limits.max_body_size,
             unrouted: metrics.unrouted.clone(),
         };
         let proxy = Self {

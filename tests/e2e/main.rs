@@ -7,6 +7,7 @@ mod cache;
 mod compress;
 mod failures;
 mod health;
+mod hostile;
 mod insight;
 mod lifecycle;
 mod limit;

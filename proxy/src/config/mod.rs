@@ -86,6 +86,28 @@ pub struct Limits {
     pub drain_timeout: Duration,
     /// Per-client concurrency cap and rate limiters' bounds.
     pub rate_limiting: crate::limit::LimitSettings,
+    /// Request head bounds: size (`431`), field count (`431`), target length (`414`).
+    pub head: crate::framing::HeadLimits,
+    /// Request body bytes of a route without its own `max_body_size` (`413`).
+    pub max_body_size: u64,
+    /// Open connections per client address; `None`: no cap.
+    pub max_connections_per_client: Option<NonZeroUsize>,
+    /// HTTP/2 bounds of one connection.
+    pub h2: H2Limits,
+}
+
+/// HTTP/2 bounds of one client connection, set explicitly on hyper's builder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H2Limits {
+    /// Streams open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub max_concurrent_streams: u32,
+    /// Bytes of one header list (`SETTINGS_MAX_HEADER_LIST_SIZE`), counted across
+    /// CONTINUATION frames.
+    pub max_header_list_size: u32,
+    /// Streams reset by the client before they were accepted, at once (rapid reset).
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams reset by the server for the client's protocol errors, in all.
+    pub max_local_error_reset_streams: usize,
 }
 
 /// Log output.

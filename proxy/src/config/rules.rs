@@ -195,6 +195,7 @@ fn convert(
         compress,
         slo,
         warm,
+        max_body_size,
     } = route;
     let before = problems.0.len();
     let mut at = |key: &str, message: String| problems.in_route(&file, label, key, message);
@@ -257,6 +258,17 @@ fn convert(
         crate::limit::rule::convert(limits, &params, &mut at)
     });
     let (slo, warm) = crate::route::slo::convert(slo, warm, &mut at);
+    let max_body_size = max_body_size.and_then(|text| match crate::quantity::parse_size(&text) {
+        Ok(0) => {
+            at("max_body_size", "must be greater than zero".into());
+            None
+        }
+        Ok(n) => Some(n),
+        Err(e) => {
+            at("max_body_size", e);
+            None
+        }
+    });
     if problems.0.len() != before {
         return None;
     }
@@ -272,6 +284,7 @@ fn convert(
         compress,
         slo,
         warm,
+        max_body_size,
     })
 }
 

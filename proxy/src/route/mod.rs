@@ -47,6 +47,8 @@ pub struct RouteRule {
     pub slo: slo::Slo,
     /// Paths kept warm (`warm`): fetched at start-up and after purges.
     pub warm: Vec<String>,
+    /// Most request body bytes (`max_body_size`); `None`: `limits.max_body_size`.
+    pub max_body_size: Option<u64>,
 }
 
 /// How long the upstream may take.
