@@ -253,3 +253,42 @@ async fn a_valid_chunked_upload_goes_through_whole() {
     assert_eq!(seen.body_len, 11);
     assert!(seen.body_complete);
 }
+
+#[tokio::test]
+async fn connections_over_the_per_client_cap_are_closed_at_once() {
+    let origin = FakeOrigin::new().route("/*", "ok").start().await;
+    let proxy = TestProxy::builder()
+        .upstream("api", &[origin.addr()])
+        .rules(RULES)
+        .sidecar_toml("[limits]\nmax_connections_per_client = 1")
+        .start()
+        .await;
+    let mut first = RawConnection::open(proxy.addr()).await;
+    first.write(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(first.read_head().await.status, 200);
+
+    // The first connection is still open: a second one from the same address is closed unread.
+    let mut second = RawConnection::open(proxy.addr()).await;
+    let _ = second.try_write(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(second.read_to_close().await.is_empty(), "the second connection got an answer");
+    assert_eq!(origin.hits("/b"), 0);
+    assert_eq!(proxy.metric("accel_downstream_rejections_total{reason=\"client_connections\"}").await, 1.0);
+
+    // Once the first closes, the address may connect again.
+    drop(first);
+    eventually_async_connects(&proxy).await;
+}
+
+/// A new connection gets an answer, once the proxy has counted the last one closed.
+async fn eventually_async_connects(proxy: &TestProxy) {
+    for _ in 0..100 {
+        let mut connection = RawConnection::open(proxy.addr()).await;
+        if connection.try_write(b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await
+            && !connection.read_to_close().await.is_empty()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("no connection was let in after the first one closed");
+}

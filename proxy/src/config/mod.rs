@@ -174,4 +174,42 @@ mod tests {
         let settings = config("[limits]\nclient_concurrency = true").limits.rate_limiting;
         assert_eq!(settings.client_concurrency.map(|n| n.get()), Some(10));
     }
+
+    #[test]
+    fn request_limits_have_defaults_and_are_validated() {
+        let limits = config("").limits;
+        assert_eq!(
+            limits.head,
+            crate::framing::HeadLimits { max_head: 32 << 10, max_headers: 100, max_target: 8 << 10 }
+        );
+        assert_eq!(limits.max_body_size, 100 << 20);
+        assert_eq!(limits.max_connections_per_client, None);
+        assert_eq!(limits.h2.max_concurrent_streams, 100);
+        assert_eq!(limits.h2.max_header_list_size, 32 << 10);
+        assert_eq!(limits.h2.max_pending_accept_reset_streams, 20);
+
+        let limits = config(
+            "[limits]\nmax_header_size = \"64KiB\"\nmax_body_size = \"5MiB\"\nmax_connections_per_client = 8",
+        )
+        .limits;
+        assert_eq!((limits.head.max_head, limits.max_body_size), (64 << 10, 5 << 20));
+        assert_eq!(limits.h2.max_header_list_size, 64 << 10);
+        assert_eq!(limits.max_connections_per_client.map(NonZeroUsize::get), Some(8));
+
+        let file: file::SidecarFile = toml::from_str(
+            "[limits]\nmax_header_size = \"4KiB\"\nmax_target_length = \"8KiB\"\nmax_headers = 5000\n\
+             max_body_size = \"0\"\nmax_connections_per_client = 0\nh2_max_concurrent_streams = 0",
+        )
+        .unwrap();
+        let text = sidecar::convert(file, None, Path::new("accel.toml")).unwrap_err().to_string();
+        for key in [
+            "limits.max_target_length",
+            "limits.max_headers",
+            "limits.max_body_size",
+            "limits.max_connections_per_client",
+            "limits.h2_max_concurrent_streams",
+        ] {
+            assert!(text.contains(&format!("key `{key}`")), "{key} in {text}");
+        }
+    }
 }

@@ -344,6 +344,19 @@ mod tests {
     }
 
     #[test]
+    fn a_route_body_limit_is_a_size() {
+        let (routes, problems) =
+            parse_str("[[route]]\nname = \"up\"\nupstream = \"api\"\nmax_body_size = \"10MiB\"\n");
+        assert!(problems.is_empty(), "{problems}");
+        assert_eq!(routes[0].max_body_size, Some(10 << 20));
+        let (routes, _) = parse_str("[[route]]\nname = \"up\"\nupstream = \"api\"\n");
+        assert_eq!(routes[0].max_body_size, None, "the [limits] default applies");
+        let (_, problems) =
+            parse_str("[[route]]\nname = \"up\"\nupstream = \"api\"\nmax_body_size = \"lots\"\n");
+        assert!(problems.to_string().contains("key `max_body_size`"), "{problems}");
+    }
+
+    #[test]
     fn a_valid_route_converts() {
         let (routes, problems) = parse_str(
             r#"

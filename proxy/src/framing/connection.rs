@@ -237,6 +237,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for FramedIo<T> {
                 // an end of stream here would make it drop the answer instead.
                 State::Silent => return Poll::Pending,
                 State::Eof => return Poll::Ready(Ok(())),
+                // HTTP/2 with nothing of ours buffered: straight from the socket.
+                State::Passthrough => return Pin::new(&mut this.inner).poll_read(cx, out),
                 _ => {}
             }
             this.make_room();
