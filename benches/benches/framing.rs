@@ -6,6 +6,7 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::Duration;
 
 use accel::framing::head::{check, find_end};
 use accel::framing::{FramedIo, HeadLimits, Rejections, Verdict};
@@ -60,7 +61,15 @@ async fn drain(mut reader: impl AsyncRead + Unpin) -> usize {
 
 fn framed<'a>(input: &'a [u8], rejections: &Rejections) -> FramedIo<&'a [u8]> {
     let peer = "127.0.0.1:1".parse().expect("address");
-    FramedIo::new(input, false, LIMITS, Arc::new(Verdict::default()), rejections.clone(), peer)
+    FramedIo::new(
+        input,
+        false,
+        LIMITS,
+        Duration::from_secs(30),
+        Arc::new(Verdict::default()),
+        rejections.clone(),
+        peer,
+    )
 }
 
 fn connection(c: &mut Criterion) {

@@ -117,14 +117,30 @@ pub async fn run(
             let _open = open;
             let result = match tls {
                 None => {
-                    let io = TokioIo::new(FramedIo::new(stream, false, head, verdict, rejections, peer));
+                    let io = TokioIo::new(FramedIo::new(
+                        stream,
+                        false,
+                        head,
+                        handshake_timeout,
+                        verdict,
+                        rejections,
+                        peer,
+                    ));
                     watcher.watch(builder.serve_connection(io, service).into_owned()).await
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
                             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                            let io = TokioIo::new(FramedIo::new(stream, h2, head, verdict, rejections, peer));
+                            let io = TokioIo::new(FramedIo::new(
+                                stream,
+                                h2,
+                                head,
+                                handshake_timeout,
+                                verdict,
+                                rejections,
+                                peer,
+                            ));
                             watcher.watch(builder.serve_connection(io, service).into_owned()).await
                         }
                         Ok(Err(e)) => {

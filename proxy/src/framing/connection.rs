@@ -1,13 +1,16 @@
 //! [`FramedIo`]: the client connection as hyper reads it, with every request head held back
 //! until it is checked.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
 use super::chunked::Chunked;
 use super::head::{self, BodyFraming};
@@ -41,6 +44,13 @@ pub struct FramedIo<T> {
     verdict: Arc<Verdict>,
     rejections: Rejections,
     peer: SocketAddr,
+    /// `limits.header_read_timeout`, for the heads held back here: hyper's own timer cannot
+    /// see a head it has not been given (nor the first bytes, which decide HTTP/1 or h2).
+    header_read_timeout: Duration,
+    /// Armed from the connection's start and from the first byte of each later head, until
+    /// the head is whole; made once a connection, reset for each head.
+    head_timer: Option<Pin<Box<Sleep>>>,
+    head_timing: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,11 +85,16 @@ impl<T> FramedIo<T> {
         inner: T,
         h2: bool,
         limits: HeadLimits,
+        header_read_timeout: Duration,
         verdict: Arc<Verdict>,
         rejections: Rejections,
         peer: SocketAddr,
     ) -> Self {
+        let head_timer = (!h2).then(|| Box::pin(tokio::time::sleep(header_read_timeout)));
         Self {
+            header_read_timeout,
+            head_timing: head_timer.is_some(),
+            head_timer,
             inner,
             buf: vec![0; INITIAL_BUFFER],
             pos: 0,
@@ -106,6 +121,7 @@ impl<T> FramedIo<T> {
                         self.state = State::Head { scanned: 0 };
                     } else if n == H2_PREFACE.len() {
                         self.state = State::Passthrough;
+                        self.head_timing = false;
                     } else {
                         return;
                     }
@@ -142,6 +158,7 @@ impl<T> FramedIo<T> {
                         Ok(framing) => {
                             self.released += end;
                             self.heads += 1;
+                            self.head_timing = false;
                             self.state = match framing {
                                 BodyFraming::Empty => State::Head { scanned: 0 },
                                 BodyFraming::Length(left) => State::Length { left },
@@ -153,6 +170,9 @@ impl<T> FramedIo<T> {
                     Ok(None) => {
                         if let Some(reason) = incomplete_over_limit(bytes, &self.limits) {
                             self.refuse(reason);
+                        } else if !self.head_timing {
+                            // The first bytes of a head after an earlier request.
+                            self.start_head_timer();
                         }
                         return;
                     }
@@ -164,8 +184,26 @@ impl<T> FramedIo<T> {
         }
     }
 
+    fn start_head_timer(&mut self) {
+        let deadline = Instant::now() + self.header_read_timeout;
+        match &mut self.head_timer {
+            Some(timer) => timer.as_mut().reset(deadline),
+            None => self.head_timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        self.head_timing = true;
+    }
+
+    /// True once a head held back here has taken longer than the header read timeout.
+    fn head_timed_out(&mut self, cx: &mut Context<'_>) -> bool {
+        match &mut self.head_timer {
+            Some(timer) if self.head_timing => timer.as_mut().poll(cx).is_ready(),
+            _ => false,
+        }
+    }
+
     /// Refuses the head being read: hyper gets the stand-in request, the service the reason.
     fn refuse(&mut self, reason: Reason) {
+        self.head_timing = false;
         self.rejections.record(reason, self.peer);
         self.verdict.refuse(self.heads + 1, reason);
         self.filled = self.released;
@@ -243,7 +281,17 @@ impl<T: AsyncRead + Unpin> AsyncRead for FramedIo<T> {
             }
             this.make_room();
             let mut read = ReadBuf::new(&mut this.buf[this.filled..]);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+            match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
+                Poll::Ready(result) => result?,
+                Poll::Pending if this.head_timed_out(cx) => {
+                    // Too slow with its head: hyper sees the end of the stream and closes.
+                    tracing::debug!(peer = %this.peer, "request head not received in time");
+                    this.filled = this.released;
+                    this.state = State::Eof;
+                    continue;
+                }
+                Poll::Pending => return Poll::Pending,
+            }
             let n = read.filled().len();
             if n == 0 {
                 // The client closed: a head in part is dropped, hyper sees the end.
