@@ -211,6 +211,10 @@ impl Rejections {
             "Client requests and connections refused before routing (bad framing, limits), by reason",
             Family::<ReasonLabels, Counter>::default,
         );
+        // Every reason from zero, so that a first refusal is an increase `rate()` can see.
+        for reason in Reason::ALL {
+            counters.get_or_create(&ReasonLabels { reason: reason.as_str() }).inc_by(0);
+        }
         Self { counters, last_warn: Default::default(), epoch: tokio::time::Instant::now() }
     }
 
