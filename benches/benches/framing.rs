@@ -73,7 +73,7 @@ fn framed<'a>(input: &'a [u8], rejections: &Rejections) -> FramedIo<&'a [u8]> {
 }
 
 fn connection(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
     let rejections = Rejections::register(&Metrics::new(&[1.0]));
     let mut group = c.benchmark_group("framing");
 
