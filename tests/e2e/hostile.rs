@@ -292,3 +292,25 @@ async fn eventually_async_connects(proxy: &TestProxy) {
     }
     panic!("no connection was let in after the first one closed");
 }
+
+#[tokio::test]
+async fn a_later_head_held_back_too_long_ends_the_connection() {
+    let origin = FakeOrigin::new().route("/*", "ok").start().await;
+    let proxy = TestProxy::builder()
+        .upstream("api", &[origin.addr()])
+        .rules(RULES)
+        .sidecar_toml("[limits]\nheader_read_timeout = \"100ms\"")
+        .start()
+        .await;
+    let mut connection = RawConnection::open(proxy.addr()).await;
+    connection.write(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(connection.read_head().await.status, 200);
+    assert_eq!(connection.read_exact(2).await, b"ok");
+
+    // Half a head, then nothing: the proxy holds it back from hyper, and times it itself.
+    connection.write(b"GET /b HTTP/1.1\r\nHost: sl").await;
+    let rest = connection.read_to_close().await;
+
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    assert_eq!(origin.hits("/b"), 0);
+}
