@@ -180,7 +180,9 @@ impl Drop for Exchange {
 /// slot, so the request can be retried on another endpoint without buffering the body.
 ///
 /// While it streams, a client that keeps it waiting longer than the read timeout ends it with
-/// [`BodyTimedOut`], and its [`Upload`] tells the forward stage how far it has gone.
+/// [`BodyTimedOut`], a body that grows past its limit ends with [`BodyTooLarge`] (before the
+/// frame that crosses it goes anywhere, so the upstream request is cut off, never complete),
+/// and its [`Upload`] tells the forward stage how far it has gone.
 #[derive(Debug)]
 pub struct ReplayableBody {
     slot: Arc<Mutex<Option<Incoming>>>,
@@ -189,6 +191,10 @@ pub struct ReplayableBody {
     end: bool,
     upload: Arc<Upload>,
     read_timeout: Duration,
+    /// Most bytes the body may have.
+    limit: u64,
+    /// Bytes handed on so far.
+    read: u64,
     /// Since when the client has kept a read waiting (none while frames flow).
     waiting_since: Option<Instant>,
     /// Armed while the client keeps the body waiting.
@@ -203,7 +209,13 @@ pub struct BodySlot {
     end: bool,
     upload: Arc<Upload>,
     read_timeout: Duration,
+    limit: u64,
 }
+
+/// The request body grew past its route's `max_body_size` (the limit, in bytes).
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is over {0} bytes")]
+pub struct BodyTooLarge(pub u64);
 
 /// The client kept its request body waiting for longer than the read timeout.
 #[derive(Debug, thiserror::Error)]
@@ -312,12 +324,13 @@ impl Upload {
 }
 
 impl BodySlot {
-    /// Puts `body` in a new slot; a client that keeps it waiting for `read_timeout` ends it.
-    pub fn new(body: Incoming, read_timeout: Duration) -> Self {
+    /// Puts `body` in a new slot; a client that keeps it waiting for `read_timeout` ends it,
+    /// and so does one that sends more than `limit` bytes.
+    pub fn new(body: Incoming, read_timeout: Duration, limit: u64) -> Self {
         let hint = http_body::Body::size_hint(&body);
         let end = http_body::Body::is_end_stream(&body);
         let slot = Arc::new(Mutex::new(Some(body)));
-        Self { slot, hint, end, upload: Arc::new(Upload::new()), read_timeout }
+        Self { slot, hint, end, upload: Arc::new(Upload::new()), read_timeout, limit }
     }
 
     /// True while no try has started reading the body.
@@ -343,6 +356,8 @@ impl BodySlot {
                 end: false,
                 upload: self.upload.clone(),
                 read_timeout: self.read_timeout,
+                limit: self.limit,
+                read: 0,
                 waiting_since: None,
                 idle: None,
             },
@@ -393,8 +408,15 @@ impl http_body::Body for ReplayableBody {
                 upload.finish();
                 return Poll::Ready(Some(Err(Box::new(BodyTimedOut(this.read_timeout)))));
             }
-            Poll::Ready(Some(Ok(_))) => {
+            Poll::Ready(Some(Ok(frame))) => {
                 this.waiting_since = None;
+                let len = frame.data_ref().map_or(0, |data| data.len() as u64);
+                this.read = this.read.saturating_add(len);
+                if this.read > this.limit {
+                    this.end = true;
+                    upload.finish();
+                    return Poll::Ready(Some(Err(Box::new(BodyTooLarge(this.limit)))));
+                }
                 upload.frame();
                 if body.is_end_stream() {
                     upload.finish();

@@ -5,6 +5,7 @@ use std::time::Duration;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{Body, BoxError};
+use crate::framing::Reason;
 use crate::limit::Refusal;
 use crate::limit::headers::{RATELIMIT, RATELIMIT_POLICY, set_retry_after};
 use crate::name::{EndpointAddr, UpstreamName};
@@ -26,6 +27,10 @@ pub enum ProxyError {
     /// The request itself is malformed.
     #[error("bad request: {reason}")]
     BadRequest { reason: &'static str },
+    /// The request body is larger than the route's `max_body_size` (by its `Content-Length`,
+    /// or as it streamed: then the upstream request was cut off, never completed).
+    #[error("request body over {limit} bytes")]
+    BodyTooLarge { limit: u64 },
     /// The client kept its request body waiting for longer than `limits.body_read_timeout`.
     #[error("the client sent no request body bytes for {after:?}")]
     ClientTimeout { after: Duration },
@@ -87,6 +92,7 @@ impl ProxyError {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ClientTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::NoHealthyEndpoint { .. } | Self::UpstreamFull { .. } | Self::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -103,6 +109,7 @@ impl ProxyError {
         match self {
             Self::NoRoute
             | Self::BadRequest { .. }
+            | Self::BodyTooLarge { .. }
             | Self::ClientTimeout { .. }
             | Self::RateLimited { .. }
             | Self::ClientConcurrency => Side::Downstream,
@@ -120,9 +127,11 @@ impl ProxyError {
     /// rate limit's `RateLimit` headers. The one place where errors become answers.
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
+        let body_too_large = matches!(self, Self::BodyTooLarge { .. });
         let (text, retry_after): (&'static str, Option<Duration>) = match &self {
             Self::NoRoute => ("no route\n", None),
             Self::BadRequest { .. } => ("bad request\n", None),
+            Self::BodyTooLarge { .. } => ("request body too large\n", None),
             Self::ClientTimeout { .. } => ("request body timed out\n", None),
             Self::NoHealthyEndpoint { .. } => ("no healthy upstream\n", Some(Duration::from_secs(1))),
             Self::UpstreamFull { .. } => ("upstream at capacity\n", Some(Duration::from_secs(1))),
@@ -149,9 +158,13 @@ impl ProxyError {
                 headers.insert(&RATELIMIT, state);
             }
         }
-        if status == StatusCode::REQUEST_TIMEOUT {
+        if status == StatusCode::REQUEST_TIMEOUT || body_too_large {
             // The rest of the body will not be read: the connection cannot carry another request.
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if body_too_large {
+            // Counted with the other refusals of client input (`accel_downstream_rejections_total`).
+            response.extensions_mut().insert(Reason::BodyTooLarge);
         }
         response
     }

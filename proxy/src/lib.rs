@@ -6,7 +6,8 @@
 //! The request path, in the order a request meets it (composed in [`pipeline::handle`]):
 //!
 //! - [`server`]: accept — the client listeners, connection limits, HTTP/1.1 and h2c, and
-//!   TLS ([`tls`]) with ALPN h2 / http/1.1;
+//!   TLS ([`tls`]) with ALPN h2 / http/1.1; every HTTP/1 request head checked from its raw
+//!   bytes first ([`framing`]: ambiguous framing `400`, over a limit `414` / `431`);
 //! - [`forward`]'s request identity first: the `X-Request-Id` (a trusted peer's or a new one)
 //!   and W3C trace context, so every answer, refusals included, carries the id;
 //! - [`route`]: host + method + path → the first matching route of the current rules;
@@ -34,7 +35,7 @@
 //! with what is below it, and takes only its own per-route value (`&RouteLimits`,
 //! `RouteCaching`, `RouteCompression`), never the whole route or the proxy.
 //!
-//! 1. leaves: [`problem`], [`quantity`], [`name`], [`params`], [`downstream`], [`body`], [`metrics`]
+//! 1. leaves: [`problem`], [`quantity`], [`name`], [`params`], [`downstream`], [`body`], [`metrics`], [`framing`]
 //! 2. components: [`upstream`], [`tier`], [`coalesce`], [`compress`], [`cache`], [`limit`]
 //! 3. routes: [`route`] (a route bundles the components' per-route values)
 //! 4. the request path: [`error`], [`forward`], [`pipeline`]
@@ -59,6 +60,7 @@ pub mod config;
 pub mod downstream;
 pub mod error;
 pub mod forward;
+pub mod framing;
 pub mod insight;
 pub mod limit;
 pub mod logging;

@@ -60,6 +60,8 @@ pub struct Running {
     pub access_log: bool,
     /// Longest pause in a client's request body (`limits.body_read_timeout`).
     pub body_read_timeout: Duration,
+    /// Request body bytes of a route without its own `max_body_size` (`limits.max_body_size`).
+    pub max_body_size: u64,
 }
 
 /// Answers one request. Never fails: every error becomes a response at one rescue point
@@ -102,6 +104,13 @@ pub async fn handle(
             started,
         );
     };
+    // body limit: a declared length over the route's limit is refused before any work; a
+    // body that streams past it is cut off in the forward stage.
+    let max_body_size = route.rule.max_body_size.unwrap_or(running.max_body_size);
+    if http_body::Body::size_hint(request.body()).lower() > max_body_size {
+        let error = ProxyError::BodyTooLarge { limit: max_body_size };
+        return refuse(proxy, &running, Some(route), downstream, &request, error, id.as_ref(), started);
+    }
     // rate limit: the per-client concurrency cap and the route's quotas, before any upstream
     // work (cache hits included: a quota protects the sidecar too); a refusal is recorded like
     // any answer. The admission rides to the response.
@@ -156,7 +165,7 @@ pub async fn handle(
     // forward: forwarding headers, the request id and the cache's validators, then
     // least-connections pick and tries with retries; a failure becomes the proxy's answer here.
     let (parts, body) = request.into_parts();
-    let body = RequestBody::new(body, running.body_read_timeout);
+    let body = RequestBody::new(body, running.body_read_timeout, max_body_size);
     let prepare = |headers: &mut http::HeaderMap| {
         if let Some(id) = &record.id {
             id.set(headers);

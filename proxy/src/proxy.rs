@@ -111,6 +111,7 @@ impl Proxy {
             clients: Clients::default(),
             access_log: config.log.access,
             body_read_timeout: config.limits.body_read_timeout,
+            max_body_size: config.limits.max_body_size,
         };
         let pipeline = Pipeline {
             running: ArcSwap::from_pointee(running),
@@ -261,6 +262,7 @@ impl Proxy {
             clients,
             access_log: config.log.access,
             body_read_timeout: config.limits.body_read_timeout,
+            max_body_size: config.limits.max_body_size,
         }));
         self.purge_token.store(config.cache.purge_token.clone().map(Arc::new));
         self.check_health(&mut lock(&self.health), &upstreams);

@@ -1,11 +1,18 @@
 //! Accept: the client-facing listener. HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on one
-//! port, a bound on open connections, `TCP_NODELAY`, and graceful shutdown that stops
-//! accepting, lets in-flight requests finish, and gives up after the drain deadline.
+//! port, a bound on open connections (in all and per client address), `TCP_NODELAY`, every
+//! HTTP/1 head checked on the raw bytes ([`crate::framing`]) before hyper parses it, explicit
+//! HTTP/2 limits, and graceful shutdown that stops accepting, lets in-flight requests finish,
+//! and gives up after the drain deadline.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
 
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -15,8 +22,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::body::Body;
 use crate::config::Limits;
 use crate::downstream::Downstream;
+use crate::error::ProxyError;
+use crate::framing::{FramedIo, Reason, Rejections, Verdict};
 use crate::pipeline;
 use crate::proxy::Proxy;
 
@@ -29,11 +39,11 @@ pub async fn run(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+    let builder = builder(&limits);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections.get()));
+    let per_client = limits.max_connections_per_client.map(|cap| Arc::new(ClientConnections::new(cap)));
+    let rejections = Rejections::register(&proxy.metrics);
     // Every connection's task, so that the drain deadline can end the ones still open.
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -58,6 +68,17 @@ pub async fn run(
                 }
             },
         };
+        // per client: over its cap, the connection is closed before anything is read.
+        let client_slot = match &per_client {
+            None => None,
+            Some(counts) => match counts.open(peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    rejections.record(Reason::ClientConnections, peer);
+                    continue;
+                }
+            },
+        };
         let _ = stream.set_nodelay(true);
         let downstream = Arc::new(Downstream::new(
             peer,
@@ -65,30 +86,65 @@ pub async fn run(
             proxy.pipeline.running.load().clients.trusted_proxies(),
         ));
         let open = OpenConnection::new(&proxy);
-        let proxy = proxy.clone();
-        let service = service_fn(move |request| {
-            let proxy = proxy.clone();
-            let downstream = downstream.clone();
-            async move { Ok::<_, Infallible>(pipeline::handle(&proxy.pipeline, &downstream, request).await) }
-        });
+        let verdict = Arc::new(Verdict::default());
+        let service = {
+            let (proxy, verdict, rejections) = (proxy.clone(), verdict.clone(), rejections.clone());
+            service_fn(move |request| {
+                // framing: a head refused on the raw bytes is answered here, in its turn.
+                let refused = verdict.next_request();
+                let (proxy, downstream, rejections) = (proxy.clone(), downstream.clone(), rejections.clone());
+                async move {
+                    if let Some(reason) = refused {
+                        return Ok::<_, Infallible>(refusal(reason));
+                    }
+                    let response = match absolute_form(request) {
+                        Ok(request) => pipeline::handle(&proxy.pipeline, &downstream, request).await,
+                        Err(error) => error.into_response(),
+                    };
+                    if let Some(reason) = response.extensions().get::<Reason>() {
+                        rejections.record(*reason, downstream.peer);
+                    }
+                    Ok(response)
+                }
+            })
+        };
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
-        let handshake_timeout = limits.header_read_timeout;
+        let (handshake_timeout, head) = (limits.header_read_timeout, limits.head);
+        let rejections = rejections.clone();
         while connections.try_join_next().is_some() {}
         connections.spawn(async move {
             let _permit = permit;
+            let _client_slot = client_slot;
             let _open = open;
             let result = match tls {
                 None => {
-                    watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await
+                    let io = TokioIo::new(FramedIo::new(
+                        stream,
+                        false,
+                        head,
+                        handshake_timeout,
+                        verdict,
+                        rejections,
+                        peer,
+                    ));
+                    watcher.watch(builder.serve_connection(io, service).into_owned()).await
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
-                            watcher
-                                .watch(builder.serve_connection(TokioIo::new(stream), service).into_owned())
-                                .await
+                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            let io = TokioIo::new(FramedIo::new(
+                                stream,
+                                h2,
+                                head,
+                                handshake_timeout,
+                                verdict,
+                                rejections,
+                                peer,
+                            ));
+                            watcher.watch(builder.serve_connection(io, service).into_owned()).await
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
@@ -114,6 +170,137 @@ pub async fn run(
     // Past the deadline (or with every connection done): close what is left, so that no
     // connection outlives the server, also when the process goes on (tests, embedding).
     connections.shutdown().await;
+}
+
+/// hyper's builder with every limit set explicitly.
+///
+/// HTTP/1: the header read timeout (which hyper runs from the moment it waits for a head, so
+/// it is also the keep-alive idle timeout), the field count and a read buffer that holds the
+/// largest head; the head checks themselves are [`FramedIo`]'s.
+///
+/// HTTP/2: concurrent streams; the header list size; and the rapid-reset bounds: streams
+/// reset by the client before the server accepted them (CVE-2023-44487) and streams the
+/// server had to reset for the client's errors (both end the connection with `GOAWAY` past
+/// the bound). CONTINUATION floods are the h2 crate's: from the header list size it derives a
+/// cap on CONTINUATION frames per header block (list size / frame size + 25%, at least 5;
+/// past it `GOAWAY ENHANCE_YOUR_CALM`), and a block it must keep decoding past the list size
+/// ends the connection (`GOAWAY COMPRESSION_ERROR`), so nothing is buffered without bound.
+fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    // hyper's default read buffer; larger only for a larger head limit.
+    const HYPER_MAX_BUF: usize = 8192 + 4096 * 100;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(limits.head.max_headers)
+        .max_buf_size(HYPER_MAX_BUF.max(limits.head.max_head + 16 * 1024));
+    let h2 = limits.h2;
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .max_header_list_size(h2.max_header_list_size)
+        .max_pending_accept_reset_streams(h2.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(h2.max_local_error_reset_streams);
+    builder
+}
+
+/// The answer to a head [`FramedIo`] refused: its status, and the end of the connection.
+fn refusal(reason: Reason) -> Response<Body> {
+    let mut response = Response::new(Body::full(reason_text(reason)));
+    *response.status_mut() = reason.status();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+fn reason_text(reason: Reason) -> &'static str {
+    match reason.status() {
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "request header fields too large\n",
+        StatusCode::URI_TOO_LONG => "request target too long\n",
+        StatusCode::PAYLOAD_TOO_LARGE => "request body too large\n",
+        _ => "bad request\n",
+    }
+}
+
+/// An absolute-form target (`GET http://host/path HTTP/1.1`): RFC 9112 §3.2.2 makes its
+/// authority the request's host, whatever `Host` says, so `Host` is set to it for routing and
+/// for the upstream alike (the forward stage sends the origin-form path to the route's
+/// endpoint; the authority is never a destination). Only `http` and `https` are taken. An
+/// HTTP/2 request whose `Host` names another authority than `:authority` is malformed
+/// (RFC 9113 §8.3.1).
+fn absolute_form(mut request: Request<Incoming>) -> Result<Request<Incoming>, ProxyError> {
+    let Some(authority) = request.uri().authority() else { return Ok(request) };
+    if request.version() == Version::HTTP_2 {
+        return match request.headers().get(header::HOST) {
+            Some(host) if host.as_bytes() != authority.as_str().as_bytes() => {
+                Err(ProxyError::BadRequest { reason: "Host differs from :authority" })
+            }
+            _ => Ok(request),
+        };
+    }
+    let scheme = request.uri().scheme_str();
+    if !matches!(scheme, Some("http" | "https")) {
+        return Err(ProxyError::BadRequest { reason: "absolute-form target of another scheme" });
+    }
+    // Without userinfo: `http://user@host/` is host `host`.
+    let host = match authority.port() {
+        Some(port) => format!("{}:{}", authority.host(), port.as_str()),
+        None => authority.host().to_owned(),
+    };
+    let host =
+        HeaderValue::try_from(host).map_err(|_| ProxyError::BadRequest { reason: "request target" })?;
+    request.headers_mut().insert(header::HOST, host);
+    Ok(request)
+}
+
+/// Open connections per client address, for `limits.max_connections_per_client`.
+#[derive(Debug)]
+struct ClientConnections {
+    cap: NonZeroUsize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One open connection of a client, counted until it is dropped.
+#[derive(Debug)]
+struct ClientSlot {
+    counts: Arc<ClientConnections>,
+    ip: IpAddr,
+}
+
+impl ClientConnections {
+    fn new(cap: NonZeroUsize) -> Self {
+        Self { cap, open: Mutex::default() }
+    }
+
+    /// A slot for one more connection from `ip`; `None` when it has `cap` open already.
+    fn open(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.cap.get() {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot { counts: self.clone(), ip })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.counts.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Counts an open client connection for as long as it lives.

@@ -8,6 +8,7 @@ mod cluster;
 mod compress;
 mod failures;
 mod health;
+mod hostile;
 mod insight;
 mod isolation;
 mod lifecycle;

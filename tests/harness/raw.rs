@@ -48,6 +48,12 @@ impl RawConnection {
         self.stream.write_all(bytes).await.expect("write");
     }
 
+    /// Writes bytes as they are; false when the peer has closed or reset the connection
+    /// (a server that stopped reading a request it refused).
+    pub async fn try_write(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).await.is_ok()
+    }
+
     /// Reads one response head (status line and headers).
     pub async fn read_head(&mut self) -> RawHead {
         let end = loop {

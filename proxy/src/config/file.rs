@@ -140,6 +140,34 @@ pub struct LimitsFile {
     /// How often rate limiters drop idle keys. Default `10s`.
     #[serde(default)]
     pub rate_limit_cleanup: Option<String>,
+    /// Bytes of one request head (request line, header fields, blank line); larger: `431`.
+    /// Default `32KiB`; also the HTTP/2 header list size.
+    #[serde(default)]
+    pub max_header_size: Option<String>,
+    /// Header fields in one request; more: `431`. Default 100, at most 1024.
+    #[serde(default)]
+    pub max_headers: Option<usize>,
+    /// Bytes of the request target (path and query); longer: `414`. Default `8KiB`.
+    #[serde(default)]
+    pub max_target_length: Option<String>,
+    /// Request body size of every route that does not set its own `max_body_size`; larger:
+    /// `413`. Default `100MiB`.
+    #[serde(default)]
+    pub max_body_size: Option<String>,
+    /// Open connections per client address; further ones are closed at once. Default: no cap.
+    #[serde(default)]
+    pub max_connections_per_client: Option<usize>,
+    /// HTTP/2: streams one connection may have open at once. Default 100.
+    #[serde(default)]
+    pub h2_max_concurrent_streams: Option<u32>,
+    /// HTTP/2: streams a client may reset before the server accepted them, at once, before
+    /// the connection is closed (rapid-reset protection, CVE-2023-44487). Default 20.
+    #[serde(default)]
+    pub h2_max_pending_accept_reset_streams: Option<usize>,
+    /// HTTP/2: streams the server may reset for protocol errors before it closes the
+    /// connection (CVE-2024-27316 class of floods). Default 1024.
+    #[serde(default)]
+    pub h2_max_local_error_reset_streams: Option<usize>,
 }
 
 /// `client_concurrency = true` (the default cap) or `= N`.
@@ -303,6 +331,9 @@ pub struct RouteFile {
     /// `Server-Timing` / `X-Response-Time` headers and the slow-request threshold.
     #[serde(default)]
     pub timing: Option<crate::route::timing::TimingFile>,
+    /// Most request body bytes (`"10MiB"`); larger: `413`. Default `limits.max_body_size`.
+    #[serde(default)]
+    pub max_body_size: Option<String>,
 }
 
 /// `match = { ... }` of a route. Every given condition must hold.

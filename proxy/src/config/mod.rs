@@ -88,6 +88,28 @@ pub struct Limits {
     pub drain_timeout: Duration,
     /// Per-client concurrency cap and rate limiters' bounds.
     pub rate_limiting: crate::limit::LimitSettings,
+    /// Request head bounds: size (`431`), field count (`431`), target length (`414`).
+    pub head: crate::framing::HeadLimits,
+    /// Request body bytes of a route without its own `max_body_size` (`413`).
+    pub max_body_size: u64,
+    /// Open connections per client address; `None`: no cap.
+    pub max_connections_per_client: Option<NonZeroUsize>,
+    /// HTTP/2 bounds of one connection.
+    pub h2: H2Limits,
+}
+
+/// HTTP/2 bounds of one client connection, set explicitly on hyper's builder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H2Limits {
+    /// Streams open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub max_concurrent_streams: u32,
+    /// Bytes of one header list (`SETTINGS_MAX_HEADER_LIST_SIZE`), counted across
+    /// CONTINUATION frames.
+    pub max_header_list_size: u32,
+    /// Streams reset by the client before they were accepted, at once (rapid reset).
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams reset by the server for the client's protocol errors, in all.
+    pub max_local_error_reset_streams: usize,
 }
 
 /// Log output.
@@ -153,5 +175,43 @@ mod tests {
         // `true` is the default cap of 10.
         let settings = config("[limits]\nclient_concurrency = true").limits.rate_limiting;
         assert_eq!(settings.client_concurrency.map(|n| n.get()), Some(10));
+    }
+
+    #[test]
+    fn request_limits_have_defaults_and_are_validated() {
+        let limits = config("").limits;
+        assert_eq!(
+            limits.head,
+            crate::framing::HeadLimits { max_head: 32 << 10, max_headers: 100, max_target: 8 << 10 }
+        );
+        assert_eq!(limits.max_body_size, 100 << 20);
+        assert_eq!(limits.max_connections_per_client, None);
+        assert_eq!(limits.h2.max_concurrent_streams, 100);
+        assert_eq!(limits.h2.max_header_list_size, 32 << 10);
+        assert_eq!(limits.h2.max_pending_accept_reset_streams, 20);
+
+        let limits = config(
+            "[limits]\nmax_header_size = \"64KiB\"\nmax_body_size = \"5MiB\"\nmax_connections_per_client = 8",
+        )
+        .limits;
+        assert_eq!((limits.head.max_head, limits.max_body_size), (64 << 10, 5 << 20));
+        assert_eq!(limits.h2.max_header_list_size, 64 << 10);
+        assert_eq!(limits.max_connections_per_client.map(NonZeroUsize::get), Some(8));
+
+        let file: file::SidecarFile = toml::from_str(
+            "[limits]\nmax_header_size = \"4KiB\"\nmax_target_length = \"8KiB\"\nmax_headers = 5000\n\
+             max_body_size = \"0\"\nmax_connections_per_client = 0\nh2_max_concurrent_streams = 0",
+        )
+        .unwrap();
+        let text = sidecar::convert(file, None, Path::new("accel.toml")).unwrap_err().to_string();
+        for key in [
+            "limits.max_target_length",
+            "limits.max_headers",
+            "limits.max_body_size",
+            "limits.max_connections_per_client",
+            "limits.h2_max_concurrent_streams",
+        ] {
+            assert!(text.contains(&format!("key `{key}`")), "{key} in {text}");
+        }
     }
 }

@@ -35,6 +35,13 @@ pub enum StartOnly {
     HeaderReadTimeout,
     /// `limits.drain_timeout`, held by the accept loops.
     DrainTimeout,
+    /// `limits.max_header_size`, `max_headers`, `max_target_length`: the request head check
+    /// and hyper's parser are set up per listener.
+    RequestHead,
+    /// `limits.max_connections_per_client`, held by the accept loops.
+    MaxConnectionsPerClient,
+    /// `limits.h2_*`: hyper's HTTP/2 builder is set up per listener.
+    H2,
     /// `limits.rate_limit_keys`: the limiters' key stores are sized when made.
     RateLimitKeys,
     /// `limits.rate_limit_cleanup`: the cleanup task's period.
@@ -56,7 +63,7 @@ pub enum StartOnly {
 
 impl StartOnly {
     /// Every start-only setting, in file order.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 19] = [
         Self::Listen,
         Self::Https,
         Self::AdminAddr,
@@ -65,6 +72,9 @@ impl StartOnly {
         Self::MaxConnections,
         Self::HeaderReadTimeout,
         Self::DrainTimeout,
+        Self::RequestHead,
+        Self::MaxConnectionsPerClient,
+        Self::H2,
         Self::RateLimitKeys,
         Self::RateLimitCleanup,
         Self::LogFormat,
@@ -86,6 +96,9 @@ impl StartOnly {
             Self::MaxConnections => "limits.max_connections",
             Self::HeaderReadTimeout => "limits.header_read_timeout",
             Self::DrainTimeout => "limits.drain_timeout",
+            Self::RequestHead => "limits.max_header_size",
+            Self::MaxConnectionsPerClient => "limits.max_connections_per_client",
+            Self::H2 => "limits.h2",
             Self::RateLimitKeys => "limits.rate_limit_keys",
             Self::RateLimitCleanup => "limits.rate_limit_cleanup",
             Self::LogFormat => "log.format",
@@ -129,8 +142,17 @@ pub fn applicable(running: &Config, next: Config) -> (Config, Vec<StartOnly>) {
         redis,
     } = next;
     let AdminConfig { addr: admin_addr, token, snapshot_interval } = admin;
-    let Limits { max_connections, header_read_timeout, body_read_timeout, drain_timeout, rate_limiting } =
-        limits;
+    let Limits {
+        max_connections,
+        header_read_timeout,
+        body_read_timeout,
+        drain_timeout,
+        rate_limiting,
+        head,
+        max_body_size,
+        max_connections_per_client,
+        h2,
+    } = limits;
     let LimitSettings { client_concurrency, max_keys, cleanup_interval } = rate_limiting;
     let LogConfig { format, level, access } = log;
     let was = running;
@@ -152,6 +174,14 @@ pub fn applicable(running: &Config, next: Config) -> (Config, Vec<StartOnly>) {
     let header_read_timeout =
         at_start(r, StartOnly::HeaderReadTimeout, &was.limits.header_read_timeout, header_read_timeout);
     let drain_timeout = at_start(r, StartOnly::DrainTimeout, &was.limits.drain_timeout, drain_timeout);
+    let head = at_start(r, StartOnly::RequestHead, &was.limits.head, head);
+    let max_connections_per_client = at_start(
+        r,
+        StartOnly::MaxConnectionsPerClient,
+        &was.limits.max_connections_per_client,
+        max_connections_per_client,
+    );
+    let h2 = at_start(r, StartOnly::H2, &was.limits.h2, h2);
     let max_keys = at_start(r, StartOnly::RateLimitKeys, &was.limits.rate_limiting.max_keys, max_keys);
     let cleanup_interval = at_start(
         r,
@@ -182,7 +212,7 @@ pub fn applicable(running: &Config, next: Config) -> (Config, Vec<StartOnly>) {
     };
 
     let config = Config {
-        // Live: the file it came from, the admin token, body read timeout, concurrency cap,
+        // Live: the file it came from, the admin token, body read timeout and size, concurrency cap,
         // forwarding policy, access log, upstreams and `[compress]`.
         path,
         listen,
@@ -195,6 +225,10 @@ pub fn applicable(running: &Config, next: Config) -> (Config, Vec<StartOnly>) {
             body_read_timeout,
             drain_timeout,
             rate_limiting: LimitSettings { client_concurrency, max_keys, cleanup_interval },
+            head,
+            max_body_size,
+            max_connections_per_client,
+            h2,
         },
         forwarded,
         log: LogConfig { format, level, access },

@@ -196,6 +196,7 @@ fn convert(
         slo,
         warm,
         timing,
+        max_body_size,
     } = route;
     let before = problems.0.len();
     let mut at = |key: &str, message: String| problems.in_route(&file, label, key, message);
@@ -259,6 +260,17 @@ fn convert(
     });
     let (slo, warm) = crate::route::slo::convert(slo, warm, &mut at);
     let timing = crate::route::timing::convert(timing, &mut at);
+    let max_body_size = max_body_size.and_then(|text| match crate::quantity::parse_size(&text) {
+        Ok(0) => {
+            at("max_body_size", "must be greater than zero".into());
+            None
+        }
+        Ok(n) => Some(n),
+        Err(e) => {
+            at("max_body_size", e);
+            None
+        }
+    });
     if problems.0.len() != before {
         return None;
     }
@@ -275,6 +287,7 @@ fn convert(
         slo,
         warm,
         timing,
+        max_body_size,
     })
 }
 
@@ -331,6 +344,19 @@ mod tests {
         let mut problems = Problems::default();
         let routes = parse(Path::new("rules/test.toml"), text, &upstreams(), &mut problems);
         (routes, problems)
+    }
+
+    #[test]
+    fn a_route_body_limit_is_a_size() {
+        let (routes, problems) =
+            parse_str("[[route]]\nname = \"up\"\nupstream = \"api\"\nmax_body_size = \"10MiB\"\n");
+        assert!(problems.is_empty(), "{problems}");
+        assert_eq!(routes[0].max_body_size, Some(10 << 20));
+        let (routes, _) = parse_str("[[route]]\nname = \"up\"\nupstream = \"api\"\n");
+        assert_eq!(routes[0].max_body_size, None, "the [limits] default applies");
+        let (_, problems) =
+            parse_str("[[route]]\nname = \"up\"\nupstream = \"api\"\nmax_body_size = \"lots\"\n");
+        assert!(problems.to_string().contains("key `max_body_size`"), "{problems}");
     }
 
     #[test]

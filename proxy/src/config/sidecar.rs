@@ -11,8 +11,8 @@ use figment::providers::{Env, Format, Toml};
 
 use super::file::{ConcurrencyFile, EjectionFile, HealthFile, LimitsFile, SidecarFile, UpstreamFile};
 use super::{
-    AdminConfig, Config, DEFAULT_LATENCY_BUCKETS, Ejection, ForwardedConfig, HealthCheck, Limits, LogConfig,
-    LogFormat, Problems, TlsListen, UpstreamConfig,
+    AdminConfig, Config, DEFAULT_LATENCY_BUCKETS, Ejection, ForwardedConfig, H2Limits, HealthCheck, Limits,
+    LogConfig, LogFormat, Problems, TlsListen, UpstreamConfig,
 };
 use crate::quantity::duration;
 use crate::upstream::{EndpointAddr, UpstreamName};
@@ -163,6 +163,7 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
         }
     };
     let rate_limiting = rate_limiting(p, shown, &limits);
+    let (head, max_body_size, max_connections_per_client, h2) = request_limits(p, shown, &limits);
     let max_connections = NonZeroUsize::new(limits.max_connections.unwrap_or(10_000));
     if max_connections.is_none() {
         p.at(shown, "limits.max_connections", "must be at least 1");
@@ -253,6 +254,10 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
             body_read_timeout,
             drain_timeout,
             rate_limiting,
+            head,
+            max_body_size,
+            max_connections_per_client,
+            h2,
         },
         forwarded: ForwardedConfig {
             trusted_proxies,
@@ -387,6 +392,71 @@ fn rate_limiting(p: &mut Problems, shown: &Path, limits: &LimitsFile) -> crate::
         DEFAULT_CLEANUP_INTERVAL.as_secs(),
     );
     LimitSettings { client_concurrency, max_keys, cleanup_interval }
+}
+
+/// Most header fields a request may be allowed (`limits.max_headers`): each costs a slot in
+/// the head check and in hyper's parser.
+const MAX_HEADERS_CAP: usize = 1024;
+
+/// The request head, body, per-client and HTTP/2 bounds of `[limits]`.
+fn request_limits(
+    p: &mut Problems,
+    shown: &Path,
+    limits: &LimitsFile,
+) -> (crate::framing::HeadLimits, u64, Option<NonZeroUsize>, H2Limits) {
+    let max_head = size(p, shown, "limits.max_header_size", limits.max_header_size.as_deref(), 32 << 10);
+    let max_target = size(p, shown, "limits.max_target_length", limits.max_target_length.as_deref(), 8 << 10);
+    let max_body_size = size(p, shown, "limits.max_body_size", limits.max_body_size.as_deref(), 100 << 20);
+    let max_headers = match limits.max_headers {
+        None => 100,
+        Some(n) if (1..=MAX_HEADERS_CAP).contains(&n) => n,
+        Some(_) => {
+            p.at(shown, "limits.max_headers", format!("must be from 1 to {MAX_HEADERS_CAP}"));
+            100
+        }
+    };
+    if max_target >= max_head {
+        p.at(shown, "limits.max_target_length", "must be less than limits.max_header_size");
+    }
+    let max_connections_per_client = match limits.max_connections_per_client {
+        None => None,
+        Some(n) => NonZeroUsize::new(n).or_else(|| {
+            p.at(shown, "limits.max_connections_per_client", "must be at least 1 (leave it out for no cap)");
+            None
+        }),
+    };
+    let max_concurrent_streams = limits.h2_max_concurrent_streams.unwrap_or(100);
+    if max_concurrent_streams == 0 {
+        p.at(shown, "limits.h2_max_concurrent_streams", "must be at least 1");
+    }
+    let h2 = H2Limits {
+        max_concurrent_streams: max_concurrent_streams.max(1),
+        max_header_list_size: u32::try_from(max_head).unwrap_or(u32::MAX),
+        max_pending_accept_reset_streams: limits.h2_max_pending_accept_reset_streams.unwrap_or(20),
+        max_local_error_reset_streams: limits.h2_max_local_error_reset_streams.unwrap_or(1024),
+    };
+    let head = crate::framing::HeadLimits {
+        max_head: usize::try_from(max_head).unwrap_or(usize::MAX),
+        max_headers,
+        max_target: usize::try_from(max_target).unwrap_or(usize::MAX),
+    };
+    (head, max_body_size, max_connections_per_client, h2)
+}
+
+/// A byte size (`"32KiB"`), `default` when absent; zero is refused.
+fn size(p: &mut Problems, shown: &Path, key: &str, text: Option<&str>, default: u64) -> u64 {
+    match text.map(crate::quantity::parse_size) {
+        None => default,
+        Some(Ok(0)) => {
+            p.at(shown, key, "must be greater than zero");
+            default
+        }
+        Some(Ok(n)) => n,
+        Some(Err(e)) => {
+            p.at(shown, key, e);
+            default
+        }
+    }
 }
 
 fn socket_addr(p: &mut Problems, shown: &Path, key: &str, text: &str) -> Option<SocketAddr> {

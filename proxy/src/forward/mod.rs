@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use self::headers::ForwardedConfig;
-use crate::body::{Body, BodySlot, BodyTimedOut, Upload};
+use crate::body::{Body, BodySlot, BodyTimedOut, BodyTooLarge, Upload};
 use crate::downstream::Downstream;
 use crate::error::ProxyError;
 use crate::route::{Route, Timeouts};
@@ -42,12 +42,13 @@ pub enum RequestBody {
 }
 
 impl RequestBody {
-    /// Wraps a downstream body; a client that pauses it for `read_timeout` gets a 408.
-    pub fn new(body: Incoming, read_timeout: Duration) -> Self {
+    /// Wraps a downstream body; a client that pauses it for `read_timeout` gets a 408, one
+    /// that sends more than `limit` bytes a 413 (and the upstream a request cut short).
+    pub fn new(body: Incoming, read_timeout: Duration, limit: u64) -> Self {
         if http_body::Body::is_end_stream(&body) {
             Self::Empty
         } else {
-            Self::Stream(BodySlot::new(body, read_timeout))
+            Self::Stream(BodySlot::new(body, read_timeout, limit))
         }
     }
 
@@ -183,6 +184,9 @@ async fn tries(
                 if let Some(after) = body_timeout(&e) {
                     return Err(ProxyError::ClientTimeout { after });
                 }
+                if let Some(BodyTooLarge(limit)) = body_error::<BodyTooLarge>(&e) {
+                    return Err(ProxyError::BodyTooLarge { limit: *limit });
+                }
                 return Err(ProxyError::BadRequest { reason: "request body broke off" });
             }
             Ok(Err(SendError::Exchange(e))) => Err(TryError::Exchange(e)),
@@ -301,10 +305,15 @@ async fn after_upload<F: Future>(
 
 /// How long the client kept its body waiting, when that is why the exchange failed.
 fn body_timeout(error: &hyper::Error) -> Option<Duration> {
+    body_error::<BodyTimedOut>(error).map(|BodyTimedOut(after)| *after)
+}
+
+/// The request body's error of type `E` that made the exchange fail, if that is why.
+fn body_error<E: std::error::Error + 'static>(error: &hyper::Error) -> Option<&E> {
     let mut source = std::error::Error::source(error);
     while let Some(error) = source {
-        if let Some(BodyTimedOut(after)) = error.downcast_ref::<BodyTimedOut>() {
-            return Some(*after);
+        if let Some(found) = error.downcast_ref::<E>() {
+            return Some(found);
         }
         source = error.source();
     }

@@ -50,6 +50,8 @@ pub struct RouteRule {
     pub warm: Vec<String>,
     /// Timing headers on answers and the slow-request threshold (`timing`).
     pub timing: timing::RouteTiming,
+    /// Most request body bytes (`max_body_size`); `None`: `limits.max_body_size`.
+    pub max_body_size: Option<u64>,
 }
 
 /// How long the upstream may take.
