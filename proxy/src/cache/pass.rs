@@ -188,10 +188,8 @@ impl Cache {
                 } = fill;
                 tags.extend(origin_tags);
                 let mut headers = parts.headers.clone();
-                let initial_age = headers
-                    .remove(header::AGE)
-                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-                    .map_or(Duration::ZERO, Duration::from_secs);
+                let initial_age = policy::initial_age(&headers);
+                headers.remove(header::AGE);
                 let template = CacheEntry {
                     status: code,
                     headers,
@@ -293,10 +291,7 @@ impl Cache {
         let Fill { key, request, credentials, head, seq, mut flight, .. } = fill;
         let mut headers = conditional::refreshed_headers(&stale.headers, not_modified);
         self.strip_tag_headers(&mut headers);
-        let initial_age = not_modified
-            .get(header::AGE)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .map_or(Duration::ZERO, Duration::from_secs);
+        let initial_age = policy::initial_age(not_modified);
         let decision =
             policy::storable(rule, credentials.present(), stale.status, &headers, self.now_system(now));
         let entry = match decision {

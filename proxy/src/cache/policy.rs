@@ -1,7 +1,13 @@
 //! What may be stored and for how long (RFC 9111 for a shared cache).
 //!
-//! - Stored: answers to GET with a cacheable status, without `no-store`, `private` or
-//!   `no-cache`, without `Set-Cookie` (unless the rule allows it), without `Vary: *`.
+//! - Stored: answers to GET without `no-store`, `private` or `no-cache`, without `Set-Cookie`
+//!   (unless the rule allows it), without `Vary: *`, whose status is heuristically cacheable
+//!   (RFC 9110 §15.1: 200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501), or any final
+//!   status when the origin gives an explicit lifetime (`max-age`, `s-maxage`, `Expires`; a
+//!   `503` with `max-age=5` is kept 5 s, RFC 9111 §3), on that lifetime. `206` and `304` are
+//!   never stored as whole answers.
+//! - `must-revalidate`, `proxy-revalidate` and `s-maxage` forbid serving the answer stale
+//!   (§4.2.4, §5.2.2.2, §5.2.2.10): no stale window applies to it, the origin's or the route's.
 //! - An answer to a request carrying credentials (`Authorization`, or a credential cookie) is
 //!   stored only when the response says a shared cache may (`public`, `s-maxage`,
 //!   `must-revalidate`, §3.5) or the route's key includes the credential. Where it is stored
@@ -148,8 +154,25 @@ impl RejectReason {
 /// Statuses stored on the rule's TTL when the origin says nothing: the heuristically
 /// cacheable ones (RFC 9110 §15.1), 206 excepted (ranges are not cached).
 const HEURISTIC: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
-/// Further statuses stored when the origin gives an explicit lifetime.
-const EXPLICIT: [u16; 2] = [302, 307];
+/// Statuses never stored as whole answers, whatever the origin says: a part of one (`206`)
+/// and an answer about one (`304`).
+const NEVER: [u16; 2] = [206, 304];
+
+/// The largest `Age` taken as is; a larger one counts as this (RFC 9111 §1.2.2).
+const AGE_CAP: u64 = 1 << 31;
+
+/// The `Age` an answer arrives with (RFC 9111 §5.1): the first member of the first field
+/// (`Age: 5, 7` is 5); an invalid one is ignored (zero), a huge one capped at 2^31 seconds.
+pub fn initial_age(headers: &HeaderMap) -> Duration {
+    let Some(first) = headers.get(header::AGE).and_then(|v| v.to_str().ok()) else {
+        return Duration::ZERO;
+    };
+    let member = first.split(',').next().unwrap_or("").trim();
+    if member.is_empty() || !member.bytes().all(|b| b.is_ascii_digit()) {
+        return Duration::ZERO;
+    }
+    Duration::from_secs(member.parse::<u64>().map_or(AGE_CAP, |secs| secs.min(AGE_CAP)))
+}
 
 /// Decides whether the answer `status` + `headers` to a request (with credentials or not)
 /// may be stored under `rule`, and for how long. `now` dates `Expires`.
@@ -163,7 +186,8 @@ pub fn storable(
     let cc = CacheControl::parse(headers);
     let code = status.as_u16();
     let explicit = cc.has_freshness() || headers.contains_key(header::EXPIRES);
-    if !(HEURISTIC.contains(&code) || (explicit && EXPLICIT.contains(&code))) {
+    let heuristic = HEURISTIC.contains(&code);
+    if NEVER.contains(&code) || !(heuristic || explicit) {
         return Err(RejectReason::Status);
     }
     if cc.no_store {
@@ -185,9 +209,15 @@ pub fn storable(
     if credentials && !shared_with_credentials && !rule.key.includes_credentials() {
         return Err(RejectReason::Credentials);
     }
-    let origin_ttl = if rule.origin_cache_control { origin_ttl(&cc, headers, now) } else { None };
-    let ttl = origin_ttl.or(rule.ttl).ok_or(RejectReason::NoFreshness)?;
+    // A status kept only for its explicit lifetime keeps that lifetime, whatever the rule.
+    let origin_ttl =
+        if rule.origin_cache_control || !heuristic { origin_ttl(&cc, headers, now) } else { None };
+    let ttl = if heuristic { origin_ttl.or(rule.ttl) } else { origin_ttl };
+    let ttl = ttl.ok_or(RejectReason::NoFreshness)?;
+    // Never served stale: the answer says a shared cache must revalidate it once stale.
+    let revalidate = cc.must_revalidate || cc.s_maxage.is_some();
     let window = |origin: Option<u64>, rule: Duration| match origin {
+        _ if revalidate => Duration::ZERO,
         // The origin's stale windows count when its freshness does.
         Some(secs) if origin_ttl.is_some() => Duration::from_secs(secs),
         _ => rule,
@@ -326,8 +356,65 @@ mod tests {
         assert_eq!(check(&r, 302, &[]), Err(RejectReason::Status));
         assert!(check(&r, 302, &[("cache-control", "max-age=5")]).is_ok());
         assert!(check(&r, 404, &[]).is_ok());
+        assert_eq!(check(&r, 206, &[("cache-control", "max-age=60")]), Err(RejectReason::Status));
+        assert_eq!(check(&r, 304, &[("cache-control", "max-age=60")]), Err(RejectReason::Status));
         let cookies_ok = CacheRule { allow_set_cookie: true, ..rule(Some(60)) };
         assert!(check(&cookies_ok, 200, &[("set-cookie", "a=1")]).is_ok());
+    }
+
+    #[test]
+    fn any_final_status_with_an_explicit_lifetime_is_kept_for_that_lifetime() {
+        let r = rule(Some(300));
+        for status in [400, 403, 500, 503] {
+            let kept = check(&r, status, &[("cache-control", "max-age=5")]);
+            assert_eq!(kept.map(|f| f.ttl.as_secs()), Ok(5), "{status}");
+            assert_eq!(check(&r, status, &[]), Err(RejectReason::Status), "{status} without a lifetime");
+        }
+        let expires =
+            [("date", "Sun, 06 Nov 1994 08:49:37 GMT"), ("expires", "Sun, 06 Nov 1994 08:49:47 GMT")];
+        assert_eq!(check(&r, 503, &expires).map(|f| f.ttl.as_secs()), Ok(10));
+        // The rule's TTL never stretches a lifetime the status is only kept for.
+        let rule_wins = CacheRule { origin_cache_control: false, ..rule(Some(300)) };
+        assert_eq!(check(&rule_wins, 503, &[("cache-control", "max-age=5")]).map(|f| f.ttl.as_secs()), Ok(5));
+        assert_eq!(
+            check(&rule_wins, 200, &[("cache-control", "max-age=5")]).map(|f| f.ttl.as_secs()),
+            Ok(300)
+        );
+    }
+
+    #[test]
+    fn answers_that_must_be_revalidated_get_no_stale_window() {
+        let r = CacheRule {
+            stale_while_revalidate: Duration::from_secs(30),
+            stale_if_error: Duration::from_secs(60),
+            ..rule(Some(300))
+        };
+        let windows = |cc: &str| {
+            let f = check(&r, 200, &[("cache-control", cc)]).unwrap();
+            (f.stale_while_revalidate.as_secs(), f.stale_if_error.as_secs())
+        };
+        assert_eq!(windows("max-age=10"), (30, 60), "the route's windows");
+        assert_eq!(windows("max-age=10, stale-while-revalidate=5"), (5, 60), "the origin's");
+        for cc in [
+            "max-age=10, must-revalidate",
+            "max-age=10, proxy-revalidate, stale-if-error=600",
+            "s-maxage=10, stale-while-revalidate=5",
+        ] {
+            assert_eq!(windows(cc), (0, 0), "{cc}");
+        }
+    }
+
+    #[test]
+    fn age_is_the_first_member_and_an_invalid_one_is_ignored() {
+        let age = |v: &str| initial_age(&headers(&[("age", v)])).as_secs();
+        assert_eq!(age("5"), 5);
+        assert_eq!(age("5, 7"), 5);
+        assert_eq!(age(" 12 "), 12);
+        assert_eq!(age("-3"), 0);
+        assert_eq!(age("1.5"), 0);
+        assert_eq!(age(""), 0);
+        assert_eq!(age("99999999999999999999999"), 1 << 31);
+        assert_eq!(initial_age(&HeaderMap::new()).as_secs(), 0);
     }
 
     #[test]
