@@ -201,6 +201,9 @@ struct Fill {
     store: bool,
     /// Validators were sent upstream.
     revalidating: bool,
+    /// The cluster-wide coalescing lock this request holds (see `second_level`): released
+    /// once its answer is in the second level, or when it drops without one.
+    cluster_lock: Option<crate::tier::ClusterLock>,
     /// Report this instead of a miss.
     bypass: Option<BypassReason>,
 }
