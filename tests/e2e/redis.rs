@@ -77,8 +77,9 @@ async fn an_unreachable_redis_changes_nothing_for_clients_and_metrics_say_so() {
     let origin = FakeOrigin::new().route("/api/leads/1", "ok").start().await;
     // Nothing listens there.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // With cluster-wide coalescing on: no lock is taken, requests go upstream as without it.
     let redis = format!(
-        "[redis]\nurl = \"redis://127.0.0.1:{port}\"\nbreaker = {{ failures = 2, cool_down = \"200ms\" }}\n"
+        "[redis]\nurl = \"redis://127.0.0.1:{port}\"\nbreaker = {{ failures = 2, cool_down = \"200ms\" }}\nl2 = {{ lock = \"30s\" }}\n"
     );
     let proxy = sidecar(&origin, &redis).await;
     for _ in 0..5 {
@@ -92,6 +93,8 @@ async fn an_unreachable_redis_changes_nothing_for_clients_and_metrics_say_so() {
     })
     .await;
     assert!(proxy.metric("accel_redis_errors_total{op=\"ping\"}").await >= 1.0);
+    assert_eq!(proxy.metric("accel_redis_lock_total{result=\"unavailable\"}").await, 1.0, "the one miss");
+    assert_eq!(proxy.metric("accel_redis_lock_total{result=\"leader\"}").await, 0.0);
 }
 
 #[tokio::test]
@@ -383,6 +386,72 @@ async fn a_leader_without_a_storable_answer_releases_its_followers_at_once() {
     assert_eq!(followed.text(), "private");
     assert_eq!(origin.hits("/api/leads/8"), 2, "B went upstream itself");
     // Released, not timed out: the lock lives 30 s, B's wait ended when A released it.
+    assert_eq!(lock_count(&[&b], "follower_released").await, 1.0);
+    assert_eq!(lock_count(&[&b], "follower_timeout").await, 0.0);
+}
+
+#[tokio::test]
+async fn a_leader_whose_origin_answer_breaks_off_releases_its_followers_at_once() {
+    let Some(url) = require_redis() else { return };
+    let gate = Gate::new();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let origin = FakeOrigin::new()
+        .route("/api/leads/9", "")
+        .handler({
+            let (gate, served) = (gate.clone(), served.clone());
+            move |_| {
+                let (gate, served) = (gate.clone(), served.clone());
+                async move {
+                    if served.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+                        return http::Response::new(body::full("{\"lead\":9}"));
+                    }
+                    // The leader's answer: a first chunk, then the connection breaks off
+                    // once the gate opens.
+                    let (tx, streamed) = body::channel();
+                    tokio::spawn(async move {
+                        tx.send("{\"le").await;
+                        gate.wait().await;
+                        tx.abort().await;
+                    });
+                    http::Response::new(streamed)
+                }
+            }
+        })
+        .start()
+        .await;
+    let redis = locking_section(&url, &unique_prefix("broken"));
+    let a = locking_sidecar(&origin, &redis).await;
+    let b = locking_sidecar(&origin, &redis).await;
+    eventually_async("both sidecars connected", || async {
+        a.metric("accel_redis_up").await == 1.0 && b.metric("accel_redis_up").await == 1.0
+    })
+    .await;
+
+    let leader = async {
+        let request = a.request(http::Method::GET, "/api/leads/9").body(body::empty()).expect("a request");
+        match a.client().request(request).await {
+            Ok(response) => accel_e2e::Collected::from(response).await.is_err(),
+            Err(_) => true,
+        }
+    };
+    let rest = async {
+        eventually_async("A leads", || async { lock_count(&[&a], "leader").await == 1.0 }).await;
+        let follower = b.get("/api/leads/9");
+        let open = async {
+            eventually_async("B missed", || async {
+                b.metric("accel_redis_l2_total{result=\"miss\"}").await >= 1.0
+            })
+            .await;
+            gate.open();
+        };
+        tokio::join!(follower, open).0
+    };
+    let (broken, followed) = tokio::join!(leader, rest);
+    assert!(broken, "A's client saw the answer break off");
+    assert_eq!(followed.status, 200);
+    assert_eq!(followed.text(), "{\"lead\":9}");
+    assert_eq!(origin.hits("/api/leads/9"), 2, "B went upstream itself");
+    // Released, not timed out: the lock lives 30 s, B's wait ended when A's guard dropped.
     assert_eq!(lock_count(&[&b], "follower_released").await, 1.0);
     assert_eq!(lock_count(&[&b], "follower_timeout").await, 0.0);
 }

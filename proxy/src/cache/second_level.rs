@@ -30,6 +30,7 @@ use super::policy::Freshness;
 use super::status::CacheStatus;
 use super::tag::Tag;
 use super::{Cache, Coalesced, Flight, Handoff, Mode, Pass, collect};
+use crate::tier::metrics::LockResult;
 use crate::tier::{ClusterLock, L2Lookup, LocalPurge, LockOutcome, Purge, RedisTier, SharedEntry};
 
 impl Cache {
@@ -138,7 +139,13 @@ impl Pass {
         let key = fill.key.to_string();
         let shared = match tier.l2_get(&key).await {
             L2Lookup::Hit(shared) => *shared,
-            L2Lookup::Unavailable => return Coalesced::Forward(self),
+            L2Lookup::Unavailable => {
+                // Fail-open: no lock, upstream as without the tier.
+                if !fill.head && tier.l2().is_some_and(|l2| l2.lock_ttl().is_some()) {
+                    tier.metrics().lock(LockResult::Unavailable);
+                }
+                return Coalesced::Forward(self);
+            }
             L2Lookup::Miss if fill.head => return Coalesced::Forward(self),
             L2Lookup::Miss => match tier.l2_lock(&key).await {
                 // Look again under the lock: the previous holder may have stored the entry
