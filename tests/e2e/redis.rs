@@ -304,7 +304,7 @@ async fn three_sidecars_send_one_origin_request_for_a_key_missed_everywhere_at_o
     })
     .await;
 
-    const PER_SIDECAR: usize = 50;
+    const PER_SIDECAR: usize = 200;
     let requests = all.iter().flat_map(|s| (0..PER_SIDECAR).map(move |_| s.get("/api/leads/7")));
     let answers = futures_util::future::join_all(requests);
     let observe = async {
