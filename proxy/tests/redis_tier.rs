@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use accel::metrics::Metrics;
 use accel::tier::config::BreakerConfig;
 use accel::tier::gcra::ClusterLimiter;
+use accel::tier::metrics::Op;
 use accel::tier::{
     CircuitState, ClusterCheck, ClusterLimit, FailMode, GcraDecision, Keys, L2Lookup, LocalPurge,
     LockOutcome, Purge, RedisConfig, RedisTier, SharedEntry,
@@ -284,11 +285,10 @@ async fn cluster_coalescing_lock_makes_one_leader_and_followers_get_its_answer()
     config.l2 =
         Some(accel::tier::config::L2Config { max_object_size: 1 << 20, lock: Some(Duration::from_secs(2)) });
     let (a, b) = (Sidecar::new(&config), Sidecar::new(&config));
-    let (l2a, l2b) = (a.tier.l2().unwrap(), b.tier.l2().unwrap());
-    assert_eq!(l2a.try_lock(a.tier.client(), "k").await, LockOutcome::Leader);
-    assert_eq!(l2b.try_lock(b.tier.client(), "k").await, LockOutcome::Follower);
+    let LockOutcome::Leader(lock) = a.tier.l2_lock("k").await else { panic!("A leads") };
+    assert!(matches!(b.tier.l2_lock("k").await, LockOutcome::Follower));
     let answer = entry("fetched once", &[]);
-    let follower = async { l2b.wait(b.tier.client(), "k", Duration::from_secs(5)).await };
+    let follower = async { b.tier.l2_wait("k", Duration::from_secs(5)).await };
     let leader = async {
         // The leader answers once the follower has looked for the entry and found the lock
         // still held: the follower gets the answer by waiting, not by coming late.
@@ -297,11 +297,48 @@ async fn cluster_coalescing_lock_makes_one_leader_and_followers_get_its_answer()
         })
         .await;
         assert!(a.tier.l2_put("k", &answer).await);
-        l2a.unlock(a.tier.client(), "k").await;
+        assert!(lock.release().await);
     };
     let (got, ()) = tokio::join!(follower, leader);
     assert_eq!(got.map(|e| e.body), Some(answer.body));
-    assert_eq!(l2b.try_lock(b.tier.client(), "k").await, LockOutcome::Leader, "released");
+    assert_eq!(b.metric(r#"accel_redis_lock_total{result="follower_hit"}"#), Some(1.0));
+    assert!(matches!(b.tier.l2_lock("k").await, LockOutcome::Leader(_)), "released");
+}
+
+#[tokio::test]
+async fn a_lock_is_released_only_by_its_holder_and_when_its_guard_drops() {
+    if !available("127.0.0.1:6379", "redis") {
+        return;
+    }
+    let mut config = config(SHARED, &prefix("guard"));
+    config.l2 =
+        Some(accel::tier::config::L2Config { max_object_size: 1 << 20, lock: Some(Duration::from_secs(30)) });
+    let a = Sidecar::new(&config);
+    let client = a.tier.client();
+    let value = |key: String| async move {
+        client.query::<Option<String>>(Op::Ping, redis::cmd("GET").arg(key)).await.expect("GET")
+    };
+
+    let LockOutcome::Leader(first) = a.tier.l2_lock("k1").await else { panic!("the first lock leads") };
+    assert!(matches!(a.tier.l2_lock("k1").await, LockOutcome::Follower), "taken");
+    // The first holder's lock expired and another request took it: the late release leaves it.
+    let key = first.key().to_owned();
+    client.query::<()>(Op::Ping, redis::cmd("SET").arg(&key).arg("another")).await.expect("SET");
+    assert!(!first.release().await, "not the holder any more");
+    assert_eq!(value(key).await.as_deref(), Some("another"));
+
+    let LockOutcome::Leader(second) = a.tier.l2_lock("k2").await else { panic!("k2 is free") };
+    let key = second.key().to_owned();
+    assert_eq!(value(key.clone()).await.as_deref(), Some(second.token()));
+    // A cancelled request: the guard drops unreleased, and releases in the background.
+    drop(second);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while value(key.clone()).await.is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "the dropped guard released its lock");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(matches!(a.tier.l2_lock("k2").await, LockOutcome::Leader(_)), "free again");
+    assert_eq!(a.metric(r#"accel_redis_lock_total{result="leader"}"#), Some(3.0));
 }
 
 #[tokio::test]

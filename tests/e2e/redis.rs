@@ -3,7 +3,7 @@
 //! clients but the metrics.
 
 use accel::cache::purge::PurgeRequest;
-use accel_e2e::{FakeOrigin, OriginHandle, TestProxy, eventually_async, require_redis};
+use accel_e2e::{FakeOrigin, Gate, OriginHandle, TestProxy, body, eventually_async, require_redis};
 
 const RULES: &str = r#"
 [[route]]
@@ -77,8 +77,9 @@ async fn an_unreachable_redis_changes_nothing_for_clients_and_metrics_say_so() {
     let origin = FakeOrigin::new().route("/api/leads/1", "ok").start().await;
     // Nothing listens there.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // With cluster-wide coalescing on: no lock is taken, requests go upstream as without it.
     let redis = format!(
-        "[redis]\nurl = \"redis://127.0.0.1:{port}\"\nbreaker = {{ failures = 2, cool_down = \"200ms\" }}\n"
+        "[redis]\nurl = \"redis://127.0.0.1:{port}\"\nbreaker = {{ failures = 2, cool_down = \"200ms\" }}\nl2 = {{ lock = \"30s\" }}\n"
     );
     let proxy = sidecar(&origin, &redis).await;
     for _ in 0..5 {
@@ -92,6 +93,8 @@ async fn an_unreachable_redis_changes_nothing_for_clients_and_metrics_say_so() {
     })
     .await;
     assert!(proxy.metric("accel_redis_errors_total{op=\"ping\"}").await >= 1.0);
+    assert_eq!(proxy.metric("accel_redis_lock_total{result=\"unavailable\"}").await, 1.0, "the one miss");
+    assert_eq!(proxy.metric("accel_redis_lock_total{result=\"leader\"}").await, 0.0);
 }
 
 #[tokio::test]
@@ -250,4 +253,205 @@ async fn a_prefix_purge_drops_only_that_prefix_from_the_second_level() {
     }
     assert_eq!(b.metric("accel_redis_l2_total{result=\"hit\"}").await, 1.0);
     assert_eq!(b.metric("accel_redis_l2_total{result=\"purged\"}").await, 2.0);
+}
+
+/// `[redis]` with cluster-wide coalescing, the lock long enough that no wait in these tests
+/// ends on its lifetime.
+fn locking_section(url: &str, prefix: &str) -> String {
+    format!("{}l2 = {{ lock = \"30s\" }}\n", redis_section(url, prefix))
+}
+
+const LOCKING_RULES: &str = r#"
+[[route]]
+name = "leads"
+match = { path_prefix = "/api/leads/" }
+upstream = "api"
+cache = { ttl = "5m", tags = ["leads"] }
+coalesce = { follower_timeout = "30s" }
+"#;
+
+async fn locking_sidecar(origin: &OriginHandle, redis: &str) -> TestProxy {
+    TestProxy::builder()
+        .upstream("api", &[origin.addr()])
+        .rules(LOCKING_RULES)
+        .sidecar_toml(redis)
+        .start()
+        .await
+}
+
+async fn lock_count(sidecars: &[&TestProxy], result: &str) -> f64 {
+    let mut sum = 0.0;
+    for sidecar in sidecars {
+        sum += sidecar.metric(&format!("accel_redis_lock_total{{result=\"{result}\"}}")).await;
+    }
+    sum
+}
+
+#[tokio::test]
+async fn three_sidecars_send_one_origin_request_for_a_key_missed_everywhere_at_once() {
+    let Some(url) = require_redis() else { return };
+    let gate = Gate::new();
+    let origin = FakeOrigin::new().route("/api/leads/7", "").gated(&gate, "{\"lead\":7}").start().await;
+    let redis = locking_section(&url, &unique_prefix("lock"));
+    let a = locking_sidecar(&origin, &redis).await;
+    let b = locking_sidecar(&origin, &redis).await;
+    let c = locking_sidecar(&origin, &redis).await;
+    let all = [&a, &b, &c];
+    eventually_async("all sidecars connected", || async {
+        a.metric("accel_redis_up").await == 1.0
+            && b.metric("accel_redis_up").await == 1.0
+            && c.metric("accel_redis_up").await == 1.0
+    })
+    .await;
+
+    const PER_SIDECAR: usize = 200;
+    let requests = all.iter().flat_map(|s| (0..PER_SIDECAR).map(move |_| s.get("/api/leads/7")));
+    let answers = futures_util::future::join_all(requests);
+    let observe = async {
+        // The origin holds its answer until one sidecar took the lock and every sidecar's
+        // leader missed the second level: the other two then wait on the lock.
+        eventually_async("one leader, every sidecar missed", || async {
+            let mut missed = true;
+            for s in all {
+                missed &= s.metric("accel_redis_l2_total{result=\"miss\"}").await >= 1.0;
+            }
+            missed && lock_count(&all, "leader").await == 1.0
+        })
+        .await;
+        gate.open();
+    };
+    let (answers, ()) = tokio::join!(answers, observe);
+    for answer in &answers {
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.text(), "{\"lead\":7}");
+    }
+    assert_eq!(origin.hits("/api/leads/7"), 1, "one origin request for the cluster");
+    assert_eq!(lock_count(&all, "leader").await, 1.0);
+    assert_eq!(
+        lock_count(&all, "follower_hit").await,
+        2.0,
+        "the other two leaders took the answer from Redis"
+    );
+    assert_eq!(lock_count(&all, "follower_timeout").await, 0.0);
+}
+
+#[tokio::test]
+async fn a_leader_without_a_storable_answer_releases_its_followers_at_once() {
+    let Some(url) = require_redis() else { return };
+    let gate = Gate::new();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let origin = FakeOrigin::new()
+        .route("/api/leads/8", "")
+        .handler({
+            let (gate, served) = (gate.clone(), served.clone());
+            move |_| {
+                let (gate, served) = (gate.clone(), served.clone());
+                async move {
+                    // The first request (the leader's) waits for the gate; nothing is storable.
+                    if served.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                        gate.wait().await;
+                    }
+                    http::Response::builder()
+                        .header("cache-control", "no-store")
+                        .body(body::full("private"))
+                        .expect("a response")
+                }
+            }
+        })
+        .start()
+        .await;
+    let redis = locking_section(&url, &unique_prefix("release"));
+    let a = locking_sidecar(&origin, &redis).await;
+    let b = locking_sidecar(&origin, &redis).await;
+    eventually_async("both sidecars connected", || async {
+        a.metric("accel_redis_up").await == 1.0 && b.metric("accel_redis_up").await == 1.0
+    })
+    .await;
+
+    let leader = a.get("/api/leads/8");
+    let rest = async {
+        eventually_async("A leads", || async { lock_count(&[&a], "leader").await == 1.0 }).await;
+        let follower = b.get("/api/leads/8");
+        let open = async {
+            eventually_async("B missed", || async {
+                b.metric("accel_redis_l2_total{result=\"miss\"}").await >= 1.0
+            })
+            .await;
+            gate.open();
+        };
+        tokio::join!(follower, open).0
+    };
+    let (led, followed) = tokio::join!(leader, rest);
+    assert_eq!(led.text(), "private");
+    assert_eq!(followed.text(), "private");
+    assert_eq!(origin.hits("/api/leads/8"), 2, "B went upstream itself");
+    // Released, not timed out: the lock lives 30 s, B's wait ended when A released it.
+    assert_eq!(lock_count(&[&b], "follower_released").await, 1.0);
+    assert_eq!(lock_count(&[&b], "follower_timeout").await, 0.0);
+}
+
+#[tokio::test]
+async fn a_leader_whose_origin_answer_breaks_off_releases_its_followers_at_once() {
+    let Some(url) = require_redis() else { return };
+    let gate = Gate::new();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let origin = FakeOrigin::new()
+        .route("/api/leads/9", "")
+        .handler({
+            let (gate, served) = (gate.clone(), served.clone());
+            move |_| {
+                let (gate, served) = (gate.clone(), served.clone());
+                async move {
+                    if served.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+                        return http::Response::new(body::full("{\"lead\":9}"));
+                    }
+                    // The leader's answer: a first chunk, then the connection breaks off
+                    // once the gate opens.
+                    let (tx, streamed) = body::channel();
+                    tokio::spawn(async move {
+                        tx.send("{\"le").await;
+                        gate.wait().await;
+                        tx.abort().await;
+                    });
+                    http::Response::new(streamed)
+                }
+            }
+        })
+        .start()
+        .await;
+    let redis = locking_section(&url, &unique_prefix("broken"));
+    let a = locking_sidecar(&origin, &redis).await;
+    let b = locking_sidecar(&origin, &redis).await;
+    eventually_async("both sidecars connected", || async {
+        a.metric("accel_redis_up").await == 1.0 && b.metric("accel_redis_up").await == 1.0
+    })
+    .await;
+
+    let leader = async {
+        let request = a.request(http::Method::GET, "/api/leads/9").body(body::empty()).expect("a request");
+        match a.client().request(request).await {
+            Ok(response) => accel_e2e::Collected::from(response).await.is_err(),
+            Err(_) => true,
+        }
+    };
+    let rest = async {
+        eventually_async("A leads", || async { lock_count(&[&a], "leader").await == 1.0 }).await;
+        let follower = b.get("/api/leads/9");
+        let open = async {
+            eventually_async("B missed", || async {
+                b.metric("accel_redis_l2_total{result=\"miss\"}").await >= 1.0
+            })
+            .await;
+            gate.open();
+        };
+        tokio::join!(follower, open).0
+    };
+    let (broken, followed) = tokio::join!(leader, rest);
+    assert!(broken, "A's client saw the answer break off");
+    assert_eq!(followed.status, 200);
+    assert_eq!(followed.text(), "{\"lead\":9}");
+    assert_eq!(origin.hits("/api/leads/9"), 2, "B went upstream itself");
+    // Released, not timed out: the lock lives 30 s, B's wait ended when A's guard dropped.
+    assert_eq!(lock_count(&[&b], "follower_released").await, 1.0);
+    assert_eq!(lock_count(&[&b], "follower_timeout").await, 0.0);
 }

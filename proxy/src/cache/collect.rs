@@ -39,11 +39,26 @@ pub(super) struct Collecting {
     pub limit: usize,
     /// The entry may be written to the second level (see [`Cache::may_leave_memory`]).
     pub second_level: bool,
+    /// The cluster-wide coalescing lock, held until the entry is in the second level (or
+    /// released when it drops: the entry is abandoned or not shared).
+    pub cluster_lock: Option<crate::tier::ClusterLock>,
 }
 
 impl Collecting {
     fn finish(self, body: Bytes) {
-        let Self { cache, route, key, request, mut template, seq, store, leader, second_level, .. } = self;
+        let Self {
+            cache,
+            route,
+            key,
+            request,
+            mut template,
+            seq,
+            store,
+            leader,
+            second_level,
+            cluster_lock,
+            ..
+        } = self;
         template.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         template.body = body;
         let entry = Arc::new(template);
@@ -51,7 +66,7 @@ impl Collecting {
         if store {
             cache.store.insert(key, &request, entry.clone(), seq);
             if second_level {
-                cache.share_entry(key, variant, &entry);
+                cache.share_entry(key, variant, &entry, cluster_lock);
             }
             // compress (eager routes): every coding's variant now, in the background.
             if let Some(compress) = route.compress.as_ref().filter(|c| c.policy.eager) {
@@ -72,7 +87,7 @@ impl Collecting {
         if self.store {
             self.cache.metrics.rejected(reason);
         }
-        // Dropping the leader releases the followers.
+        // Dropping the leader releases the followers, and the cluster lock the other sidecars.
     }
 }
 

@@ -124,6 +124,7 @@ impl Cache {
             flight: Flight::Alone,
             store,
             revalidating: false,
+            cluster_lock: None,
             bypass: None,
         }
     }

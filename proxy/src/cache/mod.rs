@@ -12,7 +12,8 @@
 //! 2. [`Pass::coalesce`] (`pass`): identical concurrent misses elect one leader; followers
 //!    take its [`Handoff`] (or go upstream on their own when it fails, cannot be shared, or
 //!    is too slow).
-//! 3. [`Pass::second_level`] (`second_level`): a memory miss looks in the shared Redis tier.
+//! 3. [`Pass::second_level`] (`second_level`): a memory miss looks in the shared Redis tier;
+//!    with its coalescing lock, one sidecar of the cluster goes upstream for a key.
 //! 4. [`Pass::complete`] (`pass`): the upstream answer is stored while it streams to the
 //!    client (`collect`), a `304` refreshes the stale entry, an origin failure within
 //!    `stale_if_error` is answered from the stale entry, and a successful unsafe request
@@ -201,6 +202,9 @@ struct Fill {
     store: bool,
     /// Validators were sent upstream.
     revalidating: bool,
+    /// The cluster-wide coalescing lock this request holds (see `second_level`): released
+    /// once its answer is in the second level, or when it drops without one.
+    cluster_lock: Option<crate::tier::ClusterLock>,
     /// Report this instead of a miss.
     bypass: Option<BypassReason>,
 }

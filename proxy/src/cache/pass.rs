@@ -184,6 +184,7 @@ impl Cache {
                     mut flight,
                     rule,
                     credentials,
+                    cluster_lock,
                     ..
                 } = fill;
                 tags.extend(origin_tags);
@@ -215,6 +216,7 @@ impl Cache {
                     leader: flight.take_leader(),
                     limit,
                     second_level: self.may_leave_memory(credentials),
+                    cluster_lock,
                 };
                 let collapse_only = rule.is_none();
                 let mut response = Response::from_parts(parts, Body::boxed(CollectBody::new(body, filling)));
@@ -232,7 +234,8 @@ impl Cache {
             }
             None => forwarded(&fill, code, false),
         };
-        // `fill`'s leader drops with it: followers go upstream on their own.
+        // `fill`'s leader drops with it: followers go upstream on their own; so does its
+        // cluster lock, released for the other sidecars' followers.
         self.forwarded_answer(&fill, Response::from_parts(parts, body), status)
     }
 

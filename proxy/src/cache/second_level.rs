@@ -30,7 +30,8 @@ use super::policy::Freshness;
 use super::status::CacheStatus;
 use super::tag::Tag;
 use super::{Cache, Coalesced, Flight, Handoff, Mode, Pass, collect};
-use crate::tier::{L2Lookup, LocalPurge, Purge, RedisTier, SharedEntry};
+use crate::tier::metrics::LockResult;
+use crate::tier::{ClusterLock, L2Lookup, LocalPurge, LockOutcome, Purge, RedisTier, SharedEntry};
 
 impl Cache {
     /// Shares this cache through `tier`: second-level lookups and stores, and purges both
@@ -46,14 +47,26 @@ impl Cache {
         }
     }
 
-    /// Writes a freshly filled entry to the second level, in the background.
-    pub(super) fn share_entry(&self, key: CacheKey, variant: CacheKey, entry: &CacheEntry) {
+    /// Writes a freshly filled entry to the second level, in the background, then releases
+    /// the cluster lock its request holds (at once when the entry is not shared).
+    pub(super) fn share_entry(
+        &self,
+        key: CacheKey,
+        variant: CacheKey,
+        entry: &CacheEntry,
+        cluster_lock: Option<ClusterLock>,
+    ) {
         let Some(tier) = self.shared.get() else { return };
         if variant != key || entry.freshness.lifetime().is_zero() {
             return;
         }
         let (tier, shared) = (tier.clone(), to_shared(entry));
-        tokio::spawn(async move { tier.l2_put(&key.to_string(), &shared).await });
+        tokio::spawn(async move {
+            tier.l2_put(&key.to_string(), &shared).await;
+            if let Some(lock) = cluster_lock {
+                lock.release().await;
+            }
+        });
     }
 
     /// True when an entry for a request with `credentials` may be written to (and read from)
@@ -97,6 +110,13 @@ impl LocalPurge for Cache {
 impl Pass {
     /// The second-level lookup of a miss, before it goes upstream: the cluster's answer, if
     /// another sidecar has it. A released follower does not look again (its leader did).
+    ///
+    /// With `redis.l2.lock`, a second-level miss of this sidecar's leader (or of a request
+    /// that does not coalesce here) takes the key's cluster-wide lock: the holder goes
+    /// upstream and keeps the lock until its answer is stored in the second level; a request
+    /// that finds the lock taken waits for that answer (at most the lock's lifetime and the
+    /// route's `follower_timeout`), and goes upstream itself when it does not come. Redis
+    /// unavailable: no lock, upstream as without it.
     pub async fn second_level(mut self) -> Coalesced {
         let Some(tier) = self.cache.shared.get().cloned() else { return Coalesced::Forward(self) };
         let Mode::Fill(fill) = &mut self.mode else { return Coalesced::Forward(self) };
@@ -116,10 +136,40 @@ impl Pass {
         if !usable {
             return Coalesced::Forward(self);
         }
-        let L2Lookup::Hit(shared) = tier.l2_get(&fill.key.to_string()).await else {
-            return Coalesced::Forward(self);
+        let key = fill.key.to_string();
+        let shared = match tier.l2_get(&key).await {
+            L2Lookup::Hit(shared) => *shared,
+            L2Lookup::Unavailable => {
+                // Fail-open: no lock, upstream as without the tier.
+                if !fill.head && tier.l2().is_some_and(|l2| l2.lock_ttl().is_some()) {
+                    tier.metrics().lock(LockResult::Unavailable);
+                }
+                return Coalesced::Forward(self);
+            }
+            L2Lookup::Miss if fill.head => return Coalesced::Forward(self),
+            L2Lookup::Miss => match tier.l2_lock(&key).await {
+                // Look again under the lock: the previous holder may have stored the entry
+                // and released the lock between the miss and the lock.
+                LockOutcome::Leader(lock) => match tier.l2_get(&key).await {
+                    L2Lookup::Hit(shared) => {
+                        lock.release().await;
+                        *shared
+                    }
+                    L2Lookup::Miss | L2Lookup::Unavailable => {
+                        fill.cluster_lock = Some(lock);
+                        return Coalesced::Forward(self);
+                    }
+                },
+                LockOutcome::Alone => return Coalesced::Forward(self),
+                LockOutcome::Follower => {
+                    match tier.l2_wait(&key, self.route.settings.coalesce.follower_timeout).await {
+                        Some(shared) => shared,
+                        None => return Coalesced::Forward(self),
+                    }
+                }
+            },
         };
-        let entry = Arc::new(from_shared(*shared));
+        let entry = Arc::new(from_shared(shared));
         if collect::key_for(&entry, fill.key, &fill.request) != fill.key {
             return Coalesced::Forward(self);
         }

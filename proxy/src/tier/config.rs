@@ -85,8 +85,8 @@ pub struct L2File {
     /// Largest encoded (compressed) entry stored in Redis. Default `1MiB`.
     #[serde(default)]
     pub max_object_size: Option<String>,
-    /// Cluster-wide coalescing: a miss takes a lock per key for this long, so that one
-    /// sidecar of the cluster goes upstream. Default: off.
+    /// Cluster-wide coalescing: a second-level miss takes a lock per key for at most this
+    /// long, so that one sidecar of the cluster goes upstream. Default: off.
     #[serde(default)]
     pub lock: Option<String>,
 }

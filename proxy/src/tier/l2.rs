@@ -4,10 +4,16 @@
 //! checked against the current tag and path-prefix generations on every read (see
 //! [`super::bus`] and [`super::keys`]): one GET and one HMGET per lookup.
 //!
-//! Optional cluster-wide coalescing: a miss takes `SET NX PX` on the key's lock; the sidecar
-//! that gets it is the cluster's leader, the others poll for its answer up to a deadline and
-//! then go upstream themselves. The lock expires, so a crashed leader never blocks anyone.
+//! Optional cluster-wide coalescing (`l2.lock`): a miss takes `SET NX PX` on the key's lock
+//! with a token of its own; the sidecar that gets it is the cluster's leader and holds a
+//! [`ClusterLock`] until its answer is stored here, the others poll for that answer up to a
+//! deadline and then go upstream themselves. The lock is released by compare-and-delete on
+//! the token (a holder whose lock expired never deletes the next holder's), at once when the
+//! guard drops without a stored answer, and expires anyway, so a crashed leader never blocks
+//! anyone for longer than `l2.lock`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use redis::Script;
@@ -17,9 +23,9 @@ use super::client::RedisClient;
 use super::config::L2Config;
 use super::entry::{self, Generations, SharedEntry};
 use super::keys::Keys;
-use super::metrics::{L2Result, Op, TierMetrics};
+use super::metrics::{L2Result, LockResult, Op, TierMetrics};
 
-/// Releases a lock only if this sidecar still holds it. KEYS: lock. ARGV: owner.
+/// Releases a lock only if its holder still holds it. KEYS: lock. ARGV: token.
 const UNLOCK_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -37,14 +43,65 @@ pub enum L2Lookup {
 }
 
 /// Who fetches a missed key for the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum LockOutcome {
-    /// This sidecar holds the lock: go upstream, store, then unlock.
-    Leader,
-    /// Another sidecar is fetching: wait for its answer with [`SecondLevel::wait`].
+    /// This request holds the lock: go upstream, store, then release it.
+    Leader(ClusterLock),
+    /// Another request holds it: wait for its answer with [`SecondLevel::wait`].
     Follower,
-    /// Cluster coalescing is off or Redis is unavailable: go upstream.
+    /// Cluster coalescing is off, or Redis is unavailable: go upstream.
     Alone,
+}
+
+/// A held cluster-wide coalescing lock. [`ClusterLock::release`] releases it; dropping it
+/// unreleased (no storable answer, an error, a cancelled request) releases it in the
+/// background. Either way only while its token is still the lock's value.
+#[derive(Debug)]
+pub struct ClusterLock {
+    client: Arc<RedisClient>,
+    key: String,
+    token: String,
+    unlock: Script,
+    held: bool,
+}
+
+impl ClusterLock {
+    /// The lock's Redis key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// This holder's token: the lock's value while it holds it.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Releases the lock if it still holds this token; true when it deleted it.
+    pub async fn release(mut self) -> bool {
+        self.held = false;
+        unlock(&self.client, &self.unlock, &self.key, &self.token).await
+    }
+}
+
+impl Drop for ClusterLock {
+    fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (client, unlock_script) = (self.client.clone(), self.unlock.clone());
+        let (key, token) = (std::mem::take(&mut self.key), std::mem::take(&mut self.token));
+        runtime.spawn(async move { unlock(&client, &unlock_script, &key, &token).await });
+    }
+}
+
+/// Compare-and-delete of `key` against `token`.
+async fn unlock(client: &RedisClient, script: &Script, key: &str, token: &str) -> bool {
+    let mut invocation = script.prepare_invoke();
+    invocation.key(key).arg(token);
+    let deleted: Result<i64, _> =
+        client.run(Op::Lock, |mut conn| async move { invocation.invoke_async(&mut conn).await }).await;
+    matches!(deleted, Ok(1))
 }
 
 /// The second-level cache.
@@ -52,8 +109,9 @@ pub enum LockOutcome {
 pub struct SecondLevel {
     keys: Keys,
     config: L2Config,
-    /// Lock owner id: this sidecar's.
+    /// Lock owner id: this sidecar's; each lock taken adds a sequence number to it.
     owner: String,
+    locks: AtomicU64,
     unlock: Script,
     metrics: TierMetrics,
 }
@@ -61,7 +119,7 @@ pub struct SecondLevel {
 impl SecondLevel {
     /// The second level under `keys`; `owner` identifies this sidecar's locks.
     pub fn new(keys: Keys, config: L2Config, owner: String, metrics: TierMetrics) -> Self {
-        Self { keys, config, owner, unlock: Script::new(UNLOCK_SCRIPT), metrics }
+        Self { keys, config, owner, locks: AtomicU64::new(0), unlock: Script::new(UNLOCK_SCRIPT), metrics }
     }
 
     /// The settings.
@@ -141,35 +199,53 @@ impl SecondLevel {
         Ok(Generations { all, tags, prefixes: values.collect() })
     }
 
-    /// Tries to become the cluster's leader for `key`.
-    pub async fn try_lock(&self, client: &RedisClient, key: &str) -> LockOutcome {
+    /// Tries to become the cluster's leader for `key`: [`LockOutcome::Alone`] when
+    /// `l2.lock` is off (not counted) or Redis does not answer.
+    pub async fn try_lock(&self, client: &Arc<RedisClient>, key: &str) -> LockOutcome {
         let Some(ttl) = self.config.lock else { return LockOutcome::Alone };
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let cmd = redis::cmd("SET")
-            .arg(self.keys.lock(key))
-            .arg(&self.owner)
-            .arg("NX")
-            .arg("PX")
-            .arg(millis)
-            .clone();
+        let token = format!("{}:{}", self.owner, self.locks.fetch_add(1, Ordering::Relaxed));
+        let lock = self.keys.lock(key);
+        let cmd = redis::cmd("SET").arg(&lock).arg(&token).arg("NX").arg("PX").arg(millis).clone();
         match client.query::<Option<String>>(Op::Lock, &cmd).await {
-            Ok(Some(_)) => LockOutcome::Leader,
+            Ok(Some(_)) => {
+                self.metrics.lock(LockResult::Leader);
+                LockOutcome::Leader(ClusterLock {
+                    client: client.clone(),
+                    key: lock,
+                    token,
+                    unlock: self.unlock.clone(),
+                    held: true,
+                })
+            }
             Ok(None) => LockOutcome::Follower,
-            Err(_) => LockOutcome::Alone,
+            Err(_) => {
+                self.metrics.lock(LockResult::Unavailable);
+                LockOutcome::Alone
+            }
         }
     }
 
-    /// Releases `key`'s lock if this sidecar holds it.
-    pub async fn unlock(&self, client: &RedisClient, key: &str) {
-        let mut invocation = self.unlock.prepare_invoke();
-        invocation.key(self.keys.lock(key)).arg(&self.owner);
-        let _: Result<i64, _> =
-            client.run(Op::Lock, |mut conn| async move { invocation.invoke_async(&mut conn).await }).await;
+    /// The lock's lifetime, when cluster-wide coalescing is on.
+    pub fn lock_ttl(&self) -> Option<Duration> {
+        self.config.lock
     }
 
-    /// A follower's wait: polls for the leader's answer until `timeout`; `None` when it did
-    /// not come (the follower then goes upstream on its own).
+    /// A follower's wait: polls for the leader's answer (backing off from 5 ms to 50 ms) until
+    /// `timeout`; `None` when it did not come (the follower then goes upstream on its own),
+    /// as soon as the lock is gone without an entry or Redis fails. Counted.
     pub async fn wait(&self, client: &RedisClient, key: &str, timeout: Duration) -> Option<SharedEntry> {
+        let (entry, result) = self.poll(client, key, timeout).await;
+        self.metrics.lock(result);
+        entry
+    }
+
+    async fn poll(
+        &self,
+        client: &RedisClient,
+        key: &str,
+        timeout: Duration,
+    ) -> (Option<SharedEntry>, LockResult) {
         let deadline = Instant::now() + timeout;
         let mut pause = Duration::from_millis(5);
         while Instant::now() < deadline {
@@ -179,16 +255,18 @@ impl SecondLevel {
             let locked: Result<bool, _> =
                 client.query(Op::Lock, redis::cmd("EXISTS").arg(self.keys.lock(key))).await;
             match self.lookup(client, key).await {
-                Ok(L2Lookup::Hit(entry)) => return Some(*entry),
+                Ok(L2Lookup::Hit(entry)) => return (Some(*entry), LockResult::FollowerHit),
                 Ok(_) => {}
-                Err(()) => return None,
+                Err(()) => return (None, LockResult::Unavailable),
             }
-            if !matches!(locked, Ok(true)) {
+            match locked {
+                Ok(true) => {}
                 // The leader is done (its answer was not storable) or gone.
-                return None;
+                Ok(false) => return (None, LockResult::FollowerReleased),
+                Err(_) => return (None, LockResult::Unavailable),
             }
             pause = (pause * 2).min(Duration::from_millis(50));
         }
-        None
+        (None, LockResult::FollowerTimeout)
     }
 }

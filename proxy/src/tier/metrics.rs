@@ -94,6 +94,38 @@ impl L2Result {
     }
 }
 
+/// How a second-level miss met the cluster-wide coalescing lock: the `result` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LockResult {
+    /// Took the lock: this sidecar fetches for the cluster.
+    Leader,
+    /// Found it taken, waited, and got the holder's answer from the second level.
+    FollowerHit,
+    /// Found it taken; the holder released it without a stored answer: went upstream.
+    FollowerReleased,
+    /// Found it taken; no answer within the wait: went upstream.
+    FollowerTimeout,
+    /// Redis did not answer: no lock, went upstream.
+    Unavailable,
+}
+
+impl LockResult {
+    /// Every value.
+    pub const ALL: [Self; 5] =
+        [Self::Leader, Self::FollowerHit, Self::FollowerReleased, Self::FollowerTimeout, Self::Unavailable];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Leader => "leader",
+            Self::FollowerHit => "follower_hit",
+            Self::FollowerReleased => "follower_released",
+            Self::FollowerTimeout => "follower_timeout",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
 /// How a cluster-scoped rate limit check was decided: the `result` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LimitResult {
@@ -142,6 +174,7 @@ pub struct TierMetrics {
     durations: [Histogram; 8],
     l2: [Counter; 6],
     limits: [Counter; 3],
+    locks: [Counter; 5],
     /// Purge messages received on the channel, own ones included.
     pub purges_received: Counter,
     /// Purges from other sidecars applied to this sidecar's memory.
@@ -163,6 +196,7 @@ impl TierMetrics {
         });
         let l2 = Family::<ResultLabels, Counter>::default();
         let limits = Family::<ResultLabels, Counter>::default();
+        let locks = Family::<ResultLabels, Counter>::default();
         let purges_received = Counter::default();
         let purges_applied = Counter::default();
         let purges_published = Counter::default();
@@ -181,6 +215,11 @@ impl TierMetrics {
         metrics.register("redis_duration_seconds", "Redis call latency, by operation", durations.clone());
         metrics.register("redis_l2", "Second-level cache lookups and stores, by result", l2.clone());
         metrics.register("redis_limit_checks", "Cluster-scoped rate limit checks, by result", limits.clone());
+        metrics.register(
+            "redis_lock",
+            "Second-level misses and the cluster-wide coalescing lock, by result",
+            locks.clone(),
+        );
         metrics.register(
             "redis_purges_received",
             "Purge messages received over pub/sub",
@@ -212,6 +251,7 @@ impl TierMetrics {
             l2: L2Result::ALL.map(|r| l2.get_or_create(&ResultLabels { result: r.as_str() }).clone()),
             limits: LimitResult::ALL
                 .map(|r| limits.get_or_create(&ResultLabels { result: r.as_str() }).clone()),
+            locks: LockResult::ALL.map(|r| locks.get_or_create(&ResultLabels { result: r.as_str() }).clone()),
             purges_received,
             purges_applied,
             purges_published,
@@ -239,6 +279,18 @@ impl TierMetrics {
     pub fn l2_count(&self, result: L2Result) -> u64 {
         let i = L2Result::ALL.iter().position(|r| *r == result).unwrap_or(0);
         self.l2[i].get()
+    }
+
+    /// Counts a meeting with the coalescing lock.
+    pub fn lock(&self, result: LockResult) {
+        let i = LockResult::ALL.iter().position(|r| *r == result).unwrap_or(0);
+        self.locks[i].inc();
+    }
+
+    /// The count of a coalescing lock result so far.
+    pub fn lock_count(&self, result: LockResult) -> u64 {
+        let i = LockResult::ALL.iter().position(|r| *r == result).unwrap_or(0);
+        self.locks[i].get()
     }
 
     /// Counts a cluster limit check.

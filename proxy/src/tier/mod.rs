@@ -35,7 +35,7 @@ pub use self::config::{FailMode, RedisConfig};
 pub use self::entry::SharedEntry;
 pub use self::gcra::{ClusterCheck, ClusterLimit, ClusterLimiter, GcraDecision};
 pub use self::keys::Keys;
-pub use self::l2::{L2Lookup, LockOutcome, SecondLevel};
+pub use self::l2::{ClusterLock, L2Lookup, LockOutcome, SecondLevel};
 use self::metrics::{Op, TierMetrics};
 
 /// The tier of one sidecar: the client and the three features over it.
@@ -129,6 +129,23 @@ impl RedisTier {
             Some(l2) => l2.put(&self.client, key, entry).await,
             None => false,
         }
+    }
+
+    /// Tries to take `key`'s cluster-wide coalescing lock after a second-level miss;
+    /// [`LockOutcome::Alone`] when the lock or the second level is off, or Redis does not
+    /// answer (fail-open: the request goes upstream as without the lock).
+    pub async fn l2_lock(&self, key: &str) -> LockOutcome {
+        match &self.l2 {
+            Some(l2) => l2.try_lock(&self.client, key).await,
+            None => LockOutcome::Alone,
+        }
+    }
+
+    /// A follower's wait for `key`'s entry, at most `timeout` and the lock's lifetime.
+    pub async fn l2_wait(&self, key: &str, timeout: Duration) -> Option<SharedEntry> {
+        let l2 = self.l2.as_ref()?;
+        let timeout = l2.lock_ttl().map_or(timeout, |ttl| ttl.min(timeout));
+        l2.wait(&self.client, key, timeout).await
     }
 
     /// Checks a cluster-scoped limit.
