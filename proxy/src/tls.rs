@@ -17,15 +17,18 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, (&'st
     if certs.is_empty() {
         return Err(("cert", format!("no certificate in {}", cert.display())));
     }
-    let key = PrivateKeyDer::from_pem_file(key)
+    let key_der = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| ("key", format!("cannot read a private key from {}: {e}", key.display())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ("cert", format!("TLS setup: {e}")))?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| ("key", format!("certificate and key do not form a usable pair: {e}")))?;
+        .with_single_cert(certs, key_der)
+        .map_err(|e| {
+            let (cert, key) = (cert.display(), key.display());
+            ("key", format!("the certificate in {cert} and the key in {key} do not form a usable pair: {e}"))
+        })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
