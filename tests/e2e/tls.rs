@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
 use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -32,9 +33,13 @@ impl Ca {
 
     /// A server certificate for `localhost` signed by this CA: (certificate PEM, key PEM).
     fn server_pair(&self) -> (String, String) {
+        self.server_pair_for("localhost")
+    }
+
+    /// A server certificate for `name` signed by this CA: (certificate PEM, key PEM).
+    fn server_pair_for(&self, name: &str) -> (String, String) {
         let key = KeyPair::generate().unwrap();
-        let cert =
-            CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&key, &self.0).unwrap();
+        let cert = CertificateParams::new(vec![name.to_owned()]).unwrap().signed_by(&key, &self.0).unwrap();
         (cert.pem(), key.serialize_pem())
     }
 
@@ -165,5 +170,42 @@ async fn a_client_limited_to_tls_1_1_is_refused() {
     assert!(!tls11, "{tls11_text}");
     // Refused by the server's alert, not by OpenSSL before sending.
     assert!(tls11_text.contains("SSL alert number"), "{tls11_text}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn several_certificates_are_chosen_by_the_clients_sni_name() {
+    let origin = FakeOrigin::new().route("/a", "over tls").start().await;
+    let ca = Ca::new("Test CA");
+    let (a_cert, a_key) = ca.server_pair_for("a.test");
+    let (b_cert, b_key) = ca.server_pair_for("b.test");
+    let proxy = TestProxy::builder()
+        .upstream("api", &[origin.addr()])
+        .rules("[[route]]\nname = \"all\"\nupstream = \"api\"\n")
+        .tls_with(
+            r#"[
+                { cert = "a.pem", key = "a.key", names = ["a.test"] },
+                { cert = "b.pem", key = "b.key", names = ["b.test"] },
+            ]"#,
+            &[("a.pem", &a_cert), ("a.key", &a_key), ("b.pem", &b_cert), ("b.key", &b_key)],
+        )
+        .start()
+        .await;
+
+    for (name, pem) in [("a.test", &a_cert), ("b.test", &b_cert)] {
+        let tcp = TcpStream::connect(proxy.tls_addr()).await.unwrap();
+        let server_name = ServerName::try_from(name.to_owned()).unwrap();
+        // The client checks the certificate is valid for the name it asked for.
+        let stream = ca.client(&[b"http/1.1"]).connect(server_name, tcp).await.unwrap();
+        let served = &stream.get_ref().1.peer_certificates().unwrap()[0];
+        let expected = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        assert_eq!(served, &expected, "{name}");
+    }
+    // A name no certificate lists gets the first one (which the client then finds not valid
+    // for that name) rather than a refused handshake.
+    let tcp = TcpStream::connect(proxy.tls_addr()).await.unwrap();
+    let unknown = ServerName::try_from("c.test").unwrap();
+    let error = ca.client(&[b"http/1.1"]).connect(unknown, tcp).await.unwrap_err();
+    assert!(format!("{error:?}").contains("NotValidForName"), "{error:?}");
     proxy.shutdown().await;
 }

@@ -30,7 +30,8 @@ pub struct TestProxyBuilder {
     upstreams: Vec<(String, Vec<SocketAddr>, String)>,
     rules: String,
     extra_toml: String,
-    tls: Option<(String, String)>,
+    /// The `tls` value of `[listen]` and the files it names.
+    tls: Option<(String, Vec<(String, String)>)>,
     edit: Option<ConfigEdit>,
 }
 
@@ -70,8 +71,18 @@ impl TestProxyBuilder {
 
     /// Adds the TLS listener (`listen.https` on `127.0.0.1:0`) serving this PEM certificate
     /// chain and private key, written next to `accel.toml` as `cert.pem` and `key.pem`.
-    pub fn tls(mut self, cert_pem: &str, key_pem: &str) -> Self {
-        self.tls = Some((cert_pem.to_owned(), key_pem.to_owned()));
+    pub fn tls(self, cert_pem: &str, key_pem: &str) -> Self {
+        self.tls_with(
+            r#"{ cert = "cert.pem", key = "key.pem" }"#,
+            &[("cert.pem", cert_pem), ("key.pem", key_pem)],
+        )
+    }
+
+    /// Adds the TLS listener with this `tls` value of `[listen]`, e.g. a list of certificates
+    /// chosen by SNI, writing `files` (name, text) next to `accel.toml`.
+    pub fn tls_with(mut self, tls_toml: &str, files: &[(&str, &str)]) -> Self {
+        let files = files.iter().map(|(name, text)| ((*name).to_owned(), (*text).to_owned()));
+        self.tls = Some((tls_toml.to_owned(), files.collect()));
         self
     }
 
@@ -86,8 +97,8 @@ impl TestProxyBuilder {
     /// The `accel.toml` text this builder writes.
     fn sidecar_text(&self) -> String {
         let mut text = String::from("[listen]\nhttp = \"127.0.0.1:0\"\n");
-        if self.tls.is_some() {
-            text.push_str("https = \"127.0.0.1:0\"\ntls = { cert = \"cert.pem\", key = \"key.pem\" }\n");
+        if let Some((tls, _)) = &self.tls {
+            text.push_str(&format!("https = \"127.0.0.1:0\"\ntls = {tls}\n"));
         }
         text.push_str("\n[admin]\naddr = \"127.0.0.1:0\"\n\n[log]\naccess = false\n");
         for (name, endpoints, keys) in &self.upstreams {
@@ -108,9 +119,8 @@ impl TestProxyBuilder {
         std::fs::write(&config_path, self.sidecar_text()).expect("write accel.toml");
         let rules_path = dir.path().join("rules").join("test.toml");
         std::fs::write(&rules_path, &self.rules).expect("write the rules file");
-        if let Some((cert, key)) = &self.tls {
-            std::fs::write(dir.path().join("cert.pem"), cert).expect("write cert.pem");
-            std::fs::write(dir.path().join("key.pem"), key).expect("write key.pem");
+        for (name, text) in self.tls.iter().flat_map(|(_, files)| files) {
+            std::fs::write(dir.path().join(name), text).expect("write a TLS file");
         }
         let (mut config, rules) = match accel::sidecar::load(Some(&config_path)) {
             Ok(loaded) => loaded,
