@@ -306,3 +306,23 @@ fn a_bad_tls_certificate_or_key_is_an_error_naming_the_file() {
     let (code, _, stderr) = check(&setup.config(), &[]);
     assert_eq!(code, 0, "{stderr}");
 }
+
+#[test]
+fn several_tls_certificates_each_name_their_host_names() {
+    let sidecar = format!(
+        "[listen]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\n\
+         tls = [{{ cert = \"a.pem\", key = \"a.key\", names = [\"a.test\"] }}, \
+         {{ cert = \"b.pem\", key = \"b.key\" }}]\n{SIDECAR}"
+    );
+    let setup = Setup::new("sni", &sidecar, &[("a.toml", "[[route]]\nname = \"one\"\nupstream = \"api\"\n")]);
+    for name in ["a", "b"] {
+        let pair = rcgen::generate_simple_self_signed(vec![format!("{name}.test")]).unwrap();
+        std::fs::write(setup.0.join(format!("{name}.pem")), pair.cert.pem()).unwrap();
+        std::fs::write(setup.0.join(format!("{name}.key")), pair.signing_key.serialize_pem()).unwrap();
+    }
+
+    let (code, _, stderr) = check(&setup.config(), &[]);
+
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("listen.tls[1].names"), "{stderr}");
+}
