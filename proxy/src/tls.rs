@@ -44,6 +44,10 @@ pub fn sni_server_config(certs: &[SniCert]) -> Result<Arc<ServerConfig>, (usize,
             return Err((i, "names", message.into()));
         }
         for name in &entry.names {
+            if name.contains('*') {
+                let message = format!("`{name}`: list exact host names (SNI is matched exactly)");
+                return Err((i, "names", message));
+            }
             by_name.add(name, certified.clone()).map_err(|e| {
                 let cert = entry.cert.display();
                 (i, "names", format!("the certificate in {cert} does not serve `{name}`: {e}"))
@@ -160,6 +164,9 @@ mod tests {
         let (i, key, message) = sni_server_config(&[a.clone(), wrong]).unwrap_err();
         assert_eq!((i, key), (1, "names"));
         assert!(message.contains(&b.cert.display().to_string()) && message.contains("a.test"), "{message}");
+
+        let wildcard = SniCert { names: vec!["*.test".into()], ..b.clone() };
+        assert_eq!(sni_server_config(&[a.clone(), wildcard]).unwrap_err().1, "names");
 
         let mismatched = SniCert { key: a.key.clone(), ..b.clone() };
         let (i, key, message) = sni_server_config(&[a, mismatched]).unwrap_err();
