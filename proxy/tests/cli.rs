@@ -273,3 +273,56 @@ fn check_running_names_what_waits_for_a_restart() {
     assert_eq!(code, Some(0), "{stdout}");
     assert!(stdout.contains("reload applies every change from"), "{stdout}");
 }
+
+#[test]
+fn a_bad_tls_certificate_or_key_is_an_error_naming_the_file() {
+    let sidecar = format!(
+        "[listen]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\n\
+         tls = {{ cert = \"cert.pem\", key = \"key.pem\" }}\n{SIDECAR}"
+    );
+    let setup = Setup::new("tls", &sidecar, &[("a.toml", "[[route]]\nname = \"one\"\nupstream = \"api\"\n")]);
+    let good = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (setup.0.join("cert.pem"), setup.0.join("key.pem"));
+    let cases = [
+        ("garbage cert", "not a certificate".to_owned(), good.signing_key.serialize_pem(), vec![&cert]),
+        ("garbage key", good.cert.pem(), "not a key".to_owned(), vec![&key]),
+        ("another's key", good.cert.pem(), other.signing_key.serialize_pem(), vec![&cert, &key]),
+    ];
+
+    for (case, cert_pem, key_pem, named) in cases {
+        std::fs::write(&cert, cert_pem).unwrap();
+        std::fs::write(&key, key_pem).unwrap();
+        let (code, _, stderr) = check(&setup.config(), &[]);
+
+        assert_ne!(code, 0, "{case}: {stderr}");
+        assert!(stderr.contains("listen.tls."), "{case}: {stderr}");
+        for file in named {
+            assert!(stderr.contains(&file.display().to_string()), "{case}: {stderr}");
+        }
+    }
+    // The same files, valid, check ok: the failures above are the files'.
+    std::fs::write(&key, good.signing_key.serialize_pem()).unwrap();
+    let (code, _, stderr) = check(&setup.config(), &[]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn several_tls_certificates_each_name_their_host_names() {
+    let sidecar = format!(
+        "[listen]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\n\
+         tls = [{{ cert = \"a.pem\", key = \"a.key\", names = [\"a.test\"] }}, \
+         {{ cert = \"b.pem\", key = \"b.key\" }}]\n{SIDECAR}"
+    );
+    let setup = Setup::new("sni", &sidecar, &[("a.toml", "[[route]]\nname = \"one\"\nupstream = \"api\"\n")]);
+    for name in ["a", "b"] {
+        let pair = rcgen::generate_simple_self_signed(vec![format!("{name}.test")]).unwrap();
+        std::fs::write(setup.0.join(format!("{name}.pem")), pair.cert.pem()).unwrap();
+        std::fs::write(setup.0.join(format!("{name}.key")), pair.signing_key.serialize_pem()).unwrap();
+    }
+
+    let (code, _, stderr) = check(&setup.config(), &[]);
+
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("listen.tls[1].names"), "{stderr}");
+}

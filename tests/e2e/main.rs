@@ -18,4 +18,5 @@ mod reload;
 mod routing;
 mod smoke;
 mod timing;
+mod tls;
 mod transparency;

@@ -30,6 +30,8 @@ pub struct TestProxyBuilder {
     upstreams: Vec<(String, Vec<SocketAddr>, String)>,
     rules: String,
     extra_toml: String,
+    /// The `tls` value of `[listen]` and the files it names.
+    tls: Option<(String, Vec<(String, String)>)>,
     edit: Option<ConfigEdit>,
 }
 
@@ -67,6 +69,23 @@ impl TestProxyBuilder {
         self
     }
 
+    /// Adds the TLS listener (`listen.https` on `127.0.0.1:0`) serving this PEM certificate
+    /// chain and private key, written next to `accel.toml` as `cert.pem` and `key.pem`.
+    pub fn tls(self, cert_pem: &str, key_pem: &str) -> Self {
+        self.tls_with(
+            r#"{ cert = "cert.pem", key = "key.pem" }"#,
+            &[("cert.pem", cert_pem), ("key.pem", key_pem)],
+        )
+    }
+
+    /// Adds the TLS listener with this `tls` value of `[listen]`, e.g. a list of certificates
+    /// chosen by SNI, writing `files` (name, text) next to `accel.toml`.
+    pub fn tls_with(mut self, tls_toml: &str, files: &[(&str, &str)]) -> Self {
+        let files = files.iter().map(|(name, text)| ((*name).to_owned(), (*text).to_owned()));
+        self.tls = Some((tls_toml.to_owned(), files.collect()));
+        self
+    }
+
     /// Edits the loaded, validated configuration before the sidecar starts. A reload reads
     /// `accel.toml` again: an edited live setting does not survive it (write it in the file
     /// with [`sidecar_toml`](Self::sidecar_toml) instead).
@@ -77,9 +96,11 @@ impl TestProxyBuilder {
 
     /// The `accel.toml` text this builder writes.
     fn sidecar_text(&self) -> String {
-        let mut text = String::from(
-            "[listen]\nhttp = \"127.0.0.1:0\"\n\n[admin]\naddr = \"127.0.0.1:0\"\n\n[log]\naccess = false\n",
-        );
+        let mut text = String::from("[listen]\nhttp = \"127.0.0.1:0\"\n");
+        if let Some((tls, _)) = &self.tls {
+            text.push_str(&format!("https = \"127.0.0.1:0\"\ntls = {tls}\n"));
+        }
+        text.push_str("\n[admin]\naddr = \"127.0.0.1:0\"\n\n[log]\naccess = false\n");
         for (name, endpoints, keys) in &self.upstreams {
             let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
             text.push_str(&format!("\n[upstreams.{name}]\nendpoints = [{}]\n{keys}\n", list.join(", ")));
@@ -98,6 +119,9 @@ impl TestProxyBuilder {
         std::fs::write(&config_path, self.sidecar_text()).expect("write accel.toml");
         let rules_path = dir.path().join("rules").join("test.toml");
         std::fs::write(&rules_path, &self.rules).expect("write the rules file");
+        for (name, text) in self.tls.iter().flat_map(|(_, files)| files) {
+            std::fs::write(dir.path().join(name), text).expect("write a TLS file");
+        }
         let (mut config, rules) = match accel::sidecar::load(Some(&config_path)) {
             Ok(loaded) => loaded,
             Err(problems) => panic!("the test configuration is invalid:\n{problems}"),
@@ -107,8 +131,13 @@ impl TestProxyBuilder {
         }
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy listener");
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind the admin listener");
-        let sidecar = Sidecar::with_listeners(config, rules, listener, admin);
+        let tls_listener = match self.tls {
+            Some(_) => Some(TcpListener::bind("127.0.0.1:0").await.expect("bind the TLS listener")),
+            None => None,
+        };
+        let sidecar = Sidecar::with_listeners(config, rules, listener, admin).with_tls_listener(tls_listener);
         let addr = sidecar.local_addr().expect("the proxy's address");
+        let tls_addr = sidecar.tls_addr();
         let admin_addr = sidecar.admin_addr().expect("the admin address");
         let proxy = sidecar.proxy().clone();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -117,6 +146,7 @@ impl TestProxyBuilder {
         }));
         let proxy = TestProxy {
             addr,
+            tls_addr,
             admin_addr,
             proxy,
             dir,
@@ -135,6 +165,7 @@ impl TestProxyBuilder {
 /// A running sidecar. Dropping it stops it and removes its files.
 pub struct TestProxy {
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     admin_addr: SocketAddr,
     proxy: Arc<Proxy>,
     dir: TempDir,
@@ -158,6 +189,7 @@ impl TestProxy {
             upstreams: Vec::new(),
             rules: String::new(),
             extra_toml: String::new(),
+            tls: None,
             edit: None,
         }
     }
@@ -165,6 +197,11 @@ impl TestProxy {
     /// The client listener's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The TLS listener's address; panics unless the builder was given [`TestProxyBuilder::tls`].
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls_addr.expect("the proxy was started without `tls`")
     }
 
     /// The admin listener's address.

@@ -52,12 +52,22 @@ pub struct ListenFile {
     /// TLS listener address (HTTP/1.1 and HTTP/2 by ALPN); needs `tls`.
     #[serde(default)]
     pub https: Option<String>,
-    /// Certificate chain and private key for `https`.
+    /// Certificate chain and private key for `https`, or several chosen by SNI.
     #[serde(default)]
-    pub tls: Option<TlsFile>,
+    pub tls: Option<TlsFiles>,
 }
 
-/// `tls = { cert = "...", key = "..." }` of `[listen]`: PEM files, relative to `accel.toml`.
+/// `tls` of `[listen]`: one certificate, or a list of them chosen by the client's SNI name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum TlsFiles {
+    /// `tls = { cert = "...", key = "..." }`: served whatever name the client asks for.
+    One(TlsFile),
+    /// `tls = [{ cert = "...", key = "...", names = ["..."] }, ...]`: the first is the default.
+    Several(Vec<TlsFile>),
+}
+
+/// One certificate: PEM files, relative to `accel.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFile {
@@ -65,6 +75,9 @@ pub struct TlsFile {
     pub cert: String,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key: String,
+    /// Host names this certificate serves (SNI); needed when several are listed.
+    #[serde(default)]
+    pub names: Vec<String>,
 }
 
 impl ListenFile {

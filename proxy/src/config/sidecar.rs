@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 
-use super::file::{ConcurrencyFile, EjectionFile, HealthFile, LimitsFile, SidecarFile, UpstreamFile};
+use super::file::{
+    ConcurrencyFile, EjectionFile, HealthFile, LimitsFile, SidecarFile, TlsFile, TlsFiles, UpstreamFile,
+};
 use super::{
     AdminConfig, Config, DEFAULT_LATENCY_BUCKETS, Ejection, ForwardedConfig, H2Limits, HealthCheck, Limits,
     LogConfig, LogFormat, Problems, TlsListen, UpstreamConfig,
@@ -143,9 +145,7 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
         }
         (Some(addr), Some(files)) => {
             let addr = socket_addr(p, shown, "listen.https", addr);
-            let server = crate::tls::server_config(&base.join(&files.cert), &base.join(&files.key))
-                .map_err(|(key, e)| p.at(shown, &format!("listen.tls.{key}"), e))
-                .ok();
+            let server = tls_server(p, shown, &base, files);
             addr.zip(server).map(|(addr, server)| TlsListen { addr, server })
         }
     };
@@ -457,6 +457,48 @@ fn size(p: &mut Problems, shown: &Path, key: &str, text: Option<&str>, default: 
             default
         }
     }
+}
+
+/// `listen.tls`: one certificate, or several chosen by SNI. Paths are relative to `base`.
+fn tls_server(
+    p: &mut Problems,
+    shown: &Path,
+    base: &Path,
+    files: TlsFiles,
+) -> Option<std::sync::Arc<rustls::ServerConfig>> {
+    match files {
+        TlsFiles::One(TlsFile { cert, key, names }) if names.is_empty() => {
+            crate::tls::server_config(&base.join(cert), &base.join(key))
+                .map_err(|(key, e)| p.at(shown, &format!("listen.tls.{key}"), e))
+                .ok()
+        }
+        TlsFiles::One(one) => sni_server(p, shown, base, vec![one], |_| "listen.tls".into()),
+        TlsFiles::Several(several) => sni_server(p, shown, base, several, |i| format!("listen.tls[{i}]")),
+    }
+}
+
+fn sni_server(
+    p: &mut Problems,
+    shown: &Path,
+    base: &Path,
+    files: Vec<TlsFile>,
+    entry: impl Fn(usize) -> String,
+) -> Option<std::sync::Arc<rustls::ServerConfig>> {
+    if files.is_empty() {
+        p.at(shown, "listen.tls", "lists no certificate");
+        return None;
+    }
+    let certs: Vec<_> = files
+        .into_iter()
+        .map(|TlsFile { cert, key, names }| crate::tls::SniCert {
+            cert: base.join(cert),
+            key: base.join(key),
+            names,
+        })
+        .collect();
+    crate::tls::sni_server_config(&certs)
+        .map_err(|(i, key, e)| p.at(shown, &format!("{}.{key}", entry(i)), e))
+        .ok()
 }
 
 fn socket_addr(p: &mut Problems, shown: &Path, key: &str, text: &str) -> Option<SocketAddr> {
