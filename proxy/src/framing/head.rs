@@ -105,7 +105,7 @@ pub fn check(bytes: &[u8], limits: &HeadLimits) -> Result<BodyFraming, Reason> {
 
 /// The line at the start of `bytes` without its CRLF, and what follows it.
 fn split_line(bytes: &[u8]) -> Result<(&[u8], &[u8]), Reason> {
-    let lf = bytes.iter().position(|&b| b == b'\n').ok_or(Reason::BareLf)?;
+    let lf = memchr::memchr(b'\n', bytes).ok_or(Reason::BareLf)?;
     match lf.checked_sub(1).map(|cr| (cr, bytes[cr])) {
         Some((cr, b'\r')) => Ok((&bytes[..cr], &bytes[lf + 1..])),
         _ => Err(Reason::BareLf),
@@ -160,7 +160,9 @@ fn field_line(line: &[u8]) -> Result<(&[u8], &[u8]), Reason> {
     }
     let value = &line[colon + 1..];
     // field-vchar / SP / HTAB; obs-text (0x80-0xFF) is let through as RFC 9110 §5.5 does.
-    if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+    // Without a short cut, so the compiler checks several bytes at once.
+    let control = value.iter().fold(false, |seen, &b| seen | ((b < 0x20) & (b != b'\t')) | (b == 0x7f));
+    if control {
         return Err(Reason::ControlCharacter);
     }
     Ok((&line[..colon], value.trim_ascii()))
