@@ -805,3 +805,58 @@ async fn the_purge_client_of_accel_purge_talks_to_the_admin_listener() {
     assert_eq!((counts.purged, counts.tags), (2, 2));
     assert_eq!(proxy.get("/api/leads/1").await.header("x-cache-status"), Some("MISS"));
 }
+
+#[tokio::test]
+async fn an_error_status_with_an_explicit_lifetime_is_kept_for_that_lifetime_only() {
+    // RFC 9111 §3: any final status with explicit freshness may be stored.
+    let origin = FakeOrigin::new()
+        .route("/busy", "try later")
+        .status(503)
+        .header("cache-control", "max-age=5")
+        .route("/broken", "oops")
+        .status(500)
+        .start()
+        .await;
+    let clock = clock();
+    let proxy = proxy(&origin, r#"cache = { ttl = "5m" }"#, &clock).await;
+
+    proxy.get("/busy").await;
+    clock.advance(secs(4));
+    let kept = proxy.get("/busy").await;
+    assert_eq!((kept.status, kept.text()), (StatusCode::SERVICE_UNAVAILABLE, "try later".into()));
+    assert_eq!(kept.header("x-cache-status"), Some("HIT"));
+    clock.advance(secs(2));
+    proxy.get("/busy").await;
+    assert_eq!(origin.hits("/busy"), 2, "the rule's 5m did not stretch max-age=5");
+
+    proxy.get("/broken").await;
+    proxy.get("/broken").await;
+    assert_eq!(origin.hits("/broken"), 2, "a 500 without a lifetime is not stored");
+}
+
+#[tokio::test]
+async fn an_answer_that_must_be_revalidated_is_never_served_stale() {
+    // RFC 9111 §4.2.4: must-revalidate (and s-maxage) forbid the route's stale window.
+    let origin = FakeOrigin::new()
+        .route("/strict", "v")
+        .header("cache-control", "max-age=10, must-revalidate")
+        .route("/shared", "v")
+        .header("cache-control", "s-maxage=10")
+        .route("/relaxed", "v")
+        .header("cache-control", "max-age=10")
+        .start()
+        .await;
+    let clock = clock();
+    let proxy = proxy(&origin, r#"cache = { stale_while_revalidate = "1m" }"#, &clock).await;
+    for path in ["/strict", "/shared", "/relaxed"] {
+        proxy.get(path).await;
+    }
+    clock.advance(secs(15));
+
+    assert_eq!(proxy.get("/relaxed").await.header("x-cache-status"), Some("UPDATING"));
+    for path in ["/strict", "/shared"] {
+        let answer = proxy.get(path).await;
+        assert_ne!(answer.header("x-cache-status"), Some("UPDATING"), "{path} was served stale");
+        assert_eq!(origin.hits(path), 2, "{path} went to the origin once stale");
+    }
+}
