@@ -396,10 +396,7 @@ async fn per_user_entries_reach_redis_only_with_a_configured_credential_key() {
         // The system clock: Redis keeps entries by wall-clock lifetime.
         let a = builder(&origin, "{}", &config).start().await;
         let b = builder(&origin, "{}", &config).start().await;
-        eventually_async("both sidecars subscribed", || async {
-            a.metric("accel_redis_up").await == 1.0 && b.metric("accel_redis_up").await == 1.0
-        })
-        .await;
+        super::redis::redis_up("both sidecars subscribed", &[&a, &b]).await;
         let path = format!("/v0/report/{}", usize::from(shared) + 10);
 
         assert_eq!(get(&a, &path, Some(0)).await.text(), format!("user0 {path}"));

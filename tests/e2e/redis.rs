@@ -36,10 +36,7 @@ async fn two_sidecars_share_an_answer_and_a_purge_on_one_reaches_both() {
     let redis = redis_section(&url, &unique_prefix("share"));
     let a = sidecar(&origin, &redis).await;
     let b = sidecar(&origin, &redis).await;
-    eventually_async("both sidecars subscribed", || async {
-        a.metric("accel_redis_up").await == 1.0 && b.metric("accel_redis_up").await == 1.0
-    })
-    .await;
+    redis_up("both sidecars subscribed", &[&a, &b]).await;
 
     let first = a.get("/api/leads/1").await;
     assert_eq!(first.text(), "{\"lead\":1}");
@@ -195,10 +192,7 @@ async fn redis_stopped_mid_test_requests_keep_succeeding_and_the_tier_recovers()
     a.proxy().cache.purge(&purge).expect("purge");
 
     let _back = Restarted::on(redis.port()).await;
-    eventually_async("both recover by themselves", || async {
-        a.metric("accel_redis_up").await == 1.0 && b.metric("accel_redis_up").await == 1.0
-    })
-    .await;
+    redis_up("both recover by themselves", &[&a, &b]).await;
     // B must not serve the entry purged while it was cut off.
     eventually_async("B no longer serves the purged entry", || async {
         let before = origin.hits("/api/leads/1");
@@ -287,6 +281,34 @@ async fn lock_count(sidecars: &[&TestProxy], result: &str) -> f64 {
     sum
 }
 
+/// Waits until every sidecar reports its Redis tier up (`accel_redis_up` 1).
+pub(crate) async fn redis_up(what: &str, sidecars: &[&TestProxy]) {
+    eventually_async(what, || async {
+        for sidecar in sidecars {
+            if sidecar.metric("accel_redis_up").await != 1.0 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
+/// B's request for `path` while A (already asked for it) holds the key's lock: sent once A
+/// leads; `gate` opens A's origin answer once B missed the second level.
+async fn follow_while_leading(a: &TestProxy, b: &TestProxy, path: &str, gate: &Gate) -> accel_e2e::Collected {
+    eventually_async("A leads", || async { lock_count(&[a], "leader").await == 1.0 }).await;
+    let follower = b.get(path);
+    let open = async {
+        eventually_async("B missed", || async {
+            b.metric("accel_redis_l2_total{result=\"miss\"}").await >= 1.0
+        })
+        .await;
+        gate.open();
+    };
+    tokio::join!(follower, open).0
+}
+
 #[tokio::test]
 async fn three_sidecars_send_one_origin_request_for_a_key_missed_everywhere_at_once() {
     let Some(url) = require_redis() else { return };
@@ -297,12 +319,7 @@ async fn three_sidecars_send_one_origin_request_for_a_key_missed_everywhere_at_o
     let b = locking_sidecar(&origin, &redis).await;
     let c = locking_sidecar(&origin, &redis).await;
     let all = [&a, &b, &c];
-    eventually_async("all sidecars connected", || async {
-        a.metric("accel_redis_up").await == 1.0
-            && b.metric("accel_redis_up").await == 1.0
-            && c.metric("accel_redis_up").await == 1.0
-    })
-    .await;
+    redis_up("all sidecars connected", &all).await;
 
     const PER_SIDECAR: usize = 200;
     let requests = all.iter().flat_map(|s| (0..PER_SIDECAR).map(move |_| s.get("/api/leads/7")));
@@ -363,24 +380,10 @@ async fn a_leader_without_a_storable_answer_releases_its_followers_at_once() {
     let redis = locking_section(&url, &unique_prefix("release"));
     let a = locking_sidecar(&origin, &redis).await;
     let b = locking_sidecar(&origin, &redis).await;
-    eventually_async("both sidecars connected", || async {
-        a.metric("accel_redis_up").await == 1.0 && b.metric("accel_redis_up").await == 1.0
-    })
-    .await;
+    redis_up("both sidecars connected", &[&a, &b]).await;
 
     let leader = a.get("/api/leads/8");
-    let rest = async {
-        eventually_async("A leads", || async { lock_count(&[&a], "leader").await == 1.0 }).await;
-        let follower = b.get("/api/leads/8");
-        let open = async {
-            eventually_async("B missed", || async {
-                b.metric("accel_redis_l2_total{result=\"miss\"}").await >= 1.0
-            })
-            .await;
-            gate.open();
-        };
-        tokio::join!(follower, open).0
-    };
+    let rest = follow_while_leading(&a, &b, "/api/leads/8", &gate);
     let (led, followed) = tokio::join!(leader, rest);
     assert_eq!(led.text(), "private");
     assert_eq!(followed.text(), "private");
@@ -422,10 +425,7 @@ async fn a_leader_whose_origin_answer_breaks_off_releases_its_followers_at_once(
     let redis = locking_section(&url, &unique_prefix("broken"));
     let a = locking_sidecar(&origin, &redis).await;
     let b = locking_sidecar(&origin, &redis).await;
-    eventually_async("both sidecars connected", || async {
-        a.metric("accel_redis_up").await == 1.0 && b.metric("accel_redis_up").await == 1.0
-    })
-    .await;
+    redis_up("both sidecars connected", &[&a, &b]).await;
 
     let leader = async {
         let request = a.request(http::Method::GET, "/api/leads/9").body(body::empty()).expect("a request");
@@ -434,18 +434,7 @@ async fn a_leader_whose_origin_answer_breaks_off_releases_its_followers_at_once(
             Err(_) => true,
         }
     };
-    let rest = async {
-        eventually_async("A leads", || async { lock_count(&[&a], "leader").await == 1.0 }).await;
-        let follower = b.get("/api/leads/9");
-        let open = async {
-            eventually_async("B missed", || async {
-                b.metric("accel_redis_l2_total{result=\"miss\"}").await >= 1.0
-            })
-            .await;
-            gate.open();
-        };
-        tokio::join!(follower, open).0
-    };
+    let rest = follow_while_leading(&a, &b, "/api/leads/9", &gate);
     let (broken, followed) = tokio::join!(leader, rest);
     assert!(broken, "A's client saw the answer break off");
     assert_eq!(followed.status, 200);
