@@ -2,7 +2,7 @@
 //! ways is refused with `400` and a closed connection, every head over a limit with `414` or
 //! `431`, every body over its route's limit with `413`, and the origin sees none of them.
 
-use accel_e2e::{FakeOrigin, OriginHandle, RawConnection, RawHead, TestProxy, eventually};
+use accel_e2e::{FakeOrigin, OriginHandle, RawConnection, RawHead, TestProxy, eventually, eventually_async};
 
 const RULES: &str = "[[route]]\nname = \"all\"\nupstream = \"api\"\n";
 
@@ -281,16 +281,12 @@ async fn connections_over_the_per_client_cap_are_closed_at_once() {
 
 /// A new connection gets an answer, once the proxy has counted the last one closed.
 async fn eventually_async_connects(proxy: &TestProxy) {
-    for _ in 0..100 {
+    eventually_async("a connection is let in after the first one closed", || async {
         let mut connection = RawConnection::open(proxy.addr()).await;
-        if connection.try_write(b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await
+        connection.try_write(b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await
             && !connection.read_to_close().await.is_empty()
-        {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("no connection was let in after the first one closed");
+    })
+    .await;
 }
 
 #[tokio::test]
