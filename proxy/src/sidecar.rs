@@ -106,8 +106,8 @@ impl Sidecar {
             routes = proxy.pipeline.running.load().routes.routes().len(),
             "accel started"
         );
-        let tls = tls_listener.zip(config.tls.as_ref()).map(|(listener, tls)| {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+        let tls = tls_listener.zip(proxy.tls.as_ref()).map(|(listener, certificates)| {
+            let acceptor = tokio_rustls::TlsAcceptor::from(certificates.server_config());
             tokio::spawn(server::run(
                 listener,
                 Some(acceptor),

@@ -58,11 +58,11 @@ pub struct Config {
     pub redis: Option<crate::tier::RedisConfig>,
 }
 
-/// A TLS listener: address and the server configuration (certificate, ALPN h2 and http/1.1).
+/// A TLS listener: its address (bound at start) and its certificates (read again on reload).
 #[derive(Debug, Clone)]
 pub struct TlsListen {
     pub addr: SocketAddr,
-    pub server: std::sync::Arc<rustls::ServerConfig>,
+    pub certificates: std::sync::Arc<crate::tls::Certificates>,
 }
 
 /// The admin listener.

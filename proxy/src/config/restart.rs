@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use super::{AdminConfig, Config, Limits, LogConfig};
+use super::{AdminConfig, Config, Limits, LogConfig, TlsListen};
 use crate::cache::CacheConfig;
 use crate::limit::LimitSettings;
 use crate::tier::RedisConfig;
@@ -21,7 +21,8 @@ use crate::tier::RedisConfig;
 pub enum StartOnly {
     /// `listen.http`: the bound client listener.
     Listen,
-    /// `listen.https` and `listen.tls`: the TLS listener and its certificate.
+    /// `listen.https`: the bound TLS listener, and whether there is one (its certificates,
+    /// `listen.tls`, are live).
     Https,
     /// `admin.addr`: the bound admin listener.
     AdminAddr,
@@ -160,11 +161,20 @@ pub fn applicable(running: &Config, next: Config) -> (Config, Vec<StartOnly>) {
     let r = &mut restart;
 
     let listen = at_start(r, StartOnly::Listen, &was.listen, listen);
-    if was.tls.as_ref().map(|t| t.addr) != tls.as_ref().map(|t| t.addr) {
-        r.push(StartOnly::Https);
-    }
-    // The certificate is read at start: the running listener keeps the one it read.
-    let tls = was.tls.clone();
+    // The listener is bound at start; its certificates (read again with `accel.toml`) are live.
+    let tls = match (&was.tls, tls) {
+        (Some(was), Some(next)) => {
+            if was.addr != next.addr {
+                r.push(StartOnly::Https);
+            }
+            Some(TlsListen { addr: was.addr, certificates: next.certificates })
+        }
+        (None, None) => None,
+        (was, _) => {
+            r.push(StartOnly::Https);
+            was.clone()
+        }
+    };
     let admin_addr = at_start(r, StartOnly::AdminAddr, &was.admin.addr, admin_addr);
     let snapshot_interval =
         at_start(r, StartOnly::SnapshotInterval, &was.admin.snapshot_interval, snapshot_interval);
@@ -212,7 +222,7 @@ pub fn applicable(running: &Config, next: Config) -> (Config, Vec<StartOnly>) {
     };
 
     let config = Config {
-        // Live: the file it came from, the admin token, body read timeout and size, concurrency cap,
+        // Live: the file it came from, the TLS certificates, the admin token, body read timeout and size, concurrency cap,
         // forwarding policy, access log, upstreams and `[compress]`.
         path,
         listen,
