@@ -167,6 +167,10 @@ impl Proxy {
         let mut state = lock(&self.state);
         let (next, rules) = self.read(&state).inspect_err(|_| self.metrics.reload(false))?;
         let (config, restart) = restart::applicable(&state.config, next);
+        if !state.config.admin_exposed_without_token() {
+            // A token removed from an admin listener other hosts reach.
+            config.warn_if_admin_exposed();
+        }
         let routes = rules.routes.len();
         self.install(&mut state, config, rules);
         self.restart_pending.set(i64::try_from(restart.len()).unwrap_or(i64::MAX));

@@ -106,6 +106,7 @@ impl Sidecar {
             routes = proxy.pipeline.running.load().routes.routes().len(),
             "accel started"
         );
+        config.warn_if_admin_exposed();
         let tls = tls_listener.zip(proxy.tls.as_ref()).map(|(listener, certificates)| {
             let acceptor = tokio_rustls::TlsAcceptor::from(certificates.server_config());
             tokio::spawn(server::run(
