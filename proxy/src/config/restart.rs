@@ -338,6 +338,37 @@ mod tests {
         assert_eq!(applied.cache.purge_token.as_deref(), Some("t"), "the purge token follows");
     }
 
+    /// The TLS listener's address waits for a restart; its certificates apply.
+    #[test]
+    fn tls_certificates_apply_and_the_tls_address_waits() {
+        let dir = std::env::temp_dir().join(format!("accel-restart-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tls = |name: &str, https: &str| {
+            let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+            let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+            std::fs::write(&cert, pair.cert.pem()).unwrap();
+            std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
+            let (cert, key) = (cert.display(), key.display());
+            config(&format!("[listen]\nhttps = \"{https}\"\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}"))
+        };
+        let running = tls("a", "127.0.0.1:8443");
+        let renewed = tls("b", "127.0.0.1:8443");
+        let (applied, restart) = applicable(&running, renewed.clone());
+        assert!(restart.is_empty(), "{restart:?}");
+        let certificates = &applied.tls.as_ref().unwrap().certificates;
+        assert!(certificates.serves_the_same(&renewed.tls.as_ref().unwrap().certificates));
+        assert!(!certificates.serves_the_same(&running.tls.as_ref().unwrap().certificates));
+
+        let moved = tls("c", "127.0.0.1:9443");
+        let (applied, restart) = applicable(&running, moved);
+        assert_eq!(restart, [StartOnly::Https]);
+        assert_eq!(applied.tls.unwrap().addr, running.tls.as_ref().unwrap().addr, "the bound address stays");
+        let (applied, restart) = applicable(&running, config(""));
+        assert_eq!(restart, [StartOnly::Https], "the listener cannot go without a restart");
+        assert!(applied.tls.is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn start_only_settings_are_named_and_keep_their_running_values() {
         let running = config("");
