@@ -19,6 +19,7 @@ use crate::pipeline::{Pipeline, Running};
 use crate::route::timing::SlowLog;
 use crate::route::{Route, RouteMetrics, RouteTable};
 use crate::tier::RedisTier;
+use crate::tls::LiveCertificates;
 use crate::upstream::{Upstream, UpstreamName};
 
 /// Shared proxy state.
@@ -35,6 +36,9 @@ pub struct Proxy {
     pub redis: Option<Arc<RedisTier>>,
     /// Snapshots for the status page and `/health/summary`.
     pub insight: crate::insight::Insight,
+    /// The TLS listener's certificates, when it was configured at start: a reload replaces
+    /// them with those read again from their files.
+    pub tls: Option<Arc<LiveCertificates>>,
     /// Bearer token of `POST /cache/purge` (`cache.purge_token`, else `admin.token`); `None`
     /// disables purging. Live: a reload of `accel.toml` replaces it.
     pub purge_token: ArcSwapOption<String>,
@@ -125,6 +129,7 @@ impl Proxy {
             pipeline,
             limits,
             metrics,
+            tls: config.tls.as_ref().map(|tls| LiveCertificates::new(tls.certificates.clone())),
             purge_token: ArcSwapOption::from(config.cache.purge_token.clone().map(Arc::new)),
             config_path: config.path.clone(),
             rules_globs: config.rules_files.clone(),
@@ -162,6 +167,10 @@ impl Proxy {
         let mut state = lock(&self.state);
         let (next, rules) = self.read(&state).inspect_err(|_| self.metrics.reload(false))?;
         let (config, restart) = restart::applicable(&state.config, next);
+        if !state.config.admin_exposed_without_token() {
+            // A token removed from an admin listener other hosts reach.
+            config.warn_if_admin_exposed();
+        }
         let routes = rules.routes.len();
         self.install(&mut state, config, rules);
         self.restart_pending.set(i64::try_from(restart.len()).unwrap_or(i64::MAX));
@@ -265,6 +274,13 @@ impl Proxy {
             max_body_size: config.limits.max_body_size,
         }));
         self.purge_token.store(config.cache.purge_token.clone().map(Arc::new));
+        // tls: new handshakes get the certificates just read; open connections keep theirs.
+        if let (Some(live), Some(tls)) = (&self.tls, &config.tls)
+            && live.replace(tls.certificates.clone())
+        {
+            let files: Vec<_> = tls.certificates.files().iter().map(|f| f.display().to_string()).collect();
+            tracing::info!(files = %files.join(", "), "TLS certificates replaced; open connections keep theirs");
+        }
         self.check_health(&mut lock(&self.health), &upstreams);
         for gone in before.upstreams.iter().filter(|u| !upstreams.iter().any(|n| n.name == u.name)) {
             tracing::info!(upstream = %gone.name, "upstream removed; its requests in flight finish");

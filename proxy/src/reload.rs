@@ -1,5 +1,5 @@
-//! Reload: on SIGHUP and whenever `accel.toml` or a rules file (or a file matching a rules
-//! glob) changes, both are read again ([`Proxy::reload`]). A valid configuration is swapped in
+//! Reload: on SIGHUP and whenever `accel.toml`, a rules file (or a file matching a rules
+//! glob) or a TLS certificate or key changes, all are read again ([`Proxy::reload`]). A valid configuration is swapped in
 //! atomically, its start-only settings named in a warning (they wait for a restart); an
 //! invalid one is logged, counted as `accel_config_reloads_total{result="error"}`, and the
 //! running configuration and rules keep serving.
@@ -52,7 +52,7 @@ pub async fn run(proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
 /// change made once the proxy answers is never missed.
 pub struct Reloader {
     rx: mpsc::Receiver<()>,
-    /// `accel.toml` (its path as a glob, escaped) and the rules globs.
+    /// `accel.toml` and the TLS files (their paths as globs, escaped) and the rules globs.
     watched: Vec<String>,
     /// The watched files as last seen: a file event reloads only when they differ (reading
     /// the files to reload them is itself an event that must not reload again).
@@ -71,12 +71,12 @@ impl std::fmt::Debug for Reloader {
 }
 
 impl Reloader {
-    /// Starts watching `accel.toml` and the rules files and listening for SIGHUP. Needs a Tokio
-    /// runtime.
+    /// Starts watching `accel.toml`, the rules files and the TLS certificates and keys the
+    /// listener started with, and listening for SIGHUP. Needs a Tokio runtime.
     pub fn start(proxy: &Proxy) -> Self {
         let (tx, rx) = mpsc::channel::<()>(1);
         let watched = watched(proxy);
-        let watcher = watch_files(proxy.config_path(), proxy.rules_globs(), tx);
+        let watcher = watch_files(proxy.config_path(), proxy.rules_globs(), &tls_files(proxy), tx);
         let seen = Fingerprint::of(&watched);
         let events = FileEvents::register(&proxy.metrics);
         #[cfg(unix)]
@@ -161,11 +161,17 @@ impl FileEvents {
     }
 }
 
-/// The globs the watcher follows: `accel.toml`'s own path (escaped, so it matches only itself)
-/// and the rules globs.
+/// The globs the watcher follows: the paths of `accel.toml` and the TLS files (escaped, so
+/// each matches only itself) and the rules globs.
 fn watched(proxy: &Proxy) -> Vec<String> {
-    let config = proxy.config_path().map(|path| glob::Pattern::escape(&path.to_string_lossy()));
-    config.into_iter().chain(proxy.rules_globs().iter().cloned()).collect()
+    let files = proxy.config_path().map(Path::to_path_buf).into_iter().chain(tls_files(proxy));
+    let files = files.map(|path| glob::Pattern::escape(&path.to_string_lossy()));
+    files.chain(proxy.rules_globs().iter().cloned()).collect()
+}
+
+/// The TLS certificates and keys the listener serves now (none without a TLS listener).
+fn tls_files(proxy: &Proxy) -> Vec<PathBuf> {
+    proxy.tls.as_ref().map(|live| live.current().files().to_vec()).unwrap_or_default()
 }
 
 /// What the watched files look like from outside: every file the globs match, with its length
@@ -201,12 +207,16 @@ impl Fingerprint {
     }
 }
 
-/// Watches the directory of `accel.toml` (`config`) and those of the `rules` globs (editors
-/// replace files, so watching the files themselves would miss changes). Events are debounced
-/// and filtered to matching paths.
+/// Watches the directory of `accel.toml` (`config`), those of the `rules` globs and those of
+/// the `tls` files (editors replace files, so watching the files themselves would miss
+/// changes). Events are debounced and filtered to matching paths, except that any event in a
+/// TLS file's directory counts: Kubernetes replaces a mounted secret by swapping a `..data`
+/// symlink, an event that names no certificate. (An event only leads to a reload when the
+/// files' fingerprint changed.)
 fn watch_files(
     config: Option<&Path>,
     rules: &[String],
+    tls: &[PathBuf],
     tx: mpsc::Sender<()>,
 ) -> Option<notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>> {
     // The watcher reports absolute paths: compare them with absolute globs, else rules given
@@ -219,7 +229,15 @@ fn watch_files(
     patterns.extend(
         config.iter().filter_map(|c| glob::Pattern::new(&glob::Pattern::escape(&c.to_string_lossy())).ok()),
     );
-    let matches = move |path: &Path| patterns.iter().any(|p| p.matches_path(path));
+    let mut tls_dirs: Vec<PathBuf> =
+        tls.iter().filter_map(|f| absolute(f).parent().map(Path::to_path_buf)).collect();
+    tls_dirs.sort();
+    tls_dirs.dedup();
+    let in_tls_dir = tls_dirs.clone();
+    let matches = move |path: &Path| {
+        patterns.iter().any(|p| p.matches_path(path))
+            || path.parent().is_some_and(|d| in_tls_dir.iter().any(|t| t == d))
+    };
     let mut debouncer = new_debouncer(Duration::from_millis(200), move |result: DebounceEventResult| {
         if let Ok(events) = result
             && events.iter().any(|e| matches(&e.path))
@@ -232,14 +250,16 @@ fn watch_files(
     let mut dirs: Vec<PathBuf> = globs.iter().map(|g| glob_base(g)).collect();
     dirs.sort();
     dirs.dedup();
-    // `accel.toml`'s own directory, alone: it may hold much else (never watched recursively).
-    let config_dir = config
-        .as_deref()
-        .and_then(Path::parent)
-        .filter(|dir| !dirs.iter().any(|rules| dir.starts_with(rules)))
-        .map(Path::to_path_buf);
+    // The directories of `accel.toml` and the TLS files, alone: they may hold much else (never
+    // watched recursively).
+    let mut alone: Vec<PathBuf> =
+        config.as_deref().and_then(Path::parent).map(Path::to_path_buf).into_iter().collect();
+    alone.extend(tls_dirs);
+    alone.sort();
+    alone.dedup();
+    alone.retain(|dir| !dirs.iter().any(|rules| dir.starts_with(rules)));
     let modes = dirs.into_iter().map(|d| (d, RecursiveMode::Recursive));
-    for (dir, mode) in modes.chain(config_dir.map(|d| (d, RecursiveMode::NonRecursive))) {
+    for (dir, mode) in modes.chain(alone.into_iter().map(|d| (d, RecursiveMode::NonRecursive))) {
         if let Err(e) = debouncer.watcher().watch(&dir, mode) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot watch a configuration directory; reload with SIGHUP");
         }

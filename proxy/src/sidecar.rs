@@ -106,8 +106,9 @@ impl Sidecar {
             routes = proxy.pipeline.running.load().routes.routes().len(),
             "accel started"
         );
-        let tls = tls_listener.zip(config.tls.as_ref()).map(|(listener, tls)| {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+        config.warn_if_admin_exposed();
+        let tls = tls_listener.zip(proxy.tls.as_ref()).map(|(listener, certificates)| {
+            let acceptor = tokio_rustls::TlsAcceptor::from(certificates.server_config());
             tokio::spawn(server::run(
                 listener,
                 Some(acceptor),

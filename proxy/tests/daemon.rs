@@ -176,6 +176,27 @@ impl Daemon {
         kib * 1024
     }
 
+    /// Waits until `series` reaches `at_least`; panics with `what` after the deadline.
+    async fn wait_for_metric(&self, series: &str, at_least: f64, what: &str) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while self.metric(series).await < at_least {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the process with SIGTERM (which flushes its log writer), waits for it to exit,
+    /// and returns its standard output.
+    async fn stop_and_read_log(&mut self) -> String {
+        self.signal("TERM");
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "accel did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        std::fs::read_to_string(self.dir.join("stdout.log")).unwrap()
+    }
+
     fn signal(&self, name: &str) {
         let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status();
         assert!(status.is_ok_and(|s| s.success()), "kill -{name}");
@@ -236,11 +257,7 @@ async fn sighup_reloads_the_rules() {
     // No file changed: only the signal can cause this reload.
     daemon.signal("HUP");
 
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while daemon.metric(success).await < 1.0 {
-        assert!(tokio::time::Instant::now() < deadline, "SIGHUP did not reload");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    daemon.wait_for_metric(success, 1.0, "SIGHUP did not reload").await;
     assert_eq!(daemon.try_get(daemon.listen, "/x").await, Some((200, "ok".into())), "still serving");
 }
 
@@ -319,14 +336,7 @@ async fn each_request_gets_one_json_access_line() {
     assert_eq!(daemon.try_get(daemon.listen, "/hello?q=1").await, Some((200, "ok".into())));
     assert_eq!(daemon.try_get(daemon.listen, "/again").await, Some((200, "ok".into())));
     // Stopping flushes the log writer.
-    daemon.signal("TERM");
-    let deadline = std::time::Instant::now() + DEADLINE;
-    while daemon.child.try_wait().unwrap().is_none() {
-        assert!(std::time::Instant::now() < deadline, "accel did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-
-    let log = std::fs::read_to_string(daemon.dir.join("stdout.log")).unwrap();
+    let log = daemon.stop_and_read_log().await;
     let access: Vec<serde_json::Value> = log
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -370,14 +380,7 @@ async fn a_slow_request_gets_a_warning_line_with_its_request_id() {
     response.into_body().collect().await.unwrap();
     assert_eq!(daemon.try_get(daemon.listen, "/fast").await, Some((200, "ok".into())));
     assert_eq!(daemon.metric(r#"accel_slow_requests_total{route="all"}"#).await, 1.0);
-    daemon.signal("TERM");
-    let deadline = std::time::Instant::now() + DEADLINE;
-    while daemon.child.try_wait().unwrap().is_none() {
-        assert!(std::time::Instant::now() < deadline, "accel did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-
-    let log = std::fs::read_to_string(daemon.dir.join("stdout.log")).unwrap();
+    let log = daemon.stop_and_read_log().await;
     let lines: Vec<serde_json::Value> =
         log.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).collect();
     let slow: Vec<&serde_json::Value> = lines.iter().filter(|l| l["target"] == "accel::slow").collect();
@@ -412,10 +415,94 @@ async fn rules_given_relative_to_a_relative_config_path_are_watched() {
     std::fs::rename(&staging, daemon.dir.join("rules/all.toml")).unwrap();
 
     let success = r#"accel_config_reloads_total{result="success"}"#;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while daemon.metric(success).await < 1.0 {
-        assert!(tokio::time::Instant::now() < deadline, "the rules change was not picked up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    daemon.wait_for_metric(success, 1.0, "the rules change was not picked up").await;
     assert_eq!(daemon.try_get(daemon.listen, "/x").await.map(|(status, _)| status), Some(404));
+}
+
+/// No log line, at any level (TRACE included, the dependencies' lines too), carries a
+/// credential: not a client's `Authorization` or cookie value, not the purge token nor the
+/// credential key, whether the request was answered, cached, refused or rate limited.
+#[tokio::test]
+async fn no_credential_reaches_the_log_at_trace_level() {
+    const CLIENT_TOKEN: &str = "client-token-7f3a9c";
+    const SESSION: &str = "session-value-51e2b8";
+    const PURGE_TOKEN: &str = "purge-token-c04d1e";
+    const WRONG_TOKEN: &str = "wrong-token-9b7a22";
+    const CREDENTIAL_KEY: &str = "credential-key-3e8f0a6b2c9d4e1f7a5b";
+    let origin = origin(Arc::new(Notify::new())).await;
+    let log = format!(
+        "[log]\nformat = \"json\"\nlevel = \"trace\"\naccess = true\n\
+         [cache]\npurge_token = \"{PURGE_TOKEN}\"\ncredential_cookies = [\"session\"]\n\
+         credential_key = \"{CREDENTIAL_KEY}\"\n"
+    );
+    let mut daemon = Daemon::start_with("secrets", origin, &log).await;
+    // Rules that read the credentials: a cached route keyed per user, a route rate limited
+    // by `Authorization`.
+    std::fs::write(
+        daemon.dir.join("rules/all.toml"),
+        "[[route]]\nname = \"limited\"\nmatch = { path_prefix = \"/limited\" }\nupstream = \"api\"\n\
+         rate_limit = { rate = \"1/m\", burst = 1, key = \"header:authorization\" }\n\
+         [[route]]\nname = \"cached\"\nupstream = \"api\"\ncache = { ttl = \"1m\" }\n",
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    daemon
+        .wait_for_metric(r#"accel_config_reloads_total{result="success"}"#, 1.0, "SIGHUP did not reload")
+        .await;
+
+    let authorization = format!("Bearer {CLIENT_TOKEN}");
+    let cookie = format!("session={SESSION}; theme=dark");
+    let h2c = Client::builder(TokioExecutor::new()).http2_only(true).build_http::<TestBody>();
+    let send = |client: &Client<_, TestBody>, method: &str, url: String, auth: &str, body: TestBody| {
+        let request = Request::builder()
+            .method(method)
+            .uri(url)
+            .header("authorization", auth)
+            .header("cookie", &cookie)
+            .body(body)
+            .unwrap();
+        let response = client.request(request);
+        async move { response.await.expect("an answer").status().as_u16() }
+    };
+    let proxied = |path: &str| format!("http://{}{path}", daemon.listen);
+    // Cached per user: a miss, then a hit; over HTTP/1.1 and h2c.
+    for client in [&daemon.client, &h2c, &daemon.client] {
+        assert_eq!(send(client, "GET", proxied("/cached"), &authorization, empty()).await, 200);
+    }
+    // Rate limited by the header's value.
+    assert_eq!(send(&daemon.client, "GET", proxied("/limited"), &authorization, empty()).await, 200);
+    assert_eq!(send(&daemon.client, "GET", proxied("/limited"), &authorization, empty()).await, 429);
+    // The purge endpoint, with the right token and a wrong one.
+    let purge = format!("http://{}/cache/purge", daemon.admin);
+    let all = || full(r#"{"all": true}"#);
+    assert_eq!(
+        send(&daemon.client, "POST", purge.clone(), &format!("Bearer {PURGE_TOKEN}"), all()).await,
+        200
+    );
+    assert_eq!(send(&daemon.client, "POST", purge, &format!("Bearer {WRONG_TOKEN}"), all()).await, 403);
+    // A head refused on its framing, credentials and all.
+    let mut raw = tokio::net::TcpStream::connect(daemon.listen).await.unwrap();
+    let head = format!(
+        "POST /cached HTTP/1.1\r\nhost: x\r\nauthorization: {authorization}\r\ncookie: {cookie}\r\n\
+         content-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut raw, head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, tokio::io::AsyncReadExt::read_to_end(&mut raw, &mut answer))
+        .await
+        .expect("the refusal closes the connection")
+        .unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 400"), "{}", String::from_utf8_lossy(&answer));
+
+    let log = daemon.stop_and_read_log().await;
+    let lines: Vec<serde_json::Value> =
+        log.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).collect();
+    // The log did run at TRACE, and saw the requests.
+    assert!(lines.iter().any(|l| l["level"] == "TRACE"), "no TRACE line: {log}");
+    let access = lines.iter().filter(|l| l["target"] == "accel::access").count();
+    assert!(access >= 5, "{access} access lines: {log}");
+    for secret in [CLIENT_TOKEN, SESSION, PURGE_TOKEN, WRONG_TOKEN, CREDENTIAL_KEY] {
+        let leaks: Vec<&str> = log.lines().filter(|l| l.contains(secret)).collect();
+        assert!(leaks.is_empty(), "{secret} logged in: {leaks:#?}");
+    }
 }

@@ -1,19 +1,20 @@
 //! The TLS listener end to end: a certificate signed by a test CA, real TLS clients choosing
 //! `h2` or `http/1.1` by ALPN, a client of an old protocol version refused, a client that
-//! trusts another CA failing the handshake.
+//! trusts another CA failing the handshake, certificates chosen by SNI, and certificates
+//! replaced on disk reloaded without dropping a connection.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use accel_e2e::{FakeOrigin, TestProxy};
+use accel_e2e::{FakeOrigin, TestProxy, eventually_async};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use rustls::pki_types::ServerName;
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -207,5 +208,78 @@ async fn several_certificates_are_chosen_by_the_clients_sni_name() {
     let unknown = ServerName::try_from("c.test").unwrap();
     let error = ca.client(&[b"http/1.1"]).connect(unknown, tcp).await.unwrap_err();
     assert!(format!("{error:?}").contains("NotValidForName"), "{error:?}");
+    proxy.shutdown().await;
+}
+
+/// The leaf certificate the server presented on `stream`.
+fn served(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
+    stream.get_ref().1.peer_certificates().expect("the server's certificates")[0].clone().into_owned()
+}
+
+fn der(pem: &str) -> CertificateDer<'static> {
+    CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+}
+
+/// The leaf certificate a new handshake with `addr` gets.
+async fn served_now(connector: &TlsConnector, addr: SocketAddr) -> CertificateDer<'static> {
+    served(&connect(connector, addr).await.expect("a handshake"))
+}
+
+/// `GET path` on an open HTTP/1.1 connection: the status.
+async fn status_of(sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>, path: &str) -> u16 {
+    let request = Request::get(path).header("host", "localhost").body(Empty::<Bytes>::new()).unwrap();
+    let response = sender.send_request(request).await.expect("an answer on the open connection");
+    let status = response.status().as_u16();
+    response.into_body().collect().await.expect("the body");
+    status
+}
+
+const RELOAD_ERROR: &str = r#"accel_config_reloads_total{result="error"}"#;
+
+#[tokio::test]
+async fn a_replaced_certificate_serves_new_handshakes_while_open_connections_keep_theirs() {
+    let origin = FakeOrigin::new().route("/a", "over tls").start().await;
+    let ca = Ca::new("Test CA");
+    let (a_cert, a_key) = ca.server_pair();
+    let (b_cert, b_key) = ca.server_pair();
+    let proxy = TestProxy::builder()
+        .upstream("api", &[origin.addr()])
+        .rules("[[route]]\nname = \"all\"\nupstream = \"api\"\n")
+        .tls(&a_cert, &a_key)
+        .start()
+        .await;
+    let client = ca.client(&[b"http/1.1"]);
+
+    // A connection opened on certificate A, answered.
+    let stream = connect(&client, proxy.tls_addr()).await.unwrap();
+    assert_eq!(served(&stream), der(&a_cert));
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let open = tokio::spawn(connection);
+    assert_eq!(status_of(&mut sender, "/a").await, 200);
+
+    proxy.rewrite_file("key.pem", &b_key);
+    proxy.rewrite_file("cert.pem", &b_cert);
+
+    eventually_async("a new handshake gets certificate B", || async {
+        served_now(&client, proxy.tls_addr()).await == der(&b_cert)
+    })
+    .await;
+    // The connection opened before still answers, on its own session.
+    assert_eq!(status_of(&mut sender, "/a").await, 200);
+    assert!(!open.is_finished(), "the open connection was not dropped");
+
+    // A broken certificate file: the reload is refused and counted, and B stays.
+    let errors = proxy.metric(RELOAD_ERROR).await;
+    proxy.rewrite_file("cert.pem", "not a certificate");
+    eventually_async("the watcher refuses the broken file", || async {
+        proxy.metric(RELOAD_ERROR).await > errors
+    })
+    .await;
+    assert_eq!(served_now(&client, proxy.tls_addr()).await, der(&b_cert));
+    let problems = proxy.reload().expect_err("the certificate file is broken").to_string();
+    let file = proxy.file_path("cert.pem").display().to_string();
+    assert!(problems.contains("listen.tls.cert") && problems.contains(&file), "{problems}");
+    assert_eq!(status_of(&mut sender, "/a").await, 200);
+    assert_eq!(origin.hits("/a"), 3);
     proxy.shutdown().await;
 }

@@ -322,6 +322,21 @@ impl TestProxy {
         std::fs::rename(&staging, self.config_path()).expect("replace accel.toml");
     }
 
+    /// Replaces a file next to `accel.toml`, such as a TLS certificate or key written by
+    /// [`TestProxyBuilder::tls`] (the file watcher picks it up; or call
+    /// [`reload`](Self::reload)).
+    pub fn rewrite_file(&self, name: &str, text: &str) {
+        // Write then rename, as for the rules: the watcher never reads a half-written file.
+        let staging = self.dir.path().join(format!("{name}.staging"));
+        std::fs::write(&staging, text).expect("write the new file");
+        std::fs::rename(&staging, self.dir.path().join(name)).expect("replace the file");
+    }
+
+    /// The path of a file next to `accel.toml` (see [`rewrite_file`](Self::rewrite_file)).
+    pub fn file_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
     /// Stops accepting and drains in-flight requests (as on SIGTERM); returns when the
     /// sidecar has stopped.
     pub async fn shutdown(mut self) {

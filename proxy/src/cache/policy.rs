@@ -40,8 +40,10 @@ pub struct CacheControl {
 }
 
 impl CacheControl {
-    /// The directives of every `Cache-Control` header in `headers`. Unknown directives are
-    /// ignored; a malformed number makes its directive absent.
+    /// The directives of every `Cache-Control` header in `headers`, names in any case, with
+    /// any spacing. Unknown directives are ignored; a malformed number (anything but digits,
+    /// quoted or not) makes its directive absent, and one past 2^31 seconds counts as 2^31
+    /// (RFC 9111 §1.2.2), so that no lifetime computed from them overflows.
     pub fn parse(headers: &HeaderMap) -> Self {
         let mut cc = Self::default();
         for value in headers.get_all(header::CACHE_CONTROL) {
@@ -51,7 +53,7 @@ impl CacheControl {
                     Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
                     None => (directive.trim(), None),
                 };
-                let seconds = || arg.and_then(|a| a.parse::<u64>().ok());
+                let seconds = || arg.and_then(delta_seconds);
                 match name.to_ascii_lowercase().as_str() {
                     "no-store" => cc.no_store = true,
                     // `no-cache="field"` only restricts the named fields; treat it as no-cache.
@@ -158,8 +160,17 @@ const HEURISTIC: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 
 /// and an answer about one (`304`).
 const NEVER: [u16; 2] = [206, 304];
 
-/// The largest `Age` taken as is; a larger one counts as this (RFC 9111 §1.2.2).
+/// The largest delta-seconds (`Age`, `max-age`, …) taken as is; a larger one counts as this
+/// (RFC 9111 §1.2.2).
 const AGE_CAP: u64 = 1 << 31;
+
+/// A delta-seconds value (`1*DIGIT`), capped at [`AGE_CAP`]; `None` unless all digits.
+fn delta_seconds(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(text.parse::<u64>().map_or(AGE_CAP, |secs| secs.min(AGE_CAP)))
+}
 
 /// The `Age` an answer arrives with (RFC 9111 §5.1): the first member of the first field
 /// (`Age: 5, 7` is 5); an invalid one is ignored (zero), a huge one capped at 2^31 seconds.
@@ -168,10 +179,7 @@ pub fn initial_age(headers: &HeaderMap) -> Duration {
         return Duration::ZERO;
     };
     let member = first.split(',').next().unwrap_or("").trim();
-    if member.is_empty() || !member.bytes().all(|b| b.is_ascii_digit()) {
-        return Duration::ZERO;
-    }
-    Duration::from_secs(member.parse::<u64>().map_or(AGE_CAP, |secs| secs.min(AGE_CAP)))
+    Duration::from_secs(delta_seconds(member).unwrap_or(0))
 }
 
 /// Decides whether the answer `status` + `headers` to a request (with credentials or not)
@@ -465,5 +473,164 @@ mod tests {
         let h = headers(&[("cache-control", "no-store")]);
         assert_eq!(client_directive(&h, ClientNoCache::Ignore), ClientDirective::NoStore);
         assert_eq!(client_directive(&HeaderMap::new(), ClientNoCache::Revalidate), ClientDirective::Normal);
+    }
+
+    /// Generated `Cache-Control` fields: whatever the bytes, parsing and deciding never panic;
+    /// the known directives are read under any case and spacing, quoted or not, over one
+    /// field or several.
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const FLAGS: [&str; 6] =
+            ["no-store", "no-cache", "private", "public", "must-revalidate", "proxy-revalidate"];
+        const SECONDS: [&str; 4] = ["max-age", "s-maxage", "stale-while-revalidate", "stale-if-error"];
+
+        /// One directive: its text as an origin might write it, and what it sets.
+        #[derive(Debug, Clone)]
+        struct Written {
+            text: String,
+            set: Set,
+        }
+
+        #[derive(Debug, Clone)]
+        enum Set {
+            Flag(&'static str),
+            Seconds(&'static str, Option<u64>),
+            Nothing,
+        }
+
+        fn any_case(name: &'static str) -> impl Strategy<Value = String> {
+            prop::collection::vec(any::<bool>(), name.len()).prop_map(move |upper| {
+                name.chars().zip(upper).map(|(c, up)| if up { c.to_ascii_uppercase() } else { c }).collect()
+            })
+        }
+
+        fn space() -> impl Strategy<Value = &'static str> {
+            prop::sample::select(vec!["", "", " ", "  ", "\t", " \t "])
+        }
+
+        /// Seconds as digits: small, near 2^31, past u64; or not a number at all.
+        fn seconds() -> impl Strategy<Value = (String, Option<u64>)> {
+            let capped = |digits: &str| digits.parse::<u64>().map_or(AGE_CAP, |n| n.min(AGE_CAP));
+            prop_oneof![
+                (0u64..100_000).prop_map(|n| n.to_string()),
+                any::<u64>().prop_map(|n| n.to_string()),
+                "[0-9]{20,30}",
+            ]
+            .prop_map(move |digits| {
+                let value = capped(&digits);
+                (digits, Some(value))
+            })
+            .boxed()
+            .prop_union(
+                prop::sample::select(vec!["", "-1", "+5", "1.5", "ten", "0x10"])
+                    .prop_map(|t| (t.to_owned(), None))
+                    .boxed(),
+            )
+        }
+
+        fn directive() -> impl Strategy<Value = Written> {
+            let flag = (prop::sample::select(FLAGS.to_vec()), space(), space()).prop_flat_map(
+                |(name, before, after)| {
+                    any_case(name).prop_map(move |cased| Written {
+                        text: format!("{before}{cased}{after}"),
+                        set: Set::Flag(name),
+                    })
+                },
+            );
+            let seconds =
+                (prop::sample::select(SECONDS.to_vec()), seconds(), any::<bool>(), space(), space())
+                    .prop_flat_map(|(name, (digits, value), quoted, before, after)| {
+                        any_case(name).prop_map(move |cased| {
+                            let arg = if quoted { format!("\"{digits}\"") } else { digits.clone() };
+                            Written {
+                                text: format!("{before}{cased}={arg}{after}"),
+                                set: Set::Seconds(name, value),
+                            }
+                        })
+                    });
+            let unknown = ("[a-z][a-z-]{0,14}", prop::option::of("[a-z0-9]{0,6}"))
+                .prop_filter("not a known directive", |(name, _)| {
+                    !FLAGS.contains(&name.as_str()) && !SECONDS.contains(&name.as_str())
+                })
+                .prop_map(|(name, arg)| Written {
+                    text: arg.map_or_else(|| name.clone(), |arg| format!("{name}={arg}")),
+                    set: Set::Nothing,
+                });
+            prop_oneof![flag, seconds, unknown]
+        }
+
+        /// What `directives` set, in order (a later number replaces an earlier one).
+        fn expected(directives: &[Written]) -> CacheControl {
+            let mut cc = CacheControl::default();
+            for written in directives {
+                match written.set {
+                    Set::Flag("no-store") => cc.no_store = true,
+                    Set::Flag("no-cache") => cc.no_cache = true,
+                    Set::Flag("private") => cc.private = true,
+                    Set::Flag("public") => cc.public = true,
+                    Set::Flag(_) => cc.must_revalidate = true,
+                    Set::Seconds("max-age", v) => cc.max_age = v,
+                    Set::Seconds("s-maxage", v) => cc.s_maxage = v,
+                    Set::Seconds("stale-while-revalidate", v) => cc.stale_while_revalidate = v,
+                    Set::Seconds(_, v) => cc.stale_if_error = v,
+                    Set::Nothing => {}
+                }
+            }
+            cc
+        }
+
+        proptest! {
+            #[test]
+            fn known_directives_are_read_in_any_case_and_spacing(
+                directives in prop::collection::vec(directive(), 0..12),
+                fields in 1usize..4,
+            ) {
+                // The directives spread over `fields` Cache-Control fields, in order.
+                let mut headers = HeaderMap::new();
+                let per_field = directives.len().div_ceil(fields).max(1);
+                for chunk in directives.chunks(per_field) {
+                    let text: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
+                    headers.append(header::CACHE_CONTROL, HeaderValue::from_str(&text.join(",")).unwrap());
+                }
+                prop_assert_eq!(CacheControl::parse(&headers), expected(&directives));
+            }
+
+            #[test]
+            fn no_field_makes_parsing_or_deciding_panic(
+                value in prop_oneof![
+                    prop::collection::vec(any::<u8>(), 0..120),
+                    prop::collection::vec(directive(), 0..8).prop_map(|d| {
+                        d.iter().map(|d| d.text.as_str()).collect::<Vec<_>>().join(",").into_bytes()
+                    }),
+                ],
+                status in 100u16..600,
+                credentials in any::<bool>(),
+                ttl in prop::option::of(0u64..(10 * 365 * 86_400)),
+                windows in (0u64..(10 * 365 * 86_400), 0u64..(10 * 365 * 86_400)),
+                expires in prop::option::of("[ -~]{0,40}"),
+            ) {
+                let Ok(value) = HeaderValue::from_bytes(&value) else { return Ok(()) };
+                let mut headers = HeaderMap::new();
+                headers.insert(header::CACHE_CONTROL, value);
+                if let Some(expires) = expires.and_then(|e| HeaderValue::from_str(&e).ok()) {
+                    headers.insert(header::EXPIRES, expires);
+                }
+                let rule = CacheRule {
+                    ttl: ttl.map(Duration::from_secs),
+                    stale_while_revalidate: Duration::from_secs(windows.0),
+                    stale_if_error: Duration::from_secs(windows.1),
+                    ..CacheRule::default()
+                };
+                let status = StatusCode::from_u16(status).unwrap();
+                if let Ok(freshness) = storable(&rule, credentials, status, &headers, SystemTime::now()) {
+                    // Every lifetime fits an `Instant` a century on.
+                    let lifetime = freshness.lifetime();
+                    prop_assert!(tokio::time::Instant::now().checked_add(lifetime).is_some());
+                }
+            }
+        }
     }
 }

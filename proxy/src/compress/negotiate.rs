@@ -227,4 +227,118 @@ mod tests {
             assert_eq!(Quality::parse(bad), None, "{bad:?}");
         }
     }
+
+    /// Generated `Accept-Encoding` fields against a model of RFC 9110 §12.5.3: the coding
+    /// chosen is one the route offers and the client accepts (never one it gave `q=0`), with
+    /// no offered coding weighed higher; identity is chosen only when nothing offered is
+    /// acceptable or the client weighs identity higher.
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// One member: its text, and (coding token, quality in thousandths; `None`: a bad
+        /// q-value, which drops the member).
+        #[derive(Debug, Clone)]
+        struct Member {
+            text: String,
+            token: &'static str,
+            quality: Option<u16>,
+        }
+
+        fn qvalue() -> impl Strategy<Value = (String, Option<u16>)> {
+            prop_oneof![
+                (0u16..1000, any::<bool>()).prop_map(|(q, trim)| {
+                    let text = format!("0.{q:03}");
+                    let text = if trim { text.trim_end_matches('0').to_owned() } else { text };
+                    (text, Some(q))
+                }),
+                prop::sample::select(vec!["1", "1.", "1.0", "1.000"])
+                    .prop_map(|t| (t.to_owned(), Some(1000))),
+                prop::sample::select(vec!["0", "0."]).prop_map(|t| (t.to_owned(), Some(0))),
+                prop::sample::select(vec!["2", "1.5", "0.1234", "-1", "", "x", ".5"])
+                    .prop_map(|t| (t.to_owned(), None)),
+            ]
+        }
+
+        fn member() -> impl Strategy<Value = Member> {
+            let tokens = vec![
+                "br", "BR", "gzip", "x-gzip", "GZip", "zstd", "identity", "IDENTITY", "*", "deflate",
+                "compress", "x-foo",
+            ];
+            let space = || prop::sample::select(vec!["", " ", "\t"]);
+            (
+                prop::sample::select(tokens),
+                prop::option::of((qvalue(), any::<bool>())),
+                any::<bool>(),
+                space(),
+                space(),
+            )
+                .prop_map(|(token, q, extra, before, after)| {
+                    let mut text = format!("{before}{token}");
+                    if extra {
+                        text.push_str(";level=1");
+                    }
+                    let quality = match q {
+                        None => Some(1000),
+                        Some(((q_text, q), upper)) => {
+                            text.push_str(&format!("{after};{}={q_text}", if upper { "Q" } else { "q" }));
+                            q
+                        }
+                    };
+                    text.push_str(after);
+                    Member { text, token, quality }
+                })
+        }
+
+        /// The client's weight for `encoding`, read off the members as RFC 9110 says.
+        fn weight(members: &[Member], encoding: Encoding) -> u16 {
+            let named = |wanted: &dyn Fn(&str) -> bool| {
+                members.iter().filter(|m| wanted(m.token)).filter_map(|m| m.quality).max()
+            };
+            let names = |token: &str| Encoding::from_token(token) == Some(encoding);
+            match (named(&names), named(&|token| token == "*"), encoding) {
+                (Some(q), _, _) => q,
+                (None, Some(0), Encoding::Identity) => 0,
+                (None, _, Encoding::Identity) => 1000,
+                (None, star, _) => star.unwrap_or(0),
+            }
+        }
+
+        fn offered() -> impl Strategy<Value = Vec<Encoding>> {
+            Just(ALL.to_vec())
+                .prop_shuffle()
+                .prop_flat_map(|all| (0..=all.len()).prop_map(move |n| all[..n].to_vec()))
+        }
+
+        proptest! {
+            #[test]
+            fn the_coding_chosen_is_acceptable_and_weighed_highest(
+                members in prop::collection::vec(member(), 0..8),
+                preference in offered(),
+            ) {
+                let text: Vec<&str> = members.iter().map(|m| m.text.as_str()).collect();
+                let accept = AcceptEncoding::parse(&text.join(","));
+                for encoding in [Identity, Br, Zstd, Gzip] {
+                    prop_assert_eq!(accept.accepts(encoding), weight(&members, encoding) > 0, "{:?}", encoding);
+                }
+                let chosen = accept.negotiate(&preference);
+                let best = preference.iter().map(|&e| weight(&members, e)).max().unwrap_or(0);
+                let identity_named = members.iter().filter(|m| m.token.eq_ignore_ascii_case("identity")).filter_map(|m| m.quality).max();
+                if chosen == Identity {
+                    prop_assert!(best == 0 || identity_named.is_some_and(|q| q > best), "best {}", best);
+                } else {
+                    prop_assert!(preference.contains(&chosen));
+                    prop_assert!(weight(&members, chosen) > 0, "q=0 chosen");
+                    prop_assert_eq!(weight(&members, chosen), best);
+                    prop_assert!(identity_named.is_none_or(|q| q <= best));
+                }
+            }
+
+            #[test]
+            fn no_text_makes_it_panic(text in "[ -~]{0,60}") {
+                let _ = AcceptEncoding::parse(&text).negotiate(&ALL);
+            }
+        }
+    }
 }

@@ -58,18 +58,41 @@ pub struct Config {
     pub redis: Option<crate::tier::RedisConfig>,
 }
 
-/// A TLS listener: address and the server configuration (certificate, ALPN h2 and http/1.1).
+impl Config {
+    /// Whether the admin listener is bound to an address other hosts can reach (not loopback)
+    /// with no token set (`admin.token`, or `cache.purge_token`): an operator who exposed it
+    /// deliberately protects it, one who did not meant loopback.
+    pub fn admin_exposed_without_token(&self) -> bool {
+        !self.admin.addr.ip().is_loopback() && self.admin.token.is_none() && self.cache.purge_token.is_none()
+    }
+
+    /// Logs a warning when [`admin_exposed_without_token`](Self::admin_exposed_without_token):
+    /// at start, and on a reload that makes it so.
+    pub fn warn_if_admin_exposed(&self) {
+        if self.admin_exposed_without_token() {
+            tracing::warn!(
+                admin = %self.admin.addr,
+                "the admin listener is bound to an address other hosts can reach and no token is \
+                 set: /metrics, /status and the status page are open to whoever reaches it; bind \
+                 `admin.addr` to 127.0.0.1 or set `admin.token`"
+            );
+        }
+    }
+}
+
+/// A TLS listener: its address (bound at start) and its certificates (read again on reload).
 #[derive(Debug, Clone)]
 pub struct TlsListen {
     pub addr: SocketAddr,
-    pub server: std::sync::Arc<rustls::ServerConfig>,
+    pub certificates: std::sync::Arc<crate::tls::Certificates>,
 }
 
 /// The admin listener.
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub addr: SocketAddr,
-    /// Bearer token for write endpoints; `None` disables them.
+    /// Bearer token for write endpoints; `None` disables them. Compared in constant time,
+    /// never logged.
     pub token: Option<String>,
     /// Period of the status page's snapshots (default 10 s; 90 of them are kept).
     pub snapshot_interval: std::time::Duration,
@@ -158,6 +181,50 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"route "y": key `rate_limit.colour`: unknown field `colour`"#), "{text}");
+    }
+
+    /// A `Write` that keeps what the logger writes, for asserting on log lines.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What `config.warn_if_admin_exposed()` logs.
+    fn exposure_warning(config: &Config) -> String {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber =
+            tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        tracing::subscriber::with_default(subscriber, || config.warn_if_admin_exposed());
+        String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn the_admin_listener_is_loopback_by_default_and_warns_when_exposed_without_a_token() {
+        let default = config("");
+        assert!(default.admin.addr.ip().is_loopback(), "{}", default.admin.addr);
+        assert!(exposure_warning(&default).is_empty());
+
+        let exposed = config("[admin]\naddr = \"0.0.0.0:9901\"");
+        let warning = exposure_warning(&exposed);
+        assert!(warning.contains("WARN") && warning.contains("0.0.0.0:9901"), "{warning}");
+        assert!(warning.contains("admin.token"), "{warning}");
+
+        for protected in [
+            "[admin]\naddr = \"0.0.0.0:9901\"\ntoken = \"s3cret\"",
+            "[admin]\naddr = \"0.0.0.0:9901\"\n[cache]\npurge_token = \"s3cret\"",
+            "[admin]\naddr = \"[::1]:9901\"",
+        ] {
+            assert!(exposure_warning(&config(protected)).is_empty(), "{protected}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use super::{AdminConfig, Config, Limits, LogConfig};
+use super::{AdminConfig, Config, Limits, LogConfig, TlsListen};
 use crate::cache::CacheConfig;
 use crate::limit::LimitSettings;
 use crate::tier::RedisConfig;
@@ -21,7 +21,8 @@ use crate::tier::RedisConfig;
 pub enum StartOnly {
     /// `listen.http`: the bound client listener.
     Listen,
-    /// `listen.https` and `listen.tls`: the TLS listener and its certificate.
+    /// `listen.https`: the bound TLS listener, and whether there is one (its certificates,
+    /// `listen.tls`, are live).
     Https,
     /// `admin.addr`: the bound admin listener.
     AdminAddr,
@@ -160,11 +161,20 @@ pub fn applicable(running: &Config, next: Config) -> (Config, Vec<StartOnly>) {
     let r = &mut restart;
 
     let listen = at_start(r, StartOnly::Listen, &was.listen, listen);
-    if was.tls.as_ref().map(|t| t.addr) != tls.as_ref().map(|t| t.addr) {
-        r.push(StartOnly::Https);
-    }
-    // The certificate is read at start: the running listener keeps the one it read.
-    let tls = was.tls.clone();
+    // The listener is bound at start; its certificates (read again with `accel.toml`) are live.
+    let tls = match (&was.tls, tls) {
+        (Some(was), Some(next)) => {
+            if was.addr != next.addr {
+                r.push(StartOnly::Https);
+            }
+            Some(TlsListen { addr: was.addr, certificates: next.certificates })
+        }
+        (None, None) => None,
+        (was, _) => {
+            r.push(StartOnly::Https);
+            was.clone()
+        }
+    };
     let admin_addr = at_start(r, StartOnly::AdminAddr, &was.admin.addr, admin_addr);
     let snapshot_interval =
         at_start(r, StartOnly::SnapshotInterval, &was.admin.snapshot_interval, snapshot_interval);
@@ -212,7 +222,7 @@ pub fn applicable(running: &Config, next: Config) -> (Config, Vec<StartOnly>) {
     };
 
     let config = Config {
-        // Live: the file it came from, the admin token, body read timeout and size, concurrency cap,
+        // Live: the file it came from, the TLS certificates, the admin token, body read timeout and size, concurrency cap,
         // forwarding policy, access log, upstreams and `[compress]`.
         path,
         listen,
@@ -326,6 +336,37 @@ mod tests {
         assert!(!applied.log.access);
         assert_eq!(applied.admin.token.as_deref(), Some("t"));
         assert_eq!(applied.cache.purge_token.as_deref(), Some("t"), "the purge token follows");
+    }
+
+    /// The TLS listener's address waits for a restart; its certificates apply.
+    #[test]
+    fn tls_certificates_apply_and_the_tls_address_waits() {
+        let dir = std::env::temp_dir().join(format!("accel-restart-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tls = |name: &str, https: &str| {
+            let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+            let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+            std::fs::write(&cert, pair.cert.pem()).unwrap();
+            std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
+            let (cert, key) = (cert.display(), key.display());
+            config(&format!("[listen]\nhttps = \"{https}\"\ntls = {{ cert = \"{cert}\", key = \"{key}\" }}"))
+        };
+        let running = tls("a", "127.0.0.1:8443");
+        let renewed = tls("b", "127.0.0.1:8443");
+        let (applied, restart) = applicable(&running, renewed.clone());
+        assert!(restart.is_empty(), "{restart:?}");
+        let certificates = &applied.tls.as_ref().unwrap().certificates;
+        assert!(certificates.serves_the_same(&renewed.tls.as_ref().unwrap().certificates));
+        assert!(!certificates.serves_the_same(&running.tls.as_ref().unwrap().certificates));
+
+        let moved = tls("c", "127.0.0.1:9443");
+        let (applied, restart) = applicable(&running, moved);
+        assert_eq!(restart, [StartOnly::Https]);
+        assert_eq!(applied.tls.unwrap().addr, running.tls.as_ref().unwrap().addr, "the bound address stays");
+        let (applied, restart) = applicable(&running, config(""));
+        assert_eq!(restart, [StartOnly::Https], "the listener cannot go without a restart");
+        assert!(applied.tls.is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -480,4 +480,130 @@ mod tests {
         let (_, problems) = parse_str("[[route]\n");
         assert!(problems.to_string().contains("invalid TOML"), "{problems}");
     }
+
+    /// Generated values for the keys a route knows: whatever the value, reading never panics,
+    /// and every problem names the file, the route and a key under the one given.
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const KEYS: [&str; 13] = [
+            "match",
+            "upstream",
+            "timeouts",
+            "retry",
+            "compress",
+            "cache",
+            "invalidate",
+            "coalesce",
+            "rate_limit",
+            "slo",
+            "warm",
+            "timing",
+            "max_body_size",
+        ];
+
+        /// Keys found inside the route's tables, and one no table knows.
+        const INNER_KEYS: [&str; 24] = [
+            "ttl",
+            "stale_while_revalidate",
+            "stale_if_error",
+            "tags",
+            "key",
+            "rate",
+            "burst",
+            "name",
+            "headers",
+            "path",
+            "path_prefix",
+            "host",
+            "methods",
+            "connect",
+            "response",
+            "attempts",
+            "level",
+            "min_size",
+            "encodings",
+            "share_authenticated",
+            "query",
+            "header",
+            "threshold",
+            "colour",
+        ];
+
+        fn leaf() -> impl Strategy<Value = toml::Value> {
+            let words = vec![
+                "5m",
+                "1s",
+                "0s",
+                "-1s",
+                "fast",
+                "",
+                "/api/",
+                "/api/{id}",
+                "10MiB",
+                "0B",
+                "client_ip",
+                "header:x-key",
+                "path:id",
+                "route",
+                "GET",
+                "br",
+                "gzip",
+                "{path.id}",
+                "lead:{path.id}",
+                "*",
+                "1/s",
+                "0/s",
+                "99999999999999999999/s",
+            ];
+            prop_oneof![
+                prop::sample::select(words).prop_map(|w| toml::Value::String(w.to_owned())),
+                "[ -~]{0,12}".prop_map(toml::Value::String),
+                any::<i64>().prop_map(toml::Value::Integer),
+                (-3i64..100_000).prop_map(toml::Value::Integer),
+                (-1e12f64..1e12).prop_map(toml::Value::Float),
+                any::<bool>().prop_map(toml::Value::Boolean),
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = toml::Value> {
+            leaf().prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(toml::Value::Array),
+                    prop::collection::vec((prop::sample::select(INNER_KEYS.to_vec()), inner), 0..4).prop_map(
+                        |pairs| {
+                            toml::Value::Table(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                        }
+                    ),
+                ]
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn any_value_of_a_known_key_is_read_or_named(
+                entries in prop::collection::vec((prop::sample::select(KEYS.to_vec()), value()), 1..3),
+            ) {
+                let mut route = toml::Table::new();
+                route.insert("name".into(), "r".into());
+                route.insert("upstream".into(), "api".into());
+                for (key, value) in &entries {
+                    route.insert((*key).to_owned(), value.clone());
+                }
+                let mut document = toml::Table::new();
+                document.insert("route".into(), toml::Value::Array(vec![toml::Value::Table(route)]));
+                let Ok(text) = toml::to_string(&document) else { return Ok(()) };
+                let (_, problems) = parse_str(&text);
+                for problem in &problems.0 {
+                    prop_assert_eq!(&problem.file, Path::new("rules/test.toml"));
+                    prop_assert_eq!(problem.route.as_deref(), Some("\"r\""), "{}\n{}", problem, text);
+                    let key = problem.key.as_deref().unwrap_or_default();
+                    let under = |given: &&str| key == *given || key.starts_with(&format!("{given}.")) || key.starts_with(&format!("{given}["));
+                    prop_assert!(entries.iter().map(|(k, _)| k).any(under), "{}\n{}", problem, text);
+                }
+            }
+        }
+    }
 }

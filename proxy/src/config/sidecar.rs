@@ -17,6 +17,7 @@ use super::{
     LogConfig, LogFormat, Problems, TlsListen, UpstreamConfig,
 };
 use crate::quantity::duration;
+use crate::tls::Certificates;
 use crate::upstream::{EndpointAddr, UpstreamName};
 
 /// Reads `path` (if given; else defaults only), applies `ACCEL_*` overrides and converts.
@@ -145,8 +146,8 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
         }
         (Some(addr), Some(files)) => {
             let addr = socket_addr(p, shown, "listen.https", addr);
-            let server = tls_server(p, shown, &base, files);
-            addr.zip(server).map(|(addr, server)| TlsListen { addr, server })
+            let certificates = tls_certificates(p, shown, &base, files);
+            addr.zip(certificates).map(|(addr, certificates)| TlsListen { addr, certificates })
         }
     };
     let listen = socket_addr(p, shown, "listen.http", &listen.http);
@@ -460,30 +461,33 @@ fn size(p: &mut Problems, shown: &Path, key: &str, text: Option<&str>, default: 
 }
 
 /// `listen.tls`: one certificate, or several chosen by SNI. Paths are relative to `base`.
-fn tls_server(
+fn tls_certificates(
     p: &mut Problems,
     shown: &Path,
     base: &Path,
     files: TlsFiles,
-) -> Option<std::sync::Arc<rustls::ServerConfig>> {
+) -> Option<std::sync::Arc<Certificates>> {
     match files {
         TlsFiles::One(TlsFile { cert, key, names }) if names.is_empty() => {
-            crate::tls::server_config(&base.join(cert), &base.join(key))
+            Certificates::one(&base.join(cert), &base.join(key))
+                .map(std::sync::Arc::new)
                 .map_err(|(key, e)| p.at(shown, &format!("listen.tls.{key}"), e))
                 .ok()
         }
-        TlsFiles::One(one) => sni_server(p, shown, base, vec![one], |_| "listen.tls".into()),
-        TlsFiles::Several(several) => sni_server(p, shown, base, several, |i| format!("listen.tls[{i}]")),
+        TlsFiles::One(one) => sni_certificates(p, shown, base, vec![one], |_| "listen.tls".into()),
+        TlsFiles::Several(several) => {
+            sni_certificates(p, shown, base, several, |i| format!("listen.tls[{i}]"))
+        }
     }
 }
 
-fn sni_server(
+fn sni_certificates(
     p: &mut Problems,
     shown: &Path,
     base: &Path,
     files: Vec<TlsFile>,
     entry: impl Fn(usize) -> String,
-) -> Option<std::sync::Arc<rustls::ServerConfig>> {
+) -> Option<std::sync::Arc<Certificates>> {
     if files.is_empty() {
         p.at(shown, "listen.tls", "lists no certificate");
         return None;
@@ -496,7 +500,8 @@ fn sni_server(
             names,
         })
         .collect();
-    crate::tls::sni_server_config(&certs)
+    Certificates::by_sni(&certs)
+        .map(std::sync::Arc::new)
         .map_err(|(i, key, e)| p.at(shown, &format!("{}.{key}", entry(i)), e))
         .ok()
 }

@@ -112,4 +112,93 @@ mod tests {
         assert_eq!(norm("/a/../../b"), Err(AboveRoot));
         assert_eq!(norm("/%2e%2e/x"), Err(AboveRoot));
     }
+
+    /// Generated paths: never a panic; the answer is a rooted path without dot segments (as
+    /// an origin that decodes `%2e` would read them), normalizing it again changes nothing,
+    /// and it is what resolving the segments one by one gives.
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// One segment, and what it does to the path.
+        #[derive(Debug, Clone)]
+        enum Segment {
+            Name(String),
+            Dot(&'static str),
+            DotDot(&'static str),
+        }
+
+        impl Segment {
+            fn text(&self) -> &str {
+                match self {
+                    Self::Name(name) => name,
+                    Self::Dot(text) | Self::DotDot(text) => text,
+                }
+            }
+        }
+
+        fn segment() -> impl Strategy<Value = Segment> {
+            prop_oneof![
+                3 => "[a-zA-Z0-9_~%.-]{0,6}".prop_filter_map("a dot segment", |name| {
+                    let decoded = name.to_ascii_lowercase().replace("%2e", ".");
+                    (decoded != "." && decoded != "..").then_some(Segment::Name(name))
+                }),
+                1 => prop::sample::select(vec![".", "%2e", "%2E"]).prop_map(Segment::Dot),
+                1 => prop::sample::select(vec!["..", "%2e%2e", "%2E.", ".%2e", "%2e%2E"]).prop_map(Segment::DotDot),
+            ]
+        }
+
+        /// The path the segments resolve to, one by one (RFC 3986 §5.2.4), or `AboveRoot`.
+        fn resolved(segments: &[Segment]) -> Result<String, AboveRoot> {
+            let mut names: Vec<&str> = Vec::new();
+            for segment in segments {
+                match segment {
+                    Segment::Name(name) => names.push(name),
+                    Segment::Dot(_) => {}
+                    Segment::DotDot(_) => {
+                        names.pop().ok_or(AboveRoot)?;
+                    }
+                }
+            }
+            let ends_in_dots = matches!(segments.last(), Some(Segment::Dot(_) | Segment::DotDot(_)));
+            let mut path: String = names.iter().map(|name| format!("/{name}")).collect();
+            if ends_in_dots || path.is_empty() {
+                path.push('/');
+            }
+            Ok(path)
+        }
+
+        fn is_dot_segment(segment: &str) -> bool {
+            let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+            decoded == "." || decoded == ".."
+        }
+
+        proptest! {
+            #[test]
+            fn a_path_resolves_as_its_segments_do(segments in prop::collection::vec(segment(), 0..12)) {
+                let path: String = segments.iter().map(|s| format!("/{}", s.text())).collect();
+                let path = if path.is_empty() { "/".to_owned() } else { path };
+                let expected = if segments.is_empty() { Ok("/".to_owned()) } else { resolved(&segments) };
+                prop_assert_eq!(normalize(&path).map(Cow::into_owned), expected);
+            }
+
+            #[test]
+            fn any_path_normalizes_to_a_rooted_path_without_dot_segments(path in "/[ -~]{0,60}") {
+                let Ok(normalized) = normalize(&path) else { return Ok(()) };
+                prop_assert!(normalized.starts_with('/'));
+                prop_assert!(!normalized.split('/').any(is_dot_segment), "{normalized}");
+                let again = normalize(&normalized);
+                prop_assert!(matches!(again, Ok(Cow::Borrowed(p)) if p == normalized), "{again:?}");
+                if !path.split('/').any(is_dot_segment) {
+                    prop_assert!(matches!(normalized, Cow::Borrowed(_)), "{path} changed");
+                }
+            }
+
+            #[test]
+            fn no_text_makes_it_panic(path in "[ -~]{0,40}") {
+                let _ = normalize(&path);
+            }
+        }
+    }
 }
