@@ -41,6 +41,7 @@ fn entry(body: Bytes, tags: Vec<Tag>, now: u64) -> CacheEntry {
             ttl: Duration::from_secs(300),
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
+            keep: Duration::ZERO,
             shared_with_credentials: true,
         },
         tags,

@@ -96,7 +96,9 @@ async fn a_route_whose_origin_repeats_its_etag_is_advised_a_longer_ttl() {
     let cache_clock = clock.clone();
     let proxy = TestProxy::builder()
         .upstream("api", &[origin.addr()])
-        .rules("[[route]]\nname = \"rates\"\nupstream = \"api\"\ncache = { ttl = \"10s\" }\n")
+        // The stale window keeps the expired entry (it has no validator), so that each
+        // fetch is a refresh the advice counts.
+        .rules("[[route]]\nname = \"rates\"\nupstream = \"api\"\ncache = { ttl = \"10s\", stale_if_error = \"1m\" }\n")
         .config(move |config| config.cache.clock = cache_clock)
         .start()
         .await;
@@ -136,7 +138,9 @@ async fn a_route_whose_origin_changes_its_answer_gets_no_ttl_advice() {
     let cache_clock = clock.clone();
     let proxy = TestProxy::builder()
         .upstream("api", &[origin.addr()])
-        .rules("[[route]]\nname = \"rates\"\nupstream = \"api\"\ncache = { ttl = \"10s\" }\n")
+        // The stale window keeps the expired entry (it has no validator), so that each
+        // fetch is a refresh the advice counts.
+        .rules("[[route]]\nname = \"rates\"\nupstream = \"api\"\ncache = { ttl = \"10s\", stale_if_error = \"1m\" }\n")
         .config(move |config| config.cache.clock = cache_clock)
         .start()
         .await;

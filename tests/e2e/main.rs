@@ -6,6 +6,7 @@ mod balancing;
 mod cache;
 mod cluster;
 mod compress;
+mod conformance;
 mod failures;
 mod health;
 mod hostile;

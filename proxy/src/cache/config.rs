@@ -1,6 +1,7 @@
 //! `[cache]` of `accel.toml`: what operators write and the validated [`CacheConfig`].
 
 use std::path::Path;
+use std::time::Duration;
 
 use http::header::HeaderName;
 use serde::Deserialize;
@@ -8,7 +9,7 @@ use serde::Deserialize;
 use super::credential::{CredentialKey, MIN_CONFIGURED_LEN};
 use super::rule::cookie_names;
 use crate::problem::Problems;
-use crate::quantity::parse_size;
+use crate::quantity::{parse_duration, parse_size};
 
 /// `[cache]`: the response cache shared by every route that caches.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -42,6 +43,11 @@ pub struct CacheFile {
     /// entries stay in memory. Set it from the environment (`ACCEL_CACHE__CREDENTIAL_KEY`).
     #[serde(default)]
     pub credential_key: Option<String>,
+    /// How long an expired answer with `ETag` or `Last-Modified` stays after its stale
+    /// windows, to be revalidated rather than fetched whole (a route's `cache.keep` wins).
+    /// Default `1h`; `0s` turns it off.
+    #[serde(default)]
+    pub keep: Option<String>,
 }
 
 /// The validated `[cache]`.
@@ -60,12 +66,16 @@ pub struct CacheConfig {
     pub credential_cookies: Vec<Box<str>>,
     /// The key of the credential hash in per-user cache keys (see [`super::credential`]).
     pub credential_key: CredentialKey,
+    /// Default `keep` of routes that do not set `cache.keep` (see [`super::policy::Freshness`]).
+    pub keep: Duration,
     /// Cache time: the system clock (following Tokio's), or a manual one injected by tests.
     pub clock: super::Clock,
 }
 
 /// Default `cache.memory`.
 pub const DEFAULT_MEMORY: u64 = 256 << 20;
+/// Default `cache.keep`: one hour.
+pub const DEFAULT_KEEP: Duration = Duration::from_secs(3600);
 
 impl Default for CacheConfig {
     fn default() -> Self {
@@ -78,6 +88,7 @@ impl Default for CacheConfig {
             purge_token: None,
             credential_cookies: Vec::new(),
             credential_key: CredentialKey::random(),
+            keep: DEFAULT_KEEP,
             clock: super::Clock::system(),
         }
     }
@@ -98,6 +109,7 @@ pub fn convert(file: CacheFile, admin_token: Option<&str>, p: &mut Problems, sho
         purge_token,
         credential_cookies,
         credential_key,
+        keep,
     } = file;
     let defaults = CacheConfig::default();
     let memory = match memory {
@@ -147,6 +159,14 @@ pub fn convert(file: CacheFile, admin_token: Option<&str>, p: &mut Problems, sho
         }
         Some(secret) => CredentialKey::configured(secret.as_bytes()),
     };
+    let keep = match keep.map(|text| parse_duration(&text)) {
+        None => DEFAULT_KEEP,
+        Some(Ok(keep)) => keep,
+        Some(Err(e)) => {
+            p.at(shown, "cache.keep", e);
+            DEFAULT_KEEP
+        }
+    };
     CacheConfig {
         memory,
         tag_headers,
@@ -156,6 +176,7 @@ pub fn convert(file: CacheFile, admin_token: Option<&str>, p: &mut Problems, sho
         purge_token: purge_token.filter(|t| !t.is_empty()).or_else(|| admin_token.map(str::to_owned)),
         credential_cookies,
         credential_key,
+        keep,
         clock: defaults.clock,
     }
 }
@@ -176,12 +197,17 @@ mod tests {
             memory: Some("lots".into()),
             tag_headers: Some(vec!["bad header".into()]),
             purge_token: Some("p".into()),
+            keep: Some("forever".into()),
             ..CacheFile::default()
         };
         let config = convert(file, Some("admin"), &mut p, Path::new("accel.toml"));
         assert_eq!(config.purge_token.as_deref(), Some("p"));
         let text = p.to_string();
         assert!(text.contains("key `cache.memory`") && text.contains("key `cache.tag_headers`"), "{text}");
+        assert!(text.contains("key `cache.keep`"), "{text}");
+        assert_eq!(config.keep, DEFAULT_KEEP);
+        let file = CacheFile { keep: Some("10m".into()), ..CacheFile::default() };
+        assert_eq!(convert(file, None, &mut Problems::default(), Path::new("a")).keep.as_secs(), 600);
     }
 
     #[test]

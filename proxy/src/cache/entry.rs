@@ -132,7 +132,7 @@ impl CacheEntry {
         256 + self.body.len() + self.variants.weight() + headers + tags + self.host.len() + self.path.len()
     }
 
-    /// The entry in a self-contained binary form (format version 1).
+    /// The entry in a self-contained binary form (format version 2: version 1 had no `keep`).
     pub fn to_bytes(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(self.weight());
         out.put_u8(FORMAT);
@@ -140,7 +140,7 @@ impl CacheEntry {
         out.put_u64(self.stored_at);
         out.put_u64(self.initial_age.as_millis() as u64);
         let f = &self.freshness;
-        for d in [f.ttl, f.stale_while_revalidate, f.stale_if_error] {
+        for d in [f.ttl, f.stale_while_revalidate, f.stale_if_error, f.keep] {
             out.put_u64(d.as_millis() as u64);
         }
         out.put_u8(u8::from(f.shared_with_credentials));
@@ -171,6 +171,7 @@ impl CacheEntry {
         let ttl = Duration::from_millis(take_u64(d)?);
         let stale_while_revalidate = Duration::from_millis(take_u64(d)?);
         let stale_if_error = Duration::from_millis(take_u64(d)?);
+        let keep = Duration::from_millis(take_u64(d)?);
         let shared_with_credentials = take_u8(d)? != 0;
         let host = take_str(d)?.into();
         let path = take_str(d)?.into();
@@ -196,7 +197,13 @@ impl CacheEntry {
             body,
             stored_at,
             initial_age,
-            freshness: Freshness { ttl, stale_while_revalidate, stale_if_error, shared_with_credentials },
+            freshness: Freshness {
+                ttl,
+                stale_while_revalidate,
+                stale_if_error,
+                keep,
+                shared_with_credentials,
+            },
             tags,
             host,
             path,
@@ -206,7 +213,7 @@ impl CacheEntry {
     }
 }
 
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 
 fn put_str(out: &mut BytesMut, s: &str) {
     put_bytes(out, s.as_bytes());
@@ -261,6 +268,7 @@ pub(crate) mod tests {
                 ttl: Duration::from_secs(ttl),
                 stale_while_revalidate: Duration::from_secs(10),
                 stale_if_error: Duration::ZERO,
+                keep: Duration::from_secs(3600),
                 shared_with_credentials: false,
             },
             tags: vec![Tag::new("leads"), Tag::url("h", "/a", None)],

@@ -1,7 +1,9 @@
 //! The cache's first look at a request: a fresh or stale entry answers, or a [`Pass`] says
 //! what the forward is for (a miss to fill, a stale entry to revalidate, a write that
 //! invalidates, a request the cache stays out of); a stale entry within
-//! `stale_while_revalidate` also gets the pass of its one background refresh.
+//! `stale_while_revalidate` also gets the pass of its one background refresh. An entry past
+//! its stale windows but within its keep window is revalidated before it answers; one past
+//! that is a miss.
 
 use std::sync::Arc;
 
@@ -81,7 +83,11 @@ impl Cache {
                         let answer = self.answer(&entry, head, headers, now, status);
                         return Lookup::Stale { answer, refresh };
                     }
-                    Staleness::Stale { .. } => stale = Some(entry),
+                    // Within a stale window or its keep window: revalidated, or standing in
+                    // for a failure within `stale_if_error`.
+                    Staleness::Stale { by } if entry.freshness.retains(by) => stale = Some(entry),
+                    // Past its keep window: as good as gone (memory is reclaimed soon).
+                    Staleness::Stale { .. } => {}
                 }
             }
         }

@@ -12,7 +12,10 @@
 //! - `accel_cache_credential_keyed_total{route}`: lookups of requests with credentials whose
 //!   key included the hash of their credentials (kept per user, see [`super::credential`]);
 //! - `accel_cache_refreshes_total{route,result}`: stale entries the origin answered again,
-//!   `unchanged` (a 304, or the same ETag) or `changed` — what TTL advice rests on.
+//!   `unchanged` (a 304, or the same ETag) or `changed` — what TTL advice rests on;
+//! - `accel_cache_revalidations_total{route,result}`: conditional requests the cache sent
+//!   for a stale entry with validators, by the origin's answer: `not_modified` (304),
+//!   `modified` (a new answer), `failed` (no answer, or a 5xx).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -82,6 +85,21 @@ impl RefreshResult {
     const ALL: [&'static str; 3] = ["stored", "revalidated", "failed"];
 }
 
+/// How the origin answered the cache's conditional request for a stale entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revalidation {
+    /// `304`: the entry is current; its headers were updated and it answered.
+    NotModified,
+    /// A new answer replaced it.
+    Modified,
+    /// No answer (connect error, timeout) or a `5xx`.
+    Failed,
+}
+
+impl Revalidation {
+    const ALL: [&'static str; 3] = ["not_modified", "modified", "failed"];
+}
+
 /// What a purge removed by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PurgeKind {
@@ -125,6 +143,7 @@ pub struct CacheMetrics {
     followers: [Counter; 3],
     refreshes: [Counter; 3],
     refreshed: Family<LookupLabels, Counter>,
+    revalidations: Family<LookupLabels, Counter>,
     credential_keyed: Family<RouteLabels, Counter>,
 }
 
@@ -143,6 +162,7 @@ impl CacheMetrics {
         let followers_family = Family::<OutcomeLabels, Counter>::default();
         let refreshes_family = Family::<OutcomeLabels, Counter>::default();
         let refreshed = Family::<LookupLabels, Counter>::default();
+        let revalidations = Family::<LookupLabels, Counter>::default();
         let credential_keyed = Family::<RouteLabels, Counter>::default();
         let this = Self {
             lookups: lookups.clone(),
@@ -160,6 +180,7 @@ impl CacheMetrics {
             refreshes: RefreshResult::ALL
                 .map(|result| refreshes_family.get_or_create(&OutcomeLabels { result }).clone()),
             refreshed: refreshed.clone(),
+            revalidations: revalidations.clone(),
             credential_keyed: credential_keyed.clone(),
         };
         metrics.register("cache_lookups", "Requests on caching routes, by route and cache result", lookups);
@@ -190,6 +211,11 @@ impl CacheMetrics {
             refreshed,
         );
         metrics.register(
+            "cache_revalidations",
+            "Conditional requests for stale entries, by route and how the origin answered",
+            revalidations,
+        );
+        metrics.register(
             "cache_credential_keyed",
             "Lookups keyed on a hash of the request's credentials (kept per user), by route",
             credential_keyed,
@@ -210,9 +236,15 @@ impl CacheMetrics {
         let refreshed = |result: &'static str| {
             self.refreshed.get_or_create(&LookupLabels { route: route.as_str().to_owned(), result }).clone()
         };
+        let revalidation = |result: &'static str| {
+            self.revalidations
+                .get_or_create(&LookupLabels { route: route.as_str().to_owned(), result })
+                .clone()
+        };
         RouteCacheMetrics {
             lookups: CacheResult::ALL.map(lookup),
             refreshed: [refreshed("unchanged"), refreshed("changed")],
+            revalidations: Revalidation::ALL.map(revalidation),
             credential_keyed: self
                 .credential_keyed
                 .get_or_create(&RouteLabels { route: route.as_str().to_owned() })
@@ -254,6 +286,8 @@ pub struct RouteCacheMetrics {
     lookups: [Counter; CacheResult::ALL.len()],
     /// Unchanged, changed.
     refreshed: [Counter; 2],
+    /// In [`Revalidation`] order.
+    revalidations: [Counter; 3],
     credential_keyed: Counter,
 }
 
@@ -277,5 +311,10 @@ impl RouteCacheMetrics {
     /// ETag.
     pub fn refreshed(&self, unchanged: bool) {
         self.refreshed[usize::from(!unchanged)].inc();
+    }
+
+    /// Counts how the origin answered a revalidation.
+    pub fn revalidated(&self, result: Revalidation) {
+        self.revalidations[result as usize].inc();
     }
 }

@@ -8,15 +8,18 @@
 //!    a `304` to a matching conditional request); an entry within `stale_while_revalidate`
 //!    answers, with the [`Pass`] of the one background request that refreshes it; otherwise
 //!    a pass says what the forward is for (a miss to fill, a stale entry to revalidate, a
-//!    write that invalidates, or a request the cache stays out of).
+//!    write that invalidates, or a request the cache stays out of). Expired entries with a
+//!    validator stay for the route's `keep` window after their stale windows, only to be
+//!    revalidated (see [`store`] for how they leave first under memory pressure).
 //! 2. [`Pass::coalesce`] (`pass`): identical concurrent misses elect one leader; followers
 //!    take its [`Handoff`] (or go upstream on their own when it fails, cannot be shared, or
 //!    is too slow).
 //! 3. [`Pass::second_level`] (`second_level`): a memory miss looks in the shared Redis tier;
 //!    with its coalescing lock, one sidecar of the cluster goes upstream for a key.
 //! 4. [`Pass::complete`] (`pass`): the upstream answer is stored while it streams to the
-//!    client (`collect`), a `304` refreshes the stale entry, an origin failure within
-//!    `stale_if_error` is answered from the stale entry, and a successful unsafe request
+//!    client (`collect`), a `304` refreshes the stale entry (and the second level), an
+//!    origin failure within `stale_if_error` is answered from the stale entry (a
+//!    `must-revalidate` one gets a `504` instead), and a successful unsafe request
 //!    invalidates (`invalidate`) its URL, its `Location`/`Content-Location`, the route's
 //!    `invalidate` tags and the tags in the origin's invalidation header.
 //!
@@ -242,7 +245,7 @@ impl Cache {
         let metrics = CacheMetrics::new(metrics);
         let clock = config.clock.clone();
         Self {
-            store: CacheStore::new(config.memory, metrics.clone()),
+            store: CacheStore::new(config.memory, metrics.clone(), clock.clone()),
             config,
             metrics,
             clock,
@@ -258,6 +261,16 @@ impl Cache {
 
     pub(super) fn now_system(&self, now: clock::Millis) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(now)
+    }
+
+    /// The keep window of an answer with `headers` under `rule`: the route's `keep`, else
+    /// the sidecar's; zero without a validator (`ETag`, `Last-Modified`) to revalidate with.
+    pub(super) fn keep_for(&self, rule: &CacheRule, headers: &HeaderMap) -> Duration {
+        if headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED) {
+            rule.keep.unwrap_or(self.config.keep)
+        } else {
+            Duration::ZERO
+        }
     }
 }
 
@@ -366,6 +379,78 @@ mod tests {
         assert_eq!(rescued.result, CacheResult::Stale);
         assert_eq!(rescued.response.status(), StatusCode::OK);
         assert_eq!(text(rescued).await, "lead 1");
+    }
+
+    fn with_etag(mut response: Response<Body>) -> Response<Body> {
+        response.headers_mut().insert(header::ETAG, HeaderValue::from_static("\"v1\""));
+        response
+    }
+
+    fn not_modified() -> Response<Body> {
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=30"));
+        response
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_entry_with_a_validator_is_kept_and_revalidated_until_its_keep_ends() {
+        let (cache, route) =
+            setup(CacheRule { keep: Some(Duration::from_secs(100)), ..CacheRule::default() });
+        let params = PathParams::default();
+        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/4"));
+        text(forward(look()).complete(Ok(with_etag(upstream_answer("lead 4", "max-age=10"))))).await;
+
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let mut pass = forward(look());
+        let mut upstream = HeaderMap::new();
+        upstream.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"client\""));
+        pass.prepare(&mut upstream);
+        assert_eq!(upstream[header::IF_NONE_MATCH], "\"v1\"", "the cache's validator, not the client's");
+        let revalidated = pass.complete(Ok(not_modified()));
+        assert_eq!(revalidated.result, CacheResult::Revalidated);
+        assert_eq!(revalidated.response.headers()["cache-control"], "max-age=30", "updated from the 304");
+        assert_eq!(text(revalidated).await, "lead 4");
+        assert_eq!(answered(look()).result, CacheResult::Hit, "freshness restarted");
+
+        tokio::time::advance(Duration::from_secs(131)).await;
+        let mut pass = forward(look());
+        let mut upstream = HeaderMap::new();
+        pass.prepare(&mut upstream);
+        assert!(upstream.is_empty(), "past its keep window: fetched whole");
+        assert_eq!(pass.complete(Ok(upstream_answer("lead 4b", "max-age=10"))).result, CacheResult::Miss);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_must_revalidate_entry_whose_revalidation_fails_is_a_504() {
+        let (cache, route) =
+            setup(CacheRule { stale_if_error: Duration::from_secs(600), ..CacheRule::default() });
+        let params = PathParams::default();
+        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/5"));
+        let answer = with_etag(upstream_answer("lead 5", "max-age=10, must-revalidate"));
+        text(forward(look()).complete(Ok(answer))).await;
+
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let mut pass = forward(look());
+        pass.prepare(&mut HeaderMap::new());
+        let failed = pass.complete(Err(gateway_timeout()));
+        assert_eq!(failed.response.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            failed.response.headers()[CACHE_STATUS.clone()],
+            "accel; fwd=stale; detail=must-revalidate"
+        );
+        assert_ne!(text(failed).await, "lead 5");
+
+        let mut pass = forward(look());
+        pass.prepare(&mut HeaderMap::new());
+        let mut unavailable = upstream_answer("down", "no-store");
+        *unavailable.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        let failed = pass.complete(Ok(unavailable));
+        assert_eq!(failed.response.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            failed.response.headers()[CACHE_STATUS.clone()],
+            "accel; fwd=stale; fwd-status=503; detail=must-revalidate"
+        );
     }
 
     #[tokio::test(start_paused = true)]

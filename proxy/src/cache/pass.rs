@@ -10,7 +10,7 @@ use http::{Response, StatusCode};
 
 use super::*;
 
-use super::metrics::{FollowerResult, RefreshResult};
+use super::metrics::{FollowerResult, RefreshResult, Revalidation};
 
 impl Pass {
     /// Waits for an identical request in flight, if the route coalesces: its answer, or this
@@ -135,6 +135,12 @@ impl Cache {
                     let status = CacheStatus::StaleIfError { ttl, fwd_status: None };
                     return self.answer(entry, fill.head, &fill.request, now, status);
                 }
+                if fill.revalidating {
+                    route.metrics.revalidated(Revalidation::Failed);
+                }
+                if must_revalidate(fill.stale.as_ref(), now) {
+                    return self.gateway_timeout(&fill, None);
+                }
                 let status = forwarded(&fill, response.status(), false);
                 return self.forwarded_answer(&fill, response, status);
             }
@@ -145,6 +151,16 @@ impl Cache {
         {
             let status = CacheStatus::StaleIfError { ttl, fwd_status: Some(code.as_u16()) };
             return self.answer(entry, fill.head, &fill.request, now, status);
+        }
+        if fill.revalidating {
+            route.metrics.revalidated(match code {
+                StatusCode::NOT_MODIFIED => Revalidation::NotModified,
+                _ if code.is_server_error() => Revalidation::Failed,
+                _ => Revalidation::Modified,
+            });
+        }
+        if code.is_server_error() && must_revalidate(fill.stale.as_ref(), now) {
+            return self.gateway_timeout(&fill, Some(code.as_u16()));
         }
         if code == StatusCode::NOT_MODIFIED
             && fill.revalidating
@@ -239,6 +255,18 @@ impl Cache {
         self.forwarded_answer(&fill, Response::from_parts(parts, body), status)
     }
 
+    /// The `504` of a stale entry that must not be served stale and could not be
+    /// revalidated (RFC 9111 §4.2.4, §5.2.2.2): the origin's failure (`fwd_status`, if it
+    /// answered) is not passed off as an answer, and the stale entry is not served.
+    fn gateway_timeout(&self, fill: &Fill, fwd_status: Option<u16>) -> Answer {
+        let mut response = Response::new(Body::full("stale answer could not be revalidated\n"));
+        *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+        headers.insert(header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+        self.forwarded_answer(fill, response, CacheStatus::MustRevalidate { fwd_status })
+    }
+
     /// The upstream's answer marked with `status` (routes that only collapse GETs report
     /// nothing: they do not cache).
     fn forwarded_answer(&self, fill: &Fill, mut response: Response<Body>, status: CacheStatus) -> Answer {
@@ -266,11 +294,13 @@ impl Cache {
                 ttl: Duration::ZERO,
                 stale_while_revalidate: Duration::ZERO,
                 stale_if_error: Duration::ZERO,
+                keep: Duration::ZERO,
                 shared_with_credentials: false,
             });
         };
-        let freshness =
+        let mut freshness =
             policy::storable(rule, fill.credentials.present(), code, headers, self.now_system(now))?;
+        freshness.keep = self.keep_for(rule, headers);
         let declared = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -298,7 +328,8 @@ impl Cache {
         let decision =
             policy::storable(rule, credentials.present(), stale.status, &headers, self.now_system(now));
         let entry = match decision {
-            Ok(freshness) => {
+            Ok(mut freshness) => {
+                freshness.keep = self.keep_for(rule, &headers);
                 let entry = Arc::new(CacheEntry {
                     headers,
                     stored_at: now,
@@ -307,6 +338,10 @@ impl Cache {
                     ..CacheEntry::clone(stale)
                 });
                 self.store.insert(key, &request, entry.clone(), seq);
+                // The refresh reaches the other sidecars through the second level too.
+                if self.may_leave_memory(credentials) {
+                    self.share_entry(key, collect::key_for(&entry, key, &request), &entry, None);
+                }
                 entry
             }
             Err(reason) => {
@@ -337,6 +372,15 @@ pub(super) fn usable_on_error(
         Staleness::Stale { by } if by < entry.freshness.stale_if_error => Some((entry, stale_ttl(by))),
         Staleness::Stale { .. } => None,
     }
+}
+
+/// True when `stale` is stale at `now` and its answer forbids serving it so
+/// (`must-revalidate`, `proxy-revalidate`, `s-maxage`): a failed revalidation is then a `504`.
+fn must_revalidate(stale: Option<&Arc<CacheEntry>>, now: clock::Millis) -> bool {
+    stale.is_some_and(|entry| {
+        matches!(entry.staleness(now), Staleness::Stale { .. })
+            && policy::CacheControl::parse(&entry.headers).never_stale()
+    })
 }
 
 /// True when a leader's answer fits a follower: same variant, and credentials allow it.

@@ -76,23 +76,50 @@ impl CacheControl {
     fn has_freshness(&self) -> bool {
         self.max_age.is_some() || self.s_maxage.is_some()
     }
+
+    /// True when a shared cache must not use the answer stale: `must-revalidate`,
+    /// `proxy-revalidate` or `s-maxage` (§4.2.4, §5.2.2.2, §5.2.2.10).
+    pub fn never_stale(&self) -> bool {
+        self.must_revalidate || self.s_maxage.is_some()
+    }
 }
 
 /// How a stored answer ages: fresh for `ttl`, then usable while revalidating for `swr` and,
-/// when the origin fails, for `sie` (both counted from the end of `ttl`).
+/// when the origin fails, for `sie` (both counted from the end of `ttl`), then kept for
+/// `keep` more only to be revalidated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Freshness {
     pub ttl: Duration,
     pub stale_while_revalidate: Duration,
     pub stale_if_error: Duration,
+    /// After the stale windows, how long the entry stays to be revalidated with its
+    /// validators (never served without the origin's `304`); zero for an answer without
+    /// `ETag` or `Last-Modified`. Varnish's `beresp.keep`.
+    pub keep: Duration,
     /// The answer may be served to requests that carry `Authorization`.
     pub shared_with_credentials: bool,
 }
 
 impl Freshness {
-    /// How long the entry is worth keeping: fresh plus the longer stale window.
+    /// How long the entry may answer at all: fresh plus the longer stale window.
     pub fn lifetime(&self) -> Duration {
         self.ttl + self.stale_while_revalidate.max(self.stale_if_error)
+    }
+
+    /// How long the entry is worth keeping: its [`Freshness::lifetime`], then `keep`.
+    pub fn retention(&self) -> Duration {
+        self.lifetime() + self.keep
+    }
+
+    /// True when an entry stale `by` is still kept (within a stale window or `keep`);
+    /// past that it is as good as gone.
+    pub fn retains(&self, by: Duration) -> bool {
+        by < self.stale_while_revalidate.max(self.stale_if_error) + self.keep
+    }
+
+    /// True when an entry stale `by` is past its stale windows, kept only to be revalidated.
+    pub fn in_keep(&self, by: Duration) -> bool {
+        by >= self.stale_while_revalidate.max(self.stale_if_error)
     }
 }
 
@@ -223,7 +250,7 @@ pub fn storable(
     let ttl = if heuristic { origin_ttl.or(rule.ttl) } else { origin_ttl };
     let ttl = ttl.ok_or(RejectReason::NoFreshness)?;
     // Never served stale: the answer says a shared cache must revalidate it once stale.
-    let revalidate = cc.must_revalidate || cc.s_maxage.is_some();
+    let revalidate = cc.never_stale();
     let window = |origin: Option<u64>, rule: Duration| match origin {
         _ if revalidate => Duration::ZERO,
         // The origin's stale windows count when its freshness does.
@@ -234,6 +261,8 @@ pub fn storable(
         ttl,
         stale_while_revalidate: window(cc.stale_while_revalidate, rule.stale_while_revalidate),
         stale_if_error: window(cc.stale_if_error, rule.stale_if_error),
+        // The cache's business, not the answer's: see `Cache::keep_for`.
+        keep: Duration::ZERO,
         shared_with_credentials,
     };
     if freshness.lifetime().is_zero() {

@@ -28,6 +28,10 @@ pub struct CacheRuleFile {
     /// After `ttl`, how long a stale entry is served when the origin fails.
     #[serde(default)]
     pub stale_if_error: Option<String>,
+    /// After the stale windows, how long an answer with `ETag` or `Last-Modified` stays to be
+    /// revalidated. Default: `[cache] keep` of `accel.toml` (`1h`).
+    #[serde(default)]
+    pub keep: Option<String>,
     /// Tag templates attached to every entry of the route.
     #[serde(default)]
     pub tags: Vec<String>,
@@ -112,6 +116,8 @@ pub struct CacheRule {
     pub ttl: Option<Duration>,
     pub stale_while_revalidate: Duration,
     pub stale_if_error: Duration,
+    /// Keep window of answers with validators; `None`: the sidecar's `[cache] keep`.
+    pub keep: Option<Duration>,
     pub tags: Vec<TagTemplate>,
     /// Bytes.
     pub max_object_size: usize,
@@ -133,6 +139,7 @@ impl Default for CacheRule {
             ttl: None,
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
+            keep: None,
             tags: Vec::new(),
             max_object_size: DEFAULT_MAX_OBJECT_SIZE,
             origin_cache_control: true,
@@ -211,6 +218,7 @@ fn convert_rule(file: CacheRuleFile, at: &mut impl FnMut(&str, String)) -> Optio
         ttl,
         stale_while_revalidate,
         stale_if_error,
+        keep,
         tags,
         max_object_size,
         origin_cache_control,
@@ -226,6 +234,7 @@ fn convert_rule(file: CacheRuleFile, at: &mut impl FnMut(&str, String)) -> Optio
     let ttl = duration("cache.ttl", ttl);
     let stale_while_revalidate = duration("cache.stale_while_revalidate", stale_while_revalidate);
     let stale_if_error = duration("cache.stale_if_error", stale_if_error);
+    let keep = duration("cache.keep", keep);
     if ttl.is_some_and(|t| t.is_zero()) {
         at("cache.ttl", "must be greater than zero (omit it to store only what the origin dates)".into());
     }
@@ -264,6 +273,7 @@ fn convert_rule(file: CacheRuleFile, at: &mut impl FnMut(&str, String)) -> Optio
         ttl: ttl.filter(|t| !t.is_zero()),
         stale_while_revalidate: stale_while_revalidate.unwrap_or_default(),
         stale_if_error: stale_if_error.unwrap_or_default(),
+        keep,
         tags,
         max_object_size,
         origin_cache_control: origin_cache_control.unwrap_or(true),
@@ -344,7 +354,7 @@ mod tests {
     fn every_field_converts() {
         let (route, problems) = parse(
             r#"
-            cache = { ttl = "5m", stale_while_revalidate = "30s", stale_if_error = "1h", tags = ["lead:{path.id}"],
+            cache = { ttl = "5m", stale_while_revalidate = "30s", stale_if_error = "1h", keep = "2h", tags = ["lead:{path.id}"],
                       max_object_size = "64KiB", origin_cache_control = false, client_no_cache = "revalidate",
                       allow_set_cookie = true, key = { host = false, query = ["tier"], headers = ["Authorization"], cookies = ["sid"] },
                       share_authenticated = true, credential_cookies = ["session"] }
@@ -356,6 +366,7 @@ mod tests {
         let rule = route.rule.unwrap();
         assert_eq!(rule.ttl, Some(Duration::from_secs(300)));
         assert_eq!(rule.stale_if_error, Duration::from_secs(3600));
+        assert_eq!(rule.keep, Some(Duration::from_secs(7200)));
         assert_eq!(rule.max_object_size, 64 << 10);
         assert!(!rule.origin_cache_control && rule.allow_set_cookie);
         assert_eq!(rule.client_no_cache, ClientNoCache::Revalidate);
@@ -389,7 +400,7 @@ mod tests {
     fn problems_name_their_key() {
         let (_, problems) = parse(
             r#"
-            cache = { ttl = "soon", max_object_size = "big", client_no_cache = "always", tags = ["a {b}"],
+            cache = { ttl = "soon", keep = "long", max_object_size = "big", client_no_cache = "always", tags = ["a {b}"],
                       key = { query = "some", headers = ["bad header"] }, credential_cookies = ["a=b"] }
             invalidate = ["x:{nope.y}"]
             coalesce = { follower_timeout = "0s" }
@@ -400,6 +411,7 @@ mod tests {
             keys,
             [
                 "cache.ttl",
+                "cache.keep",
                 "cache.tags",
                 "cache.max_object_size",
                 "cache.client_no_cache",

@@ -7,8 +7,13 @@
 //! - purges (admin API, invalidations) are published to the other sidecars, and theirs are
 //!   applied to this store ([`LocalPurge`]).
 //!
-//! Answers that vary (`Vary`) stay in memory only: the second level is keyed by the primary
-//! key. Second-level entries do not record whether they may answer requests with
+//! Answers that vary (`Vary`) are stored under their variant's key ([`CacheKey::variant`],
+//! the same as in memory), and the primary key holds a marker: an entry with the answer's
+//! `Vary` and no body, never served, that names the headers choosing the variant. A lookup
+//! that finds a marker reads the request's variant next (two reads), so variants never
+//! overwrite each other. A `304` that refreshes an entry is written back too. Entries leave
+//! Redis at the end of their stale windows (the keep window is memory's only).
+//! Second-level entries do not record whether they may answer requests with
 //! `Authorization`, so on routes with `share_authenticated` such requests use them only when
 //! the rule keys on the credential.
 //!
@@ -26,7 +31,7 @@ use http::Uri;
 use super::credential::Credentials;
 use super::entry::{CacheEntry, Staleness};
 use super::key::CacheKey;
-use super::policy::Freshness;
+use super::policy::{Freshness, vary_names};
 use super::status::CacheStatus;
 use super::tag::Tag;
 use super::{Cache, Coalesced, Flight, Handoff, Mode, Pass, collect};
@@ -57,12 +62,20 @@ impl Cache {
         cluster_lock: Option<ClusterLock>,
     ) {
         let Some(tier) = self.shared.get() else { return };
-        if variant != key || entry.freshness.lifetime().is_zero() {
+        if entry.freshness.lifetime().is_zero() {
             return;
         }
         let (tier, shared) = (tier.clone(), to_shared(entry));
         tokio::spawn(async move {
-            tier.l2_put(&key.to_string(), &shared).await;
+            if variant == key {
+                tier.l2_put(&key.to_string(), &shared).await;
+            } else {
+                // The variant before the marker: whoever reads the marker finds the variant.
+                let marker = vary_marker(&shared);
+                if tier.l2_put(&variant.to_string(), &shared).await {
+                    tier.l2_put(&key.to_string(), &marker).await;
+                }
+            }
             if let Some(lock) = cluster_lock {
                 lock.release().await;
             }
@@ -169,10 +182,21 @@ impl Pass {
                 }
             },
         };
-        let entry = Arc::new(from_shared(shared));
-        if collect::key_for(&entry, fill.key, &fill.request) != fill.key {
-            return Coalesced::Forward(self);
+        let mut variant = fill.key;
+        let mut entry = from_shared(shared);
+        if vary_names(&entry.headers).next().is_some() {
+            // A marker: the request's variant is stored under its own key.
+            variant = collect::key_for(&entry, fill.key, &fill.request);
+            let L2Lookup::Hit(shared) = tier.l2_get(&variant.to_string()).await else {
+                return Coalesced::Forward(self);
+            };
+            entry = from_shared(*shared);
+            if collect::key_for(&entry, fill.key, &fill.request) != variant {
+                return Coalesced::Forward(self);
+            }
         }
+        entry.freshness.keep = self.cache.keep_for(&rule, &entry.headers);
+        let entry = Arc::new(entry);
         let now = self.cache.clock.now();
         let Staleness::Fresh { remaining } = entry.staleness(now) else {
             // Stale: revalidate it with the origin, or fall back on it if the origin fails.
@@ -181,7 +205,7 @@ impl Pass {
         };
         self.cache.store.insert(fill.key, &fill.request, entry.clone(), fill.seq);
         if let Some(leader) = fill.flight.take_leader() {
-            leader.publish(Arc::new(Handoff { entry: entry.clone(), variant: fill.key }));
+            leader.publish(Arc::new(Handoff { entry: entry.clone(), variant }));
         }
         let status = CacheStatus::Hit { ttl: remaining.as_secs() as i64 };
         let answer = self.cache.answer(&entry, false, &fill.request, now, status);
@@ -208,6 +232,15 @@ fn to_shared(entry: &CacheEntry) -> SharedEntry {
     }
 }
 
+/// The primary key's marker of a varying answer: its `Vary` and lifetime, no body.
+fn vary_marker(shared: &SharedEntry) -> SharedEntry {
+    let mut headers = http::HeaderMap::new();
+    for value in shared.headers.get_all(http::header::VARY) {
+        headers.append(http::header::VARY, value.clone());
+    }
+    SharedEntry { headers, body: bytes::Bytes::new(), ..shared.clone() }
+}
+
 /// An entry from the shared form.
 fn from_shared(shared: SharedEntry) -> CacheEntry {
     let SharedEntry {
@@ -228,7 +261,14 @@ fn from_shared(shared: SharedEntry) -> CacheEntry {
         body,
         stored_at: stored_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
         initial_age: Duration::ZERO,
-        freshness: Freshness { ttl, stale_while_revalidate, stale_if_error, shared_with_credentials: false },
+        freshness: Freshness {
+            ttl,
+            stale_while_revalidate,
+            stale_if_error,
+            // Set by the reader: the keep window is this sidecar's rule's.
+            keep: Duration::ZERO,
+            shared_with_credentials: false,
+        },
         tags: tags.iter().map(|t| Tag::new(t)).collect(),
         host: host.into(),
         path: path.into(),

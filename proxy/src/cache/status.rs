@@ -10,6 +10,7 @@
 //! | a follower given its leader's answer | `accel; fwd=miss; collapsed` | `MISS` |
 //! | stale, fetched again | `accel; fwd=stale; fwd-status=200; stored` | `EXPIRED` |
 //! | stale, origin said 304 | `accel; fwd=stale; fwd-status=304; ttl=60` | `REVALIDATED` |
+//! | stale `must-revalidate`, origin failed: `504` | `accel; fwd=stale; fwd-status=503; detail=must-revalidate` | `EXPIRED` |
 //! | client asked to skip the cache | `accel; fwd=request` | `BYPASS` |
 //! | method not cached | `accel; fwd=method` | `BYPASS` |
 //! | credentials on a shared entry | `accel; fwd=bypass; detail=credentials` | `BYPASS` |
@@ -54,6 +55,10 @@ pub enum CacheStatus {
     Expired { fwd_status: u16, stored: bool },
     /// A stale entry was confirmed by the origin's 304.
     Revalidated { ttl: i64 },
+    /// A stale entry that must not be served stale (`must-revalidate`, `proxy-revalidate`,
+    /// `s-maxage`) could not be revalidated: the origin failed (`fwd_status`: its status, if
+    /// it answered) and the client got a `504`.
+    MustRevalidate { fwd_status: Option<u16> },
     /// The cache was not used.
     Bypass(BypassReason),
 }
@@ -65,7 +70,7 @@ impl CacheStatus {
             Self::Hit { .. } => CacheResult::Hit,
             Self::StaleWhileRevalidate { .. } | Self::StaleIfError { .. } => CacheResult::Stale,
             Self::Miss { .. } | Self::Collapsed => CacheResult::Miss,
-            Self::Expired { .. } => CacheResult::Expired,
+            Self::Expired { .. } | Self::MustRevalidate { .. } => CacheResult::Expired,
             Self::Revalidated { .. } => CacheResult::Revalidated,
             Self::Bypass(_) => CacheResult::Bypass,
         }
@@ -78,7 +83,7 @@ impl CacheStatus {
             Self::StaleWhileRevalidate { .. } => "UPDATING",
             Self::StaleIfError { .. } => "STALE",
             Self::Miss { .. } | Self::Collapsed => "MISS",
-            Self::Expired { .. } => "EXPIRED",
+            Self::Expired { .. } | Self::MustRevalidate { .. } => "EXPIRED",
             Self::Revalidated { .. } => "REVALIDATED",
             Self::Bypass(_) => "BYPASS",
         }
@@ -109,6 +114,13 @@ impl CacheStatus {
                 write!(text, "fwd=stale; fwd-status={fwd_status}{}", if stored { "; stored" } else { "" })
             }
             Self::Revalidated { ttl } => write!(text, "fwd=stale; fwd-status=304; ttl={ttl}"),
+            Self::MustRevalidate { fwd_status } => {
+                text.push_str("fwd=stale; ");
+                if let Some(status) = fwd_status {
+                    let _ = write!(text, "fwd-status={status}; ");
+                }
+                text.write_str("detail=must-revalidate")
+            }
             Self::Bypass(reason) => text.write_str(match reason {
                 BypassReason::Method => "fwd=method",
                 BypassReason::Request => "fwd=request",
@@ -171,6 +183,10 @@ mod tests {
         assert_eq!(
             CacheStatus::Revalidated { ttl: 60 }.header_value(),
             "accel; fwd=stale; fwd-status=304; ttl=60"
+        );
+        assert_eq!(
+            CacheStatus::MustRevalidate { fwd_status: None }.header_value(),
+            "accel; fwd=stale; detail=must-revalidate"
         );
         assert_eq!(CacheStatus::Bypass(BypassReason::Method).header_value(), "accel; fwd=method");
         assert_eq!(CacheStatus::Collapsed.x_cache_status(), "MISS");

@@ -11,11 +11,18 @@
 //! `Vary`: the primary key then holds a marker naming the varying headers, and each variant
 //! is stored under [`CacheKey::variant`].
 //!
-//! Entries leave at the end of their stale windows, or earlier when memory is needed (moka's
-//! TinyLFU admission and LRU eviction).
+//! Entries leave at the end of their keep window (after the stale windows; zero for answers
+//! without validators), or earlier when memory is needed (moka's TinyLFU admission and LRU
+//! eviction).
+//!
+//! Memory pressure goes to kept entries first. moka has no eviction priority, so the store
+//! watches its evictions: when one removes an entry for size while entries past their stale
+//! windows (kept only to be revalidated) are held, the next insert schedules one sweep that
+//! drops every such entry (at most one sweep a second). The memory they held then goes to
+//! answers that can still be served, before LRU eviction reaches another of those.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -24,7 +31,8 @@ use http::header::HeaderName;
 use moka::Expiry;
 use moka::notification::RemovalCause;
 
-use super::entry::CacheEntry;
+use super::clock::{Clock, Millis};
+use super::entry::{CacheEntry, Staleness};
 use super::key::CacheKey;
 use super::metrics::{CacheMetrics, EvictionCause};
 use super::policy::vary_names;
@@ -44,7 +52,7 @@ enum Slot {
 impl Slot {
     fn lifetime(&self) -> Duration {
         match self {
-            Self::Entry { entry, .. } => entry.freshness.lifetime().saturating_sub(entry.initial_age),
+            Self::Entry { entry, .. } => entry.freshness.retention().saturating_sub(entry.initial_age),
             Self::Vary { lifetime, .. } => *lifetime,
         }
     }
@@ -160,6 +168,27 @@ pub struct CacheStore {
     entries: moka::sync::Cache<CacheKey, Slot>,
     marks: Arc<Marks>,
     metrics: CacheMetrics,
+    pressure: Arc<Pressure>,
+    clock: Clock,
+}
+
+/// What the store knows of memory pressure (see the module doc).
+#[derive(Debug, Default)]
+struct Pressure {
+    /// Entries held with a keep window.
+    keepers: AtomicI64,
+    /// An entry left for size since the last sweep.
+    evicted: AtomicBool,
+    /// Cache time of the last sweep of kept entries.
+    swept_at: AtomicU64,
+}
+
+/// Sweeps of kept entries are at least this far apart (milliseconds of cache time).
+const SWEEP_EVERY: u64 = 1_000;
+
+/// True when `entry` is past its stale windows at `now`: kept only to be revalidated.
+fn kept_only(entry: &CacheEntry, now: Millis) -> bool {
+    matches!(entry.staleness(now), Staleness::Stale { by } if entry.freshness.in_keep(by))
 }
 
 impl std::fmt::Debug for CacheStore {
@@ -169,20 +198,29 @@ impl std::fmt::Debug for CacheStore {
 }
 
 impl CacheStore {
-    /// A store holding at most `memory` bytes of entries.
-    pub fn new(memory: u64, metrics: CacheMetrics) -> Self {
+    /// A store holding at most `memory` bytes of entries; `clock` tells kept entries (see
+    /// the module doc) from usable ones.
+    pub fn new(memory: u64, metrics: CacheMetrics, clock: Clock) -> Self {
         let marks = Arc::new(Marks::default());
+        let pressure = Arc::new(Pressure::default());
         let listener = {
             let marks = marks.clone();
             let metrics = metrics.clone();
+            let pressure = pressure.clone();
             move |_key: Arc<CacheKey>, slot: Slot, cause: RemovalCause| {
                 if let Slot::Entry { entry, seq } = &slot {
                     marks.detach(&entry.tags, *seq);
                     metrics.entries.dec();
                     metrics.bytes.dec_by(i64::from(slot.weight()));
+                    if !entry.freshness.keep.is_zero() {
+                        pressure.keepers.fetch_sub(1, Ordering::Relaxed);
+                    }
                     match cause {
                         RemovalCause::Expired => metrics.evicted(EvictionCause::Expired),
-                        RemovalCause::Size => metrics.evicted(EvictionCause::Size),
+                        RemovalCause::Size => {
+                            pressure.evicted.store(true, Ordering::Relaxed);
+                            metrics.evicted(EvictionCause::Size);
+                        }
                         RemovalCause::Explicit | RemovalCause::Replaced => {}
                     }
                 }
@@ -195,7 +233,7 @@ impl CacheStore {
             .eviction_listener(listener)
             .support_invalidation_closures()
             .build();
-        Self { entries, marks, metrics }
+        Self { entries, marks, metrics, pressure, clock }
     }
 
     /// A sequence number for an answer about to be fetched; pass it to [`CacheStore::insert`].
@@ -240,16 +278,48 @@ impl CacheStore {
         } else {
             let names: Arc<[HeaderName]> = names.into();
             let variant = key.variant(&names, request);
-            let lifetime = entry.freshness.lifetime();
+            let lifetime = entry.freshness.retention();
             self.entries.insert(key, Slot::Vary { names, lifetime });
             variant
         };
         self.marks.attach(&entry.tags);
+        if !entry.freshness.keep.is_zero() {
+            self.pressure.keepers.fetch_add(1, Ordering::Relaxed);
+        }
         let slot = Slot::Entry { entry, seq };
         self.metrics.entries.inc();
         self.metrics.bytes.inc_by(i64::from(slot.weight()));
         self.metrics.stores.inc();
         self.entries.insert(key, slot);
+        self.relieve();
+    }
+
+    /// After an eviction for size, drops the entries kept only to be revalidated (at most
+    /// once every [`SWEEP_EVERY`]), so that usable entries are not the next to go.
+    fn relieve(&self) {
+        if self.pressure.keepers.load(Ordering::Relaxed) <= 0
+            || !self.pressure.evicted.swap(false, Ordering::Relaxed)
+        {
+            return;
+        }
+        let now = self.clock.now();
+        let last = self.pressure.swept_at.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < SWEEP_EVERY
+            || self
+                .pressure
+                .swept_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let sweep = self.entries.invalidate_entries_if(move |_, slot| match slot {
+            Slot::Entry { entry, .. } => kept_only(entry, now),
+            Slot::Vary { .. } => false,
+        });
+        if let Err(e) = sweep {
+            tracing::warn!(error = %e, "cannot schedule the sweep of kept entries");
+        }
     }
 
     /// Invalidates every entry carrying one of `tags`; returns how many there were. O(number
@@ -323,7 +393,7 @@ mod tests {
     use crate::metrics::Metrics;
 
     fn store() -> CacheStore {
-        CacheStore::new(64 << 20, CacheMetrics::new(&Metrics::new(&[1.0])))
+        CacheStore::new(64 << 20, CacheMetrics::new(&Metrics::new(&[1.0])), Clock::manual(0))
     }
 
     fn put(store: &CacheStore, key: u128, e: CacheEntry) {
@@ -403,8 +473,36 @@ mod tests {
     }
 
     #[test]
+    fn entries_kept_only_for_revalidation_go_first_under_memory_pressure() {
+        let clock = Clock::manual(1_700_000_000_000);
+        let s = CacheStore::new(64 << 10, CacheMetrics::new(&Metrics::new(&[1.0])), clock.clone());
+        let sized = |stored_at: Millis| {
+            let mut e = entry("x", stored_at, 60);
+            e.body = bytes::Bytes::from(vec![b'x'; 4096]);
+            e
+        };
+        // Stored two minutes ago: past ttl (60 s) and stale window (10 s), within keep (1 h).
+        let old = clock.now() - 120_000;
+        for i in 0..6 {
+            put(&s, i, sized(old));
+        }
+        s.run_pending_tasks();
+        clock.advance(Duration::from_secs(2));
+        for i in 100..130 {
+            // Read often: by recency and frequency alone they would outlive the new entries.
+            for _ in 0..3 {
+                (0..6).for_each(|k| _ = s.get(CacheKey(k), &HeaderMap::new()));
+            }
+            put(&s, i, sized(clock.now()));
+            s.run_pending_tasks();
+        }
+        assert!((0..6).all(|i| s.get(CacheKey(i), &HeaderMap::new()).is_none()), "kept entries swept");
+        assert!(s.entries.weighted_size() <= 64 << 10);
+    }
+
+    #[test]
     fn memory_is_bounded_by_weight() {
-        let s = CacheStore::new(64 << 10, CacheMetrics::new(&Metrics::new(&[1.0])));
+        let s = CacheStore::new(64 << 10, CacheMetrics::new(&Metrics::new(&[1.0])), Clock::manual(0));
         for i in 0..200 {
             let mut e = entry("x", 0, 60);
             e.body = bytes::Bytes::from(vec![b'x'; 4096]);

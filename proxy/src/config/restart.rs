@@ -279,9 +279,11 @@ fn same_cache(running: &CacheConfig, next: &CacheConfig) -> bool {
         purge_token: _,
         credential_cookies,
         credential_key,
+        keep,
         clock: _,
     } = next;
     running.memory == *memory
+        && running.keep == *keep
         && running.credential_cookies == *credential_cookies
         && running.credential_key.same_as(credential_key)
         && running.tag_headers == *tag_headers
