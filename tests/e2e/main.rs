@@ -13,6 +13,7 @@ mod insight;
 mod isolation;
 mod lifecycle;
 mod limit;
+mod query;
 mod redis;
 mod reload;
 mod routing;

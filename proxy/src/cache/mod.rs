@@ -200,6 +200,9 @@ struct Fill {
     flight: Flight,
     /// Store the answer.
     store: bool,
+    /// A query (a POST keyed on its body): a stale entry is fetched again whole, never
+    /// revalidated with validators (a condition on a POST asks something else of the origin).
+    query: bool,
     /// Validators were sent upstream.
     revalidating: bool,
     /// The cluster-wide coalescing lock this request holds (see `second_level`): released
@@ -348,7 +351,7 @@ mod tests {
         let (cache, route) =
             setup(CacheRule { stale_if_error: Duration::from_secs(60), ..CacheRule::default() });
         let params = PathParams::default();
-        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/1"));
+        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/1"), None);
 
         let miss = forward(look());
         let filled = miss.complete(Ok(upstream_answer("lead 1", "max-age=10")));
@@ -372,7 +375,7 @@ mod tests {
     async fn a_follower_takes_the_leaders_answer() {
         let (cache, route) = setup(CacheRule::default());
         let params = PathParams::default();
-        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/2"));
+        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/2"), None);
 
         let Coalesced::Forward(leader) = forward(look()).coalesce().await else {
             panic!("the first one leads")
@@ -391,7 +394,7 @@ mod tests {
     async fn hits_within_a_second_share_their_headers_and_the_next_second_updates_them() {
         let (cache, route) = setup(CacheRule::default());
         let params = PathParams::default();
-        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/3"));
+        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/3"), None);
         text(forward(look()).complete(Ok(upstream_answer("lead 3", "max-age=60")))).await;
 
         tokio::time::advance(Duration::from_millis(2_100)).await;
@@ -414,8 +417,9 @@ mod tests {
         for share in [false, true] {
             let (cache, route) = setup(CacheRule { share_authenticated: share, ..CacheRule::default() });
             let params = PathParams::default();
-            let look =
-                |token: &str| cache.lookup(&route, &params, Some("api.test"), &request_as("/me", token));
+            let look = |token: &str| {
+                cache.lookup(&route, &params, Some("api.test"), &request_as("/me", token), None)
+            };
 
             let alice = forward(look("Bearer alice"));
             text(alice.complete(Ok(upstream_answer("alice's", "public, max-age=60")))).await;
@@ -429,7 +433,7 @@ mod tests {
                 assert_eq!(text(bob).await, "bob's");
                 assert_eq!(text(answered(look("Bearer alice"))).await, "alice's");
                 assert_eq!(text(answered(look("Bearer bob"))).await, "bob's");
-                let anonymous = cache.lookup(&route, &params, Some("api.test"), &request("/me"));
+                let anonymous = cache.lookup(&route, &params, Some("api.test"), &request("/me"), None);
                 assert!(matches!(anonymous, Lookup::Forward(_)), "no credentials: no user's entry");
             }
         }
@@ -439,7 +443,8 @@ mod tests {
     async fn identical_misses_of_two_users_lead_a_flight_each() {
         let (cache, route) = setup(CacheRule::default());
         let params = PathParams::default();
-        let look = |token: &str| cache.lookup(&route, &params, Some("api.test"), &request_as("/me", token));
+        let look =
+            |token: &str| cache.lookup(&route, &params, Some("api.test"), &request_as("/me", token), None);
 
         let Coalesced::Forward(alice) = forward(look("Bearer alice")).coalesce().await else {
             panic!("alice leads")

@@ -57,7 +57,7 @@ impl Pass {
     pub fn prepare(&mut self, headers: &mut HeaderMap) {
         let Mode::Fill(fill) = &mut self.mode else { return };
         match &fill.stale {
-            Some(stale) if stale.has_validators() => {
+            Some(stale) if stale.has_validators() && !fill.query => {
                 conditional::add_validators(headers, stale);
                 fill.revalidating = true;
             }

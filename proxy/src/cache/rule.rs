@@ -54,6 +54,14 @@ pub struct CacheRuleFile {
     /// `[cache] credential_cookies` of `accel.toml`.
     #[serde(default)]
     pub credential_cookies: Vec<String>,
+    /// Methods whose answers are cached: `["GET", "HEAD"]` (default), plus `"POST"` for query
+    /// caching (answers to POSTs keyed on a hash of their body).
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// Largest POST body hashed into the key (default `64KiB`); a larger one, or one without
+    /// `Content-Length`, passes uncached.
+    #[serde(default)]
+    pub max_body_key: Option<String>,
 }
 
 /// `key = { ... }` of a route's cache.
@@ -125,7 +133,42 @@ pub struct CacheRule {
     pub share_authenticated: bool,
     /// Cookie names that are credentials on this route (added to the sidecar's).
     pub credential_cookies: Vec<Box<str>>,
+    /// Which methods' answers are cached.
+    pub methods: CachedMethods,
+    /// Largest POST body, in bytes, hashed into the key (query caching): a larger one passes
+    /// uncached, and so does one without a declared length.
+    pub max_body_key: u64,
 }
+
+/// Which methods' answers a route caches (`cache.methods`). A HEAD is answered from the GET
+/// entry; a POST is a query, keyed on its body ([`super::key::CacheKey::query`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachedMethods {
+    pub get: bool,
+    pub head: bool,
+    pub post: bool,
+}
+
+impl Default for CachedMethods {
+    fn default() -> Self {
+        Self { get: true, head: true, post: false }
+    }
+}
+
+impl CachedMethods {
+    /// True when answers to `method` are looked up and stored.
+    pub fn includes(self, method: &http::Method) -> bool {
+        match *method {
+            http::Method::GET => self.get,
+            http::Method::HEAD => self.head,
+            http::Method::POST => self.post,
+            _ => false,
+        }
+    }
+}
+
+/// Default `max_body_key`: 64 KiB.
+pub const DEFAULT_MAX_BODY_KEY: u64 = 64 << 10;
 
 impl Default for CacheRule {
     fn default() -> Self {
@@ -141,6 +184,8 @@ impl Default for CacheRule {
             key: KeySpec::default(),
             share_authenticated: false,
             credential_cookies: Vec::new(),
+            methods: CachedMethods::default(),
+            max_body_key: DEFAULT_MAX_BODY_KEY,
         }
     }
 }
@@ -219,6 +264,8 @@ fn convert_rule(file: CacheRuleFile, at: &mut impl FnMut(&str, String)) -> Optio
         key,
         share_authenticated,
         credential_cookies,
+        methods,
+        max_body_key,
     } = file;
     let mut duration = |key: &str, text: Option<String>| -> Option<Duration> {
         parse_duration(&text?).map_err(|e| at(key, e)).ok()
@@ -257,6 +304,14 @@ fn convert_rule(file: CacheRuleFile, at: &mut impl FnMut(&str, String)) -> Optio
     };
     let key = key.map_or_else(KeySpec::default, |k| convert_key(k, at));
     let credential_cookies = cookie_names(credential_cookies, "cache.credential_cookies", &mut *at);
+    let methods = methods.map_or_else(CachedMethods::default, |m| cached_methods(&m, at));
+    let max_body_key = match max_body_key {
+        None => DEFAULT_MAX_BODY_KEY,
+        Some(text) => parse_size(&text).unwrap_or_else(|e| {
+            at("cache.max_body_key", e);
+            DEFAULT_MAX_BODY_KEY
+        }),
+    };
     if enabled == Some(false) {
         return None;
     }
@@ -272,7 +327,30 @@ fn convert_rule(file: CacheRuleFile, at: &mut impl FnMut(&str, String)) -> Optio
         key,
         share_authenticated: share_authenticated.unwrap_or(false),
         credential_cookies,
+        methods,
+        max_body_key,
     })
+}
+
+/// `cache.methods`: GET, HEAD and POST, any of them, at least one.
+fn cached_methods(names: &[String], at: &mut impl FnMut(&str, String)) -> CachedMethods {
+    let mut methods = CachedMethods { get: false, head: false, post: false };
+    for name in names {
+        match name.to_ascii_uppercase().as_str() {
+            "GET" => methods.get = true,
+            "HEAD" => methods.head = true,
+            "POST" => methods.post = true,
+            _ => at("cache.methods", format!("{name:?} cannot be cached: only GET, HEAD and POST")),
+        }
+    }
+    if names.is_empty() {
+        at("cache.methods", "lists no method (use `enabled = false` to stop caching)".into());
+        return CachedMethods::default();
+    }
+    if methods.head && !methods.get {
+        at("cache.methods", "HEAD is answered from the GET entry: list GET with it".into());
+    }
+    methods
 }
 
 fn convert_key(file: KeyFile, at: &mut impl FnMut(&str, String)) -> KeySpec {
@@ -386,11 +464,32 @@ mod tests {
     }
 
     #[test]
+    fn queries_are_cached_only_where_the_route_lists_post() {
+        let (route, problems) = parse("cache = {}");
+        assert!(problems.is_empty(), "{problems:?}");
+        let rule = route.rule.unwrap();
+        assert_eq!(rule.methods, CachedMethods { get: true, head: true, post: false });
+        assert_eq!(rule.max_body_key, DEFAULT_MAX_BODY_KEY);
+        assert!(!rule.methods.includes(&http::Method::POST));
+        let (route, problems) =
+            parse(r#"cache = { methods = ["GET", "head", "POST"], max_body_key = "8KiB" }"#);
+        assert!(problems.is_empty(), "{problems:?}");
+        let rule = route.rule.unwrap();
+        assert!(rule.methods.includes(&http::Method::POST) && rule.methods.includes(&http::Method::HEAD));
+        assert!(!rule.methods.includes(&http::Method::PUT));
+        assert_eq!(rule.max_body_key, 8 << 10);
+        let (route, problems) = parse(r#"cache = { methods = ["POST"] }"#);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(!route.rule.unwrap().methods.includes(&http::Method::GET), "a query-only route");
+    }
+
+    #[test]
     fn problems_name_their_key() {
         let (_, problems) = parse(
             r#"
             cache = { ttl = "soon", max_object_size = "big", client_no_cache = "always", tags = ["a {b}"],
-                      key = { query = "some", headers = ["bad header"] }, credential_cookies = ["a=b"] }
+                      key = { query = "some", headers = ["bad header"] }, credential_cookies = ["a=b"],
+                      methods = ["PUT", "HEAD"], max_body_key = "lots" }
             invalidate = ["x:{nope.y}"]
             coalesce = { follower_timeout = "0s" }
             "#,
@@ -406,6 +505,9 @@ mod tests {
                 "cache.key.query",
                 "cache.key.headers",
                 "cache.credential_cookies",
+                "cache.methods",
+                "cache.methods",
+                "cache.max_body_key",
                 "invalidate",
                 "coalesce.follower_timeout"
             ]
