@@ -18,6 +18,7 @@ mod redis;
 mod reload;
 mod routing;
 mod smoke;
+mod targeted;
 mod timing;
 mod tls;
 mod transparency;

@@ -25,9 +25,10 @@
 //! from entries and the cache's headers), [`purge`] (an operator's purge request). One concept
 //! per file under them: [`key`] (the 128-bit key), [`credential`] (requests with credentials
 //! keyed per user unless the route shares them), [`policy`] (RFC 9111 storability and
-//! freshness), [`entry`] (a stored answer), [`store`] (moka, weighed in bytes, with O(1) tag
-//! purges), [`tag`] (tags and templates), [`conditional`] (304s both ways), [`status`]
-//! (`Cache-Status`), [`rule`] and [`config`] (operator fields → runtime), [`metrics`] and
+//! freshness), [`targeted`] (`CDN-Cache-Control` and Accel's own field, RFC 9213), [`entry`]
+//! (a stored answer), [`store`] (moka, weighed in bytes, with O(1) tag purges), [`tag`] (tags
+//! and templates), [`conditional`] (304s both ways), [`status`] (`Cache-Status`), [`rule`] and
+//! [`config`] (operator fields → runtime), [`metrics`] and
 //! [`clock`].
 
 mod answer;
@@ -49,6 +50,7 @@ mod second_level;
 pub mod status;
 pub mod store;
 pub mod tag;
+pub mod targeted;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -269,8 +269,14 @@ impl Cache {
                 shared_with_credentials: false,
             });
         };
-        let freshness =
-            policy::storable(rule, fill.credentials.present(), code, headers, self.now_system(now))?;
+        let freshness = policy::storable(
+            rule,
+            &self.config.targeted,
+            fill.credentials.present(),
+            code,
+            headers,
+            self.now_system(now),
+        )?;
         let declared = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -293,10 +299,17 @@ impl Cache {
     ) -> Answer {
         let Fill { key, request, credentials, head, seq, mut flight, .. } = fill;
         let mut headers = conditional::refreshed_headers(&stale.headers, not_modified);
-        self.strip_tag_headers(&mut headers);
         let initial_age = policy::initial_age(not_modified);
-        let decision =
-            policy::storable(rule, credentials.present(), stale.status, &headers, self.now_system(now));
+        // Decided before the fields for the cache alone (a targeted field) leave the headers.
+        let decision = policy::storable(
+            rule,
+            &self.config.targeted,
+            credentials.present(),
+            stale.status,
+            &headers,
+            self.now_system(now),
+        );
+        self.strip_tag_headers(&mut headers);
         let entry = match decision {
             Ok(freshness) => {
                 let entry = Arc::new(CacheEntry {

@@ -269,6 +269,7 @@ fn same_cache(running: &CacheConfig, next: &CacheConfig) -> bool {
         purge_token: _,
         credential_cookies,
         credential_key,
+        targeted,
         clock: _,
     } = next;
     running.memory == *memory
@@ -278,6 +279,7 @@ fn same_cache(running: &CacheConfig, next: &CacheConfig) -> bool {
         && running.invalidation_headers == *invalidation_headers
         && running.strip_tag_headers == *strip_tag_headers
         && running.x_cache_status == *x_cache_status
+        && running.targeted == *targeted
 }
 
 /// `[redis]` is the same, servers included (compared by their full description, credentials
