@@ -9,6 +9,7 @@ mod compress;
 mod failures;
 mod health;
 mod hostile;
+mod ignore;
 mod insight;
 mod isolation;
 mod lifecycle;

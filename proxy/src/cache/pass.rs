@@ -189,6 +189,9 @@ impl Cache {
                 } = fill;
                 tags.extend(origin_tags);
                 let mut headers = parts.headers.clone();
+                if let Some(rule) = &rule {
+                    rule.ignore.trim(&mut headers);
+                }
                 let initial_age = policy::initial_age(&headers);
                 headers.remove(header::AGE);
                 let template = CacheEntry {
@@ -310,6 +313,7 @@ impl Cache {
             self.now_system(now),
         );
         self.strip_tag_headers(&mut headers);
+        rule.ignore.trim(&mut headers);
         let entry = match decision {
             Ok(freshness) => {
                 let entry = Arc::new(CacheEntry {

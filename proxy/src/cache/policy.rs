@@ -188,10 +188,17 @@ pub fn storable(
     headers: &HeaderMap,
     now: SystemTime,
 ) -> Result<Freshness, RejectReason> {
-    let (cc, expires) = match targeted.select(headers) {
+    let (mut cc, mut expires) = match targeted.select(headers) {
         Some(cc) => (cc, None),
         None => (CacheControl::parse(headers), headers.get(header::EXPIRES)),
     };
+    // What the route ignores of the origin (`cache.ignore`).
+    let ignore = &rule.ignore;
+    cc.no_cache &= !ignore.no_cache;
+    cc.private &= !ignore.private;
+    if ignore.expires {
+        expires = None;
+    }
     let code = status.as_u16();
     let explicit = cc.has_freshness() || expires.is_some();
     let heuristic = HEURISTIC.contains(&code);
@@ -207,7 +214,7 @@ pub fn storable(
     if cc.no_cache {
         return Err(RejectReason::NoCache);
     }
-    if headers.contains_key(header::SET_COOKIE) && !rule.allow_set_cookie {
+    if headers.contains_key(header::SET_COOKIE) && !rule.allow_set_cookie && !ignore.set_cookie {
         return Err(RejectReason::SetCookie);
     }
     if vary_names(headers).any(|name| name == "*") {
@@ -394,6 +401,40 @@ mod tests {
         assert!(f.shared_with_credentials, "must-revalidate lets a shared cache keep it");
         // A status kept only on an explicit lifetime: the targeted one counts.
         assert_eq!(check(&r, 503, &[("cdn-cache-control", "max-age=5")]).map(|f| f.ttl.as_secs()), Ok(5));
+    }
+
+    #[test]
+    fn a_route_may_ignore_the_origins_no_cache_private_expires_and_set_cookie() {
+        use crate::cache::rule::OriginIgnores;
+        let uncacheable = [
+            ("cache-control", "private, no-cache"),
+            ("expires", "Thu, 01 Jan 1970 00:00:00 GMT"),
+            ("set-cookie", "sid=1"),
+        ];
+        assert_eq!(check(&rule(Some(60)), 200, &uncacheable), Err(RejectReason::Private));
+        let all = OriginIgnores {
+            no_cache: true,
+            private: true,
+            expires: true,
+            set_cookie: true,
+            vary: Vec::new(),
+        };
+        let ignoring = CacheRule { ignore: all.clone(), ..rule(Some(60)) };
+        assert_eq!(check(&ignoring, 200, &uncacheable).map(|f| f.ttl.as_secs()), Ok(60));
+        let only_no_cache = CacheRule {
+            ignore: OriginIgnores { no_cache: true, ..OriginIgnores::default() },
+            ..rule(Some(60))
+        };
+        assert_eq!(
+            check(&only_no_cache, 200, &uncacheable),
+            Err(RejectReason::Private),
+            "each one is chosen"
+        );
+        assert_eq!(
+            check(&ignoring, 200, &[("cache-control", "no-store")]),
+            Err(RejectReason::NoStore),
+            "no-store is never ignored"
+        );
     }
 
     #[test]
