@@ -27,45 +27,14 @@ while (($#)); do
   shift
 done
 
-BIN="$ROOT/target/$PROFILE"
-if ((BUILD)); then
-  flag=()
-  [ "$PROFILE" = release ] && flag=(--release)
-  cargo build "${flag[@]}" -p accel -p accel-origin -p accel-benches \
-    --bin accel --bin accel-origin --bin accel-bench --manifest-path "$ROOT/Cargo.toml" >&2
-fi
-
-WORK="$(mktemp -d /tmp/accel-platform.XXXXXX)"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_for() { # URL WHAT LOG
-  for _ in $(seq 1 600); do
-    curl -sf "$1" >/dev/null && return 0
-    sleep 0.1
-  done
-  echo "platform.sh: $2 did not start" >&2
-  cat "$3" >&2
-  exit 1
-}
-
-ORIGIN_PORT=$(free_port)
+NAME=platform
+# shellcheck source=benches/stack.sh
+source "$ROOT/benches/stack.sh"
+stack_build accel accel-origin accel-bench
+stack_start
 LISTEN_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
-export DATABASE_URL="sqlite://$WORK/origin.db?mode=rwc"
-"$BIN/accel-origin" seed >"$WORK/seed.log" 2>&1
-# Every API route needs a bearer token and answers only its tenant's data: the seed's demo
-# token (user 1), and ids from that user's tenant in place of the scenario's examples.
-TOKEN=$(sed -n 's/^demo token (user 1): //p' "$WORK/seed.log")
-[ -n "$TOKEN" ] || { echo "platform.sh: the seed printed no demo token" >&2; cat "$WORK/seed.log" >&2; exit 1; }
+start_origin
 read -r TENANT LEAD CONTACT < <(python3 - "$WORK/origin.db" <<'PY'
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
@@ -78,9 +47,6 @@ PY
 sed -e "s#/api/golden-leads/42#/api/golden-leads/$LEAD#; s#/api/predictions/42#/api/predictions/$LEAD#" \
     -e "s#/api/pricing/7?#/api/pricing/$CONTACT?#; s#/api/tenants/3/usage#/api/tenants/$TENANT/usage#" \
     "$ROOT/benches/scenarios/platform.toml" >"$WORK/scenario.toml"
-"$BIN/accel-origin" serve --listen "127.0.0.1:$ORIGIN_PORT" >"$WORK/origin.log" 2>&1 &
-PIDS+=($!)
-wait_for "http://127.0.0.1:$ORIGIN_PORT/health" "the origin" "$WORK/origin.log"
 
 # The shipped rules without their per-client rate limits, and the per-client concurrency cap
 # raised: the benchmark is one client with up to 100 connections, where production traffic

@@ -83,6 +83,9 @@ pub async fn handle(
     if let Err(error) = normalize_path(&mut request) {
         return refuse(proxy, &running, None, downstream, &request, error, id.as_ref(), started);
     }
+    // The body apart from the head: it streams upstream, or is read whole for a query's key.
+    let (parts, body) = request.into_parts();
+    let request = Request::from_parts(parts, ());
     let table = &running.routes;
     let host = match request_host(&request) {
         Ok(host) => host,
@@ -107,7 +110,8 @@ pub async fn handle(
     // body limit: a declared length over the route's limit is refused before any work; a
     // body that streams past it is cut off in the forward stage.
     let max_body_size = route.rule.max_body_size.unwrap_or(running.max_body_size);
-    if http_body::Body::size_hint(request.body()).lower() > max_body_size {
+    let declared = http_body::Body::size_hint(&body);
+    if declared.lower() > max_body_size {
         let error = ProxyError::BodyTooLarge { limit: max_body_size };
         return refuse(proxy, &running, Some(route), downstream, &request, error, id.as_ref(), started);
     }
@@ -130,9 +134,22 @@ pub async fn handle(
     let compress = Negotiation::new(route.compress.as_deref(), &record.method, request.headers());
     let mut back = Outbound { admission, compress, upstream: None };
 
+    // query body: a POST on a route that caches queries is read whole, within the route's
+    // `max_body_key`, for the key to hash it; every other body streams in the forward.
+    let body = if route.cache.keys_body(&request, declared.exact()) {
+        match RequestBody::buffer(body, running.body_read_timeout).await {
+            Ok(body) => body,
+            Err(error) => {
+                let answer = Answer { response: error.into_response(), result: CacheResult::None };
+                return finish(route, downstream, &record, answer, back, started).await;
+            }
+        }
+    } else {
+        RequestBody::new(body, running.body_read_timeout, max_body_size)
+    };
     // cache lookup: a fresh entry answers here (HEAD from the GET entry, 304 to a matching
     // conditional request); otherwise the pass says what the forward is for.
-    let pass = match proxy.cache.lookup(&route.cache, &params, host, &request) {
+    let pass = match proxy.cache.lookup(&route.cache, &params, host, &request, body.buffered()) {
         Lookup::Answer(answer) => {
             return finish(route, downstream, &record, answer, back, started).await;
         }
@@ -140,7 +157,8 @@ pub async fn handle(
         // request (sent before this answer goes back) refreshes it.
         Lookup::Stale { answer, refresh } => {
             if let Some(refresh) = refresh {
-                refresh_in_background(&running, route, downstream, &request, record.id.clone(), refresh);
+                let parts = (&request, &body);
+                refresh_in_background(&running, route, downstream, parts, record.id.clone(), refresh);
             }
             return finish(route, downstream, &record, answer, back, started).await;
         }
@@ -164,8 +182,7 @@ pub async fn handle(
 
     // forward: forwarding headers, the request id and the cache's validators, then
     // least-connections pick and tries with retries; a failure becomes the proxy's answer here.
-    let (parts, body) = request.into_parts();
-    let body = RequestBody::new(body, running.body_read_timeout, max_body_size);
+    let (parts, ()) = request.into_parts();
     let prepare = |headers: &mut http::HeaderMap| {
         if let Some(id) = &record.id {
             id.set(headers);
@@ -197,17 +214,21 @@ pub async fn handle(
 }
 
 /// Sends the background request that refreshes a stale entry: a GET with the request's
-/// headers and id, through the same exchange as any forward.
+/// headers and id (a query's POST with its body), through the same exchange as any forward.
 fn refresh_in_background(
     running: &Running,
     route: &Arc<Route>,
     downstream: &Downstream,
-    request: &Request<Incoming>,
+    (request, body): (&Request<()>, &RequestBody),
     id: Option<RequestId>,
     mut pass: Pass,
 ) {
     let (mut parts, ()) = Request::new(()).into_parts();
-    parts.method = Method::GET;
+    let body = match body {
+        RequestBody::Buffered(bytes) => RequestBody::Buffered(bytes.clone()),
+        RequestBody::Empty | RequestBody::Stream(_) => RequestBody::Empty,
+    };
+    parts.method = if request.method() == Method::POST { Method::POST } else { Method::GET };
     parts.version = request.version();
     parts.uri = request.uri().clone();
     parts.headers = request.headers().clone();
@@ -219,10 +240,9 @@ fn refresh_in_background(
             }
             pass.prepare(headers);
         };
-        let result =
-            forward::exchange(&route, &downstream, &policy, parts, RequestBody::Empty, prepare, false)
-                .await
-                .map_err(ProxyError::into_response);
+        let result = forward::exchange(&route, &downstream, &policy, parts, body, prepare, false)
+            .await
+            .map_err(ProxyError::into_response);
         pass.complete_refresh(result).await;
     });
 }
@@ -251,7 +271,7 @@ impl<'a> Record<'a> {
         proxy: &'a Pipeline,
         running: &Running,
         route: &Route,
-        request: &Request<Incoming>,
+        request: &Request<()>,
         id: Option<RequestId>,
     ) -> Self {
         let lines = running.access_log || route.rule.timing.slow.is_some();
@@ -322,12 +342,12 @@ async fn finish(
 /// The answer to a request refused before it went anywhere (a bad request, no route, a
 /// limit): the rescue point's response, recorded like any other.
 #[allow(clippy::too_many_arguments)] // the request's parts and its record so far
-fn refuse(
+fn refuse<B>(
     proxy: &Pipeline,
     running: &Running,
     route: Option<&Route>,
     downstream: &Downstream,
-    request: &Request<Incoming>,
+    request: &Request<B>,
     error: ProxyError,
     id: Option<&RequestId>,
     started: Instant,

@@ -61,11 +61,16 @@ impl Cache {
         }
     }
 
+    /// Removes what the origin told the cache alone: tag and invalidation headers (unless
+    /// `strip_tag_headers = false`) and the targeted fields not forwarded.
     pub(super) fn strip_tag_headers(&self, headers: &mut HeaderMap) {
         if self.config.strip_tag_headers {
             for name in self.config.tag_headers.iter().chain(&self.config.invalidation_headers) {
                 headers.remove(name);
             }
+        }
+        for name in &self.config.targeted.removed {
+            headers.remove(name);
         }
     }
 }

@@ -3,11 +3,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use http::header::HeaderName;
+use http::header::{self, HeaderName};
 use serde::Deserialize;
 
 use super::credential::{CredentialKey, MIN_CONFIGURED_LEN};
 use super::rule::cookie_names;
+use super::targeted::{CDN_CACHE_CONTROL, TargetedFields};
 use crate::problem::Problems;
 use crate::quantity::{parse_duration, parse_size};
 
@@ -48,6 +49,19 @@ pub struct CacheFile {
     /// Default `1h`; `0s` turns it off.
     #[serde(default)]
     pub keep: Option<String>,
+    /// Accel's own targeted cache-control field (RFC 9213), obeyed before
+    /// `CDN-Cache-Control` and `Cache-Control`. Default `"Accel-Cache-Control"`; `""`: none.
+    #[serde(default)]
+    pub targeted_field: Option<String>,
+    /// Obey `CDN-Cache-Control` (RFC 9213) before `Cache-Control`. Default true.
+    #[serde(default)]
+    pub cdn_cache_control: Option<bool>,
+    /// Forward `targeted_field` to clients. Default false: it was addressed to Accel alone.
+    #[serde(default)]
+    pub forward_targeted_field: Option<bool>,
+    /// Forward `CDN-Cache-Control` to clients. Default true, for CDNs downstream.
+    #[serde(default)]
+    pub forward_cdn_cache_control: Option<bool>,
 }
 
 /// The validated `[cache]`.
@@ -68,6 +82,8 @@ pub struct CacheConfig {
     pub credential_key: CredentialKey,
     /// Default `keep` of routes that do not set `cache.keep` (see [`super::policy::Freshness`]).
     pub keep: Duration,
+    /// The targeted cache-control fields obeyed and those removed (see [`super::targeted`]).
+    pub targeted: TargetedFields,
     /// Cache time: the system clock (following Tokio's), or a manual one injected by tests.
     pub clock: super::Clock,
 }
@@ -89,6 +105,7 @@ impl Default for CacheConfig {
             credential_cookies: Vec::new(),
             credential_key: CredentialKey::random(),
             keep: DEFAULT_KEEP,
+            targeted: TargetedFields::default(),
             clock: super::Clock::system(),
         }
     }
@@ -110,6 +127,10 @@ pub fn convert(file: CacheFile, admin_token: Option<&str>, p: &mut Problems, sho
         credential_cookies,
         credential_key,
         keep,
+        targeted_field,
+        cdn_cache_control,
+        forward_targeted_field,
+        forward_cdn_cache_control,
     } = file;
     let defaults = CacheConfig::default();
     let memory = match memory {
@@ -167,6 +188,34 @@ pub fn convert(file: CacheFile, admin_token: Option<&str>, p: &mut Problems, sho
             DEFAULT_KEEP
         }
     };
+    let mut targeted = TargetedFields { targets: Vec::new(), removed: Vec::new() };
+    let own = match targeted_field.as_deref() {
+        None => Some(HeaderName::from_static("accel-cache-control")),
+        Some("") => None,
+        Some(name) => match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(own) if own == header::CACHE_CONTROL || own == CDN_CACHE_CONTROL => {
+                p.at(shown, "cache.targeted_field", format!("{name:?} is not a field of Accel's own"));
+                None
+            }
+            Ok(own) => Some(own),
+            Err(_) => {
+                p.at(shown, "cache.targeted_field", format!("{name:?} is not a header name"));
+                None
+            }
+        },
+    };
+    let mut target = |name: HeaderName, forward: bool| {
+        if !forward {
+            targeted.removed.push(name.clone());
+        }
+        targeted.targets.push(name);
+    };
+    if let Some(own) = own {
+        target(own, forward_targeted_field.unwrap_or(false));
+    }
+    if cdn_cache_control.unwrap_or(true) {
+        target(CDN_CACHE_CONTROL.clone(), forward_cdn_cache_control.unwrap_or(true));
+    }
     CacheConfig {
         memory,
         tag_headers,
@@ -177,6 +226,7 @@ pub fn convert(file: CacheFile, admin_token: Option<&str>, p: &mut Problems, sho
         credential_cookies,
         credential_key,
         keep,
+        targeted,
         clock: defaults.clock,
     }
 }
@@ -208,6 +258,35 @@ mod tests {
         assert_eq!(config.keep, DEFAULT_KEEP);
         let file = CacheFile { keep: Some("10m".into()), ..CacheFile::default() };
         assert_eq!(convert(file, None, &mut Problems::default(), Path::new("a")).keep.as_secs(), 600);
+    }
+
+    #[test]
+    fn targeted_fields_are_ours_then_cdn_cache_control_and_ours_is_removed() {
+        let mut p = Problems::default();
+        let config = convert(CacheFile::default(), None, &mut p, Path::new("accel.toml"));
+        assert_eq!(config.targeted, TargetedFields::default());
+        let file = CacheFile {
+            targeted_field: Some("Edge-Control".into()),
+            forward_targeted_field: Some(true),
+            forward_cdn_cache_control: Some(false),
+            ..CacheFile::default()
+        };
+        let config = convert(file, None, &mut p, Path::new("accel.toml"));
+        assert!(p.is_empty(), "{p}");
+        assert_eq!(
+            config.targeted.targets,
+            [HeaderName::from_static("edge-control"), CDN_CACHE_CONTROL.clone()]
+        );
+        assert_eq!(config.targeted.removed, std::slice::from_ref(&CDN_CACHE_CONTROL));
+        let file = CacheFile {
+            targeted_field: Some(String::new()),
+            cdn_cache_control: Some(false),
+            ..CacheFile::default()
+        };
+        assert!(convert(file, None, &mut p, Path::new("accel.toml")).targeted.targets.is_empty());
+        let file = CacheFile { targeted_field: Some("Cache-Control".into()), ..CacheFile::default() };
+        convert(file, None, &mut p, Path::new("accel.toml"));
+        assert!(p.to_string().contains("key `cache.targeted_field`"), "{p}");
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! Requests that carry credentials are keyed per user by default: [`CacheKey::credentialed`]
 //! mixes in a keyed hash of them (see [`super::credential`]), never the credential itself.
 //!
-//! GET and HEAD share keys (a HEAD is answered from the GET entry). `Vary` adds a second
+//! GET and HEAD share keys (a HEAD is answered from the GET entry). A POST on a route that
+//! caches queries is keyed on its body too ([`CacheKey::query`]). `Vary` adds a second
 //! level: [`CacheKey::variant`] mixes the values of the varying request headers into the
 //! primary key.
 
@@ -46,6 +47,22 @@ impl CacheKey {
         hasher.update(&self.0.to_le_bytes());
         hasher.update(b"\xffcredentials");
         hasher.update(&credentials.0.to_le_bytes());
+        CacheKey(hasher.digest128())
+    }
+
+    /// The key of a query (a POST on a route that caches them): the route's key mixed with
+    /// the method, the body's `Content-Type` and `Content-Encoding`, and the body's bytes. So
+    /// a query never shares an entry with a GET of its URL, nor with another body; the
+    /// per-user ([`Self::credentialed`]) and variant keys derive from it like from any
+    /// primary key.
+    pub fn query(self, headers: &HeaderMap, body: &[u8]) -> CacheKey {
+        let mut hasher = Xxh3::new();
+        hasher.update(&self.0.to_le_bytes());
+        hasher.update(b"\xffPOST");
+        for name in [header::CONTENT_TYPE, header::CONTENT_ENCODING] {
+            write_values(&mut hasher, headers, &name);
+        }
+        hasher.update(&xxh3_128(body).to_le_bytes());
         CacheKey(hasher.digest128())
     }
 
@@ -279,6 +296,24 @@ mod tests {
         let vary = [header::ACCEPT_LANGUAGE];
         let en = headers(&[("accept-language", "en")]);
         assert_ne!(alice.variant(&vary, &en), primary.variant(&vary, &en));
+    }
+
+    #[test]
+    fn a_query_is_keyed_on_its_body_and_never_meets_a_get() {
+        let json = headers(&[("content-type", "application/json")]);
+        let primary = key(&KeySpec::default(), "h", "/api/retrieval/query", None, &[]);
+        let question = primary.query(&json, br#"{"query":"atp","k":5}"#);
+        assert_eq!(question, primary.query(&json, br#"{"query":"atp","k":5}"#), "same body, same key");
+        assert_ne!(question, primary.query(&json, br#"{"query":"atp","k":6}"#), "another body");
+        assert_ne!(question, primary, "a query never answers a GET of its URL");
+        assert_ne!(primary.query(&json, b""), primary, "not even with an empty body");
+        let form = headers(&[("content-type", "application/x-www-form-urlencoded")]);
+        assert_ne!(question, primary.query(&form, br#"{"query":"atp","k":5}"#), "the media type counts");
+        let other_path = key(&KeySpec::default(), "h", "/api/other", None, &[]);
+        assert_ne!(question, other_path.query(&json, br#"{"query":"atp","k":5}"#));
+        let alice = question.credentialed(CredentialHash(1));
+        assert_ne!(alice, question.credentialed(CredentialHash(2)), "one user's query is not another's");
+        assert_ne!(alice, question);
     }
 
     #[test]

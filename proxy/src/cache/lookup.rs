@@ -7,24 +7,59 @@
 
 use std::sync::Arc;
 
-use http::header::HeaderMap;
+use http::header::{self, HeaderMap};
 use http::{Method, Request, Uri};
 
 use super::*;
 
+impl RouteCaching {
+    /// True when the body of `request`, of `declared` length, is to be read whole before the
+    /// lookup, so that the key can hash it: a POST on a route that caches queries
+    /// (`cache.methods`), declared within `cache.max_body_key`, without preconditions. Any
+    /// other body streams (and such a query passes uncached).
+    pub fn keys_body<B>(&self, request: &Request<B>, declared: Option<u64>) -> bool {
+        let Some(rule) = &self.settings.rule else { return false };
+        request.method() == Method::POST
+            && rule.methods.post
+            && declared.is_some_and(|n| n <= rule.max_body_key)
+            && !has_preconditions(request.headers())
+    }
+}
+
+/// True when the request states preconditions, which only the origin can evaluate for a POST
+/// (a `304` from the cache would be wrong; RFC 9110 §13.1).
+fn has_preconditions(headers: &HeaderMap) -> bool {
+    [header::IF_MATCH, header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::IF_UNMODIFIED_SINCE]
+        .iter()
+        .any(|name| headers.contains_key(name))
+}
+
 impl Cache {
     /// The cache's first look at a request on `route` (matched with `params`, for `host`).
+    /// `body` is the request's body when it was read whole for the key
+    /// ([`RouteCaching::keys_body`]); a POST on a route that caches queries is looked up only
+    /// with it.
     pub fn lookup<B>(
         self: &Arc<Self>,
         route: &Arc<RouteCaching>,
         params: &PathParams,
         host: Option<&str>,
         request: &Request<B>,
+        body: Option<&[u8]>,
     ) -> Lookup {
         let settings = &route.settings;
         let (method, uri, headers) = (request.method(), request.uri(), request.headers());
         let host = host.unwrap_or("");
-        if method != Method::GET && method != Method::HEAD {
+        let query = method == Method::POST && settings.rule.as_ref().is_some_and(|r| r.methods.post);
+        if query && body.is_none() {
+            // A query that cannot be keyed: a read all the same, so it invalidates nothing.
+            let reason =
+                if has_preconditions(headers) { BypassReason::Precondition } else { BypassReason::Body };
+            route.metrics.query(Some(reason));
+            return self.through(route, Some(CacheStatus::Bypass(reason)), None);
+        }
+        let cached_method = settings.rule.as_ref().is_none_or(|r| r.methods.includes(method));
+        if !query && (!cached_method || (method != Method::GET && method != Method::HEAD)) {
             let invalidation = (!method.is_safe()).then(|| {
                 let source = TagSource { path: uri.path(), params, query: uri.query(), headers };
                 let mut tags = vec![Tag::url(host, uri.path(), uri.query())];
@@ -55,6 +90,10 @@ impl Cache {
             rule.share_authenticated,
         );
         let mut key = rule.key.key(Some(host), uri.path(), uri.query(), headers);
+        if let Some(body) = body.filter(|_| query) {
+            key = key.query(headers, body);
+            route.metrics.query(None);
+        }
         if let Credentials::Keyed(hash) = credentials {
             // Per user: neither the store, nor a flight, nor the second level is shared.
             key = key.credentialed(hash);
@@ -94,6 +133,7 @@ impl Cache {
         let mut fill = self.fill(key, Some(rule.clone()), host, uri, headers, params, !head, stale);
         fill.credentials = credentials;
         fill.head = head;
+        fill.query = query;
         fill.bypass = bypass;
         Lookup::Forward(self.pass(route, fill))
     }
@@ -129,6 +169,7 @@ impl Cache {
             seq: self.store.reserve(),
             flight: Flight::Alone,
             store,
+            query: false,
             revalidating: false,
             cluster_lock: None,
             bypass: None,
@@ -154,7 +195,8 @@ impl Cache {
     }
 
     /// The pass of the background request that refreshes a stale entry; `None` when one is
-    /// in flight already. The request sent is a GET with this request's headers.
+    /// in flight already. The request sent is a GET with this request's headers (a query's is
+    /// its POST, body included).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn refresh<B>(
         self: &Arc<Self>,
@@ -180,6 +222,7 @@ impl Cache {
             Some(entry.clone()),
         );
         fill.credentials = credentials;
+        fill.query = request.method() == Method::POST;
         fill.flight = Flight::Leader(leader);
         let mut pass = self.pass(route, fill);
         pass.count = false;

@@ -11,6 +11,9 @@
 //! - `accel_cache_background_refreshes_total{result}` (stored, revalidated, failed);
 //! - `accel_cache_credential_keyed_total{route}`: lookups of requests with credentials whose
 //!   key included the hash of their credentials (kept per user, see [`super::credential`]);
+//! - `accel_cache_queries_total{route,result}`: POSTs on routes that cache queries, `keyed`
+//!   on their body, or passed uncached for their `body` (over `max_body_key`, or of undeclared
+//!   length) or their `precondition` headers;
 //! - `accel_cache_refreshes_total{route,result}`: stale entries the origin answered again,
 //!   `unchanged` (a 304, or the same ETag) or `changed` — what TTL advice rests on;
 //! - `accel_cache_revalidations_total{route,result}`: conditional requests the cache sent
@@ -24,6 +27,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use super::CacheResult;
 use super::policy::RejectReason;
+use super::status::BypassReason;
 use crate::metrics::Metrics;
 use crate::name::RouteName;
 
@@ -145,6 +149,7 @@ pub struct CacheMetrics {
     refreshed: Family<LookupLabels, Counter>,
     revalidations: Family<LookupLabels, Counter>,
     credential_keyed: Family<RouteLabels, Counter>,
+    queries: Family<LookupLabels, Counter>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -164,6 +169,7 @@ impl CacheMetrics {
         let refreshed = Family::<LookupLabels, Counter>::default();
         let revalidations = Family::<LookupLabels, Counter>::default();
         let credential_keyed = Family::<RouteLabels, Counter>::default();
+        let queries = Family::<LookupLabels, Counter>::default();
         let this = Self {
             lookups: lookups.clone(),
             stores: Counter::default(),
@@ -182,6 +188,7 @@ impl CacheMetrics {
             refreshed: refreshed.clone(),
             revalidations: revalidations.clone(),
             credential_keyed: credential_keyed.clone(),
+            queries: queries.clone(),
         };
         metrics.register("cache_lookups", "Requests on caching routes, by route and cache result", lookups);
         metrics.register("cache_stores", "Answers stored in the cache", this.stores.clone());
@@ -220,6 +227,11 @@ impl CacheMetrics {
             "Lookups keyed on a hash of the request's credentials (kept per user), by route",
             credential_keyed,
         );
+        metrics.register(
+            "cache_queries",
+            "POSTs on routes that cache queries, by route and whether their body was keyed",
+            queries,
+        );
         this
     }
 
@@ -241,8 +253,12 @@ impl CacheMetrics {
                 .get_or_create(&LookupLabels { route: route.as_str().to_owned(), result })
                 .clone()
         };
+        let query = |result: &'static str| {
+            self.queries.get_or_create(&LookupLabels { route: route.as_str().to_owned(), result }).clone()
+        };
         RouteCacheMetrics {
             lookups: CacheResult::ALL.map(lookup),
+            queries: QUERY_RESULTS.map(query),
             refreshed: [refreshed("unchanged"), refreshed("changed")],
             revalidations: Revalidation::ALL.map(revalidation),
             credential_keyed: self
@@ -289,7 +305,12 @@ pub struct RouteCacheMetrics {
     /// In [`Revalidation`] order.
     revalidations: [Counter; 3],
     credential_keyed: Counter,
+    /// By [`QUERY_RESULTS`].
+    queries: [Counter; 3],
 }
+
+/// The `result` label of `accel_cache_queries_total`.
+const QUERY_RESULTS: [&str; 3] = ["keyed", "body", "precondition"];
 
 impl RouteCacheMetrics {
     /// Counts one request's cache result; `CacheResult::None` (the route does not cache) is
@@ -300,6 +321,17 @@ impl RouteCacheMetrics {
         }
         let i = CacheResult::ALL.iter().position(|r| *r == result).unwrap_or(0);
         self.lookups[i].inc();
+    }
+
+    /// Counts a query (a POST on a route that caches them): keyed on its body (`None`), or
+    /// passed uncached for `reason`.
+    pub fn query(&self, reason: Option<BypassReason>) {
+        let i = match reason {
+            None => 0,
+            Some(BypassReason::Precondition) => 2,
+            Some(_) => 1,
+        };
+        self.queries[i].inc();
     }
 
     /// Counts a lookup keyed on the request's credentials.

@@ -28,9 +28,10 @@
 //! from entries and the cache's headers), [`purge`] (an operator's purge request). One concept
 //! per file under them: [`key`] (the 128-bit key), [`credential`] (requests with credentials
 //! keyed per user unless the route shares them), [`policy`] (RFC 9111 storability and
-//! freshness), [`entry`] (a stored answer), [`store`] (moka, weighed in bytes, with O(1) tag
-//! purges), [`tag`] (tags and templates), [`conditional`] (304s both ways), [`status`]
-//! (`Cache-Status`), [`rule`] and [`config`] (operator fields → runtime), [`metrics`] and
+//! freshness), [`targeted`] (`CDN-Cache-Control` and Accel's own field, RFC 9213), [`entry`]
+//! (a stored answer), [`store`] (moka, weighed in bytes, with O(1) tag purges), [`tag`] (tags
+//! and templates), [`conditional`] (304s both ways), [`status`] (`Cache-Status`), [`rule`] and
+//! [`config`] (operator fields → runtime), [`metrics`] and
 //! [`clock`].
 
 mod answer;
@@ -52,6 +53,7 @@ mod second_level;
 pub mod status;
 pub mod store;
 pub mod tag;
+pub mod targeted;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -203,6 +205,9 @@ struct Fill {
     flight: Flight,
     /// Store the answer.
     store: bool,
+    /// A query (a POST keyed on its body): a stale entry is fetched again whole, never
+    /// revalidated with validators (a condition on a POST asks something else of the origin).
+    query: bool,
     /// Validators were sent upstream.
     revalidating: bool,
     /// The cluster-wide coalescing lock this request holds (see `second_level`): released
@@ -361,7 +366,7 @@ mod tests {
         let (cache, route) =
             setup(CacheRule { stale_if_error: Duration::from_secs(60), ..CacheRule::default() });
         let params = PathParams::default();
-        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/1"));
+        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/1"), None);
 
         let miss = forward(look());
         let filled = miss.complete(Ok(upstream_answer("lead 1", "max-age=10")));
@@ -398,7 +403,7 @@ mod tests {
         let (cache, route) =
             setup(CacheRule { keep: Some(Duration::from_secs(100)), ..CacheRule::default() });
         let params = PathParams::default();
-        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/4"));
+        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/4"), None);
         text(forward(look()).complete(Ok(with_etag(upstream_answer("lead 4", "max-age=10"))))).await;
 
         tokio::time::advance(Duration::from_secs(60)).await;
@@ -426,7 +431,7 @@ mod tests {
         let (cache, route) =
             setup(CacheRule { stale_if_error: Duration::from_secs(600), ..CacheRule::default() });
         let params = PathParams::default();
-        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/5"));
+        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/5"), None);
         let answer = with_etag(upstream_answer("lead 5", "max-age=10, must-revalidate"));
         text(forward(look()).complete(Ok(answer))).await;
 
@@ -457,7 +462,7 @@ mod tests {
     async fn a_follower_takes_the_leaders_answer() {
         let (cache, route) = setup(CacheRule::default());
         let params = PathParams::default();
-        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/2"));
+        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/2"), None);
 
         let Coalesced::Forward(leader) = forward(look()).coalesce().await else {
             panic!("the first one leads")
@@ -476,7 +481,7 @@ mod tests {
     async fn hits_within_a_second_share_their_headers_and_the_next_second_updates_them() {
         let (cache, route) = setup(CacheRule::default());
         let params = PathParams::default();
-        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/3"));
+        let look = || cache.lookup(&route, &params, Some("api.test"), &request("/lead/3"), None);
         text(forward(look()).complete(Ok(upstream_answer("lead 3", "max-age=60")))).await;
 
         tokio::time::advance(Duration::from_millis(2_100)).await;
@@ -499,8 +504,9 @@ mod tests {
         for share in [false, true] {
             let (cache, route) = setup(CacheRule { share_authenticated: share, ..CacheRule::default() });
             let params = PathParams::default();
-            let look =
-                |token: &str| cache.lookup(&route, &params, Some("api.test"), &request_as("/me", token));
+            let look = |token: &str| {
+                cache.lookup(&route, &params, Some("api.test"), &request_as("/me", token), None)
+            };
 
             let alice = forward(look("Bearer alice"));
             text(alice.complete(Ok(upstream_answer("alice's", "public, max-age=60")))).await;
@@ -514,7 +520,7 @@ mod tests {
                 assert_eq!(text(bob).await, "bob's");
                 assert_eq!(text(answered(look("Bearer alice"))).await, "alice's");
                 assert_eq!(text(answered(look("Bearer bob"))).await, "bob's");
-                let anonymous = cache.lookup(&route, &params, Some("api.test"), &request("/me"));
+                let anonymous = cache.lookup(&route, &params, Some("api.test"), &request("/me"), None);
                 assert!(matches!(anonymous, Lookup::Forward(_)), "no credentials: no user's entry");
             }
         }
@@ -524,7 +530,8 @@ mod tests {
     async fn identical_misses_of_two_users_lead_a_flight_each() {
         let (cache, route) = setup(CacheRule::default());
         let params = PathParams::default();
-        let look = |token: &str| cache.lookup(&route, &params, Some("api.test"), &request_as("/me", token));
+        let look =
+            |token: &str| cache.lookup(&route, &params, Some("api.test"), &request_as("/me", token), None);
 
         let Coalesced::Forward(alice) = forward(look("Bearer alice")).coalesce().await else {
             panic!("alice leads")

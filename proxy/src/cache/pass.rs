@@ -57,7 +57,7 @@ impl Pass {
     pub fn prepare(&mut self, headers: &mut HeaderMap) {
         let Mode::Fill(fill) = &mut self.mode else { return };
         match &fill.stale {
-            Some(stale) if stale.has_validators() => {
+            Some(stale) if stale.has_validators() && !fill.query => {
                 conditional::add_validators(headers, stale);
                 fill.revalidating = true;
             }
@@ -205,6 +205,9 @@ impl Cache {
                 } = fill;
                 tags.extend(origin_tags);
                 let mut headers = parts.headers.clone();
+                if let Some(rule) = &rule {
+                    rule.ignore.trim(&mut headers);
+                }
                 let initial_age = policy::initial_age(&headers);
                 headers.remove(header::AGE);
                 let template = CacheEntry {
@@ -298,8 +301,14 @@ impl Cache {
                 shared_with_credentials: false,
             });
         };
-        let mut freshness =
-            policy::storable(rule, fill.credentials.present(), code, headers, self.now_system(now))?;
+        let mut freshness = policy::storable(
+            rule,
+            &self.config.targeted,
+            fill.credentials.present(),
+            code,
+            headers,
+            self.now_system(now),
+        )?;
         freshness.keep = self.keep_for(rule, headers);
         let declared = headers
             .get(header::CONTENT_LENGTH)
@@ -323,10 +332,18 @@ impl Cache {
     ) -> Answer {
         let Fill { key, request, credentials, head, seq, mut flight, .. } = fill;
         let mut headers = conditional::refreshed_headers(&stale.headers, not_modified);
-        self.strip_tag_headers(&mut headers);
         let initial_age = policy::initial_age(not_modified);
-        let decision =
-            policy::storable(rule, credentials.present(), stale.status, &headers, self.now_system(now));
+        // Decided before the fields for the cache alone (a targeted field) leave the headers.
+        let decision = policy::storable(
+            rule,
+            &self.config.targeted,
+            credentials.present(),
+            stale.status,
+            &headers,
+            self.now_system(now),
+        );
+        self.strip_tag_headers(&mut headers);
+        rule.ignore.trim(&mut headers);
         let entry = match decision {
             Ok(mut freshness) => {
                 freshness.keep = self.keep_for(rule, &headers);

@@ -13,6 +13,8 @@
 //!   `must-revalidate`, §3.5) or the route's key includes the credential. Where it is stored
 //!   is the key's business: per user unless the route has `share_authenticated`
 //!   ([`super::credential`]).
+//! - Targeted fields (RFC 9213, [`super::targeted`]): a valid `Accel-Cache-Control` or
+//!   `CDN-Cache-Control` replaces `Cache-Control` and `Expires` in every rule below.
 //! - Freshness: by default the origin's `s-maxage`, then `max-age`, then `Expires` win, and
 //!   the rule's `ttl` applies when the origin is silent (as nginx's `proxy_cache_valid`); with
 //!   `origin_cache_control = false` the rule's `ttl` wins. The stale windows are the rule's,
@@ -24,6 +26,7 @@ use http::header::{self, HeaderMap};
 use http::{HeaderValue, StatusCode};
 
 use super::rule::{CacheRule, ClientNoCache};
+use super::targeted::TargetedFields;
 
 /// The directives of `Cache-Control` a shared cache acts on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -210,17 +213,29 @@ pub fn initial_age(headers: &HeaderMap) -> Duration {
 }
 
 /// Decides whether the answer `status` + `headers` to a request (with credentials or not)
-/// may be stored under `rule`, and for how long. `now` dates `Expires`.
+/// may be stored under `rule`, and for how long. `now` dates `Expires`. A valid targeted field
+/// (`targeted`, RFC 9213) stands in for `Cache-Control` and `Expires`.
 pub fn storable(
     rule: &CacheRule,
+    targeted: &TargetedFields,
     credentials: bool,
     status: StatusCode,
     headers: &HeaderMap,
     now: SystemTime,
 ) -> Result<Freshness, RejectReason> {
-    let cc = CacheControl::parse(headers);
+    let (mut cc, mut expires) = match targeted.select(headers) {
+        Some(cc) => (cc, None),
+        None => (CacheControl::parse(headers), headers.get(header::EXPIRES)),
+    };
+    // What the route ignores of the origin (`cache.ignore`).
+    let ignore = &rule.ignore;
+    cc.no_cache &= !ignore.no_cache;
+    cc.private &= !ignore.private;
+    if ignore.expires {
+        expires = None;
+    }
     let code = status.as_u16();
-    let explicit = cc.has_freshness() || headers.contains_key(header::EXPIRES);
+    let explicit = cc.has_freshness() || expires.is_some();
     let heuristic = HEURISTIC.contains(&code);
     if NEVER.contains(&code) || !(heuristic || explicit) {
         return Err(RejectReason::Status);
@@ -234,7 +249,7 @@ pub fn storable(
     if cc.no_cache {
         return Err(RejectReason::NoCache);
     }
-    if headers.contains_key(header::SET_COOKIE) && !rule.allow_set_cookie {
+    if headers.contains_key(header::SET_COOKIE) && !rule.allow_set_cookie && !ignore.set_cookie {
         return Err(RejectReason::SetCookie);
     }
     if vary_names(headers).any(|name| name == "*") {
@@ -246,7 +261,7 @@ pub fn storable(
     }
     // A status kept only for its explicit lifetime keeps that lifetime, whatever the rule.
     let origin_ttl =
-        if rule.origin_cache_control || !heuristic { origin_ttl(&cc, headers, now) } else { None };
+        if rule.origin_cache_control || !heuristic { origin_ttl(&cc, expires, headers, now) } else { None };
     let ttl = if heuristic { origin_ttl.or(rule.ttl) } else { origin_ttl };
     let ttl = ttl.ok_or(RejectReason::NoFreshness)?;
     // Never served stale: the answer says a shared cache must revalidate it once stale.
@@ -271,12 +286,17 @@ pub fn storable(
     Ok(freshness)
 }
 
-/// The lifetime the origin gives: `s-maxage`, `max-age`, or `Expires` − `Date` (or now).
-fn origin_ttl(cc: &CacheControl, headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+/// The lifetime the origin gives: `s-maxage`, `max-age`, or `expires` − `Date` (or now).
+fn origin_ttl(
+    cc: &CacheControl,
+    expires: Option<&HeaderValue>,
+    headers: &HeaderMap,
+    now: SystemTime,
+) -> Option<Duration> {
     if let Some(secs) = cc.s_maxage.or(cc.max_age) {
         return Some(Duration::from_secs(secs));
     }
-    let expires = http_date(headers.get(header::EXPIRES)?);
+    let expires = http_date(expires?);
     let Some(expires) = expires else {
         // An invalid Expires (such as "0") means already expired (RFC 9111 §5.3).
         return Some(Duration::ZERO);
@@ -351,7 +371,14 @@ mod tests {
     }
 
     fn check(rule: &CacheRule, status: u16, h: &[(&str, &str)]) -> Result<Freshness, RejectReason> {
-        storable(rule, false, StatusCode::from_u16(status).unwrap(), &headers(h), SystemTime::now())
+        storable(
+            rule,
+            &TargetedFields::default(),
+            false,
+            StatusCode::from_u16(status).unwrap(),
+            &headers(h),
+            SystemTime::now(),
+        )
     }
 
     #[test]
@@ -366,6 +393,85 @@ mod tests {
         assert_eq!(check(&rule(None), 200, &[]), Err(RejectReason::NoFreshness));
         let rule_wins = CacheRule { origin_cache_control: false, ..rule(Some(300)) };
         assert_eq!(check(&rule_wins, 200, &[("cache-control", "max-age=30")]).unwrap().ttl.as_secs(), 300);
+    }
+
+    #[test]
+    fn a_targeted_field_replaces_cache_control_and_expires_for_this_cache() {
+        let r = rule(Some(300));
+        let ttl = |h: &[(&str, &str)]| check(&r, 200, h).map(|f| f.ttl.as_secs());
+        // RFC 9213 §2.2: the field's directives, and only them.
+        assert_eq!(ttl(&[("cache-control", "no-store"), ("cdn-cache-control", "max-age=60")]), Ok(60));
+        assert_eq!(ttl(&[("cache-control", "private"), ("accel-cache-control", "max-age=5")]), Ok(5));
+        assert_eq!(
+            ttl(&[("cache-control", "max-age=60"), ("cdn-cache-control", "no-store")]),
+            Err(RejectReason::NoStore)
+        );
+        assert_eq!(
+            ttl(&[("cache-control", "max-age=60"), ("cdn-cache-control", "private")]),
+            Err(RejectReason::Private)
+        );
+        assert_eq!(
+            ttl(&[("cache-control", "max-age=60"), ("cdn-cache-control", "no-cache")]),
+            Err(RejectReason::NoCache)
+        );
+        let expired =
+            [("expires", "Thu, 01 Jan 1970 00:00:00 GMT"), ("cdn-cache-control", "stale-if-error=9")];
+        assert_eq!(ttl(&expired), Ok(300), "Expires is ignored too: the rule's ttl fills in");
+        // Invalid: ignored, Cache-Control decides.
+        assert_eq!(ttl(&[("cache-control", "max-age=30"), ("cdn-cache-control", "max-age=60,")]), Ok(30));
+        assert_eq!(ttl(&[("cache-control", "max-age=30"), ("cdn-cache-control", "")]), Ok(30));
+        // The stale directives, and what forbids them.
+        let f = check(
+            &r,
+            200,
+            &[("cache-control", "max-age=1"), ("cdn-cache-control", "max-age=10, stale-if-error=60")],
+        )
+        .unwrap();
+        assert_eq!((f.ttl.as_secs(), f.stale_if_error.as_secs()), (10, 60));
+        let f = check(
+            &r,
+            200,
+            &[("cache-control", "stale-if-error=60"), ("cdn-cache-control", "max-age=10, must-revalidate")],
+        )
+        .unwrap();
+        assert_eq!(f.stale_if_error, Duration::ZERO);
+        assert!(f.shared_with_credentials, "must-revalidate lets a shared cache keep it");
+        // A status kept only on an explicit lifetime: the targeted one counts.
+        assert_eq!(check(&r, 503, &[("cdn-cache-control", "max-age=5")]).map(|f| f.ttl.as_secs()), Ok(5));
+    }
+
+    #[test]
+    fn a_route_may_ignore_the_origins_no_cache_private_expires_and_set_cookie() {
+        use crate::cache::rule::OriginIgnores;
+        let uncacheable = [
+            ("cache-control", "private, no-cache"),
+            ("expires", "Thu, 01 Jan 1970 00:00:00 GMT"),
+            ("set-cookie", "sid=1"),
+        ];
+        assert_eq!(check(&rule(Some(60)), 200, &uncacheable), Err(RejectReason::Private));
+        let all = OriginIgnores {
+            no_cache: true,
+            private: true,
+            expires: true,
+            set_cookie: true,
+            vary: Vec::new(),
+        };
+        let ignoring = CacheRule { ignore: all.clone(), ..rule(Some(60)) };
+        assert_eq!(check(&ignoring, 200, &uncacheable).map(|f| f.ttl.as_secs()), Ok(60));
+        let only_no_cache = CacheRule {
+            ignore: OriginIgnores { no_cache: true, ..OriginIgnores::default() },
+            ..rule(Some(60))
+        };
+        assert_eq!(
+            check(&only_no_cache, 200, &uncacheable),
+            Err(RejectReason::Private),
+            "each one is chosen"
+        );
+        assert_eq!(
+            check(&ignoring, 200, &[("cache-control", "no-store")]),
+            Err(RejectReason::NoStore),
+            "no-store is never ignored"
+        );
     }
 
     #[test]
@@ -458,7 +564,7 @@ mod tests {
     fn credentials_need_a_shareable_answer_or_a_keyed_credential() {
         let r = rule(Some(60));
         let ask = |rule: &CacheRule, h: &[(&str, &str)]| {
-            storable(rule, true, StatusCode::OK, &headers(h), SystemTime::now())
+            storable(rule, &TargetedFields::default(), true, StatusCode::OK, &headers(h), SystemTime::now())
         };
         assert_eq!(ask(&r, &[("cache-control", "max-age=60")]), Err(RejectReason::Credentials));
         assert!(ask(&r, &[("cache-control", "public, max-age=60")]).unwrap().shared_with_credentials);
@@ -654,7 +760,7 @@ mod tests {
                     ..CacheRule::default()
                 };
                 let status = StatusCode::from_u16(status).unwrap();
-                if let Ok(freshness) = storable(&rule, credentials, status, &headers, SystemTime::now()) {
+                if let Ok(freshness) = storable(&rule, &TargetedFields::default(), credentials, status, &headers, SystemTime::now()) {
                     // Every lifetime fits an `Instant` a century on.
                     let lifetime = freshness.lifetime();
                     prop_assert!(tokio::time::Instant::now().checked_add(lifetime).is_some());

@@ -58,6 +58,18 @@ pub struct CacheRuleFile {
     /// `[cache] credential_cookies` of `accel.toml`.
     #[serde(default)]
     pub credential_cookies: Vec<String>,
+    /// Methods whose answers are cached: `["GET", "HEAD"]` (default), plus `"POST"` for query
+    /// caching (answers to POSTs keyed on a hash of their body).
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// Largest POST body hashed into the key (default `64KiB`); a larger one, or one without
+    /// `Content-Length`, passes uncached.
+    #[serde(default)]
+    pub max_body_key: Option<String>,
+    /// Origin directives the route ignores (nginx's `proxy_ignore_headers`): `"no-cache"`,
+    /// `"private"`, `"expires"`, `"set-cookie"`, `"vary:NAME"`.
+    #[serde(default)]
+    pub ignore: Vec<String>,
 }
 
 /// `key = { ... }` of a route's cache.
@@ -131,7 +143,81 @@ pub struct CacheRule {
     pub share_authenticated: bool,
     /// Cookie names that are credentials on this route (added to the sidecar's).
     pub credential_cookies: Vec<Box<str>>,
+    /// Which methods' answers are cached.
+    pub methods: CachedMethods,
+    /// Largest POST body, in bytes, hashed into the key (query caching): a larger one passes
+    /// uncached, and so does one without a declared length.
+    pub max_body_key: u64,
+    /// Origin directives the route ignores.
+    pub ignore: OriginIgnores,
 }
+
+/// What of the origin's answer a route ignores when it decides to store (`cache.ignore`), for
+/// an origin that marks everything uncacheable: its `no-cache` and `private` directives, its
+/// `Expires`, its `Set-Cookie` (the stored copy then has none), members of its `Vary` (the
+/// stored copy's `Vary` leaves them out, so one entry answers every value).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OriginIgnores {
+    pub no_cache: bool,
+    pub private: bool,
+    pub expires: bool,
+    pub set_cookie: bool,
+    /// `Vary` members ignored, lower case.
+    pub vary: Vec<HeaderName>,
+}
+
+impl OriginIgnores {
+    /// Trims what is ignored from the headers of a copy about to be stored: `Set-Cookie`, and
+    /// the ignored members of `Vary` (a `Vary` left empty is removed).
+    pub fn trim(&self, headers: &mut http::HeaderMap) {
+        if self.set_cookie {
+            headers.remove(http::header::SET_COOKIE);
+        }
+        if self.vary.is_empty() || !headers.contains_key(http::header::VARY) {
+            return;
+        }
+        let kept: Vec<String> = super::policy::vary_names(headers)
+            .filter(|name| !self.vary.iter().any(|ignored| ignored.as_str().eq_ignore_ascii_case(name)))
+            .map(str::to_owned)
+            .collect();
+        headers.remove(http::header::VARY);
+        if let Ok(value) = http::HeaderValue::try_from(kept.join(", "))
+            && !kept.is_empty()
+        {
+            headers.insert(http::header::VARY, value);
+        }
+    }
+}
+
+/// Which methods' answers a route caches (`cache.methods`). A HEAD is answered from the GET
+/// entry; a POST is a query, keyed on its body ([`super::key::CacheKey::query`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachedMethods {
+    pub get: bool,
+    pub head: bool,
+    pub post: bool,
+}
+
+impl Default for CachedMethods {
+    fn default() -> Self {
+        Self { get: true, head: true, post: false }
+    }
+}
+
+impl CachedMethods {
+    /// True when answers to `method` are looked up and stored.
+    pub fn includes(self, method: &http::Method) -> bool {
+        match *method {
+            http::Method::GET => self.get,
+            http::Method::HEAD => self.head,
+            http::Method::POST => self.post,
+            _ => false,
+        }
+    }
+}
+
+/// Default `max_body_key`: 64 KiB.
+pub const DEFAULT_MAX_BODY_KEY: u64 = 64 << 10;
 
 impl Default for CacheRule {
     fn default() -> Self {
@@ -148,6 +234,9 @@ impl Default for CacheRule {
             key: KeySpec::default(),
             share_authenticated: false,
             credential_cookies: Vec::new(),
+            methods: CachedMethods::default(),
+            max_body_key: DEFAULT_MAX_BODY_KEY,
+            ignore: OriginIgnores::default(),
         }
     }
 }
@@ -227,6 +316,9 @@ fn convert_rule(file: CacheRuleFile, at: &mut impl FnMut(&str, String)) -> Optio
         key,
         share_authenticated,
         credential_cookies,
+        methods,
+        max_body_key,
+        ignore,
     } = file;
     let mut duration = |key: &str, text: Option<String>| -> Option<Duration> {
         parse_duration(&text?).map_err(|e| at(key, e)).ok()
@@ -266,6 +358,30 @@ fn convert_rule(file: CacheRuleFile, at: &mut impl FnMut(&str, String)) -> Optio
     };
     let key = key.map_or_else(KeySpec::default, |k| convert_key(k, at));
     let credential_cookies = cookie_names(credential_cookies, "cache.credential_cookies", &mut *at);
+    let methods = methods.map_or_else(CachedMethods::default, |m| cached_methods(&m, at));
+    let max_body_key = match max_body_key {
+        None => DEFAULT_MAX_BODY_KEY,
+        Some(text) => parse_size(&text).unwrap_or_else(|e| {
+            at("cache.max_body_key", e);
+            DEFAULT_MAX_BODY_KEY
+        }),
+    };
+    let ignore = origin_ignores(&ignore, at);
+    let separates_users = key.includes_credentials()
+        || !key.cookies.is_empty()
+        || (!share_authenticated.unwrap_or(false) && !credential_cookies.is_empty());
+    for (ignored, name) in [(ignore.private, "private"), (ignore.set_cookie, "set-cookie")] {
+        if ignored && !separates_users {
+            at(
+                "cache.ignore",
+                format!(
+                    "ignoring {name:?} could serve one user's answer to another: key the route on \
+                     the user (`key.headers = [\"authorization\"]`, `key.cookies`, or \
+                     `credential_cookies`) first"
+                ),
+            );
+        }
+    }
     if enabled == Some(false) {
         return None;
     }
@@ -282,7 +398,58 @@ fn convert_rule(file: CacheRuleFile, at: &mut impl FnMut(&str, String)) -> Optio
         key,
         share_authenticated: share_authenticated.unwrap_or(false),
         credential_cookies,
+        methods,
+        max_body_key,
+        ignore,
     })
+}
+
+/// `cache.ignore`: `no-cache`, `private`, `expires`, `set-cookie`, `vary:NAME`.
+fn origin_ignores(names: &[String], at: &mut impl FnMut(&str, String)) -> OriginIgnores {
+    let mut ignore = OriginIgnores::default();
+    for name in names {
+        let lower = name.to_ascii_lowercase();
+        match lower.as_str() {
+            "no-cache" => ignore.no_cache = true,
+            "private" => ignore.private = true,
+            "expires" => ignore.expires = true,
+            "set-cookie" => ignore.set_cookie = true,
+            other => match other
+                .strip_prefix("vary:")
+                .map(|member| HeaderName::from_bytes(member.trim().as_bytes()))
+            {
+                Some(Ok(member)) => ignore.vary.push(member),
+                _ => at(
+                    "cache.ignore",
+                    format!(
+                        "{name:?} is not one of \"no-cache\", \"private\", \"expires\", \"set-cookie\", \"vary:NAME\""
+                    ),
+                ),
+            },
+        }
+    }
+    ignore
+}
+
+/// `cache.methods`: GET, HEAD and POST, any of them, at least one.
+fn cached_methods(names: &[String], at: &mut impl FnMut(&str, String)) -> CachedMethods {
+    let mut methods = CachedMethods { get: false, head: false, post: false };
+    for name in names {
+        match name.to_ascii_uppercase().as_str() {
+            "GET" => methods.get = true,
+            "HEAD" => methods.head = true,
+            "POST" => methods.post = true,
+            _ => at("cache.methods", format!("{name:?} cannot be cached: only GET, HEAD and POST")),
+        }
+    }
+    if names.is_empty() {
+        at("cache.methods", "lists no method (use `enabled = false` to stop caching)".into());
+        return CachedMethods::default();
+    }
+    if methods.head && !methods.get {
+        at("cache.methods", "HEAD is answered from the GET entry: list GET with it".into());
+    }
+    methods
 }
 
 fn convert_key(file: KeyFile, at: &mut impl FnMut(&str, String)) -> KeySpec {
@@ -397,11 +564,78 @@ mod tests {
     }
 
     #[test]
+    fn queries_are_cached_only_where_the_route_lists_post() {
+        let (route, problems) = parse("cache = {}");
+        assert!(problems.is_empty(), "{problems:?}");
+        let rule = route.rule.unwrap();
+        assert_eq!(rule.methods, CachedMethods { get: true, head: true, post: false });
+        assert_eq!(rule.max_body_key, DEFAULT_MAX_BODY_KEY);
+        assert!(!rule.methods.includes(&http::Method::POST));
+        let (route, problems) =
+            parse(r#"cache = { methods = ["GET", "head", "POST"], max_body_key = "8KiB" }"#);
+        assert!(problems.is_empty(), "{problems:?}");
+        let rule = route.rule.unwrap();
+        assert!(rule.methods.includes(&http::Method::POST) && rule.methods.includes(&http::Method::HEAD));
+        assert!(!rule.methods.includes(&http::Method::PUT));
+        assert_eq!(rule.max_body_key, 8 << 10);
+        let (route, problems) = parse(r#"cache = { methods = ["POST"] }"#);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(!route.rule.unwrap().methods.includes(&http::Method::GET), "a query-only route");
+    }
+
+    #[test]
+    fn ignoring_private_or_set_cookie_needs_a_key_that_separates_users() {
+        let (route, problems) =
+            parse(r#"cache = { ignore = ["no-cache", "Expires", "vary:Accept-Language"] }"#);
+        assert!(problems.is_empty(), "{problems:?}");
+        let ignore = route.rule.unwrap().ignore.clone();
+        assert!(ignore.no_cache && ignore.expires && !ignore.private && !ignore.set_cookie);
+        assert_eq!(ignore.vary, [HeaderName::from_static("accept-language")]);
+        for shared in [
+            r#"cache = { ignore = ["private"] }"#,
+            r#"cache = { ignore = ["set-cookie"], share_authenticated = true, credential_cookies = ["sid"] }"#,
+        ] {
+            let (_, problems) = parse(shared);
+            assert_eq!(problems.len(), 1, "{shared}: {problems:?}");
+            assert_eq!(problems[0].0, "cache.ignore");
+        }
+        for separated in [
+            r#"cache = { ignore = ["private", "set-cookie"], key = { headers = ["authorization"] } }"#,
+            r#"cache = { ignore = ["private"], key = { cookies = ["session"] } }"#,
+            r#"cache = { ignore = ["set-cookie"], credential_cookies = ["session"] }"#,
+        ] {
+            let (_, problems) = parse(separated);
+            assert!(problems.is_empty(), "{separated}: {problems:?}");
+        }
+        let (_, problems) = parse(r#"cache = { ignore = ["everything", "vary:bad name"] }"#);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    #[test]
+    fn the_stored_copy_loses_what_is_ignored() {
+        let ignore = OriginIgnores {
+            set_cookie: true,
+            vary: vec![HeaderName::from_static("accept-language")],
+            ..OriginIgnores::default()
+        };
+        let mut headers = http::HeaderMap::new();
+        headers.insert("set-cookie", "sid=1".parse().unwrap());
+        headers.insert("vary", "Accept-Language, Accept".parse().unwrap());
+        ignore.trim(&mut headers);
+        assert!(!headers.contains_key("set-cookie"));
+        assert_eq!(headers["vary"], "Accept");
+        headers.insert("vary", "accept-language".parse().unwrap());
+        ignore.trim(&mut headers);
+        assert!(!headers.contains_key("vary"), "a Vary left empty goes");
+    }
+
+    #[test]
     fn problems_name_their_key() {
         let (_, problems) = parse(
             r#"
             cache = { ttl = "soon", keep = "long", max_object_size = "big", client_no_cache = "always", tags = ["a {b}"],
-                      key = { query = "some", headers = ["bad header"] }, credential_cookies = ["a=b"] }
+                      key = { query = "some", headers = ["bad header"] }, credential_cookies = ["a=b"],
+                      methods = ["PUT", "HEAD"], max_body_key = "lots" }
             invalidate = ["x:{nope.y}"]
             coalesce = { follower_timeout = "0s" }
             "#,
@@ -418,6 +652,9 @@ mod tests {
                 "cache.key.query",
                 "cache.key.headers",
                 "cache.credential_cookies",
+                "cache.methods",
+                "cache.methods",
+                "cache.max_body_key",
                 "invalidate",
                 "coalesce.follower_timeout"
             ]

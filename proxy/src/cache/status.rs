@@ -14,6 +14,8 @@
 //! | client asked to skip the cache | `accel; fwd=request` | `BYPASS` |
 //! | method not cached | `accel; fwd=method` | `BYPASS` |
 //! | credentials on a shared entry | `accel; fwd=bypass; detail=credentials` | `BYPASS` |
+//! | a query whose body is not keyed | `accel; fwd=bypass; detail=body` | `BYPASS` |
+//! | a query with preconditions | `accel; fwd=bypass; detail=precondition` | `BYPASS` |
 
 use std::fmt::Write as _;
 
@@ -36,6 +38,11 @@ pub enum BypassReason {
     Credentials,
     /// A follower's leader took too long; it went upstream on its own.
     FollowerTimeout,
+    /// A query (a POST on a route that caches them) whose body could not be keyed: larger
+    /// than `max_body_key`, or of undeclared length.
+    Body,
+    /// A query with preconditions (`If-None-Match`, …): the origin evaluates them.
+    Precondition,
 }
 
 /// What the cache did for one request.
@@ -126,6 +133,8 @@ impl CacheStatus {
                 BypassReason::Request => "fwd=request",
                 BypassReason::Credentials => "fwd=bypass; detail=credentials",
                 BypassReason::FollowerTimeout => "fwd=miss; detail=follower-timeout",
+                BypassReason::Body => "fwd=bypass; detail=body",
+                BypassReason::Precondition => "fwd=bypass; detail=precondition",
             }),
         };
         HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("accel"))

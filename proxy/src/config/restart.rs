@@ -280,6 +280,7 @@ fn same_cache(running: &CacheConfig, next: &CacheConfig) -> bool {
         credential_cookies,
         credential_key,
         keep,
+        targeted,
         clock: _,
     } = next;
     running.memory == *memory
@@ -290,6 +291,7 @@ fn same_cache(running: &CacheConfig, next: &CacheConfig) -> bool {
         && running.invalidation_headers == *invalidation_headers
         && running.strip_tag_headers == *strip_tag_headers
         && running.x_cache_status == *x_cache_status
+        && running.targeted == *targeted
 }
 
 /// `[redis]` is the same, servers included (compared by their full description, credentials

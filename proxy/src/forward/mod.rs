@@ -16,9 +16,11 @@ pub mod trace;
 use std::future::Future;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response, Uri};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
@@ -34,11 +36,13 @@ use crate::upstream::{Endpoint, InFlight, NoPick, Pick, SendError, Upstream};
 #[derive(Debug, Clone)]
 pub struct ServedBy(pub crate::upstream::EndpointAddr);
 
-/// The request body for the tries: nothing, or the downstream body in a replayable slot.
+/// The request body for the tries: nothing, the downstream body in a replayable slot, or a
+/// body read whole (a query the cache keys on its body), sent as it came.
 #[derive(Debug)]
 pub enum RequestBody {
     Empty,
     Stream(BodySlot),
+    Buffered(Bytes),
 }
 
 impl RequestBody {
@@ -52,10 +56,47 @@ impl RequestBody {
         }
     }
 
+    /// Reads a downstream body whole, for a query the cache keys on its body (its declared
+    /// length is within the route's `cache.max_body_key`, so it is small). A client that
+    /// pauses it for `read_timeout` gets a 408; one that breaks it off, a 400. Trailers are
+    /// not kept.
+    pub async fn buffer(mut body: Incoming, read_timeout: Duration) -> Result<Self, ProxyError> {
+        let mut chunks: Vec<Bytes> = Vec::new();
+        loop {
+            let frame = match tokio::time::timeout(read_timeout, body.frame()).await {
+                Err(_) => return Err(ProxyError::ClientTimeout { after: read_timeout }),
+                Ok(None) => break,
+                Ok(Some(Err(_))) => return Err(ProxyError::BadRequest { reason: "request body broke off" }),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            if let Ok(data) = frame.into_data()
+                && !data.is_empty()
+            {
+                chunks.push(data);
+            }
+        }
+        Ok(match chunks.len() {
+            0 => Self::Empty,
+            // The usual case: one frame, kept without a copy.
+            1 => Self::Buffered(chunks.swap_remove(0)),
+            _ => Self::Buffered(chunks.concat().into()),
+        })
+    }
+
+    /// The body's bytes when it was read whole (empty for no body), or `None` while it
+    /// streams.
+    pub fn buffered(&self) -> Option<&[u8]> {
+        match self {
+            Self::Empty => Some(&[]),
+            Self::Buffered(bytes) => Some(bytes),
+            Self::Stream(_) => None,
+        }
+    }
+
     /// The upload's progress, for a body that streams.
     fn upload(&self) -> Option<&Upload> {
         match self {
-            Self::Empty => None,
+            Self::Empty | Self::Buffered(_) => None,
             Self::Stream(slot) => Some(slot.upload()),
         }
     }
@@ -64,12 +105,14 @@ impl RequestBody {
         match self {
             Self::Empty => Body::Empty,
             Self::Stream(slot) => slot.body(),
+            Self::Buffered(bytes) => Body::full(bytes.clone()),
         }
     }
 
+    /// True while no try has taken the body (a buffered one is never used up).
     fn is_unsent(&self) -> bool {
         match self {
-            Self::Empty => true,
+            Self::Empty | Self::Buffered(_) => true,
             Self::Stream(slot) => slot.is_unsent(),
         }
     }
