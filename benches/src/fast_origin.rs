@@ -5,7 +5,7 @@
 //! that caching proxies may store it. Other methods get `405`. The body and headers are built
 //! once; an answer costs a `Bytes` clone and a header map clone.
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{
@@ -61,23 +61,37 @@ impl Answer {
 /// until the task is dropped.
 pub async fn serve(listener: TcpListener, answer: Answer) {
     let answer = Arc::new(answer);
+    accept(listener, "fast-origin", move |request| {
+        let response = answer.respond(request.method());
+        async move { response }
+    })
+    .await;
+}
+
+/// Accepts connections on `listener` until the task is dropped and answers every request on
+/// them with `respond`, with keep-alive and `TCP_NODELAY`; `server` names it in messages.
+pub async fn accept<F, R>(listener: TcpListener, server: &'static str, respond: F)
+where
+    F: Fn(Request<Incoming>) -> R + Clone + Send + Sync + 'static,
+    R: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(error) => {
                 // Out of file descriptors and the like: wait for connections to close.
-                eprintln!("fast-origin: accept: {error}");
+                eprintln!("{server}: accept: {error}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         // Without it a small answer can wait for the peer's delayed ACK (Nagle).
         let _ = stream.set_nodelay(true);
-        let answer = Arc::clone(&answer);
+        let respond = respond.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
-                let response = answer.respond(request.method());
-                async move { Ok::<_, Infallible>(response) }
+                let response = respond(request);
+                async move { Ok::<_, Infallible>(response.await) }
             });
             // A client that goes away mid-request is normal under load.
             let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;

@@ -11,6 +11,9 @@
 //!   runs.
 //! - [`shared_tier`]: `redis-tier`, lookup latency of memory vs Redis vs origin and purge
 //!   propagation between two sidecars over Redis.
+//! - [`scale`]: `accel-scale`, N sidecar processes on a private Redis and a private Redis
+//!   Cluster: cold-key storms, purge propagation under load, cluster rate-limit accuracy and a
+//!   Redis outage.
 //! - [`scenario`]: `accel-bench`, the platform's targets measured from a scenario file and
 //!   written as `performance_benchmark_report.json`.
 //!
@@ -20,5 +23,6 @@ pub mod comparison;
 pub mod fast_origin;
 pub mod load;
 pub mod runtime;
+pub mod scale;
 pub mod scenario;
 pub mod shared_tier;

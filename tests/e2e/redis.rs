@@ -135,31 +135,6 @@ async fn a_cluster_limit_over_two_sidecars_lets_the_limit_through_not_twice_it()
     );
 }
 
-/// A `redis-server` started again on the port of a killed [`accel_e2e::PrivateRedis`].
-struct Restarted(std::process::Child);
-
-impl Restarted {
-    async fn on(port: u16) -> Self {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server restarts");
-        accel_e2e::eventually("redis answers again", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })
-        .await;
-        Self(child)
-    }
-}
-
-impl Drop for Restarted {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn redis_stopped_mid_test_requests_keep_succeeding_and_the_tier_recovers() {
     let Some(mut redis) = accel_e2e::private_redis().await else { return };
@@ -191,7 +166,7 @@ async fn redis_stopped_mid_test_requests_keep_succeeding_and_the_tier_recovers()
     let purge = PurgeRequest { tags: vec!["leads".into()], ..PurgeRequest::default() };
     a.proxy().cache.purge(&purge).expect("purge");
 
-    let _back = Restarted::on(redis.port()).await;
+    redis.restart().await.expect("redis-server restarts");
     redis_up("both recover by themselves", &[&a, &b]).await;
     // B must not serve the entry purged while it was cut off.
     eventually_async("B no longer serves the purged entry", || async {

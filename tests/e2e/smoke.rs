@@ -32,10 +32,12 @@ async fn a_request_passes_through_the_proxy_to_the_origin() {
 }
 
 #[tokio::test]
-async fn a_private_redis_server_starts_and_dies_with_its_guard() {
+async fn a_private_redis_server_starts_dies_and_restarts_on_its_port() {
     let Some(mut redis) = accel_e2e::private_redis().await else { return };
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], redis.port()));
     assert!(tokio::net::TcpStream::connect(addr).await.is_ok());
     redis.kill();
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "killed means refused");
+    redis.restart().await.expect("redis-server restarts");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_ok(), "back on the same port");
 }

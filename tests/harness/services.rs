@@ -53,26 +53,11 @@ pub struct PrivateRedis {
 /// Starts a private `redis-server` (no persistence) and waits until it accepts connections;
 /// `None` (after printing why) when `redis-server` is not installed or does not start.
 pub async fn private_redis() -> Option<PrivateRedis> {
-    let port = free_port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let child = match child {
-        Ok(child) => child,
-        Err(e) => return absent(&format!("cannot start redis-server: {e}")),
-    };
-    let redis = PrivateRedis { port, child: Some(child) };
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = tokio::time::Instant::now() + crate::DEADLINE;
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        if tokio::time::Instant::now() > deadline {
-            return absent(&format!("redis-server did not start on port {port}"));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut redis = PrivateRedis { port: free_port(), child: None };
+    match redis.start().await {
+        Ok(()) => Some(redis),
+        Err(why) => absent(&why),
     }
-    Some(redis)
 }
 
 impl PrivateRedis {
@@ -84,6 +69,37 @@ impl PrivateRedis {
     /// `redis://127.0.0.1:<port>/`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts the server again on the same port, empty, after [`kill`](Self::kill) (a Redis
+    /// that came back after an outage); waits until it accepts connections. Does nothing
+    /// while it runs.
+    pub async fn restart(&mut self) -> Result<(), String> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        self.start().await
+    }
+
+    async fn start(&mut self) -> Result<(), String> {
+        let port = self.port;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start redis-server: {e}"))?;
+        self.child = Some(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = tokio::time::Instant::now() + crate::DEADLINE;
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if tokio::time::Instant::now() > deadline {
+                self.kill();
+                return Err(format!("redis-server did not start on port {port}"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
     }
 
     /// Kills the server now (connections drop, new ones are refused).

@@ -70,6 +70,8 @@ pub struct ConnectionStats {
     pub latency_us: Histogram<u64>,
     /// Responses whose status was neither 2xx nor 3xx (also in `latency_us`).
     pub status_errors: u64,
+    /// Of `status_errors`, the `429 Too Many Requests` answers: refused by a rate limit.
+    pub limited: u64,
     /// Failed connects, resets and malformed responses.
     pub transport_errors: u64,
     /// Response body bytes read.
@@ -81,7 +83,7 @@ impl ConnectionStats {
     pub fn new() -> Self {
         let latency_us =
             Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant histogram bounds are valid");
-        Self { latency_us, status_errors: 0, transport_errors: 0, body_bytes: 0 }
+        Self { latency_us, status_errors: 0, limited: 0, transport_errors: 0, body_bytes: 0 }
     }
 
     /// Adds another connection's counts to these.
@@ -89,6 +91,7 @@ impl ConnectionStats {
         // Both histograms share the bounds set in `new`, so adding cannot fail.
         let _ = self.latency_us.add(&other.latency_us);
         self.status_errors += other.status_errors;
+        self.limited += other.limited;
         self.transport_errors += other.transport_errors;
         self.body_bytes += other.body_bytes;
     }
@@ -147,6 +150,9 @@ pub async fn drive(shared: Arc<Shared>, phases: Phases) -> ConnectionStats {
                     stats.body_bytes += body_bytes;
                     if !(status.is_success() || status.is_redirection()) {
                         stats.status_errors += 1;
+                    }
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        stats.limited += 1;
                     }
                 }
                 Err(_) => {

@@ -23,6 +23,9 @@ pub struct Report {
     pub requests: u64,
     /// Responses whose status was neither 2xx nor 3xx (included in `requests`).
     pub status_errors: u64,
+    /// Of `status_errors`, the `429` answers: refused by a rate limit.
+    #[serde(default)]
+    pub limited: u64,
     /// Failed connects, resets and malformed responses (not in `requests`).
     pub transport_errors: u64,
     /// `requests` per second of the measured phase.
@@ -75,6 +78,7 @@ impl Report {
             duration_secs,
             requests,
             status_errors: stats.status_errors,
+            limited: stats.limited,
             transport_errors: stats.transport_errors,
             requests_per_sec: requests as f64 / duration_secs,
             latency_us: Latency {
@@ -108,6 +112,7 @@ impl fmt::Display for Report {
             duration_secs,
             requests,
             status_errors,
+            limited,
             transport_errors,
             requests_per_sec,
             latency_us: Latency { mean, p50, p90, p95, p99, p999, max },
@@ -122,7 +127,10 @@ impl fmt::Display for Report {
             "  target       {target} ({urls} url(s)), {concurrency} connections, {duration_secs:.1}s"
         )?;
         writeln!(f, "  requests     {requests} ({requests_per_sec:.0} req/s)")?;
-        writeln!(f, "  errors       {status_errors} status (not 2xx/3xx), {transport_errors} transport")?;
+        writeln!(
+            f,
+            "  errors       {status_errors} status (not 2xx/3xx; {limited} of them 429), {transport_errors} transport"
+        )?;
         writeln!(
             f,
             "  latency µs   p50 {p50}  p90 {p90}  p95 {p95}  p99 {p99}  p99.9 {p999}  max {max}  mean {mean:.1}"
