@@ -20,3 +20,4 @@ mod smoke;
 mod timing;
 mod tls;
 mod transparency;
+mod upstream_framing;
