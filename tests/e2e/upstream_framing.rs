@@ -77,7 +77,8 @@ async fn an_answer_with_broken_framing_is_a_502_and_the_next_request_is_answered
         let response = proxy.get(path).await;
         assert_eq!(response.status, 502, "{path}: {}", response.text());
         let next = proxy.get("/ok").await;
-        assert_eq!((next.status, next.text().as_str()), (200, "ok"), "after {path}");
+        assert_eq!(next.status, 200, "after {path}");
+        assert_eq!(next.text(), "ok", "after {path}");
     }
 }
 
@@ -86,11 +87,15 @@ async fn a_broken_chunk_breaks_the_body_off_and_the_next_request_is_answered() {
     let proxy = proxy().await;
     for path in ["/bad-chunk", "/chunk-overrun"] {
         let request = proxy.request(Method::GET, path).body(body::empty()).unwrap();
-        let response = within("headers", proxy.client().request(request)).await.expect("headers arrive");
-        assert_eq!(response.status(), 200);
-        let read = within("the body", Collected::from(response)).await;
-        assert!(read.is_err(), "{path}: the client must see the body break off, got {read:?}");
+        // The broken chunk may come before the head has gone on: then the client gets no
+        // answer at all; after it, a body that breaks off. Never a complete-looking answer.
+        if let Ok(response) = within("an answer", proxy.client().request(request)).await {
+            assert_eq!(response.status(), 200);
+            let read = within("the body", Collected::from(response)).await;
+            assert!(read.is_err(), "{path}: the client must see the body break off, got {read:?}");
+        }
         let next = proxy.get("/ok").await;
-        assert_eq!((next.status, next.text().as_str()), (200, "ok"), "after {path}");
+        assert_eq!(next.status, 200, "after {path}");
+        assert_eq!(next.text(), "ok", "after {path}");
     }
 }
