@@ -14,10 +14,12 @@ use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use pin_project_lite::pin_project;
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
+
+use crate::h1::ResponseBody;
 
 /// Errors of body streams.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -33,9 +35,10 @@ pin_project! {
         Full { data: Option<Bytes> },
         /// A response body streamed from an endpoint; its exchange keeps the endpoint's
         /// in-flight count until the last byte (or an error, or the client going away). The
-        /// connection goes back to the endpoint's idle connections after the last byte; on
-        /// an error or when the body is dropped early, it is closed.
-        Upstream { #[pin] inner: Incoming, exchange: Option<Exchange> },
+        /// connection goes back to the endpoint's idle connections after the last byte (the
+        /// body itself gives it back, see [`crate::h1`]); on an error or when the body is
+        /// dropped early, it is closed.
+        Upstream { #[pin] inner: ResponseBody<TcpStream>, exchange: Option<Exchange> },
         /// A downstream request body on its way upstream; see [`ReplayableBody`].
         Downstream { inner: ReplayableBody },
         /// Anything else (compression, tee into the cache, …).
@@ -55,11 +58,11 @@ impl Body {
         if data.is_empty() { Self::Empty } else { Self::Full { data: Some(data) } }
     }
 
-    /// An upstream response body that holds `exchange` until its end, and then gives the
-    /// connection back (at once when there is no body, as for `HEAD`, 204 and 304).
-    pub fn upstream(inner: Incoming, exchange: Exchange) -> Self {
+    /// An upstream response body that holds `exchange` until its end (let go at once when
+    /// there is no body, as for `HEAD`, 204 and 304).
+    pub fn upstream(inner: ResponseBody<TcpStream>, exchange: Exchange) -> Self {
         if http_body::Body::is_end_stream(&inner) {
-            exchange.release();
+            drop(exchange);
             return Self::Upstream { inner, exchange: None };
         }
         Self::Upstream { inner, exchange: Some(exchange) }
@@ -98,8 +101,9 @@ impl http_body::Body for Body {
                     }
                     Poll::Pending => false,
                 };
-                if ended && let Some(exchange) = exchange.take() {
-                    exchange.release();
+                if ended {
+                    // The body gave its connection back first.
+                    drop(exchange.take());
                 }
                 polled.map_err(Into::into)
             }
@@ -129,48 +133,29 @@ impl http_body::Body for Body {
     }
 }
 
-/// Where an upstream exchange belongs: the endpoint that counts it in flight and keeps its
-/// idle connections (`crate::upstream::Endpoint`).
+/// Where an upstream exchange belongs: the endpoint that counts it in flight
+/// (`crate::upstream::Endpoint`).
 pub trait Home: Send + Sync + std::fmt::Debug {
-    /// Takes back a connection whose exchange ended cleanly (the response read to its end).
-    fn checkin(&self, sender: SendRequest<Body>);
     /// One exchange fewer in flight.
     fn finished(&self);
 }
 
-/// One exchange's hold on its endpoint: counted in flight there until it is dropped, with the
-/// connection it runs on once it has one. Only [`Exchange::release`] gives the connection
-/// back; dropped otherwise, the connection is closed (its state is unknown).
+/// One exchange's hold on its endpoint: counted in flight there until it is dropped. The
+/// connection itself travels in the response body, which gives it back after a clean end.
 #[derive(Debug)]
 pub struct Exchange {
     home: Arc<dyn Home>,
-    sender: Option<SendRequest<Body>>,
 }
 
 impl Exchange {
     /// An exchange that `home` has already counted in flight; the count drops with it.
     pub fn counted(home: Arc<dyn Home>) -> Self {
-        Self { home, sender: None }
-    }
-
-    /// The connection the exchange runs on.
-    pub fn attach(&mut self, sender: SendRequest<Body>) {
-        self.sender = Some(sender);
-    }
-
-    /// The exchange ended cleanly: the connection goes back to its endpoint, before the
-    /// in-flight count drops.
-    pub fn release(mut self) {
-        if let Some(sender) = self.sender.take() {
-            self.home.checkin(sender);
-        }
+        Self { home }
     }
 }
 
 impl Drop for Exchange {
     fn drop(&mut self) {
-        // A connection not released is closed first, then the count drops.
-        drop(self.sender.take());
         self.home.finished();
     }
 }

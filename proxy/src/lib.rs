@@ -35,7 +35,7 @@
 //! with what is below it, and takes only its own per-route value (`&RouteLimits`,
 //! `RouteCaching`, `RouteCompression`), never the whole route or the proxy.
 //!
-//! 1. leaves: [`problem`], [`quantity`], [`name`], [`params`], [`downstream`], [`body`], [`metrics`], [`framing`]
+//! 1. leaves: [`problem`], [`quantity`], [`name`], [`params`], [`downstream`], [`h1`], [`body`], [`metrics`], [`framing`]
 //! 2. components: [`upstream`], [`tier`], [`coalesce`], [`compress`], [`cache`], [`limit`]
 //! 3. routes: [`route`] (a route bundles the components' per-route values)
 //! 4. the request path: [`error`], [`forward`], [`pipeline`]
@@ -43,6 +43,7 @@
 //!
 //! Leaves: configuration [`problem`]s and [`quantity`]s (durations, sizes), the [`name`]s
 //! (routes, upstreams, endpoints), path [`params`], client identity ([`downstream`]), the
+//! upstream side of HTTP/1.1 ([`h1`]: one exchange at a time in the request's task), the
 //! [`body`] type with the upstream [`body::Exchange`], and the [`metrics`] registry that every
 //! component registers its own metrics in. Assembly: [`config`] (operator files → validated
 //! model, gathering each component's converter), [`proxy`] (shared state and reload),
@@ -61,6 +62,7 @@ pub mod downstream;
 pub mod error;
 pub mod forward;
 pub mod framing;
+pub mod h1;
 pub mod insight;
 pub mod limit;
 pub mod logging;

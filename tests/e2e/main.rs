@@ -24,3 +24,4 @@ mod targeted;
 mod timing;
 mod tls;
 mod transparency;
+mod upstream_framing;

@@ -152,7 +152,7 @@ pub async fn send(
 
 enum TryError {
     Connect(crate::body::BoxError),
-    Exchange(hyper::Error),
+    Exchange(crate::h1::Error),
     Timeout(Duration),
 }
 
@@ -220,7 +220,7 @@ async fn tries(
         let result = match timed {
             Ok(Ok(exchange)) => Ok(exchange),
             Ok(Err(SendError::Connect(e))) => Err(TryError::Connect(e)),
-            Ok(Err(SendError::Exchange(e))) if e.is_user() => {
+            Ok(Err(SendError::Exchange(e))) if e.is_body() => {
                 // The client's body broke off (it went away or paused too long mid-upload):
                 // the client failed, not the endpoint, so no outcome, no ejection, no retry.
                 tracing::debug!(endpoint = %endpoint.addr, error = %e, "request body broke off");
@@ -240,7 +240,7 @@ async fn tries(
             upstream.endpoints.iter().any(|e| e.index != endpoint.index && e.is_available(now));
 
         match result {
-            Ok((response, lease)) => {
+            Ok(response) => {
                 let status = response.status();
                 if status.is_server_error() {
                     endpoint.metrics.outcome(UpstreamOutcome::ServerError);
@@ -254,7 +254,7 @@ async fn tries(
                     tracing::debug!(endpoint = %endpoint.addr, %status, "retrying on another endpoint");
                     continue;
                 }
-                let mut response = response.map(|incoming| Body::upstream(incoming, guard.with_lease(lease)));
+                let mut response = response.map(|incoming| Body::upstream(incoming, guard.into_exchange()));
                 if served_by {
                     response.extensions_mut().insert(ServedBy(endpoint.addr.clone()));
                 }
@@ -347,12 +347,12 @@ async fn after_upload<F: Future>(
 }
 
 /// How long the client kept its body waiting, when that is why the exchange failed.
-fn body_timeout(error: &hyper::Error) -> Option<Duration> {
+fn body_timeout(error: &crate::h1::Error) -> Option<Duration> {
     body_error::<BodyTimedOut>(error).map(|BodyTimedOut(after)| *after)
 }
 
 /// The request body's error of type `E` that made the exchange fail, if that is why.
-fn body_error<E: std::error::Error + 'static>(error: &hyper::Error) -> Option<&E> {
+fn body_error<E: std::error::Error + 'static>(error: &crate::h1::Error) -> Option<&E> {
     let mut source = std::error::Error::source(error);
     while let Some(error) = source {
         if let Some(found) = error.downcast_ref::<E>() {

@@ -2,13 +2,17 @@
 //!
 //! Each endpoint owns its idle connections: a stack (the most recently used first, so a quiet
 //! period lets the oldest ones time out) behind a mutex that is only held to push or pop. No
-//! pool key to hash, no task per request: a connection goes back on the stack when its
-//! response body has been read to the end ([`Lease::release`]), and is simply dropped — closed —
-//! when the body is abandoned, fails or the endpoint asked to close.
+//! pool key to hash, no task per request or per connection: an exchange runs in the task of
+//! the request it carries, on a [`crate::h1::Connection`], and the connection goes back on the
+//! stack when its response body has been read to its clean end, and is simply dropped —
+//! closed — when the body is abandoned, fails, breaks HTTP/1.1 framing or either side asked
+//! to close.
 //!
 //! A pooled connection the endpoint closed while it sat idle is the classic keep-alive race.
-//! hyper hands back a request it could not start writing; [`Connections::send`] then sends it
-//! once more on a fresh connection, as nginx and hyper-util's client do, so the race never
+//! A connection is looked at (without waiting) before it is taken from the stack; one that
+//! still turns out closed before any response byte, while the request body was not read,
+//! gives the request back and [`Connections::send`] sends it once more on the next idle
+//! connection or a fresh one, as nginx and hyper-util's client do, so the race never
 //! reaches the client.
 //!
 //! Idle connections are closed after the upstream's `idle_timeout` by a sweeper task that
@@ -17,10 +21,7 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use http::Request;
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use http::{Request, Response};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -28,6 +29,10 @@ use super::EndpointAddr;
 use super::metrics::Lookups;
 use super::resolve::Resolver;
 use crate::body::{Body, BoxError};
+use crate::h1::{self, Connection, Failure};
+
+/// A response body read from an endpoint's connection.
+pub type ResponseBody = h1::ResponseBody<TcpStream>;
 
 /// How an upstream's connections are made and kept; from `[upstreams.NAME]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +56,17 @@ pub struct Connections {
     addr: EndpointAddr,
     resolver: Resolver,
     settings: ConnectionSettings,
-    /// Shared with the sweeper, which holds it weakly.
-    idle: Arc<Mutex<IdleStack>>,
+    /// Shared with the response bodies that give connections back, and (weakly) the sweeper.
+    idle: Arc<IdlePool>,
+}
+
+/// The idle connections and what the response bodies give them back to.
+#[derive(Debug)]
+struct IdlePool {
+    /// Itself, for the sweeper it starts.
+    me: Weak<IdlePool>,
+    settings: ConnectionSettings,
+    stack: Mutex<IdleStack>,
 }
 
 #[derive(Debug, Default)]
@@ -64,7 +78,7 @@ struct IdleStack {
 
 #[derive(Debug)]
 struct Idle {
-    sender: SendRequest<Body>,
+    connection: Connection<TcpStream>,
     since: Instant,
 }
 
@@ -76,13 +90,7 @@ pub enum SendError {
     Connect(#[source] BoxError),
     /// The exchange failed on an open connection; the request may have been (partly) sent.
     #[error("exchange failed: {0}")]
-    Exchange(#[source] hyper::Error),
-}
-
-/// A connection lent to one exchange, until its response body has been read.
-#[derive(Debug)]
-pub struct Lease {
-    sender: SendRequest<Body>,
+    Exchange(#[source] h1::Error),
 }
 
 impl Connections {
@@ -95,75 +103,54 @@ impl Connections {
 
     /// As [`Connections::new`], with the addresses from `resolver`.
     fn with_resolver(addr: EndpointAddr, settings: ConnectionSettings, resolver: Resolver) -> Self {
-        Self { addr, resolver, settings, idle: Arc::default() }
+        let idle = Arc::new_cyclic(|me| IdlePool { me: me.clone(), settings, stack: Mutex::default() });
+        Self { addr, resolver, settings, idle }
     }
 
     /// Sends `request` (origin-form target, `Host` set) on an idle connection, or a new one,
-    /// and returns the response head with the lease of its connection.
-    pub async fn send(
-        &self,
-        mut request: Request<Body>,
-    ) -> Result<(http::Response<Incoming>, Lease), SendError> {
-        while let Some(mut sender) = self.checkout() {
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, Lease { sender })),
-                Err(mut error) => match error.take_message() {
-                    // The connection closed before the request went out: try the next one.
-                    Some(unsent) => {
-                        tracing::debug!(endpoint = %self.addr, error = %error.error(), "pooled connection closed");
-                        request = unsent;
-                    }
-                    None => return Err(SendError::Exchange(error.into_error())),
-                },
+    /// and returns the response head; its body gives the connection back after a clean end.
+    pub async fn send(&self, request: Request<Body>) -> Result<Response<ResponseBody>, SendError> {
+        let (parts, mut body) = request.into_parts();
+        while let Some(connection) = self.checkout() {
+            match connection.send(&parts, body, Some(self.pool())).await {
+                Ok(response) => return Ok(response),
+                // The endpoint had closed the connection while it was idle: the next one.
+                Err(Failure { error, unsent: Some(unsent) }) => {
+                    tracing::debug!(endpoint = %self.addr, %error, "pooled connection closed");
+                    body = unsent;
+                }
+                Err(Failure { error, unsent: None }) => return Err(SendError::Exchange(error)),
             }
         }
-        let mut sender = self.connect().await?;
-        match sender.send_request(request).await {
-            Ok(response) => Ok((response, Lease { sender })),
-            Err(error) => Err(SendError::Exchange(error)),
-        }
+        let connection = self.connect().await?;
+        connection
+            .send(&parts, body, Some(self.pool()))
+            .await
+            .map_err(|failure| SendError::Exchange(failure.error))
+    }
+
+    fn pool(&self) -> Arc<dyn h1::Pool<TcpStream>> {
+        self.idle.clone()
     }
 
     /// Idle connections now.
     #[cfg(test)]
     fn idle(&self) -> usize {
-        lock(&self.idle).connections.len()
+        lock(&self.idle.stack).connections.len()
     }
 
     /// The most recently used idle connection that is still open.
-    fn checkout(&self) -> Option<SendRequest<Body>> {
-        let mut idle = lock(&self.idle);
-        while let Some(Idle { sender, since }) = idle.connections.pop() {
-            if sender.is_ready() && since.elapsed() < self.settings.idle_timeout {
-                return Some(sender);
+    fn checkout(&self) -> Option<Connection<TcpStream>> {
+        let mut idle = lock(&self.idle.stack);
+        while let Some(Idle { mut connection, since }) = idle.connections.pop() {
+            if since.elapsed() < self.settings.idle_timeout && connection.is_open() {
+                return Some(connection);
             }
         }
         None
     }
 
-    /// Puts a connection whose exchange has ended back on the stack. One that is not ready
-    /// yet (hyper has not seen the end of the exchange) is waited for off the request path.
-    pub(super) fn checkin(&self, sender: SendRequest<Body>) {
-        if sender.is_ready() {
-            push(&self.idle, self.settings, sender);
-            return;
-        }
-        if sender.is_closed() {
-            return;
-        }
-        let idle = Arc::downgrade(&self.idle);
-        let settings = self.settings;
-        tokio::spawn(async move {
-            let mut sender = sender;
-            if sender.ready().await.is_ok()
-                && let Some(idle) = idle.upgrade()
-            {
-                push(&idle, settings, sender);
-            }
-        });
-    }
-
-    async fn connect(&self) -> Result<SendRequest<Body>, SendError> {
+    async fn connect(&self) -> Result<Connection<TcpStream>, SendError> {
         let connecting = async {
             let addrs = self.resolver.addrs().await?;
             TcpStream::connect(&addrs[..]).await
@@ -182,40 +169,35 @@ impl Connections {
         socket2::SockRef::from(&stream)
             .set_tcp_keepalive(&keepalive)
             .map_err(|e| SendError::Connect(e.into()))?;
-        let (sender, connection) =
-            http1::handshake(TokioIo::new(stream)).await.map_err(|e| SendError::Connect(e.into()))?;
-        let addr = self.addr.clone();
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(endpoint = %addr, %error, "upstream connection ended");
-            }
-        });
-        Ok(sender)
+        Ok(Connection::new(stream))
     }
 }
 
-fn push(idle: &Arc<Mutex<IdleStack>>, settings: ConnectionSettings, sender: SendRequest<Body>) {
-    let mut stack = lock(idle);
-    if settings.max_idle == 0 {
-        return;
-    }
-    if stack.connections.len() >= settings.max_idle {
-        stack.connections.remove(0);
-    }
-    stack.connections.push(Idle { sender, since: Instant::now() });
-    if !stack.sweeping {
-        stack.sweeping = true;
-        tokio::spawn(sweep(Arc::downgrade(idle), settings.idle_timeout));
+impl h1::Pool<TcpStream> for IdlePool {
+    /// Puts a connection whose exchange ended cleanly back on the stack.
+    fn checkin(&self, connection: Connection<TcpStream>) {
+        if self.settings.max_idle == 0 {
+            return;
+        }
+        let mut stack = lock(&self.stack);
+        if stack.connections.len() >= self.settings.max_idle {
+            stack.connections.remove(0);
+        }
+        stack.connections.push(Idle { connection, since: Instant::now() });
+        if !stack.sweeping {
+            stack.sweeping = true;
+            tokio::spawn(sweep(self.me.clone(), self.settings.idle_timeout));
+        }
     }
 }
 
 /// Closes connections idle for `timeout`, until none is left idle or the endpoint is gone.
-async fn sweep(idle: Weak<Mutex<IdleStack>>, timeout: Duration) {
+async fn sweep(idle: Weak<IdlePool>, timeout: Duration) {
     let period = (timeout / 2).max(Duration::from_millis(100));
     loop {
         tokio::time::sleep(period).await;
         let Some(idle) = idle.upgrade() else { return };
-        let mut stack = lock(&idle);
+        let mut stack = lock(&idle.stack);
         // Oldest first: the expired ones are a prefix.
         let expired = stack.connections.iter().take_while(|c| c.since.elapsed() >= timeout).count();
         stack.connections.drain(..expired);
@@ -231,19 +213,6 @@ fn lock(idle: &Mutex<IdleStack>) -> std::sync::MutexGuard<'_, IdleStack> {
     idle.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Lease {
-    /// The exchange ended cleanly (the response body was read to its end): the connection
-    /// may carry the next request.
-    pub fn release(self, connections: &Connections) {
-        connections.checkin(self.sender);
-    }
-
-    /// The connection itself, for the exchange that carries it on (see `body::Exchange`).
-    pub(super) fn into_sender(self) -> SendRequest<Body> {
-        self.sender
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -251,6 +220,8 @@ mod tests {
     use bytes::Bytes;
     use http::{Method, Response, StatusCode};
     use http_body_util::BodyExt;
+    use hyper::body::Incoming;
+    use hyper_util::rt::TokioIo;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -309,10 +280,8 @@ mod tests {
 
     /// One exchange, the body read to its end and the connection given back.
     async fn exchange(connections: &Connections, request: Request<Body>) -> Bytes {
-        let (response, lease) = connections.send(request).await.unwrap();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        lease.release(connections);
-        body
+        let response = connections.send(request).await.unwrap();
+        response.into_body().collect().await.unwrap().to_bytes()
     }
 
     #[tokio::test]
@@ -335,8 +304,8 @@ mod tests {
     async fn an_abandoned_body_closes_its_connection() {
         let (addr, accepted) = endpoint("hello").await;
         let connections = Connections::new(addr.clone(), settings(), Lookups::default());
-        let (response, lease) = connections.send(get(&addr, "/")).await.unwrap();
-        drop((response, lease));
+        let response = connections.send(get(&addr, "/")).await.unwrap();
+        drop(response);
         assert_eq!(exchange(&connections, get(&addr, "/")).await, "hello");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
@@ -354,9 +323,8 @@ mod tests {
             open.push(connections.send(get(&addr, "/")).await.unwrap());
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
-        for (response, lease) in open {
+        for response in open {
             response.into_body().collect().await.unwrap();
-            lease.release(&connections);
         }
         tokio::task::yield_now().await;
         assert_eq!(connections.idle(), 2);
@@ -422,9 +390,8 @@ mod tests {
         // Two exchanges at once: two connections.
         let (a, b) = tokio::join!(connections.send(get(&named, "/")), connections.send(get(&named, "/")));
         for sent in [a, b] {
-            let (response, lease) = sent.unwrap();
+            let response = sent.unwrap();
             assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "hello");
-            lease.release(&connections);
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
         assert_eq!(lookups.load(Ordering::SeqCst), 1);

@@ -4,14 +4,13 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
-use hyper::client::conn::http1::SendRequest;
 use tokio::time::Instant;
 
 use super::Ejection;
-use super::connections::{ConnectionSettings, Connections, Lease};
+use super::connections::{ConnectionSettings, Connections};
 use super::metrics::EndpointMetrics;
 use super::{EndpointAddr, UpstreamName};
-use crate::body::{Body, Exchange, Home};
+use crate::body::{Exchange, Home};
 use crate::metrics::Metrics;
 
 /// One address of an upstream.
@@ -135,8 +134,8 @@ impl Endpoint {
 }
 
 /// Counts one request in flight on an endpoint for as long as it lives. The proxy moves it,
-/// with the connection, into the response body ([`InFlight::with_lease`]), so the count
-/// lasts until the body's last byte has been sent.
+/// into the response body ([`InFlight::into_exchange`]), so the count lasts until the body's
+/// last byte has been sent.
 #[derive(Debug)]
 pub struct InFlight(Exchange);
 
@@ -160,19 +159,13 @@ impl InFlight {
         Some(Self(Exchange::counted(endpoint)))
     }
 
-    /// The exchange, counted until its response body ends, on the connection `lease`.
-    pub fn with_lease(self, lease: Lease) -> Exchange {
-        let Self(mut exchange) = self;
-        exchange.attach(lease.into_sender());
-        exchange
+    /// The exchange, counted until its response body ends.
+    pub fn into_exchange(self) -> Exchange {
+        self.0
     }
 }
 
 impl Home for Endpoint {
-    fn checkin(&self, sender: SendRequest<Body>) {
-        self.connections.checkin(sender);
-    }
-
     fn finished(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.metrics.in_flight.dec();

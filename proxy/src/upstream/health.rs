@@ -63,12 +63,10 @@ async fn probe(endpoint: &Endpoint, check: &HealthCheck) -> bool {
         .body(Body::empty());
     let Ok(request) = request else { return false };
     match tokio::time::timeout(check.timeout, endpoint.connections.send(request)).await {
-        Ok(Ok((response, lease))) => {
+        Ok(Ok(response)) => {
             let ok = response.status().is_success();
             // Read the (small) body to its end so the connection can be used again.
-            if http_body_util::BodyExt::collect(response.into_body()).await.is_ok() {
-                lease.release(&endpoint.connections);
-            }
+            let _ = http_body_util::BodyExt::collect(response.into_body()).await;
             ok
         }
         Ok(Err(e)) => {

@@ -1,7 +1,7 @@
 //! Upstreams: named pools of origin endpoints, least-connections picking, health.
 //!
 //! - [`endpoint`]: one address with its in-flight count, health and ejection state;
-//! - [`connections`]: an endpoint's keep-alive HTTP/1.1 connections;
+//! - [`connections`]: an endpoint's keep-alive HTTP/1.1 connections ([`crate::h1`]);
 //! - [`resolve`]: an endpoint's addresses, its name looked up once and refreshed on a period;
 //! - [`pick`]: least-connections among available endpoints, ties broken at random;
 //! - [`health`]: active health checks that mark endpoints unhealthy and re-admit them.
@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 pub use crate::name::{EndpointAddr, UpstreamName};
 pub use config::{Ejection, HealthCheck, UpstreamConfig};
-pub use connections::{ConnectionSettings, Lease, SendError};
+pub use connections::{ConnectionSettings, ResponseBody, SendError};
 pub use endpoint::{Endpoint, EndpointState, InFlight};
 pub use metrics::{EndpointMetrics, LookupOutcome, UpstreamOutcome};
 pub use pick::{NoPick, Pick};

@@ -1,0 +1,233 @@
+//! Heads: the request head written, the response head parsed and its body's framing.
+
+use std::task::{Context, Poll, ready};
+
+use bytes::Buf;
+use http::header::{CONNECTION, CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER_ENCODING};
+use http::request::Parts;
+use http::{HeaderMap, Method, Response, StatusCode, Version};
+use tokio::io::AsyncRead;
+
+use super::decode::Decode;
+use super::{Connection, Error, Upload, poll_read_into};
+
+/// Longest response head read, in bytes; a longer one is [`Error::Invalid`].
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// Most header fields in a response head (and in trailers).
+pub const MAX_HEADERS: usize = 100;
+
+/// Writes the request head into `buf` and says how its body goes out: `Content-Length` as the
+/// request gives it, none for a body known to be empty, chunked otherwise.
+pub(super) fn write_request<B: http_body::Body>(
+    buf: &mut Vec<u8>,
+    parts: &Parts,
+    body: &B,
+) -> Result<Upload, Error> {
+    let upload = match parts.headers.get(CONTENT_LENGTH) {
+        Some(_) => match content_length(parts.headers.get_all(CONTENT_LENGTH).iter()) {
+            Some(0) => Upload::Done,
+            Some(len) => Upload::Length(len),
+            None => return Err(Error::Invalid("request content-length is not a length")),
+        },
+        None if body.is_end_stream() => Upload::Done,
+        None => match body.size_hint().exact() {
+            Some(0) => Upload::Done,
+            Some(len) => Upload::Length(len),
+            None => Upload::Chunked,
+        },
+    };
+    buf.clear();
+    buf.extend_from_slice(parts.method.as_str().as_bytes());
+    buf.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    buf.extend_from_slice(target.as_bytes());
+    buf.extend_from_slice(b" HTTP/1.1\r\n");
+    write_fields_except(buf, &parts.headers, &TRANSFER_ENCODING);
+    let has_length = parts.headers.contains_key(CONTENT_LENGTH);
+    match upload {
+        Upload::Chunked => buf.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Upload::Length(len) if !has_length => {
+            buf.extend_from_slice(b"content-length: ");
+            buf.extend_from_slice(len.to_string().as_bytes());
+            buf.extend_from_slice(b"\r\n");
+        }
+        Upload::Done if !has_length && has_body_semantics(&parts.method) => {
+            buf.extend_from_slice(b"content-length: 0\r\n");
+        }
+        _ => {}
+    }
+    buf.extend_from_slice(b"\r\n");
+    Ok(upload)
+}
+
+/// Methods whose requests are expected to have a body: an empty one is said to be empty.
+fn has_body_semantics(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+}
+
+/// Writes `name: value\r\n` for every field.
+pub(super) fn write_fields(buf: &mut Vec<u8>, fields: &HeaderMap) {
+    for (name, value) in fields {
+        write_field(buf, name, value);
+    }
+}
+
+fn write_fields_except(buf: &mut Vec<u8>, fields: &HeaderMap, left_out: &HeaderName) {
+    for (name, value) in fields {
+        if name != left_out {
+            write_field(buf, name, value);
+        }
+    }
+}
+
+fn write_field(buf: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    buf.extend_from_slice(name.as_str().as_bytes());
+    buf.extend_from_slice(b": ");
+    buf.extend_from_slice(value.as_bytes());
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// Reads until a whole response head is in: `Some` final head (consumed from the buffer),
+/// `None` for a skipped 1xx. `received` is set by the first byte read.
+pub(super) fn poll_read_head<S: AsyncRead + Unpin>(
+    connection: &mut Connection<S>,
+    received: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Option<Response<()>>, Error>> {
+    loop {
+        if !connection.read.is_empty() {
+            if let Some((len, head)) = parse_response(&connection.read)? {
+                connection.read.advance(len);
+                if head.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    return Poll::Ready(Err(Error::Invalid("101 without an upgrade asked for")));
+                }
+                if head.status().is_informational() {
+                    return Poll::Ready(Ok(None));
+                }
+                return Poll::Ready(Ok(Some(head)));
+            }
+            if connection.read.len() >= MAX_HEAD {
+                return Poll::Ready(Err(Error::Invalid("response head too long")));
+            }
+        }
+        let read = ready!(poll_read_into(&mut connection.io, &mut connection.read, cx))?;
+        if read == 0 {
+            return Poll::Ready(Err(if *received { Error::Truncated } else { Error::Closed }));
+        }
+        *received = true;
+    }
+}
+
+/// Parses a response head from the start of `buf`: its length and the head, or `None` while
+/// it is incomplete.
+pub(super) fn parse_response(buf: &[u8]) -> Result<Option<(usize, Response<()>)>, Error> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut fields);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Error::Invalid("too many response header fields"));
+        }
+        Err(_) => return Err(Error::Invalid("malformed response head")),
+    };
+    if len > MAX_HEAD {
+        return Err(Error::Invalid("response head too long"));
+    }
+    let status = parsed.code.and_then(|code| StatusCode::from_u16(code).ok());
+    let Some(status) = status else { return Err(Error::Invalid("malformed status code")) };
+    let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = fields_to_map(parsed.headers)?;
+    Ok(Some((len, response)))
+}
+
+/// Header fields as a map (names lowercased, order kept).
+pub(super) fn fields_to_map(fields: &[httparse::Header<'_>]) -> Result<HeaderMap, Error> {
+    let mut map = HeaderMap::with_capacity(fields.len());
+    for field in fields {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| Error::Invalid("malformed header field name"))?;
+        let value = HeaderValue::from_bytes(field.value)
+            .map_err(|_| Error::Invalid("malformed header field value"))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// How the response body is framed (RFC 9112 §6.3), and whether the connection may carry
+/// another exchange after it as far as the head goes.
+pub(super) fn framing(method: &Method, head: &Response<()>) -> Result<(Decode, bool), Error> {
+    let headers = head.headers();
+    let chunked = match headers.get(TRANSFER_ENCODING) {
+        None => false,
+        Some(_) if headers.contains_key(CONTENT_LENGTH) => {
+            return Err(Error::Invalid("both content-length and transfer-encoding"));
+        }
+        Some(_) => {
+            // The codings in order; chunked must be the last, and only once.
+            let codings: Vec<String> = headers
+                .get_all(TRANSFER_ENCODING)
+                .iter()
+                .map(|v| v.to_str().map_err(|_| Error::Invalid("malformed transfer-encoding")))
+                .collect::<Result<Vec<_>, _>>()?
+                .iter()
+                .flat_map(|v| v.split(','))
+                .map(|c| c.trim().to_ascii_lowercase())
+                .filter(|c| !c.is_empty())
+                .collect();
+            let chunks = codings.iter().filter(|c| *c == "chunked").count();
+            if chunks != 1 || codings.last().map(String::as_str) != Some("chunked") {
+                return Err(Error::Invalid("transfer-encoding that does not end in chunked"));
+            }
+            true
+        }
+    };
+    let length = match headers.get(CONTENT_LENGTH) {
+        None => None,
+        Some(_) => match content_length(headers.get_all(CONTENT_LENGTH).iter()) {
+            Some(len) => Some(len),
+            None => return Err(Error::Invalid("invalid or differing content-length")),
+        },
+    };
+    let keep_alive = head.version() == Version::HTTP_11 && !asks_close(headers);
+    let status = head.status();
+    if super::is_head(method) || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok((Decode::Done, keep_alive));
+    }
+    Ok(match (chunked, length) {
+        (true, _) => (Decode::chunked(), keep_alive),
+        (false, Some(len)) => (Decode::length(len), keep_alive),
+        (false, None) => (Decode::Close, false),
+    })
+}
+
+/// True when `Connection` says `close`.
+pub(super) fn asks_close(headers: &HeaderMap) -> bool {
+    headers.get_all(CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|v| v.split(',').any(|token| token.trim().eq_ignore_ascii_case("close")))
+    })
+}
+
+/// The one length a set of `Content-Length` values gives (repeats of the same value are one
+/// length); `None` when one is not a length or two differ.
+pub(super) fn content_length<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> Option<u64> {
+    let mut length = None;
+    for value in values {
+        for item in value.as_bytes().split(|b| *b == b',') {
+            let item = item.trim_ascii();
+            if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let len: u64 = std::str::from_utf8(item).ok()?.parse().ok()?;
+            if length.is_some_and(|known| known != len) {
+                return None;
+            }
+            length = Some(len);
+        }
+    }
+    length
+}

@@ -1,0 +1,600 @@
+//! The connection against scripted endpoints: framing, strictness, reuse, uploads; proptest
+//! over generated response framings; the same exchanges through hyper's client compared.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request};
+use http_body_util::{BodyExt, Full, StreamBody};
+use proptest::prelude::*;
+use tokio::io::ReadBuf;
+
+use super::*;
+
+/// An endpoint played from a script: once the request has started, each read gets the next
+/// piece (a read finds nothing in between, and waits once), then the connection ends; what
+/// is written is kept.
+#[derive(Debug, Default)]
+struct Scripted {
+    /// A read waiting for the request.
+    reader: Option<std::task::Waker>,
+    pieces: VecDeque<Vec<u8>>,
+    written: Vec<u8>,
+    /// The next read waits once first.
+    wait: bool,
+    /// After the pieces, reads wait instead of ending (the endpoint keeps the connection).
+    keep_open: bool,
+}
+
+impl Scripted {
+    fn new(pieces: impl IntoIterator<Item = Vec<u8>>) -> Self {
+        Self { pieces: pieces.into_iter().collect(), ..Self::default() }
+    }
+
+    /// The response in one piece, the connection kept open after it.
+    fn open(response: &str) -> Self {
+        Self { keep_open: true, ..Self::new([response.as_bytes().to_vec()]) }
+    }
+}
+
+impl AsyncRead for Scripted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.written.is_empty() {
+            self.reader = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        if self.wait {
+            self.wait = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let Some(mut piece) = self.pieces.pop_front() else {
+            return if self.keep_open { Poll::Pending } else { Poll::Ready(Ok(())) };
+        };
+        let len = piece.len().min(buf.remaining());
+        buf.put_slice(&piece[..len]);
+        if len < piece.len() {
+            self.pieces.push_front(piece.split_off(len));
+        }
+        self.wait = true;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Scripted {
+    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.written.extend_from_slice(buf);
+        if let Some(reader) = self.reader.take() {
+            reader.wake();
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Keeps the connections given back.
+#[derive(Debug, Default)]
+struct Kept(Mutex<Vec<Connection<Scripted>>>);
+
+impl Pool<Scripted> for Kept {
+    fn checkin(&self, connection: Connection<Scripted>) {
+        self.0.lock().unwrap().push(connection);
+    }
+}
+
+impl Kept {
+    fn count(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    fn take(&self) -> Connection<Scripted> {
+        self.0.lock().unwrap().pop().expect("a connection given back")
+    }
+}
+
+/// What the client got from one exchange.
+#[derive(Debug, PartialEq)]
+struct Received {
+    status: u16,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Result<(Bytes, Option<HeaderMap>), String>,
+}
+
+fn parts(method: Method, target: &str) -> Parts {
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = target.parse().unwrap();
+    request.headers_mut().insert(http::header::HOST, HeaderValue::from_static("origin"));
+    request.into_parts().0
+}
+
+use http::HeaderValue;
+
+async fn collect<B>(response: Response<B>) -> Received
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let status = response.status().as_u16();
+    let headers =
+        response.headers().iter().map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec())).collect();
+    let body = match response.into_body().collect().await {
+        Ok(collected) => {
+            let trailers = collected.trailers().cloned();
+            Ok((collected.to_bytes(), trailers))
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    Received { status, headers, body }
+}
+
+/// One exchange of `method` on a connection over `io`: what was received (or the error
+/// before a response), and the pool the connection may have gone back to.
+async fn exchange(method: Method, io: Scripted) -> (Result<Received, Error>, Arc<Kept>) {
+    let kept = Arc::new(Kept::default());
+    let pool: Arc<dyn Pool<Scripted>> = kept.clone();
+    let sent = Connection::new(io).send(&parts(method, "/x"), Full::new(Bytes::new()), Some(pool)).await;
+    match sent {
+        Ok(response) => (Ok(collect(response).await), kept),
+        Err(failure) => (Err(failure.error), kept),
+    }
+}
+
+async fn get(response: &str) -> (Result<Received, Error>, Arc<Kept>) {
+    exchange(Method::GET, Scripted::open(response)).await
+}
+
+fn body_of(received: &Result<Received, Error>) -> &[u8] {
+    &received.as_ref().unwrap().body.as_ref().unwrap().0
+}
+
+#[tokio::test]
+async fn a_length_framed_body_is_read_and_the_connection_kept() {
+    let (received, kept) = get("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhello").await;
+    assert_eq!(body_of(&received), b"hello");
+    let received = received.unwrap();
+    assert_eq!(received.headers, [("content-length".into(), b"5".to_vec()), ("x-a".into(), b"1".to_vec())]);
+    assert_eq!(kept.count(), 1);
+    // The kept connection wrote exactly the request head.
+    let connection = kept.take();
+    assert_eq!(connection.io.written, b"GET /x HTTP/1.1\r\nhost: origin\r\n\r\n");
+}
+
+#[tokio::test]
+async fn a_chunked_body_is_read_with_its_trailers() {
+    let (received, kept) = get(
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6 ;ext=\"1\"\r\n world\r\n0\r\nx-sum: 11\r\n\r\n",
+    )
+    .await;
+    let (body, trailers) = received.unwrap().body.unwrap();
+    assert_eq!(body, "hello world");
+    assert_eq!(trailers.unwrap()["x-sum"], "11");
+    assert_eq!(kept.count(), 1);
+}
+
+#[tokio::test]
+async fn a_body_to_the_close_is_read_to_the_close_and_the_connection_not_kept() {
+    let io = Scripted::new([b"HTTP/1.1 200 OK\r\n\r\nall of ".to_vec(), b"it".to_vec()]);
+    let (received, kept) = exchange(Method::GET, io).await;
+    assert_eq!(body_of(&received), b"all of it");
+    assert_eq!(kept.count(), 0);
+}
+
+#[tokio::test]
+async fn head_204_and_304_have_no_body_whatever_their_length_says() {
+    let (received, kept) =
+        exchange(Method::HEAD, Scripted::open("HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\n")).await;
+    assert_eq!(body_of(&received), b"");
+    assert_eq!(kept.count(), 1);
+    for status in ["204 No Content", "304 Not Modified"] {
+        let (received, kept) = get(&format!("HTTP/1.1 {status}\r\ncontent-length: 3\r\n\r\n")).await;
+        assert_eq!(body_of(&received), b"");
+        assert_eq!(kept.count(), 1, "{status}");
+    }
+}
+
+#[tokio::test]
+async fn interim_answers_are_skipped() {
+    let (received, _) =
+        get("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await;
+    assert_eq!(received.as_ref().unwrap().status, 200);
+    assert_eq!(body_of(&received), b"ok");
+}
+
+#[tokio::test]
+async fn connection_close_and_http_1_0_are_honoured() {
+    let (received, kept) = get("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok").await;
+    assert_eq!(body_of(&received), b"ok");
+    assert_eq!(kept.count(), 0);
+    let (received, kept) = get("HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+    assert_eq!(body_of(&received), b"ok");
+    assert_eq!(kept.count(), 0);
+}
+
+#[tokio::test]
+async fn bytes_past_the_framed_end_keep_the_connection_out_of_the_pool() {
+    let (received, kept) = get("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokEXTRA").await;
+    assert_eq!(body_of(&received), b"ok");
+    assert_eq!(kept.count(), 0);
+}
+
+#[tokio::test]
+async fn invalid_heads_are_errors() {
+    let long = format!("HTTP/1.1 200 OK\r\nx-long: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+    let many = format!("HTTP/1.1 200 OK\r\n{}\r\n", "x-a: 1\r\n".repeat(MAX_HEADERS + 1));
+    let cases = [
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\ncontent-length: 2, 3\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\ncontent-length: two\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nx-folded: a\r\n b\r\ncontent-length: 2\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\nx-bad : a\r\ncontent-length: 2\r\n\r\nok",
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
+        "HTTP/1.1 2000 OK\r\n\r\n",
+        "NOT HTTP\r\n\r\n",
+        &long,
+        &many,
+    ];
+    for case in cases {
+        let (received, kept) = get(case).await;
+        assert!(matches!(received, Err(Error::Invalid(_))), "{case:.80}: {received:?}");
+        assert_eq!(kept.count(), 0);
+    }
+    // Repeats of one length are one length.
+    let (received, _) = get("HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 2, 2\r\n\r\nok").await;
+    assert_eq!(body_of(&received), b"ok");
+}
+
+#[tokio::test]
+async fn invalid_chunks_and_short_bodies_end_the_body_with_an_error() {
+    let chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+    let cases = [
+        format!("{chunked}zz\r\nhello\r\n0\r\n\r\n"),
+        format!("{chunked}-5\r\nhello\r\n0\r\n\r\n"),
+        format!("{chunked}5\nhello\r\n0\r\n\r\n"),
+        format!("{chunked}5 x\r\nhello\r\n0\r\n\r\n"),
+        format!("{chunked}5\r\nhelloXX0\r\n\r\n"),
+        format!("{chunked}10000000000000000\r\n"),
+        format!("{chunked}{}\r\n", "1".repeat(5000)),
+        format!("{chunked}5\r\nhello\r\n0\r\nbad trailer\r\n\r\n"),
+    ];
+    for case in &cases {
+        let (received, kept) = get(case).await;
+        let received = received.unwrap();
+        assert!(received.body.is_err(), "{case:.80}: {received:?}");
+        assert_eq!(kept.count(), 0);
+    }
+    // Cut short by the close: a length, chunks, a head.
+    for case in
+        ["HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello".to_owned(), format!("{chunked}5\r\nhello\r\n")]
+    {
+        let (received, _) = exchange(Method::GET, Scripted::new([case.into_bytes()])).await;
+        assert_eq!(received.unwrap().body.unwrap_err(), Error::Truncated.to_string());
+    }
+    let (received, _) = exchange(Method::GET, Scripted::new([b"HTTP/1.1 200 OK\r\n".to_vec()])).await;
+    assert!(matches!(received, Err(Error::Truncated)));
+}
+
+#[tokio::test]
+async fn a_reused_connection_closed_before_any_answer_gives_the_request_back() {
+    let (_, kept) = get("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+    let mut connection = kept.take();
+    // The endpoint closed it while it was idle.
+    connection.io.keep_open = false;
+    let pool: Arc<dyn Pool<Scripted>> = kept.clone();
+    let body = Full::new(Bytes::new());
+    let failure = connection.send(&parts(Method::GET, "/y"), body, Some(pool)).await.unwrap_err();
+    assert!(matches!(failure.error, Error::Closed));
+    assert!(failure.unsent.is_some(), "the request can go out again");
+    // A fresh connection that closes says so, without the request back.
+    let failure = Connection::new(Scripted::new([]))
+        .send(&parts(Method::GET, "/y"), Full::new(Bytes::new()), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(failure.error, Error::Closed) && failure.unsent.is_none());
+}
+
+/// A request body of `chunks`, streamed.
+fn streamed(chunks: &[&'static str]) -> impl http_body::Body<Data = Bytes, Error = Error> + Unpin {
+    let frames = chunks.iter().map(|c| Ok::<_, Error>(Frame::data(Bytes::from_static(c.as_bytes()))));
+    StreamBody::new(futures_util::stream::iter(frames.collect::<Vec<_>>()))
+}
+
+#[tokio::test]
+async fn request_bodies_go_out_with_their_length_or_chunked() {
+    let answer = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+    let kept = Arc::new(Kept::default());
+    let pool = || -> Option<Arc<dyn Pool<Scripted>>> { Some(kept.clone()) };
+
+    let mut with_length = parts(Method::POST, "/up?q=1");
+    with_length.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("11"));
+    Connection::new(Scripted::open(answer))
+        .send(&with_length, streamed(&["hello", " world"]), pool())
+        .await
+        .ok()
+        .expect("an answer");
+    assert_eq!(
+        kept.take().io.written,
+        b"POST /up?q=1 HTTP/1.1\r\nhost: origin\r\ncontent-length: 11\r\n\r\nhello world"
+    );
+
+    Connection::new(Scripted::open(answer))
+        .send(&parts(Method::PUT, "/up"), streamed(&["hello", " world"]), pool())
+        .await
+        .ok()
+        .expect("an answer");
+    assert_eq!(
+        kept.take().io.written,
+        b"PUT /up HTTP/1.1\r\nhost: origin\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    );
+
+    Connection::new(Scripted::open(answer))
+        .send(&parts(Method::POST, "/up"), Full::new(Bytes::new()), pool())
+        .await
+        .unwrap();
+    assert_eq!(kept.take().io.written, b"POST /up HTTP/1.1\r\nhost: origin\r\ncontent-length: 0\r\n\r\n");
+
+    // A body shorter than its length is not sent as if it were whole.
+    let sent = Connection::new(Scripted::open(answer)).send(&with_length, streamed(&["hello"]), pool()).await;
+    assert!(matches!(sent, Err(Failure { error: Error::Invalid(_), .. })));
+}
+
+#[tokio::test]
+async fn an_answer_before_the_whole_request_keeps_the_connection_out_of_the_pool() {
+    // The body never ends; the endpoint answers at once.
+    let rx = futures_util::stream::pending::<Result<Frame<Bytes>, Error>>();
+    let kept = Arc::new(Kept::default());
+    let pool: Arc<dyn Pool<Scripted>> = kept.clone();
+    let io = Scripted::open("HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n");
+    let response =
+        Connection::new(io).send(&parts(Method::POST, "/up"), StreamBody::new(rx), Some(pool)).await.unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(kept.count(), 0);
+}
+
+/// A response framing for the property tests: a status, fields and how the body goes.
+#[derive(Debug, Clone)]
+struct Generated {
+    method: Method,
+    status: u16,
+    fields: Vec<(String, String)>,
+    body: Vec<u8>,
+    framing: Framing,
+    interim: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Framing {
+    Length,
+    /// The body cut at these sizes, and trailers.
+    Chunked(Vec<usize>, Vec<(String, String)>),
+    Close,
+}
+
+impl Generated {
+    fn wire(&self) -> Vec<u8> {
+        let mut wire = Vec::new();
+        if self.interim {
+            wire.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        wire.extend_from_slice(format!("HTTP/1.1 {} Whatever\r\n", self.status).as_bytes());
+        for (name, value) in &self.fields {
+            wire.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        let has_body = self.has_body();
+        match &self.framing {
+            Framing::Length => {
+                wire.extend_from_slice(format!("Content-Length: {}\r\n\r\n", self.body.len()).as_bytes());
+                if has_body {
+                    wire.extend_from_slice(&self.body);
+                }
+            }
+            Framing::Chunked(cuts, trailers) => {
+                wire.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                if has_body {
+                    let mut rest = &self.body[..];
+                    for cut in cuts.iter().chain(std::iter::once(&usize::MAX)) {
+                        let (chunk, after) = rest.split_at((*cut).min(rest.len()));
+                        if !chunk.is_empty() {
+                            wire.extend_from_slice(format!("{:X}\r\n", chunk.len()).as_bytes());
+                            wire.extend_from_slice(chunk);
+                            wire.extend_from_slice(b"\r\n");
+                        }
+                        rest = after;
+                    }
+                    wire.extend_from_slice(b"0\r\n");
+                    for (name, value) in trailers {
+                        wire.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+                    }
+                    wire.extend_from_slice(b"\r\n");
+                }
+            }
+            Framing::Close => {
+                wire.extend_from_slice(b"\r\n");
+                if has_body {
+                    wire.extend_from_slice(&self.body);
+                }
+            }
+        }
+        wire
+    }
+
+    fn has_body(&self) -> bool {
+        self.method != Method::HEAD && ![204, 304].contains(&self.status)
+    }
+
+    fn expected_body(&self) -> &[u8] {
+        if self.has_body() { &self.body } else { &[] }
+    }
+}
+
+/// A field name in random letter case.
+fn field() -> impl Strategy<Value = (String, String)> {
+    ("[a-z][a-z0-9-]{0,12}", proptest::collection::vec(any::<bool>(), 13), "[ -~]{0,20}").prop_map(
+        |(name, upper, value): (String, Vec<bool>, String)| {
+            let name = name
+                .chars()
+                .zip(upper)
+                .map(|(c, up)| if up { c.to_ascii_uppercase() } else { c })
+                .collect::<String>();
+            let name = if name.eq_ignore_ascii_case("content-length")
+                || name.eq_ignore_ascii_case("transfer-encoding")
+                || name.eq_ignore_ascii_case("connection")
+            {
+                format!("x-{name}")
+            } else {
+                name
+            };
+            (name, value.trim().to_owned())
+        },
+    )
+}
+
+fn generated() -> impl Strategy<Value = Generated> {
+    let framing = prop_oneof![
+        Just(Framing::Length),
+        (proptest::collection::vec(1usize..64, 0..6), proptest::collection::vec(field(), 0..3))
+            .prop_map(|(cuts, trailers)| Framing::Chunked(cuts, trailers)),
+        Just(Framing::Close),
+    ];
+    (
+        prop_oneof![Just(Method::GET), Just(Method::HEAD)],
+        prop_oneof![Just(200u16), Just(201), Just(204), Just(304), Just(404), Just(503)],
+        proptest::collection::vec(field(), 0..6),
+        proptest::collection::vec(any::<u8>(), 0..300),
+        framing,
+        any::<bool>(),
+    )
+        .prop_map(|(method, status, fields, body, framing, interim)| Generated {
+            method,
+            status,
+            fields,
+            body,
+            framing,
+            interim,
+        })
+}
+
+/// `wire` read in pieces cut at `cuts` (positions), the connection ending after it.
+fn cut(wire: &[u8], cuts: &[usize]) -> Scripted {
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (wire.len() + 1)).collect();
+    points.sort_unstable();
+    points.dedup();
+    let mut pieces = Vec::new();
+    let mut from = 0;
+    for point in points.into_iter().chain(std::iter::once(wire.len())) {
+        if point > from {
+            pieces.push(wire[from..point].to_vec());
+            from = point;
+        }
+    }
+    Scripted::new(pieces)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// The fields received, less the framing ones the generator adds.
+fn received_fields(received: &Received) -> Vec<(String, Vec<u8>)> {
+    let framing = ["content-length", "transfer-encoding"];
+    received.headers.iter().filter(|(n, _)| !framing.contains(&n.as_str())).cloned().collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn generated_framings_are_read_whole_however_the_reads_fall(
+        generated in generated(),
+        cuts in proptest::collection::vec(any::<usize>(), 0..12),
+    ) {
+        let wire = generated.wire();
+        let (received, _) = runtime().block_on(exchange(generated.method.clone(), cut(&wire, &cuts)));
+        let received = received.unwrap();
+        prop_assert_eq!(received.status, generated.status);
+        let expected: Vec<(String, Vec<u8>)> = generated
+            .fields
+            .iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec()))
+            .collect();
+        prop_assert_eq!(received_fields(&received), expected);
+        let (body, trailers) = received.body.unwrap();
+        prop_assert_eq!(&body[..], generated.expected_body());
+        let expected_trailers = match &generated.framing {
+            Framing::Chunked(_, sent) if generated.has_body() && !sent.is_empty() => {
+                let mut map = HeaderMap::new();
+                for (name, value) in sent {
+                    map.append(
+                        http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                        HeaderValue::from_str(value).unwrap(),
+                    );
+                }
+                Some(map)
+            }
+            _ => None,
+        };
+        prop_assert_eq!(trailers, expected_trailers);
+    }
+
+    #[test]
+    fn the_connection_and_hyper_receive_the_same(generated in generated()) {
+        let wire = generated.wire();
+        let runtime = runtime();
+        let ours = runtime.block_on(exchange(generated.method.clone(), Scripted::new([wire.clone()]))).0.map_err(|e| e.to_string());
+        let hypers = runtime.block_on(through_hyper(generated.method.clone(), Scripted::new([wire])));
+        match (ours, hypers) {
+            (Ok(ours), Ok(hypers)) => {
+                prop_assert_eq!(ours.status, hypers.status);
+                prop_assert_eq!(&ours.headers, &hypers.headers);
+                prop_assert_eq!(ours.body.map_err(|_| ()), hypers.body.map_err(|_| ()));
+            }
+            (ours, hypers) => prop_assert!(ours.is_err() && hypers.is_err(), "ours {ours:?}, hyper's {hypers:?}"),
+        }
+    }
+}
+
+#[test]
+fn every_single_byte_split_reads_the_same() {
+    let wire = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nX-T: 1\r\n\r\n";
+    let runtime = runtime();
+    for at in 0..=wire.len() {
+        let (received, kept) = runtime.block_on(exchange(Method::GET, cut(wire, &[at])));
+        let (body, trailers) = received.unwrap().body.unwrap();
+        assert_eq!(body, "abcde", "split at {at}");
+        assert_eq!(trailers.unwrap()["x-t"], "1");
+        assert_eq!(kept.count(), 1, "a clean end: back in the pool, split at {at}");
+    }
+    let bytes: Vec<Vec<u8>> = wire.iter().map(|b| vec![*b]).collect();
+    let (received, _) = runtime.block_on(exchange(Method::GET, Scripted::new(bytes)));
+    assert_eq!(received.unwrap().body.unwrap().0, "abcde");
+}
+
+/// The same exchange through hyper's client connection.
+async fn through_hyper(method: Method, io: Scripted) -> Result<Received, String> {
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(hyper_util::rt::TokioIo::new(io))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let mut request = Request::new(Full::new(Bytes::new()));
+    *request.method_mut() = method;
+    *request.uri_mut() = "/x".parse().unwrap();
+    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    Ok(collect(response).await)
+}
