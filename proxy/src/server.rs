@@ -27,6 +27,7 @@ use crate::config::Limits;
 use crate::downstream::Downstream;
 use crate::error::ProxyError;
 use crate::framing::{FramedIo, Reason, Rejections, Verdict};
+use crate::limit::concurrency::shrink_sparse;
 use crate::pipeline;
 use crate::proxy::Proxy;
 
@@ -256,7 +257,8 @@ fn absolute_form(mut request: Request<Incoming>) -> Result<Request<Incoming>, Pr
     Ok(request)
 }
 
-/// Open connections per client address, for `limits.max_connections_per_client`.
+/// Open connections per client address, for `limits.max_connections_per_client`: one entry per
+/// client with a connection open, removed with its last one (the table shrinks when sparse).
 #[derive(Debug)]
 struct ClientConnections {
     cap: NonZeroUsize,
@@ -298,6 +300,7 @@ impl Drop for ClientSlot {
             *count -= 1;
             if *count == 0 {
                 open.remove(&self.ip);
+                shrink_sparse(&mut open);
             }
         }
     }

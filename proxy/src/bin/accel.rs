@@ -8,6 +8,13 @@ use accel::cli::{AdviseArgs, Cli, Command, PurgeArgs, WarmArgs};
 use accel::sidecar::{self, Sidecar};
 use clap::Parser;
 
+/// jemalloc with a background thread that gives freed pages back to the system (after its
+/// 10-second decay; `MALLOC_CONF` tunes it), so the memory of a storm of connections is
+/// returned once it is over. glibc's malloc keeps most of it (docs/operations.md, "Memory").
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// `EX_USAGE` from sysexits.h: the configuration is invalid.
 const EXIT_CONFIG: u8 = 64;
 

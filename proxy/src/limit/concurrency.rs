@@ -4,10 +4,11 @@
 //! [`ConcurrencyPermit`] until the last byte of its response body has been sent (or the client
 //! went away), including any time it waits in a rate limit's delay mode.
 //!
-//! Memory: one entry per client with requests in flight, removed with its last request.
+//! Memory: one entry per client with requests in flight, removed with its last request; a
+//! table left mostly empty after a crowd of clients gives its room back ([`shrink_sparse`]).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::pin::Pin;
@@ -22,6 +23,20 @@ use crate::body::{Body, BoxError};
 
 /// Lock shards: requests of different clients rarely contend.
 const SHARDS: usize = 16;
+
+/// Entries a per-client table keeps room for, however empty: shrinking below is not worth it.
+const KEPT_CAPACITY: usize = 64;
+
+/// Gives a per-client table's memory back once it is less than a quarter full; call it after
+/// removing an entry. A hash table never shrinks by itself, so without this a crowd of distinct
+/// client addresses (a storm, a scan, a spoofed range) would hold its largest size for good.
+/// Halving at a quarter keeps the cost amortised: a table shrinks to twice its entries, and
+/// must lose half of those again before it shrinks anew.
+pub fn shrink_sparse<K: Eq + Hash, V, S: BuildHasher>(table: &mut HashMap<K, V, S>) {
+    if table.capacity() > KEPT_CAPACITY && table.len() < table.capacity() / 4 {
+        table.shrink_to((table.len() * 2).max(KEPT_CAPACITY));
+    }
+}
 
 /// In-flight requests per client address.
 #[derive(Debug)]
@@ -82,6 +97,7 @@ impl Drop for ConcurrencyPermit {
             *count = count.saturating_sub(1);
             if *count == 0 {
                 counts.remove(&self.client);
+                shrink_sparse(&mut counts);
             }
         }
     }
@@ -148,6 +164,32 @@ mod tests {
         drop((second, third));
         assert_eq!(cap.in_flight(a), 0);
         assert_eq!(cap.clients(), 0, "idle clients are forgotten");
+    }
+
+    #[test]
+    fn a_crowd_of_clients_gone_leaves_no_table_behind() {
+        let cap = Arc::new(ClientConcurrency::new(NonZeroU32::new(1).unwrap()));
+        let crowd: Vec<_> =
+            (0..20_000u32).map(|n| cap.acquire(IpAddr::from(n.to_be_bytes())).unwrap()).collect();
+        let room = |cap: &ClientConcurrency| -> usize {
+            cap.shards.iter().map(|s| s.lock().unwrap().capacity()).sum()
+        };
+        assert!(room(&cap) >= 20_000);
+        drop(crowd);
+        assert_eq!(cap.clients(), 0);
+        assert!(room(&cap) <= SHARDS * 2 * KEPT_CAPACITY, "room for {} clients kept", room(&cap));
+    }
+
+    #[test]
+    fn a_mostly_empty_table_shrinks_to_twice_its_entries() {
+        let mut table: HashMap<usize, usize> = (0..1000).map(|n| (n, n)).collect();
+        let full = table.capacity();
+        table.retain(|n, _| *n < full / 8);
+        shrink_sparse(&mut table);
+        assert!(table.capacity() < full && table.capacity() >= 2 * table.len());
+        table.clear();
+        shrink_sparse(&mut table);
+        assert!(table.capacity() >= KEPT_CAPACITY && table.capacity() < 2 * KEPT_CAPACITY);
     }
 
     #[tokio::test]
