@@ -83,8 +83,9 @@ impl Error {
 pub struct Failure<B> {
     pub error: Error,
     /// Set when a connection that had carried an exchange before turned out closed before
-    /// any response byte and before the request body was read: the endpoint closed it while
-    /// it was idle, and the request can go out again as it is.
+    /// any response byte and before the request body was read, and the request's method is
+    /// idempotent: the endpoint most likely closed it while it was idle, and the request can
+    /// go out again as it is.
     pub unsent: Option<B>,
 }
 
@@ -165,7 +166,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let head = match head {
             Ok(head) => head,
             Err(error) => {
-                let stale = self.reused && !exchange.received && !exchange.body_read && error.is_closed();
+                // The request may have reached the endpoint before it closed: only an
+                // idempotent one goes out again (RFC 9110 §9.2.2), as browsers and Go's
+                // client do; nginx does not resend a POST either.
+                let stale = self.reused
+                    && parts.method.is_idempotent()
+                    && !exchange.received
+                    && !exchange.body_read
+                    && error.is_closed();
                 let unsent = if stale { exchange.body.take() } else { None };
                 return Err(Failure { error, unsent });
             }

@@ -301,6 +301,13 @@ async fn a_reused_connection_closed_before_any_answer_gives_the_request_back() {
     let failure = connection.send(&parts(Method::GET, "/y"), body, Some(pool)).await.unwrap_err();
     assert!(matches!(failure.error, Error::Closed));
     assert!(failure.unsent.is_some(), "the request can go out again");
+    // Not a POST: the endpoint may have acted on it before closing.
+    let (_, kept) = get("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+    let mut connection = kept.take();
+    connection.io.keep_open = false;
+    let failure =
+        connection.send(&parts(Method::POST, "/y"), Full::new(Bytes::new()), None).await.unwrap_err();
+    assert!(matches!(failure.error, Error::Closed) && failure.unsent.is_none());
     // A fresh connection that closes says so, without the request back.
     let failure = Connection::new(Scripted::new([]))
         .send(&parts(Method::GET, "/y"), Full::new(Bytes::new()), None)

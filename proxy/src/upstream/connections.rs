@@ -11,9 +11,9 @@
 //! A pooled connection the endpoint closed while it sat idle is the classic keep-alive race.
 //! A connection is looked at (without waiting) before it is taken from the stack; one that
 //! still turns out closed before any response byte, while the request body was not read,
-//! gives the request back and [`Connections::send`] sends it once more on the next idle
-//! connection or a fresh one, as nginx and hyper-util's client do, so the race never
-//! reaches the client.
+//! gives an idempotent request back and [`Connections::send`] sends it once more on the next
+//! idle connection or a fresh one, so the race never reaches a client that could safely be
+//! answered by a second attempt (a `POST` is not sent twice).
 //!
 //! Idle connections are closed after the upstream's `idle_timeout` by a sweeper task that
 //! lives as long as the endpoint, and at most `max_idle_per_endpoint` are kept.
