@@ -1,12 +1,13 @@
 //! TLS to upstreams (`[upstreams.NAME] tls = { ... }`): an origin behind TLS with a test CA
 //! is reached when the proxy trusts that CA; a certificate from another CA, or for another
 //! name, fails the handshake, which is a connect error (502) that never reaches the origin;
-//! `verify = false` accepts a self-signed certificate.
+//! `verify = false` accepts a self-signed certificate. Health checks go over TLS too, and a
+//! reload reads the CA file again.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use accel_e2e::{FakeOrigin, OriginHandle, TestProxy};
+use accel_e2e::{FakeOrigin, OriginHandle, TestProxy, eventually_async};
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -132,4 +133,44 @@ async fn a_self_signed_origin_is_reached_only_without_verification() {
     let answer = unverified.get("/a").await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.body, "self-signed");
+}
+
+#[tokio::test]
+async fn health_checks_go_over_tls() {
+    let origin = FakeOrigin::new().route("/health", "ok").start().await;
+    let ca = Ca::new("Upstream CA");
+    let front = tls_front(&origin, ca.server_pair_for("api.internal")).await;
+    let proxy = TestProxy::builder()
+        .file("ca.pem", &ca.pem())
+        .upstream_with(
+            "api",
+            &[front],
+            "tls = { ca = \"ca.pem\", server_name = \"api.internal\" }\n\
+             health = { path = \"/health\", interval = \"50ms\" }",
+        )
+        .rules("[[route]]\nname = \"all\"\nupstream = \"api\"\n")
+        .start()
+        .await;
+    // The front speaks only TLS: a check that reaches the origin went through the handshake.
+    eventually_async("health checks reach the origin over TLS", || async { origin.hits("/health") >= 2 })
+        .await;
+    let healthy = format!(r#"accel_endpoint_healthy{{upstream="api",endpoint="{front}"}}"#);
+    assert_eq!(proxy.metric(&healthy).await, 1.0);
+}
+
+#[tokio::test]
+async fn a_reload_reads_the_ca_file_again() {
+    let origin = FakeOrigin::new().route("/a", "trusted now").start().await;
+    let ca = Ca::new("Upstream CA");
+    let front = tls_front(&origin, ca.server_pair_for("api.internal")).await;
+    let proxy =
+        proxy(front, r#"{ ca = "ca.pem", server_name = "api.internal" }"#, &Ca::new("Old CA").pem()).await;
+    assert_eq!(proxy.get("/a").await.status, 502);
+
+    proxy.rewrite_file("ca.pem", &ca.pem());
+    proxy.reload_config().unwrap();
+    let answer = proxy.get("/a").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body, "trusted now");
+    assert_eq!(origin.hits("/a"), 1);
 }
