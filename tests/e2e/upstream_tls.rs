@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use accel_e2e::{FakeOrigin, OriginHandle, TestProxy, eventually_async};
 use rustls::ServerConfig;
@@ -18,7 +19,15 @@ use super::tls::Ca;
 
 /// A TLS front for `origin`: terminates TLS with this certificate and key (PEM) and passes
 /// the bytes to the origin over TCP, so the origin's hit counts show what got through.
-async fn tls_front(origin: &OriginHandle, (cert, key): (String, String)) -> SocketAddr {
+async fn tls_front(origin: &OriginHandle, pair: (String, String)) -> SocketAddr {
+    tls_front_counted(origin, pair).await.0
+}
+
+/// As [`tls_front`], with the count of TLS connections it accepted.
+async fn tls_front_counted(
+    origin: &OriginHandle,
+    (cert, key): (String, String),
+) -> (SocketAddr, Arc<AtomicUsize>) {
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<_, _>>().unwrap();
     let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
@@ -34,19 +43,22 @@ async fn tls_front(origin: &OriginHandle, (cert, key): (String, String)) -> Sock
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let origin = origin.addr();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else { return };
-            let acceptor = acceptor.clone();
+            let (acceptor, counter) = (acceptor.clone(), counter.clone());
             tokio::spawn(async move {
                 // A failed handshake closes the connection: nothing reaches the origin.
                 let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                counter.fetch_add(1, Ordering::SeqCst);
                 let Ok(mut plain) = TcpStream::connect(origin).await else { return };
                 let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
             });
         }
     });
-    addr
+    (addr, accepted)
 }
 
 /// A proxy to the TLS front, with `tls` for the upstream and `ca_pem` written as `ca.pem`
@@ -68,7 +80,7 @@ fn connect_errors(front: SocketAddr) -> String {
 async fn an_origin_behind_tls_is_reached_with_the_custom_ca() {
     let origin = FakeOrigin::new().route("/a", "secret over tls").start().await;
     let ca = Ca::new("Upstream CA");
-    let front = tls_front(&origin, ca.server_pair_for("api.internal")).await;
+    let (front, accepted) = tls_front_counted(&origin, ca.server_pair_for("api.internal")).await;
     let proxy = proxy(front, r#"{ ca = "ca.pem", server_name = "api.internal" }"#, &ca.pem()).await;
 
     for _ in 0..3 {
@@ -77,6 +89,7 @@ async fn an_origin_behind_tls_is_reached_with_the_custom_ca() {
         assert_eq!(answer.body, "secret over tls");
     }
     assert_eq!(origin.hits("/a"), 3);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one kept-alive TLS connection for all three");
     assert_eq!(proxy.metric(&connect_errors(front)).await, 0.0);
 }
 
