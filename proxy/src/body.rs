@@ -15,11 +15,10 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
-use crate::h1::ResponseBody;
+use crate::h1::{ResponseBody, Stream};
 
 /// Errors of body streams.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -38,7 +37,7 @@ pin_project! {
         /// connection goes back to the endpoint's idle connections after the last byte (the
         /// body itself gives it back, see [`crate::h1`]); on an error or when the body is
         /// dropped early, it is closed.
-        Upstream { #[pin] inner: ResponseBody<TcpStream>, exchange: Option<Exchange> },
+        Upstream { #[pin] inner: ResponseBody<Stream>, exchange: Option<Exchange> },
         /// A downstream request body on its way upstream; see [`ReplayableBody`].
         Downstream { inner: ReplayableBody },
         /// Anything else (compression, tee into the cache, …).
@@ -60,7 +59,7 @@ impl Body {
 
     /// An upstream response body that holds `exchange` until its end (let go at once when
     /// there is no body, as for `HEAD`, 204 and 304).
-    pub fn upstream(inner: ResponseBody<TcpStream>, exchange: Exchange) -> Self {
+    pub fn upstream(inner: ResponseBody<Stream>, exchange: Exchange) -> Self {
         if http_body::Body::is_end_stream(&inner) {
             drop(exchange);
             return Self::Upstream { inner, exchange: None };

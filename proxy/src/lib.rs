@@ -19,7 +19,7 @@
 //! - [`tier`]: the shared Redis tier, when `[redis]` is configured — a memory miss looks in
 //!   Redis before the origin; purges reach every sidecar; `scope = "cluster"` rate limits;
 //! - [`forward`]: forwarding headers, least-connections pick ([`upstream`]), tries with
-//!   timeouts and retries over per-endpoint keep-alive connections;
+//!   timeouts and retries over per-endpoint keep-alive connections (plain TCP or TLS);
 //! - [`error`]: the one rescue point, where every failure and refusal becomes an answer;
 //! - [`compress`]: brotli / zstd / gzip as the client accepts and the route allows, streamed;
 //! - cache store ([`cache`] again): storable answers stored with their tags while they

@@ -25,3 +25,4 @@ mod timing;
 mod tls;
 mod transparency;
 mod upstream_framing;
+mod upstream_tls;

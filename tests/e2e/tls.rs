@@ -21,11 +21,11 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 /// A test certificate authority.
-struct Ca(CertifiedIssuer<'static, KeyPair>);
+pub(super) struct Ca(CertifiedIssuer<'static, KeyPair>);
 
 impl Ca {
     /// A CA named `name`: two CAs of one test must differ by name, as real ones do.
-    fn new(name: &str) -> Self {
+    pub(super) fn new(name: &str) -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -38,10 +38,15 @@ impl Ca {
     }
 
     /// A server certificate for `name` signed by this CA: (certificate PEM, key PEM).
-    fn server_pair_for(&self, name: &str) -> (String, String) {
+    pub(super) fn server_pair_for(&self, name: &str) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let cert = CertificateParams::new(vec![name.to_owned()]).unwrap().signed_by(&key, &self.0).unwrap();
         (cert.pem(), key.serialize_pem())
+    }
+
+    /// This CA's certificate, PEM.
+    pub(super) fn pem(&self) -> String {
+        self.0.pem()
     }
 
     /// A client configuration trusting only this CA and offering `alpn`.

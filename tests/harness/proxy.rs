@@ -32,6 +32,8 @@ pub struct TestProxyBuilder {
     extra_toml: String,
     /// The `tls` value of `[listen]` and the files it names.
     tls: Option<(String, Vec<(String, String)>)>,
+    /// More files (name, text) written next to `accel.toml`.
+    files: Vec<(String, String)>,
     edit: Option<ConfigEdit>,
 }
 
@@ -86,6 +88,12 @@ impl TestProxyBuilder {
         self
     }
 
+    /// Writes `text` as `name` next to `accel.toml` (a CA file an upstream's `tls` names).
+    pub fn file(mut self, name: &str, text: &str) -> Self {
+        self.files.push((name.to_owned(), text.to_owned()));
+        self
+    }
+
     /// Edits the loaded, validated configuration before the sidecar starts. A reload reads
     /// `accel.toml` again: an edited live setting does not survive it (write it in the file
     /// with [`sidecar_toml`](Self::sidecar_toml) instead).
@@ -119,8 +127,8 @@ impl TestProxyBuilder {
         std::fs::write(&config_path, self.sidecar_text()).expect("write accel.toml");
         let rules_path = dir.path().join("rules").join("test.toml");
         std::fs::write(&rules_path, &self.rules).expect("write the rules file");
-        for (name, text) in self.tls.iter().flat_map(|(_, files)| files) {
-            std::fs::write(dir.path().join(name), text).expect("write a TLS file");
+        for (name, text) in self.tls.iter().flat_map(|(_, files)| files).chain(&self.files) {
+            std::fs::write(dir.path().join(name), text).expect("write a file");
         }
         let (mut config, rules) = match accel::sidecar::load(Some(&config_path)) {
             Ok(loaded) => loaded,
@@ -190,6 +198,7 @@ impl TestProxy {
             rules: String::new(),
             extra_toml: String::new(),
             tls: None,
+            files: Vec::new(),
             edit: None,
         }
     }

@@ -262,6 +262,25 @@ pub struct UpstreamFile {
     /// Default `30s`.
     #[serde(default)]
     pub dns_refresh: Option<String>,
+    /// TLS to the endpoints; none: plain TCP.
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsFile>,
+}
+
+/// `tls = { ... }` of an upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsFile {
+    /// PEM file of the CA certificates to trust, relative to the config file. Default: the
+    /// webpki (Mozilla) roots.
+    #[serde(default)]
+    pub ca: Option<std::path::PathBuf>,
+    /// The name verified and sent as SNI. Default: each endpoint's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Verify the certificate. Default true; false is for testing only.
+    #[serde(default)]
+    pub verify: Option<bool>,
 }
 
 /// `health = { ... }` of an upstream.

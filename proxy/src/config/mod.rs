@@ -228,6 +228,41 @@ mod tests {
     }
 
     #[test]
+    fn upstream_tls_settings_are_read_and_their_problems_name_the_key() {
+        let upstream =
+            |tls: &str| format!("[upstreams.api]\nendpoints = [\"api.internal:443\"]\ntls = {tls}\n");
+        let convert = |text: &str, path: Option<&Path>| {
+            let file: file::SidecarFile = toml::from_str(text).unwrap();
+            sidecar::convert(file, path, Path::new("accel.toml"))
+        };
+        let plain = config("");
+        assert!(plain.upstreams[0].tls.is_none(), "plain TCP unless `tls` is set");
+
+        let defaults = convert(&upstream("{}"), None).unwrap();
+        let tls = defaults.upstreams[0].tls.as_ref().unwrap();
+        assert!(tls.verify, "verification is on by default");
+        assert_eq!((tls.ca.as_ref(), tls.server_name.as_ref()), (None, None));
+
+        let dir = std::env::temp_dir().join(format!("accel-upstream-tls-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("empty.pem"), "").unwrap();
+        let config_path = dir.join("accel.toml");
+        let problem = |tls: &str| convert(&upstream(tls), Some(&config_path)).unwrap_err().to_string();
+
+        let missing = problem(r#"{ ca = "missing.pem" }"#);
+        assert!(missing.contains("key `upstreams.api.tls.ca`"), "{missing}");
+        assert!(
+            missing.contains(&dir.join("missing.pem").display().to_string()),
+            "relative to the config: {missing}"
+        );
+        let empty = problem(r#"{ ca = "empty.pem" }"#);
+        assert!(empty.contains("key `upstreams.api.tls.ca`") && empty.contains("no certificate"), "{empty}");
+        let name = problem(r#"{ server_name = "not a name!" }"#);
+        assert!(name.contains("key `upstreams.api.tls.server_name`"), "{name}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn limits_settings_are_validated() {
         let file: file::SidecarFile = toml::from_str(
             "[limits]\nclient_concurrency = 0\nrate_limit_keys = 0\nrate_limit_cleanup = \"never\"",

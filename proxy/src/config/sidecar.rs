@@ -11,6 +11,7 @@ use figment::providers::{Env, Format, Toml};
 
 use super::file::{
     ConcurrencyFile, EjectionFile, HealthFile, LimitsFile, SidecarFile, TlsFile, TlsFiles, UpstreamFile,
+    UpstreamTlsFile,
 };
 use super::{
     AdminConfig, Config, DEFAULT_LATENCY_BUCKETS, Ejection, ForwardedConfig, H2Limits, HealthCheck, Limits,
@@ -218,7 +219,7 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
 
     let upstreams = upstreams
         .into_iter()
-        .filter_map(|(name, upstream)| self::upstream(p, shown, name, upstream))
+        .filter_map(|(name, upstream)| self::upstream(p, shown, &base, name, upstream))
         .collect();
 
     let rules_files = rules
@@ -281,7 +282,13 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
     problems.into_result(config)
 }
 
-fn upstream(p: &mut Problems, shown: &Path, name: String, file: UpstreamFile) -> Option<UpstreamConfig> {
+fn upstream(
+    p: &mut Problems,
+    shown: &Path,
+    base: &Path,
+    name: String,
+    file: UpstreamFile,
+) -> Option<UpstreamConfig> {
     let UpstreamFile {
         endpoints,
         health,
@@ -291,6 +298,7 @@ fn upstream(p: &mut Problems, shown: &Path, name: String, file: UpstreamFile) ->
         idle_timeout,
         max_connections_per_endpoint,
         dns_refresh,
+        tls,
     } = file;
     let at = |key: &str| format!("upstreams.{name}.{key}");
     if endpoints.is_empty() {
@@ -350,6 +358,7 @@ fn upstream(p: &mut Problems, shown: &Path, name: String, file: UpstreamFile) ->
         }
         cap
     });
+    let tls = tls.and_then(|tls| upstream_tls(p, shown, base, &name, tls)).map(std::sync::Arc::new);
     let Ok(name) = UpstreamName::try_from(name.as_str()) else {
         p.at(shown, &format!("upstreams.{name}"), "upstream names use letters, digits, '-' and '_'");
         return None;
@@ -364,7 +373,24 @@ fn upstream(p: &mut Problems, shown: &Path, name: String, file: UpstreamFile) ->
         idle_timeout: duration(p, shown, &at("idle_timeout"), idle_timeout, 90),
         dns_refresh: duration(p, shown, &at("dns_refresh"), dns_refresh, 30),
         max_connections_per_endpoint,
+        tls,
     })
+}
+
+/// `upstreams.NAME.tls`: the CA file (relative to `base`), the server name, verification.
+fn upstream_tls(
+    p: &mut Problems,
+    shown: &Path,
+    base: &Path,
+    name: &str,
+    file: UpstreamTlsFile,
+) -> Option<crate::upstream::UpstreamTls> {
+    let UpstreamTlsFile { ca, server_name, verify } = file;
+    let verify = verify.unwrap_or(true);
+    let ca = ca.map(|ca| base.join(ca));
+    crate::upstream::UpstreamTls::new(ca.as_deref(), server_name.as_deref(), verify)
+        .map_err(|(key, e)| p.at(shown, &format!("upstreams.{name}.tls.{key}"), e))
+        .ok()
 }
 
 /// `[limits]` keys of rate limiting: the per-client concurrency cap and the limiters' bounds.

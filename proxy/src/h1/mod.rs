@@ -18,10 +18,12 @@
 //!
 //! A connection goes back to its [`Pool`] only after a complete, clean exchange: the request
 //! sent whole, the response body read to its framed end with no byte more, and neither side
-//! asking to close. The connection is generic over the byte stream, so TLS can wrap it.
+//! asking to close. The connection is generic over the byte stream; upstreams use [`Stream`],
+//! plain TCP or TLS.
 
 mod decode;
 mod head;
+mod stream;
 
 #[cfg(test)]
 mod tests;
@@ -37,6 +39,8 @@ use http::request::Parts;
 use http::{HeaderMap, Method, Response};
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+pub use stream::Stream;
 
 use self::decode::Decode;
 pub use self::head::{MAX_HEAD, MAX_HEADERS};

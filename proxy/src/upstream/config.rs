@@ -22,6 +22,8 @@ pub struct UpstreamConfig {
     /// Requests in flight at once per endpoint (each holds its own HTTP/1.1 connection);
     /// `None`: no cap.
     pub max_connections_per_endpoint: Option<std::num::NonZeroUsize>,
+    /// TLS to the endpoints (`tls = { ... }`); `None`: plain TCP.
+    pub tls: Option<std::sync::Arc<super::UpstreamTls>>,
 }
 
 /// Active health checking of an upstream's endpoints.

@@ -28,16 +28,17 @@ use tokio::time::Instant;
 use super::EndpointAddr;
 use super::metrics::Lookups;
 use super::resolve::Resolver;
+use super::tls::UpstreamTls;
 use crate::body::{Body, BoxError};
-use crate::h1::{self, Connection, Failure};
+use crate::h1::{self, Connection, Failure, Stream};
 
 /// A response body read from an endpoint's connection.
-pub type ResponseBody = h1::ResponseBody<TcpStream>;
+pub type ResponseBody = h1::ResponseBody<Stream>;
 
 /// How an upstream's connections are made and kept; from `[upstreams.NAME]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionSettings {
-    /// How long a TCP connect may take.
+    /// How long a connect may take: the TCP connect and, with TLS, the handshake.
     pub connect_timeout: Duration,
     /// Idle connections kept per endpoint; more are closed when they come back.
     pub max_idle: usize,
@@ -45,6 +46,8 @@ pub struct ConnectionSettings {
     pub idle_timeout: Duration,
     /// How long an endpoint name's addresses are used before they are looked up again.
     pub dns_refresh: Duration,
+    /// TLS to the endpoint; `None`: plain TCP.
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 /// TCP keep-alive probes on upstream connections, so a silently dead peer is noticed.
@@ -78,7 +81,7 @@ struct IdleStack {
 
 #[derive(Debug)]
 struct Idle {
-    connection: Connection<TcpStream>,
+    connection: Connection<Stream>,
     since: Instant,
 }
 
@@ -103,7 +106,11 @@ impl Connections {
 
     /// As [`Connections::new`], with the addresses from `resolver`.
     fn with_resolver(addr: EndpointAddr, settings: ConnectionSettings, resolver: Resolver) -> Self {
-        let idle = Arc::new_cyclic(|me| IdlePool { me: me.clone(), settings, stack: Mutex::default() });
+        let idle = Arc::new_cyclic(|me| IdlePool {
+            me: me.clone(),
+            settings: settings.clone(),
+            stack: Mutex::default(),
+        });
         Self { addr, resolver, settings, idle }
     }
 
@@ -129,7 +136,7 @@ impl Connections {
             .map_err(|failure| SendError::Exchange(failure.error))
     }
 
-    fn pool(&self) -> Arc<dyn h1::Pool<TcpStream>> {
+    fn pool(&self) -> Arc<dyn h1::Pool<Stream>> {
         self.idle.clone()
     }
 
@@ -140,7 +147,7 @@ impl Connections {
     }
 
     /// The most recently used idle connection that is still open.
-    fn checkout(&self) -> Option<Connection<TcpStream>> {
+    fn checkout(&self) -> Option<Connection<Stream>> {
         let mut idle = lock(&self.idle.stack);
         while let Some(Idle { mut connection, since }) = idle.connections.pop() {
             if since.elapsed() < self.settings.idle_timeout && connection.is_open() {
@@ -150,32 +157,34 @@ impl Connections {
         None
     }
 
-    async fn connect(&self) -> Result<Connection<TcpStream>, SendError> {
+    async fn connect(&self) -> Result<Connection<Stream>, SendError> {
         let connecting = async {
             let addrs = self.resolver.addrs().await?;
-            TcpStream::connect(&addrs[..]).await
-        };
-        let stream = match tokio::time::timeout(self.settings.connect_timeout, connecting).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(SendError::Connect(e.into())),
-            Err(_) => {
-                let timeout = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
-                return Err(SendError::Connect(timeout.into()));
+            let tcp = TcpStream::connect(&addrs[..]).await?;
+            // Small requests and answers go out at once; idle peers are probed.
+            tcp.set_nodelay(true)?;
+            let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
+            socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
+            match &self.settings.tls {
+                None => Ok(Stream::Plain(tcp)),
+                // A failed handshake is a failed connect: nothing was sent.
+                Some(tls) => tls.connect(&self.addr, tcp).await,
             }
         };
-        // Small requests and answers go out at once; idle peers are probed.
-        stream.set_nodelay(true).map_err(|e| SendError::Connect(e.into()))?;
-        let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
-        socket2::SockRef::from(&stream)
-            .set_tcp_keepalive(&keepalive)
-            .map_err(|e| SendError::Connect(e.into()))?;
-        Ok(Connection::new(stream))
+        match tokio::time::timeout(self.settings.connect_timeout, connecting).await {
+            Ok(Ok(stream)) => Ok(Connection::new(stream)),
+            Ok(Err(e)) => Err(SendError::Connect(e.into())),
+            Err(_) => {
+                let timeout = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+                Err(SendError::Connect(timeout.into()))
+            }
+        }
     }
 }
 
-impl h1::Pool<TcpStream> for IdlePool {
+impl h1::Pool<Stream> for IdlePool {
     /// Puts a connection whose exchange ended cleanly back on the stack.
-    fn checkin(&self, connection: Connection<TcpStream>) {
+    fn checkin(&self, connection: Connection<Stream>) {
         if self.settings.max_idle == 0 {
             return;
         }
@@ -268,6 +277,7 @@ mod tests {
             max_idle: 8,
             idle_timeout: Duration::from_secs(90),
             dns_refresh: Duration::from_secs(30),
+            tls: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //!
 //! - [`endpoint`]: one address with its in-flight count, health and ejection state;
 //! - [`connections`]: an endpoint's keep-alive HTTP/1.1 connections ([`crate::h1`]);
+//! - [`tls`]: TLS to the endpoints, when the upstream has `tls` set;
 //! - [`resolve`]: an endpoint's addresses, its name looked up once and refreshed on a period;
 //! - [`pick`]: least-connections among available endpoints, ties broken at random;
 //! - [`health`]: active health checks that mark endpoints unhealthy and re-admit them.
@@ -13,6 +14,7 @@ pub mod health;
 pub mod metrics;
 mod pick;
 pub mod resolve;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -22,6 +24,7 @@ pub use connections::{ConnectionSettings, ResponseBody, SendError};
 pub use endpoint::{Endpoint, EndpointState, InFlight};
 pub use metrics::{EndpointMetrics, LookupOutcome, UpstreamOutcome};
 pub use pick::{NoPick, Pick};
+pub use tls::UpstreamTls;
 
 use crate::metrics::Metrics;
 
@@ -39,12 +42,13 @@ impl Upstream {
     /// Builds the pool and registers each endpoint's metrics.
     pub fn new(config: UpstreamConfig, metrics: &Metrics) -> Self {
         let settings = connection_settings(&config);
+        warn_if_unverified(&config);
         let endpoints = config
             .endpoints
             .iter()
             .enumerate()
             .map(|(index, addr)| {
-                Arc::new(Endpoint::new(index, &config.name, addr.clone(), settings, metrics))
+                Arc::new(Endpoint::new(index, &config.name, addr.clone(), settings.clone(), metrics))
             })
             .collect();
         let overflow = metrics::overflow(metrics, &config.name);
@@ -59,6 +63,9 @@ impl Upstream {
     pub fn reconfigured(config: UpstreamConfig, running: &Self, metrics: &Metrics) -> Self {
         let settings = connection_settings(&config);
         let same_connections = connection_settings(&running.config) == settings;
+        if !same_connections {
+            warn_if_unverified(&config);
+        }
         // Indexes stay unique within the pool (a request's tried endpoints are indexes).
         let mut next_index = running.endpoints.iter().map(|e| e.index + 1).max().unwrap_or(0);
         let mut endpoints: Vec<Arc<Endpoint>> = Vec::with_capacity(config.endpoints.len());
@@ -69,7 +76,7 @@ impl Upstream {
             });
             let endpoint = kept.cloned().unwrap_or_else(|| {
                 next_index += 1;
-                Arc::new(Endpoint::new(next_index - 1, &config.name, addr.clone(), settings, metrics))
+                Arc::new(Endpoint::new(next_index - 1, &config.name, addr.clone(), settings.clone(), metrics))
             });
             endpoints.push(endpoint);
         }
@@ -89,6 +96,17 @@ impl Upstream {
     }
 }
 
+/// `tls.verify = false` is for testing: said loudly each time such a pool is made.
+fn warn_if_unverified(config: &UpstreamConfig) {
+    if config.tls.as_ref().is_some_and(|tls| !tls.verify) {
+        tracing::warn!(
+            upstream = %config.name,
+            "upstreams.{}.tls.verify = false: upstream certificates are NOT verified (testing only)",
+            config.name
+        );
+    }
+}
+
 /// How `config`'s endpoints make and keep their connections.
 fn connection_settings(config: &UpstreamConfig) -> ConnectionSettings {
     ConnectionSettings {
@@ -96,6 +114,7 @@ fn connection_settings(config: &UpstreamConfig) -> ConnectionSettings {
         max_idle: config.max_idle_per_endpoint,
         idle_timeout: config.idle_timeout,
         dns_refresh: config.dns_refresh,
+        tls: config.tls.clone(),
     }
 }
 
@@ -116,6 +135,7 @@ mod tests {
             idle_timeout: Duration::from_secs(idle_timeout),
             dns_refresh: Duration::from_secs(30),
             max_connections_per_endpoint: None,
+            tls: None,
         }
     }
 
@@ -145,5 +165,14 @@ mod tests {
         let next = Upstream::reconfigured(config(&[8001, 8003], 5), &next, &metrics);
         assert!(!Arc::ptr_eq(&next.endpoints[0], &running.endpoints[0]));
         assert_eq!(next.endpoints.iter().map(|e| e.index).collect::<Vec<_>>(), [3, 4]);
+
+        // TLS is a connection setting: turning it on makes new pools too; the same again keeps them.
+        let tls = Arc::new(UpstreamTls::new(None, Some("api.internal"), true).unwrap());
+        let secured = UpstreamConfig { tls: Some(tls.clone()), ..config(&[8001, 8003], 5) };
+        let over_tls = Upstream::reconfigured(secured.clone(), &next, &metrics);
+        assert!(!Arc::ptr_eq(&over_tls.endpoints[0], &next.endpoints[0]));
+        let again = UpstreamConfig { tls: Some(Arc::new(UpstreamTls::clone(&tls))), ..secured };
+        let kept = Upstream::reconfigured(again, &over_tls, &metrics);
+        assert!(Arc::ptr_eq(&kept.endpoints[0], &over_tls.endpoints[0]));
     }
 }

@@ -89,6 +89,7 @@ mod tests {
             idle_timeout: Duration::from_secs(90),
             dns_refresh: Duration::from_secs(30),
             max_connections_per_endpoint: cap.and_then(std::num::NonZeroUsize::new),
+            tls: None,
         };
         Upstream::new(config, &Metrics::new(&crate::metrics::DEFAULT_LATENCY_BUCKETS))
     }
