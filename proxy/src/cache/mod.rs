@@ -48,6 +48,7 @@ pub mod metrics;
 mod pass;
 pub mod policy;
 pub mod purge;
+pub mod range;
 pub mod rule;
 mod second_level;
 pub mod status;
@@ -215,6 +216,22 @@ struct Fill {
     cluster_lock: Option<crate::tier::ClusterLock>,
     /// Report this instead of a miss.
     bypass: Option<BypassReason>,
+    /// A GET with `Range`: its answer (a `206`, likely) is its own, so it neither leads nor
+    /// follows identical requests, and a `206` passes through unstored (a `200` is stored).
+    ranged: bool,
+}
+
+impl Fill {
+    /// The method the request was made with, as far as answering from an entry goes.
+    fn method(&self) -> http::Method {
+        if self.head {
+            http::Method::HEAD
+        } else if self.query {
+            http::Method::POST
+        } else {
+            http::Method::GET
+        }
+    }
 }
 
 /// Where a forwarded request stands among identical requests in flight.
