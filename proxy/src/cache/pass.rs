@@ -58,9 +58,14 @@ impl Pass {
 
     /// Prepares the upstream request's headers: the stale entry's validators for a
     /// revalidation; no client conditions on a request whose answer will be stored (the cache
-    /// needs the full answer).
+    /// needs the full answer); no `Range` but a client's own range request's (a background
+    /// refresh sent for a range request fetches the whole answer).
     pub fn prepare(&mut self, headers: &mut HeaderMap) {
         let Mode::Fill(fill) = &mut self.mode else { return };
+        if !fill.ranged {
+            headers.remove(header::RANGE);
+            headers.remove(header::IF_RANGE);
+        }
         match &fill.stale {
             Some(stale) if stale.has_validators() && !fill.query => {
                 conditional::add_validators(headers, stale);
