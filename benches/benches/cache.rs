@@ -89,7 +89,8 @@ fn benches(c: &mut Criterion) {
     let now = warm.clock.now();
     c.bench_function("cache/hit_response_build (2 KB)", |b| {
         b.iter(|| {
-            let answer = warm.answer(&stored, false, &headers, now, CacheStatus::Hit { ttl: 300 });
+            let answer =
+                warm.answer(&stored, &http::Method::GET, &headers, now, CacheStatus::Hit { ttl: 300 });
             black_box(answer.response)
         })
     });

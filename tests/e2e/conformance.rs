@@ -163,6 +163,9 @@ const FRESH60: Pairs = &[("cache-control", "max-age=60")];
 const TAGGED10: Pairs = &[("cache-control", "max-age=10"), ("etag", "\"v1\"")];
 const NOT_MODIFIED: Reply = reply(304, &[("cache-control", "max-age=10"), ("etag", "\"v1\"")], "");
 const UNAVAILABLE: Reply = reply(503, &[], "down");
+/// A stored 200 of ten bytes with a strong `ETag` and a `Last-Modified` ([`MODIFIED`]).
+const DIGITS: Pairs = &[("cache-control", "max-age=60"), ("etag", "\"d1\""), ("last-modified", MODIFIED)];
+const MODIFIED: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
 const KEEP: &str = r#"cache = { keep = "1h" }"#;
 const NO_KEEP: &str = r#"cache = { keep = "0s" }"#;
 
@@ -427,6 +430,86 @@ fn rows() -> Vec<Row> {
                 get(200, "REVALIDATED", 2).after(20).shared(2.0),
                 get(200, "HIT", 2).via(1).body("v1"),
             ]),
+        // Ranges from a stored complete answer (RFC 9110 §14).
+        row("RFC 9110 §14.2", "one range of a stored 200 is a 206 with its slice", "cache = {}")
+            .replies(&[reply(200, DIGITS, "0123456789")])
+            .steps(vec![
+                get(200, "MISS", 1),
+                get(206, "HIT", 1)
+                    .with(&[("range", "bytes=2-4")])
+                    .body("234")
+                    .header("content-range", Some("bytes 2-4/10"))
+                    .header("content-length", Some("3"))
+                    .metric(r#"accel_cache_range_answers_total{result="partial"}"#, 1.0),
+                get(200, "HIT", 1).body("0123456789").header("accept-ranges", Some("bytes")),
+            ]),
+        row("RFC 9110 §14.1.2", "an open-ended range and a suffix range", "cache = {}")
+            .replies(&[reply(200, DIGITS, "0123456789")])
+            .steps(vec![
+                get(200, "MISS", 1),
+                get(206, "HIT", 1)
+                    .with(&[("range", "bytes=6-")])
+                    .body("6789")
+                    .header("content-range", Some("bytes 6-9/10")),
+                get(206, "HIT", 1)
+                    .with(&[("range", "bytes=-3")])
+                    .body("789")
+                    .header("content-range", Some("bytes 7-9/10")),
+            ]),
+        row("RFC 9110 §15.5.17", "an unsatisfiable range is a 416 with the length", "cache = {}")
+            .replies(&[reply(200, DIGITS, "0123456789")])
+            .steps(vec![
+                get(200, "MISS", 1),
+                get(416, "HIT", 1)
+                    .with(&[("range", "bytes=10-")])
+                    .body("")
+                    .header("content-range", Some("bytes */10"))
+                    .metric(r#"accel_cache_range_answers_total{result="unsatisfiable"}"#, 1.0),
+            ]),
+        row("RFC 9110 §14.2", "an invalid Range is ignored: the whole 200", "cache = {}")
+            .replies(&[reply(200, DIGITS, "0123456789")])
+            .steps(vec![
+                get(200, "MISS", 1),
+                get(200, "HIT", 1)
+                    .with(&[("range", "bytes=4-2")])
+                    .body("0123456789")
+                    .header("content-range", None),
+            ]),
+        row("RFC 9110 §14.2", "several ranges get the whole 200 (no multipart)", "cache = {}")
+            .replies(&[reply(200, DIGITS, "0123456789")])
+            .steps(vec![
+                get(200, "MISS", 1),
+                get(200, "HIT", 1).with(&[("range", "bytes=0-1, 5-6")]).body("0123456789"),
+            ]),
+        row(
+            "RFC 9110 §13.1.5",
+            "If-Range: a strong ETag or the exact date, else the whole 200",
+            "cache = {}",
+        )
+        .replies(&[reply(200, DIGITS, "0123456789")])
+        .steps(vec![
+            get(200, "MISS", 1),
+            get(206, "HIT", 1).with(&[("range", "bytes=0-1"), ("if-range", "\"d1\"")]).body("01"),
+            get(200, "HIT", 1).with(&[("range", "bytes=0-1"), ("if-range", "\"d0\"")]).body("0123456789"),
+            get(206, "HIT", 1).with(&[("range", "bytes=0-1"), ("if-range", MODIFIED)]).body("01"),
+            get(200, "HIT", 1)
+                .with(&[("range", "bytes=0-1"), ("if-range", "Mon, 07 Nov 1994 08:49:37 GMT")])
+                .body("0123456789"),
+        ]),
+        row(
+            "§3.3, RFC 9110 §14.2",
+            "a range on a miss goes upstream as is; its 206 is not stored",
+            "cache = {}",
+        )
+        .replies(&[
+            reply(206, &[("cache-control", "max-age=60"), ("content-range", "bytes 0-1/10")], "01"),
+            reply(200, DIGITS, "0123456789"),
+        ])
+        .steps(vec![
+            get(206, "MISS", 1).with(&[("range", "bytes=0-1")]).body("01").sent("range", Some("bytes=0-1")),
+            get(200, "MISS", 2).body("0123456789"),
+            get(206, "HIT", 2).with(&[("range", "bytes=8-")]).body("89"),
+        ]),
     ]
 }
 

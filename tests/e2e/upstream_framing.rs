@@ -1,6 +1,7 @@
 //! What an origin sends is held to HTTP/1.1 framing: an answer whose framing is broken is a
 //! 502 (or, once its head has gone on, a body that breaks off), its connection is not used
-//! again, and the next request is answered.
+//! again, and the next request is answered. Interim `1xx` answers (`103 Early Hints`) are
+//! skipped: the client gets, and the cache stores, the final answer alone.
 
 use std::net::SocketAddr;
 
@@ -29,6 +30,12 @@ fn answer(path: &str) -> Vec<u8> {
         "/unknown-coding" => "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\nok".to_owned(),
         "/bad-chunk" => format!("{chunked}2\r\nok\r\nzz\r\nmore\r\n0\r\n\r\n"),
         "/chunk-overrun" => format!("{chunked}2\r\nokXX\r\n0\r\n\r\n"),
+        "/early-hints" => concat!(
+            "HTTP/1.1 100 Continue\r\n\r\n",
+            "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: 2\r\n\r\nok",
+        )
+        .to_owned(),
         _ => "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_owned(),
     };
     text.into_bytes()
@@ -98,4 +105,19 @@ async fn a_broken_chunk_breaks_the_body_off_and_the_next_request_is_answered() {
         assert_eq!(next.status, 200, "after {path}");
         assert_eq!(next.text(), "ok", "after {path}");
     }
+}
+
+#[tokio::test]
+async fn interim_answers_are_skipped_and_only_the_final_one_is_stored() {
+    let rules = format!("{RULES}cache = {{}}\n");
+    let proxy = TestProxy::builder().upstream("api", &[raw_origin().await]).rules(&rules).start().await;
+    let first = proxy.get("/early-hints").await;
+    assert_eq!((first.status.as_u16(), first.text().as_str()), (200, "ok"));
+    assert_eq!(first.header("cache-status"), Some("accel; fwd=miss; fwd-status=200; stored"));
+    // The 103's fields are not the final answer's.
+    assert_eq!(first.header("link"), None);
+    let second = proxy.get("/early-hints").await;
+    assert_eq!((second.status.as_u16(), second.text().as_str()), (200, "ok"));
+    assert!(second.header("cache-status").is_some_and(|s| s.starts_with("accel; hit")), "{second:?}");
+    assert_eq!(second.header("link"), None);
 }

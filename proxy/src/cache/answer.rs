@@ -1,27 +1,38 @@
-//! Answers from stored entries: the entry (or a `304`), `Age`, `Cache-Status` and the
-//! headers the cache keeps to itself.
+//! Answers from stored entries: the entry (or a `304`, or a range of it), `Age`,
+//! `Cache-Status` and the headers the cache keeps to itself.
 
-use http::Response;
 use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
 
+use super::range::{self, Ranged};
 use super::*;
 
 impl Cache {
-    /// An answer from `entry`: a 304 when the client's conditions match, else the entry (no
-    /// body for HEAD), with `Age` and `Cache-Status`. The caller counts the lookup.
+    /// An answer from `entry` to a `method` request: a 304 when the client's conditions
+    /// match, else a GET's range of it ([`range`]) or the entry (no body for HEAD), with `Age`
+    /// and `Cache-Status`. The caller counts the lookup.
     pub fn answer(
         &self,
         entry: &CacheEntry,
-        head: bool,
+        method: &Method,
         request: &HeaderMap,
         now: clock::Millis,
         status: CacheStatus,
     ) -> Answer {
         let age = entry.age(now).as_secs();
+        let head = method == Method::HEAD;
+        // Ranges only of a GET (RFC 9110 §14.2), after the client's validators (§13.2.2).
+        let ranged = || (method == Method::GET).then(|| range::evaluate(request, entry)).flatten();
         let response = if conditional::matches(request, entry) {
             let mut response = conditional::not_modified(entry);
             self.mark_hit(response.headers_mut(), age, status);
             response
+        } else if let Some(ranged) = ranged() {
+            self.metrics.range(&ranged);
+            let mut headers = entry.headers.clone();
+            self.mark_hit(&mut headers, age, status);
+            headers.insert(header::ACCEPT_RANGES, ACCEPT_BYTES);
+            ranged_answer(entry, ranged, headers)
         } else {
             let mut response =
                 Response::new(if head { Body::empty() } else { Body::full(entry.body.clone()) });
@@ -29,6 +40,10 @@ impl Cache {
             let build = || {
                 let mut headers = entry.headers.clone();
                 self.mark_hit(&mut headers, age, status);
+                if entry.status == StatusCode::OK && method != Method::POST {
+                    // The cache serves ranges of it, whatever the origin does.
+                    headers.insert(header::ACCEPT_RANGES, ACCEPT_BYTES);
+                }
                 headers
             };
             *response.headers_mut() = match status {
@@ -73,4 +88,32 @@ impl Cache {
             headers.remove(name);
         }
     }
+}
+
+/// `Accept-Ranges` of a stored `200`.
+const ACCEPT_BYTES: HeaderValue = HeaderValue::from_static("bytes");
+
+/// The `206` or `416` for `ranged` of `entry`, with the whole answer's `headers`.
+fn ranged_answer(entry: &CacheEntry, ranged: Ranged, mut headers: HeaderMap) -> Response<Body> {
+    let len = entry.body.len() as u64;
+    let (code, body) = match ranged {
+        Ranged::Partial(bytes) => {
+            headers.insert(header::CONTENT_RANGE, range::content_range(&bytes, len));
+            let slice = entry.body.slice(*bytes.start() as usize..=*bytes.end() as usize);
+            (StatusCode::PARTIAL_CONTENT, slice)
+        }
+        Ranged::Unsatisfiable => {
+            headers.insert(header::CONTENT_RANGE, range::unsatisfied_range(len));
+            // Nothing of the representation is sent: none of its metadata either.
+            for name in [header::CONTENT_TYPE, header::CONTENT_ENCODING] {
+                headers.remove(name);
+            }
+            (StatusCode::RANGE_NOT_SATISFIABLE, bytes::Bytes::new())
+        }
+    };
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let mut response = Response::new(Body::full(body));
+    *response.status_mut() = code;
+    *response.headers_mut() = headers;
+    response
 }

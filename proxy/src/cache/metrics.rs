@@ -18,7 +18,9 @@
 //!   `unchanged` (a 304, or the same ETag) or `changed` — what TTL advice rests on;
 //! - `accel_cache_revalidations_total{route,result}`: conditional requests the cache sent
 //!   for a stale entry with validators, by the origin's answer: `not_modified` (304),
-//!   `modified` (a new answer), `failed` (no answer, or a 5xx).
+//!   `modified` (a new answer), `failed` (no answer, or a 5xx);
+//! - `accel_cache_range_answers_total{result}`: range requests answered from a stored entry,
+//!   `partial` (a `206`) or `unsatisfiable` (a `416`); those served whole are not counted.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -146,6 +148,7 @@ pub struct CacheMetrics {
     pub purged_entries: Counter,
     followers: [Counter; 3],
     refreshes: [Counter; 3],
+    ranges: [Counter; 2],
     refreshed: Family<LookupLabels, Counter>,
     revalidations: Family<LookupLabels, Counter>,
     credential_keyed: Family<RouteLabels, Counter>,
@@ -166,6 +169,7 @@ impl CacheMetrics {
         let purges_family = Family::<KindLabels, Counter>::default();
         let followers_family = Family::<OutcomeLabels, Counter>::default();
         let refreshes_family = Family::<OutcomeLabels, Counter>::default();
+        let ranges_family = Family::<OutcomeLabels, Counter>::default();
         let refreshed = Family::<LookupLabels, Counter>::default();
         let revalidations = Family::<LookupLabels, Counter>::default();
         let credential_keyed = Family::<RouteLabels, Counter>::default();
@@ -185,6 +189,8 @@ impl CacheMetrics {
                 .map(|result| followers_family.get_or_create(&OutcomeLabels { result }).clone()),
             refreshes: RefreshResult::ALL
                 .map(|result| refreshes_family.get_or_create(&OutcomeLabels { result }).clone()),
+            ranges: ["partial", "unsatisfiable"]
+                .map(|result| ranges_family.get_or_create(&OutcomeLabels { result }).clone()),
             refreshed: refreshed.clone(),
             revalidations: revalidations.clone(),
             credential_keyed: credential_keyed.clone(),
@@ -211,6 +217,11 @@ impl CacheMetrics {
             "cache_background_refreshes",
             "Background refreshes of stale entries, by result",
             refreshes_family,
+        );
+        metrics.register(
+            "cache_range_answers",
+            "Range requests answered from the cache, by whether the range was satisfiable",
+            ranges_family,
         );
         metrics.register(
             "cache_refreshes",
@@ -288,6 +299,15 @@ impl CacheMetrics {
     /// Counts a follower's end.
     pub fn follower(&self, result: FollowerResult) {
         self.followers[result.index()].inc();
+    }
+
+    /// Counts a range answered from a stored entry.
+    pub fn range(&self, ranged: &super::range::Ranged) {
+        let i = match ranged {
+            super::range::Ranged::Partial(_) => 0,
+            super::range::Ranged::Unsatisfiable => 1,
+        };
+        self.ranges[i].inc();
     }
 
     /// Counts a background refresh's end.

@@ -48,6 +48,7 @@ pub mod metrics;
 mod pass;
 pub mod policy;
 pub mod purge;
+pub mod range;
 pub mod rule;
 mod second_level;
 pub mod status;
@@ -215,6 +216,22 @@ struct Fill {
     cluster_lock: Option<crate::tier::ClusterLock>,
     /// Report this instead of a miss.
     bypass: Option<BypassReason>,
+    /// A GET with `Range`: its answer (a `206`, likely) is its own, so it neither leads nor
+    /// follows identical requests, and a `206` passes through unstored (a `200` is stored).
+    ranged: bool,
+}
+
+impl Fill {
+    /// The method the request was made with, as far as answering from an entry goes.
+    fn method(&self) -> http::Method {
+        if self.head {
+            http::Method::HEAD
+        } else if self.query {
+            http::Method::POST
+        } else {
+            http::Method::GET
+        }
+    }
 }
 
 /// Where a forwarded request stands among identical requests in flight.
@@ -424,6 +441,46 @@ mod tests {
         pass.prepare(&mut upstream);
         assert!(upstream.is_empty(), "past its keep window: fetched whole");
         assert_eq!(pass.complete(Ok(upstream_answer("lead 4b", "max-age=10"))).result, CacheResult::Miss);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_range_is_served_from_an_entry_and_forwarded_alone_otherwise() {
+        let (cache, route) = setup(CacheRule::default());
+        let params = PathParams::default();
+        let ranged = || {
+            let request = Request::get("/lead/6").header("host", "api.test").header("range", "bytes=1-2");
+            cache.lookup(&route, &params, Some("api.test"), &request.body(()).unwrap(), None)
+        };
+        // A miss: the range goes upstream as it is, and the origin's 206 is not stored.
+        let mut pass = forward(ranged());
+        let mut upstream = HeaderMap::new();
+        upstream.insert(header::RANGE, HeaderValue::from_static("bytes=1-2"));
+        pass.prepare(&mut upstream);
+        assert_eq!(upstream[header::RANGE], "bytes=1-2");
+        let mut partial = upstream_answer("ea", "max-age=60");
+        *partial.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let answer = pass.complete(Ok(partial));
+        assert_eq!(answer.response.headers()[CACHE_STATUS.clone()], "accel; fwd=miss; fwd-status=206");
+        text(answer).await;
+        // Filled whole, then sliced.
+        text(
+            forward(ranged())
+                .complete(Ok(upstream_answer("lead 6", "max-age=10, stale-while-revalidate=60"))),
+        )
+        .await;
+        let hit = answered(ranged());
+        assert_eq!(hit.response.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(hit.response.headers()[header::CONTENT_RANGE], "bytes 1-2/6");
+        assert_eq!(text(hit).await, "ea");
+        // A stale entry answers the range; its background refresh asks for the whole answer.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let Lookup::Stale { answer, refresh: Some(mut refresh) } = ranged() else { panic!("a stale answer") };
+        assert_eq!(text(answer).await, "ea");
+        let mut upstream = HeaderMap::new();
+        upstream.insert(header::RANGE, HeaderValue::from_static("bytes=1-2"));
+        upstream.insert(header::IF_RANGE, HeaderValue::from_static("\"v1\""));
+        refresh.prepare(&mut upstream);
+        assert!(upstream.is_empty(), "{upstream:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,7 +18,7 @@ impl Pass {
     pub async fn coalesce(mut self) -> Coalesced {
         let Mode::Fill(fill) = &mut self.mode else { return Coalesced::Forward(self) };
         let rule = self.route.settings.coalesce;
-        if !rule.enabled || fill.head || fill.bypass.is_some() {
+        if !rule.enabled || fill.head || fill.ranged || fill.bypass.is_some() {
             return Coalesced::Forward(self);
         }
         let follower = match self.cache.flights.join(fill.key) {
@@ -32,8 +32,13 @@ impl Pass {
             Waited::Shared(shared) if may_share(fill, &shared) => {
                 self.cache.metrics.follower(FollowerResult::Served);
                 let now = self.cache.clock.now();
-                let answer =
-                    self.cache.answer(&shared.entry, false, &fill.request, now, CacheStatus::Collapsed);
+                let answer = self.cache.answer(
+                    &shared.entry,
+                    &fill.method(),
+                    &fill.request,
+                    now,
+                    CacheStatus::Collapsed,
+                );
                 self.route.metrics.lookup(answer.result);
                 Coalesced::Answer(answer)
             }
@@ -53,9 +58,14 @@ impl Pass {
 
     /// Prepares the upstream request's headers: the stale entry's validators for a
     /// revalidation; no client conditions on a request whose answer will be stored (the cache
-    /// needs the full answer).
+    /// needs the full answer); no `Range` but a client's own range request's (a background
+    /// refresh sent for a range request fetches the whole answer).
     pub fn prepare(&mut self, headers: &mut HeaderMap) {
         let Mode::Fill(fill) = &mut self.mode else { return };
+        if !fill.ranged {
+            headers.remove(header::RANGE);
+            headers.remove(header::IF_RANGE);
+        }
         match &fill.stale {
             Some(stale) if stale.has_validators() && !fill.query => {
                 conditional::add_validators(headers, stale);
@@ -133,7 +143,7 @@ impl Cache {
             Err(response) => {
                 if let Some((entry, ttl)) = usable_on_error(fill.stale.as_ref(), now) {
                     let status = CacheStatus::StaleIfError { ttl, fwd_status: None };
-                    return self.answer(entry, fill.head, &fill.request, now, status);
+                    return self.answer(entry, &fill.method(), &fill.request, now, status);
                 }
                 if fill.revalidating {
                     route.metrics.revalidated(Revalidation::Failed);
@@ -150,7 +160,7 @@ impl Cache {
             && let Some((entry, ttl)) = usable_on_error(fill.stale.as_ref(), now)
         {
             let status = CacheStatus::StaleIfError { ttl, fwd_status: Some(code.as_u16()) };
-            return self.answer(entry, fill.head, &fill.request, now, status);
+            return self.answer(entry, &fill.method(), &fill.request, now, status);
         }
         if fill.revalidating {
             route.metrics.revalidated(match code {
@@ -176,7 +186,8 @@ impl Cache {
             route.metrics.refreshed(same);
         }
         let (mut parts, body) = response.into_parts();
-        let decision = if fill.head || (!fill.store && !matches!(fill.flight, Flight::Leader(_))) {
+        let partial = fill.ranged && code == StatusCode::PARTIAL_CONTENT;
+        let decision = if fill.head || partial || (!fill.store && !matches!(fill.flight, Flight::Leader(_))) {
             None
         } else {
             Some(self.decide(&fill, code, &parts.headers, now))
@@ -330,7 +341,8 @@ impl Cache {
         not_modified: &HeaderMap,
         now: clock::Millis,
     ) -> Answer {
-        let Fill { key, request, credentials, head, seq, mut flight, .. } = fill;
+        let method = fill.method();
+        let Fill { key, request, credentials, seq, mut flight, .. } = fill;
         let mut headers = conditional::refreshed_headers(&stale.headers, not_modified);
         let initial_age = policy::initial_age(not_modified);
         // Decided before the fields for the cache alone (a targeted field) leave the headers.
@@ -374,7 +386,7 @@ impl Cache {
             Staleness::Fresh { remaining } => remaining.as_secs() as i64,
             Staleness::Stale { .. } => 0,
         };
-        self.answer(&entry, head, &request, now, CacheStatus::Revalidated { ttl })
+        self.answer(&entry, &method, &request, now, CacheStatus::Revalidated { ttl })
     }
 }
 
