@@ -24,4 +24,5 @@ mod targeted;
 mod timing;
 mod tls;
 mod transparency;
+mod upgrade;
 mod upstream_framing;

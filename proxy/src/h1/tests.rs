@@ -598,3 +598,41 @@ async fn through_hyper(method: Method, io: Scripted) -> Result<Received, String>
     let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
     Ok(collect(response).await)
 }
+
+#[tokio::test]
+async fn a_101_to_an_upgrade_request_hands_over_the_stream_with_the_bytes_past_the_head() {
+    let kept = Arc::new(Kept::default());
+    let mut request = parts(Method::GET, "/chat");
+    request.headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+    request.headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+    let endpoint = Scripted::open("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\nframe");
+    let pool: Arc<dyn Pool<Scripted>> = kept.clone();
+    let response =
+        Connection::new(endpoint).send(&request, Full::new(Bytes::new()), Some(pool)).await.unwrap();
+
+    assert_eq!(response.status(), 101);
+    assert_eq!(response.headers()["upgrade"], "websocket");
+    let upgraded = response.into_body().into_upgraded().expect("the 101's connection");
+    assert_eq!(upgraded.read, Bytes::from_static(b"frame"), "bytes read past the head go along");
+    let written = String::from_utf8(upgraded.io.written.clone()).unwrap();
+    assert!(written.contains("connection: upgrade\r\n") && written.contains("upgrade: websocket\r\n"));
+    assert_eq!(kept.count(), 0, "a switched connection never goes back to the pool");
+}
+
+#[tokio::test]
+async fn a_non_101_answer_to_an_upgrade_request_is_an_ordinary_response() {
+    let mut request = parts(Method::GET, "/chat");
+    request.headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+    request.headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+    let endpoint = Scripted::open("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+    let response = Connection::new(endpoint).send(&request, Full::new(Bytes::new()), None).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let (head, body) = response.into_parts();
+    assert!(body.into_upgraded().is_none());
+    assert_eq!(head.status, 200);
+    let response = Connection::new(Scripted::open("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"))
+        .send(&request, Full::new(Bytes::new()), None)
+        .await
+        .unwrap();
+    assert_eq!(collect(response).await.body.unwrap().0, Bytes::from_static(b"ok"));
+}
