@@ -211,3 +211,57 @@ impl<C: AsyncWrite + Unpin> AsyncWrite for Watched<C> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use tokio::io::{AsyncReadExt, duplex};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tunnel_carries_bytes_both_ways_and_closes_when_quiet() {
+        let (client, mut client_end) = duplex(1024);
+        let (origin, mut origin_end) = duplex(1024);
+        let upgraded = Upgraded { io: origin, read: Bytes::from_static(b"early") };
+        let started = Instant::now();
+        let tunnel = tokio::spawn(tunnel(client, upgraded, Duration::from_secs(60)));
+
+        let mut buf = [0u8; 5];
+        client_end.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"early", "bytes read past the 101 come first");
+        tokio::time::sleep(Duration::from_secs(50)).await;
+        client_end.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        origin_end.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        origin_end.write_all(b"pong!").await.unwrap();
+        let mut buf = [0u8; 5];
+        client_end.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"pong!");
+
+        let (up, down) = tunnel.await.unwrap();
+        assert_eq!((up, down), (4, 10));
+        assert_eq!(started.elapsed(), Duration::from_secs(110), "60 s after the last byte, at 50 s");
+        let mut rest = Vec::new();
+        assert_eq!(client_end.read_to_end(&mut rest).await.unwrap(), 0, "the client's side closed");
+        assert_eq!(origin_end.read_to_end(&mut rest).await.unwrap(), 0, "the origin's side closed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tunnel_ends_when_both_sides_close() {
+        let (client, mut client_end) = duplex(1024);
+        let (origin, mut origin_end) = duplex(1024);
+        let upgraded = Upgraded { io: origin, read: Bytes::new() };
+        let tunnel = tokio::spawn(tunnel(client, upgraded, Duration::from_secs(60)));
+        client_end.write_all(b"bye").await.unwrap();
+        client_end.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        origin_end.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"bye", "the client's close reaches the origin as a close");
+        origin_end.shutdown().await.unwrap();
+        let started = Instant::now();
+        assert_eq!(tunnel.await.unwrap(), (3, 0));
+        assert_eq!(started.elapsed(), Duration::ZERO, "no idle timeout waited for");
+    }
+}
