@@ -93,6 +93,8 @@ pub enum UpgradeResult {
 }
 
 impl UpgradeResult {
+    const ALL: [Self; 4] = [Self::Switched, Self::Declined, Self::Failed, Self::ClientGone];
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Switched => "switched",
@@ -140,6 +142,18 @@ impl RouteMetrics {
                 Family::default,
             ),
         }
+    }
+
+    /// For a route that tunnels upgrades: its upgrade series exist from the start (at 0), so
+    /// their rates are defined before the first upgrade.
+    pub fn with_tunnels(self) -> Self {
+        for result in UpgradeResult::ALL {
+            let labels = UpgradeLabels { route: self.route.clone(), result: result.as_str() };
+            drop(self.upgrades.get_or_create(&labels));
+        }
+        self.tunnels_open();
+        self.tunnel_bytes(0, 0);
+        self
     }
 
     /// Counts one upgrade request by how it ended.
