@@ -67,6 +67,15 @@ impl Body {
         Self::Upstream { inner, exchange: Some(exchange) }
     }
 
+    /// The endpoint's connection behind an upstream `101` answer, for a tunnel; `None` for
+    /// any other body.
+    pub fn into_upgraded(self) -> Option<crate::h1::Upgraded<Stream>> {
+        match self {
+            Self::Upstream { inner, .. } => inner.into_upgraded(),
+            _ => None,
+        }
+    }
+
     /// Boxes any body whose errors convert into [`BoxError`].
     pub fn boxed<B>(body: B) -> Self
     where

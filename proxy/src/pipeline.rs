@@ -85,7 +85,7 @@ pub async fn handle(
     }
     // The body apart from the head: it streams upstream, or is read whole for a query's key.
     let (parts, body) = request.into_parts();
-    let request = Request::from_parts(parts, ());
+    let mut request = Request::from_parts(parts, ());
     let table = &running.routes;
     let host = match request_host(&request) {
         Ok(host) => host,
@@ -130,6 +130,31 @@ pub async fn handle(
         }
     };
     let record = Record::new(proxy, &running, route, &request, id);
+    // upgrade: a switch the route tunnels goes straight to the origin, past the cache,
+    // coalescing and compression.
+    if let Some(protocol) = forward::upgrade::requested(&request, &route.rule.upgrades) {
+        let client = hyper::upgrade::on(&mut request);
+        let (parts, ()) = request.into_parts();
+        let body = RequestBody::new(body, running.body_read_timeout, max_body_size);
+        let prepare = |headers: &mut http::HeaderMap| {
+            if let Some(id) = &record.id {
+                id.set(headers);
+            }
+            forward::upgrade::ask(headers, &protocol);
+        };
+        let forwarded = Instant::now();
+        let result =
+            forward::exchange(route, downstream, &running.forwarded, parts, body, prepare, true).await;
+        let response = forward::upgrade::answer(route, result, client).unwrap_or_else(|error| {
+            tracing::debug!(route = %route.rule.name, side = ?error.side(), error = %error, "upgrade failed");
+            error.into_response()
+        });
+        // No coding is accepted: the answer goes back as the origin gave it.
+        let compress = Negotiation::new(route.compress.as_deref(), &record.method, &http::HeaderMap::new());
+        let back = Outbound { admission, compress, upstream: Some(forwarded.elapsed()) };
+        let answer = Answer { response, result: CacheResult::None };
+        return finish(route, downstream, &record, answer, back, started).await;
+    }
     // compress: what the client accepts, read before the request goes anywhere.
     let compress = Negotiation::new(route.compress.as_deref(), &record.method, request.headers());
     let mut back = Outbound { admission, compress, upstream: None };

@@ -247,7 +247,10 @@ impl Proxy {
             .filter_map(|rule| {
                 // Validated against these upstreams: every route finds its own.
                 let upstream = upstreams.iter().find(|u| u.name == rule.upstream)?.clone();
-                let metrics = RouteMetrics::new(&self.metrics, &rule.name);
+                let mut metrics = RouteMetrics::new(&self.metrics, &rule.name);
+                if !rule.upgrades.protocols.is_empty() {
+                    metrics = metrics.with_tunnels();
+                }
                 let limits = limits.route(&rule.name, &rule.rate_limit);
                 let compress = state.compression.for_route(&rule.name, rule.compress.as_ref()).map(Arc::new);
                 let cache = Arc::new(RouteCaching {

@@ -94,6 +94,7 @@ pub async fn run(
                 // framing: a head refused on the raw bytes is answered here, in its turn.
                 let refused = verdict.next_request();
                 let (proxy, downstream, rejections) = (proxy.clone(), downstream.clone(), rejections.clone());
+                let verdict = verdict.clone();
                 async move {
                     if let Some(reason) = refused {
                         return Ok::<_, Infallible>(refusal(reason));
@@ -104,6 +105,9 @@ pub async fn run(
                     };
                     if let Some(reason) = response.extensions().get::<Reason>() {
                         rejections.record(*reason, downstream.peer);
+                    }
+                    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                        verdict.switch();
                     }
                     Ok(response)
                 }
@@ -130,7 +134,7 @@ pub async fn run(
                         rejections,
                         peer,
                     ));
-                    watcher.watch(builder.serve_connection(io, service).into_owned()).await
+                    watcher.watch(builder.serve_connection_with_upgrades(io, service).into_owned()).await
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
@@ -145,7 +149,9 @@ pub async fn run(
                                 rejections,
                                 peer,
                             ));
-                            watcher.watch(builder.serve_connection(io, service).into_owned()).await
+                            watcher
+                                .watch(builder.serve_connection_with_upgrades(io, service).into_owned())
+                                .await
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");

@@ -27,6 +27,12 @@ name = "limited"
 match = { path_prefix = "/limited/" }
 upstream = "api"
 rate_limit = { rate = "1/m", burst = 1, key = "client_ip" }
+
+[[route]]
+name = "socket"
+match = { path_prefix = "/socket/" }
+upstream = "api"
+upgrades = ["websocket"]
 "#;
 
 /// Metric names in a PromQL expression (`quotes`: skipping quoted label values) or in

@@ -24,5 +24,6 @@ mod targeted;
 mod timing;
 mod tls;
 mod transparency;
+mod upgrade;
 mod upstream_framing;
 mod upstream_tls;

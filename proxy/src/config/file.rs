@@ -366,6 +366,12 @@ pub struct RouteFile {
     /// Most request body bytes (`"10MiB"`); larger: `413`. Default `limits.max_body_size`.
     #[serde(default)]
     pub max_body_size: Option<String>,
+    /// Protocols a client may switch to through the route (`["websocket"]`); none by default.
+    #[serde(default)]
+    pub upgrades: Vec<String>,
+    /// How long a tunnel may carry no byte either way before it is closed. Default `5m`.
+    #[serde(default)]
+    pub upgrade_idle_timeout: Option<String>,
 }
 
 /// `match = { ... }` of a route. Every given condition must hold.

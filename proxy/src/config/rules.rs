@@ -12,7 +12,9 @@ use http::{Method, StatusCode};
 use super::Problems;
 use super::file::{MatchFile, RetryFile, RouteFile, TimeoutsFile};
 use crate::quantity::duration;
-use crate::route::{HostMatch, Matcher, PathMatch, PathPattern, RetryPolicy, RouteName, RouteRule, Timeouts};
+use crate::route::{
+    HostMatch, Matcher, PathMatch, PathPattern, RetryPolicy, RouteName, RouteRule, Timeouts, Upgrades,
+};
 use crate::upstream::UpstreamName;
 
 /// All routes of all rules files, validated, in match order.
@@ -197,6 +199,8 @@ fn convert(
         warm,
         timing,
         max_body_size,
+        upgrades,
+        upgrade_idle_timeout,
     } = route;
     let before = problems.0.len();
     let mut at = |key: &str, message: String| problems.in_route(&file, label, key, message);
@@ -271,6 +275,19 @@ fn convert(
             None
         }
     });
+    let upgrades = {
+        let mut scratch = Problems::default();
+        let idle_timeout = duration(&mut scratch, &file, "upgrade_idle_timeout", upgrade_idle_timeout, 300);
+        for p in scratch.0 {
+            at(p.key.as_deref().unwrap_or(""), p.message);
+        }
+        for protocol in &upgrades {
+            if protocol.is_empty() || !protocol.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+                at("upgrades", format!("{protocol:?} is not a protocol name (as `Upgrade` names it)"));
+            }
+        }
+        Upgrades { protocols: upgrades.iter().map(|p| p.to_ascii_lowercase()).collect(), idle_timeout }
+    };
     if problems.0.len() != before {
         return None;
     }
@@ -288,6 +305,7 @@ fn convert(
         warm,
         timing,
         max_body_size,
+        upgrades,
     })
 }
 
@@ -344,6 +362,27 @@ mod tests {
         let mut problems = Problems::default();
         let routes = parse(Path::new("rules/test.toml"), text, &upstreams(), &mut problems);
         (routes, problems)
+    }
+
+    #[test]
+    fn upgrades_are_off_by_default_and_listed_protocols_pass() {
+        let (routes, problems) = parse_str("[[route]]\nname = \"up\"\nupstream = \"api\"\n");
+        assert!(problems.0.is_empty());
+        assert!(routes[0].upgrades.protocols.is_empty());
+        assert!(!routes[0].upgrades.allows("websocket"));
+        assert_eq!(routes[0].upgrades.idle_timeout, Duration::from_secs(300));
+
+        let text = "[[route]]\nname = \"up\"\nupstream = \"api\"\nupgrades = [\"WebSocket\"]\nupgrade_idle_timeout = \"1h\"\n";
+        let (routes, problems) = parse_str(text);
+        assert!(problems.0.is_empty(), "{problems:?}");
+        assert!(routes[0].upgrades.allows("websocket") && routes[0].upgrades.allows("WEBSOCKET/13"));
+        assert!(!routes[0].upgrades.allows("h2c"));
+        assert_eq!(routes[0].upgrades.idle_timeout, Duration::from_secs(3600));
+
+        let (routes, problems) =
+            parse_str("[[route]]\nname = \"up\"\nupstream = \"api\"\nupgrades = [\"web socket\"]\n");
+        assert!(routes.is_empty());
+        assert!(format!("{problems:?}").contains("upgrades"), "{problems:?}");
     }
 
     #[test]

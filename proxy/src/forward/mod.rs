@@ -12,6 +12,7 @@
 
 pub mod headers;
 pub mod trace;
+pub mod upgrade;
 
 use std::future::Future;
 use std::time::Duration;
@@ -134,7 +135,14 @@ pub async fn exchange(
     headers::to_upstream(&mut parts.headers, parts.version, parts.uri.authority(), downstream, policy);
     prepare(&mut parts.headers);
     let mut response = send(route, parts, body, served_by).await?;
+    // A switch keeps the headers that name it.
+    let switched = (response.status() == http::StatusCode::SWITCHING_PROTOCOLS)
+        .then(|| response.headers().get(http::header::UPGRADE).cloned())
+        .flatten();
     headers::to_downstream(response.headers_mut(), policy);
+    if let Some(protocol) = switched {
+        upgrade::ask(response.headers_mut(), &protocol);
+    }
     Ok(response)
 }
 

@@ -305,9 +305,30 @@ impl<T: AsyncRead + Unpin> AsyncRead for FramedIo<T> {
     }
 }
 
+impl<T> FramedIo<T> {
+    /// A `101` going out (the answer said so, see [`Verdict::switch`]): the connection now
+    /// carries the protocol the client switched to (a tunnel the route allowed), whose bytes
+    /// are not HTTP/1 heads to check.
+    fn note_switch(&mut self, first: &[u8]) {
+        if first.starts_with(SWITCHING)
+            && !matches!(self.state, State::Passthrough)
+            && self.verdict.is_switching()
+        {
+            self.state = State::Passthrough;
+            self.head_timing = false;
+            self.check();
+        }
+    }
+}
+
+/// The start of a `101` response head, as hyper writes it.
+const SWITCHING: &[u8] = b"HTTP/1.1 101 ";
+
 impl<T: AsyncWrite + Unpin> AsyncWrite for FramedIo<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        this.note_switch(buf);
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -315,7 +336,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for FramedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            this.note_switch(first);
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -167,6 +167,8 @@ pub struct Verdict {
     reason: AtomicU64,
     /// Requests dispatched so far.
     dispatched: AtomicU64,
+    /// The answer going out switches the connection to another protocol (a `101`).
+    switching: std::sync::atomic::AtomicBool,
 }
 
 impl Verdict {
@@ -174,6 +176,15 @@ impl Verdict {
     fn refuse(&self, at: u64, reason: Reason) {
         self.reason.store(reason.index() as u64, Ordering::Relaxed);
         self.refused_at.store(at, Ordering::Release);
+    }
+
+    /// The answer about to go out is a `101`: the bytes after it are the new protocol's.
+    pub fn switch(&self) {
+        self.switching.store(true, Ordering::Release);
+    }
+
+    fn is_switching(&self) -> bool {
+        self.switching.load(Ordering::Acquire)
     }
 
     /// Counts one dispatched request; the refusal's reason when it is the stand-in.

@@ -89,10 +89,12 @@ fn write_field(buf: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
 }
 
 /// Reads until a whole response head is in: `Some` final head (consumed from the buffer),
-/// `None` for a skipped 1xx. `received` is set by the first byte read.
+/// `None` for a skipped 1xx. `received` is set by the first byte read. A `101` is final when
+/// the request asked for an `upgrade`, invalid otherwise.
 pub(super) fn poll_read_head<S: AsyncRead + Unpin>(
     connection: &mut Connection<S>,
     received: &mut bool,
+    upgrade: bool,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Option<Response<()>>, Error>> {
     loop {
@@ -100,6 +102,9 @@ pub(super) fn poll_read_head<S: AsyncRead + Unpin>(
             if let Some((len, head)) = parse_response(&connection.read)? {
                 connection.read.advance(len);
                 if head.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    if upgrade {
+                        return Poll::Ready(Ok(Some(head)));
+                    }
                     return Poll::Ready(Err(Error::Invalid("101 without an upgrade asked for")));
                 }
                 if head.status().is_informational() {
@@ -207,8 +212,13 @@ pub(super) fn framing(method: &Method, head: &Response<()>) -> Result<(Decode, b
 
 /// True when `Connection` says `close`.
 pub(super) fn asks_close(headers: &HeaderMap) -> bool {
+    connection_says(headers, "close")
+}
+
+/// True when `Connection` lists `token`.
+pub fn connection_says(headers: &HeaderMap, token: &str) -> bool {
     headers.get_all(CONNECTION).iter().any(|v| {
-        v.to_str().is_ok_and(|v| v.split(',').any(|token| token.trim().eq_ignore_ascii_case("close")))
+        v.to_str().is_ok_and(|v| v.split(',').any(|listed| listed.trim().eq_ignore_ascii_case(token)))
     })
 }
 

@@ -16,6 +16,11 @@
 //! obsolete line folding, a `101` that was not asked for. The connection is then never used
 //! again, and a body cut short ends with an error, never as if it were complete.
 //!
+//! A request that asks for an upgrade (`Connection: upgrade` and `Upgrade`) may be answered
+//! `101 Switching Protocols`: that answer has no body, and [`ResponseBody::into_upgraded`]
+//! hands over the connection's stream with the bytes already read past the head, for a
+//! tunnel. Such a connection never goes back to its pool.
+//!
 //! A connection goes back to its [`Pool`] only after a complete, clean exchange: the request
 //! sent whole, the response body read to its framed end with no byte more, and neither side
 //! asking to close. The connection is generic over the byte stream; upstreams use [`Stream`],
@@ -43,7 +48,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 pub use stream::Stream;
 
 use self::decode::Decode;
-pub use self::head::{MAX_HEAD, MAX_HEADERS};
+pub use self::head::{MAX_HEAD, MAX_HEADERS, connection_says};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -158,7 +163,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Ok(upload) => upload,
             Err(error) => return Err(Failure { error, unsent: None }),
         };
+        let upgrade = asks_upgrade(&parts.headers);
         let mut exchange = Exchange {
+            upgrade,
             upload,
             sending: true,
             body: Some(body),
@@ -186,13 +193,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         // connection cannot carry another.
         let whole_request = exchange.upload == Upload::Done;
         drop(exchange);
+        if head.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            // The connection now carries another protocol: it is the tunnel's, never the pool's.
+            let body = ResponseBody {
+                connection: Some(self),
+                decode: Decode::Done,
+                keep_alive: false,
+                pool: None,
+                upgraded: true,
+            };
+            return Ok(head.map(|()| body));
+        }
         let (framing, keep_alive) = match head::framing(&parts.method, &head) {
             Ok(framing) => framing,
             Err(error) => return Err(Failure { error, unsent: None }),
         };
         let keep_alive = keep_alive && whole_request && !head::asks_close(&parts.headers);
         self.reused = true;
-        let mut body = ResponseBody { connection: Some(self), decode: framing, keep_alive, pool };
+        let mut body =
+            ResponseBody { connection: Some(self), decode: framing, keep_alive, pool, upgraded: false };
         if body.decode.is_done() {
             body.finish();
         }
@@ -207,6 +226,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
 /// One exchange's progress while the request goes out and the response head comes in.
 struct Exchange<B> {
+    /// The request asked for an upgrade: a `101` is its answer.
+    upgrade: bool,
     upload: Upload,
     /// The request is still going out.
     sending: bool,
@@ -246,7 +267,7 @@ where
                     Poll::Pending => {}
                 }
             }
-            match head::poll_read_head(connection, &mut self.received, cx) {
+            match head::poll_read_head(connection, &mut self.received, self.upgrade, cx) {
                 Poll::Ready(Ok(Some(head))) => return Poll::Ready(Ok(head)),
                 // A 1xx: the final answer follows.
                 Poll::Ready(Ok(None)) => {}
@@ -376,6 +397,28 @@ pub struct ResponseBody<S> {
     decode: Decode,
     keep_alive: bool,
     pool: Option<Arc<dyn Pool<S>>>,
+    /// The answer was a `101`: the connection is for [`ResponseBody::into_upgraded`].
+    upgraded: bool,
+}
+
+/// A connection switched to another protocol by a `101`.
+#[derive(Debug)]
+pub struct Upgraded<S> {
+    /// The stream, past the `101` head.
+    pub io: S,
+    /// Bytes the endpoint sent after the `101` head that were already read.
+    pub read: Bytes,
+}
+
+impl<S> ResponseBody<S> {
+    /// The connection of a `101` answer; `None` for any other answer.
+    pub fn into_upgraded(mut self) -> Option<Upgraded<S>> {
+        if !self.upgraded {
+            return None;
+        }
+        let connection = self.connection.take()?;
+        Some(Upgraded { io: connection.io, read: connection.read.freeze() })
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> ResponseBody<S> {
@@ -432,6 +475,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> http_body::Body for ResponseBody<S> {
 /// Trailers as a frame, when there are any.
 fn trailers_frame(trailers: HeaderMap) -> Option<Frame<Bytes>> {
     (!trailers.is_empty()).then(|| Frame::trailers(trailers))
+}
+
+/// True when the request asks for an upgrade: `Connection: upgrade` and an `Upgrade` field.
+fn asks_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(http::header::UPGRADE) && connection_says(headers, "upgrade")
 }
 
 /// `HEAD` asks for no body, whatever the head says about its length.

@@ -517,10 +517,18 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
-/// The fields received, less the framing ones the generator adds.
+/// The fields received, less the framing ones the generator adds, in the order that counts:
+/// by name, each name's values in the order they came (RFC 9110 §5.3; a `HeaderMap` keeps a
+/// repeated name's lines together).
 fn received_fields(received: &Received) -> Vec<(String, Vec<u8>)> {
     let framing = ["content-length", "transfer-encoding"];
-    received.headers.iter().filter(|(n, _)| !framing.contains(&n.as_str())).cloned().collect()
+    by_name(received.headers.iter().filter(|(n, _)| !framing.contains(&n.as_str())).cloned().collect())
+}
+
+/// `fields` ordered by name, stably: the order of one name's values is kept.
+fn by_name(mut fields: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
+    fields.sort_by(|a, b| a.0.cmp(&b.0));
+    fields
 }
 
 proptest! {
@@ -540,7 +548,7 @@ proptest! {
             .iter()
             .map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec()))
             .collect();
-        prop_assert_eq!(received_fields(&received), expected);
+        prop_assert_eq!(received_fields(&received), by_name(expected));
         let (body, trailers) = received.body.unwrap();
         prop_assert_eq!(&body[..], generated.expected_body());
         let expected_trailers = match &generated.framing {
@@ -604,4 +612,42 @@ async fn through_hyper(method: Method, io: Scripted) -> Result<Received, String>
     *request.uri_mut() = "/x".parse().unwrap();
     let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
     Ok(collect(response).await)
+}
+
+#[tokio::test]
+async fn a_101_to_an_upgrade_request_hands_over_the_stream_with_the_bytes_past_the_head() {
+    let kept = Arc::new(Kept::default());
+    let mut request = parts(Method::GET, "/chat");
+    request.headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+    request.headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+    let endpoint = Scripted::open("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\nframe");
+    let pool: Arc<dyn Pool<Scripted>> = kept.clone();
+    let response =
+        Connection::new(endpoint).send(&request, Full::new(Bytes::new()), Some(pool)).await.unwrap();
+
+    assert_eq!(response.status(), 101);
+    assert_eq!(response.headers()["upgrade"], "websocket");
+    let upgraded = response.into_body().into_upgraded().expect("the 101's connection");
+    assert_eq!(upgraded.read, Bytes::from_static(b"frame"), "bytes read past the head go along");
+    let written = String::from_utf8(upgraded.io.written.clone()).unwrap();
+    assert!(written.contains("connection: upgrade\r\n") && written.contains("upgrade: websocket\r\n"));
+    assert_eq!(kept.count(), 0, "a switched connection never goes back to the pool");
+}
+
+#[tokio::test]
+async fn a_non_101_answer_to_an_upgrade_request_is_an_ordinary_response() {
+    let mut request = parts(Method::GET, "/chat");
+    request.headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+    request.headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+    let endpoint = Scripted::open("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+    let response = Connection::new(endpoint).send(&request, Full::new(Bytes::new()), None).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let (head, body) = response.into_parts();
+    assert!(body.into_upgraded().is_none());
+    assert_eq!(head.status, 200);
+    let response = Connection::new(Scripted::open("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"))
+        .send(&request, Full::new(Bytes::new()), None)
+        .await
+        .unwrap();
+    assert_eq!(collect(response).await.body.unwrap().0, Bytes::from_static(b"ok"));
 }

@@ -22,7 +22,7 @@ use http::StatusCode;
 
 pub use crate::params::PathParams;
 pub use matcher::{HostMatch, Matcher, PathMatch, PathPattern};
-pub use metrics::RouteMetrics;
+pub use metrics::{RouteMetrics, UpgradeResult};
 pub use table::{Route, RouteTable};
 
 pub use crate::name::RouteName;
@@ -52,6 +52,25 @@ pub struct RouteRule {
     pub timing: timing::RouteTiming,
     /// Most request body bytes (`max_body_size`); `None`: `limits.max_body_size`.
     pub max_body_size: Option<u64>,
+    /// Protocol upgrades tunnelled (`upgrades`, `upgrade_idle_timeout`).
+    pub upgrades: Upgrades,
+}
+
+/// Which `Upgrade` protocols a route tunnels, and how long a tunnel may stay quiet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upgrades {
+    /// Protocol names, lowercase (`websocket`); empty: upgrade headers are stripped.
+    pub protocols: Vec<String>,
+    /// No byte either way for this long closes the tunnel.
+    pub idle_timeout: Duration,
+}
+
+impl Upgrades {
+    /// True when `protocol` (as the `Upgrade` header names it, version and all) may pass.
+    pub fn allows(&self, protocol: &str) -> bool {
+        let name = protocol.split('/').next().unwrap_or("").trim();
+        self.protocols.iter().any(|p| p.eq_ignore_ascii_case(name))
+    }
 }
 
 /// How long the upstream may take.
