@@ -70,33 +70,12 @@ else
     SERVER_CORE=0
 fi
 
-WORK=$(mktemp -d /tmp/accel-memory.XXXXXX)
-STARTED=()
-
-cleanup() {
-    local pid
-    for pid in "${STARTED[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${STARTED[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+NAME=memory
+# shellcheck source=benches/stack.sh
+source "$ROOT/benches/stack.sh"
+stack_start
 
 log() { echo "== $*" >&2; }
-
-free_port() {
-    local port
-    while :; do
-        port=$((10000 + RANDOM % 20000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-}
 
 # wait_port PORT PID: until something accepts on PORT (5 s at most) while PID lives.
 wait_port() {
@@ -124,7 +103,7 @@ ORIGIN_PORT=$(free_port)
 taskset -c "$SERVER_CORE" "$RELEASE/fast-origin" --listen "127.0.0.1:$ORIGIN_PORT" --size "$SIZE" \
     >"$WORK/origin.log" 2>&1 &
 ORIGIN_PID=$!
-STARTED+=("$ORIGIN_PID")
+PIDS+=("$ORIGIN_PID")
 wait_port "$ORIGIN_PORT" "$ORIGIN_PID" || { log "fast-origin did not start"; cat "$WORK/origin.log" >&2; exit 1; }
 
 # run_one LABEL BINARY ENV THREADS CASE: one accel, the client's phases, one JSON line.
@@ -161,7 +140,7 @@ EOF
     [[ $env == - ]] || read -r -a vars <<<"$env"
     env "${vars[@]}" taskset -c "$SERVER_CORE" "$binary" run --config "$dir/accel.toml" >"$dir/accel.log" 2>&1 &
     pid=$!
-    STARTED+=("$pid")
+    PIDS+=("$pid")
     if ! wait_port "$port" "$pid"; then
         log "$label: skipped: accel did not start"
         tail -n 20 "$dir/accel.log" >&2 || true
