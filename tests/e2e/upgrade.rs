@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use accel_e2e::{TestProxy, within};
+use accel_e2e::{TestProxy, eventually_async, within};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -84,10 +84,8 @@ async fn websocket_messages_echo_through_a_route_that_tunnels_them() {
     // The close handshake completes through the tunnel, then the server ends the stream.
     while let Some(Ok(_)) = within("the close", ws.next()).await {}
     drop(ws);
-    within("the tunnel closed", async {
-        while proxy.metric(r#"accel_tunnels_open{route="ws"}"#).await != 0.0 {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+    eventually_async("the tunnel closed", || async {
+        proxy.metric(r#"accel_tunnels_open{route="ws"}"#).await == 0.0
     })
     .await;
     let up = proxy.metric(r#"accel_tunnel_bytes_total{route="ws",direction="upstream"}"#).await;
