@@ -13,13 +13,18 @@ const RULES: &str = "[[route]]\nname = \"all\"\nupstream = \"api\"\n";
 
 async fn setup(limits: &str) -> (OriginHandle, TestProxy) {
     let origin = FakeOrigin::new().route("/*", "ok").start().await;
-    let proxy = TestProxy::builder()
+    let proxy = proxy_for(&origin, limits).await;
+    (origin, proxy)
+}
+
+/// A proxy in front of `origin` with these `[limits]` keys.
+async fn proxy_for(origin: &OriginHandle, limits: &str) -> TestProxy {
+    TestProxy::builder()
         .upstream("api", &[origin.addr()])
         .rules(RULES)
         .sidecar_toml(&format!("[limits]\n{limits}"))
         .start()
-        .await;
-    (origin, proxy)
+        .await
 }
 
 /// Another client, on its own h2c connection, is served while (or after) one misbehaved.
@@ -54,11 +59,9 @@ async fn read_n(connection: &mut H2Connection, n: usize, of_kind: u8) -> Vec<Fra
         .await
 }
 
-/// `SETTINGS_MAX_CONCURRENT_STREAMS` is advertised; streams opened past it get
-/// `RST_STREAM REFUSED_STREAM` at once, and the origin never has more than that many requests
-/// of the connection in flight.
-#[tokio::test]
-async fn streams_past_the_concurrency_bound_are_refused() {
+/// An origin whose every request waits at the gate, counting the requests in flight and
+/// the most at once.
+async fn counting_origin() -> (OriginHandle, Arc<AtomicUsize>, Arc<AtomicUsize>, Gate) {
     let in_flight = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
     let gate = Gate::new();
@@ -79,12 +82,16 @@ async fn streams_past_the_concurrency_bound_are_refused() {
             .start()
             .await
     };
-    let proxy = TestProxy::builder()
-        .upstream("api", &[origin.addr()])
-        .rules(RULES)
-        .sidecar_toml("[limits]\nh2_max_concurrent_streams = 4")
-        .start()
-        .await;
+    (origin, in_flight, most, gate)
+}
+
+/// `SETTINGS_MAX_CONCURRENT_STREAMS` is advertised; streams opened past it get
+/// `RST_STREAM REFUSED_STREAM` at once, and the origin never has more than that many requests
+/// of the connection in flight.
+#[tokio::test]
+async fn streams_past_the_concurrency_bound_are_refused() {
+    let (origin, _, most, gate) = counting_origin().await;
+    let proxy = proxy_for(&origin, "h2_max_concurrent_streams = 4").await;
     let mut connection = H2Connection::open(proxy.addr()).await;
     assert_eq!(connection.server_setting(h2c::SETTINGS_MAX_CONCURRENT_STREAMS), Some(4));
     assert_eq!(connection.server_setting(h2c::SETTINGS_MAX_HEADER_LIST_SIZE), Some(32 * 1024));
@@ -111,6 +118,39 @@ async fn streams_past_the_concurrency_bound_are_refused() {
         "a refused stream reached the origin: {paths:?}"
     );
     others_are_served(&proxy).await;
+}
+
+/// A well-behaved client (the h2 crate's) reads the advertised bound and queues the streams
+/// past it: twice as many requests as the bound all succeed, never more than the bound at the
+/// origin at once, and no stream is refused.
+#[tokio::test]
+async fn a_conforming_client_queues_past_the_concurrency_bound() {
+    let (origin, in_flight, most, gate) = counting_origin().await;
+    let proxy = proxy_for(&origin, "h2_max_concurrent_streams = 4").await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr()).await.expect("connect");
+    let (client, connection) =
+        within("the h2 handshake", h2::client::handshake(tcp)).await.expect("handshake");
+    tokio::spawn(connection);
+    // Streams sent before the server's SETTINGS arrive are refused past the bound (the client
+    // assumed none yet): wait until the client has read it.
+    eventually("the client knows the bound", || client.current_max_send_streams() == 4).await;
+    let mut client = within("ready", client.ready()).await.expect("ready");
+    let mut answers = Vec::new();
+    for i in 0..8 {
+        let request = http::Request::get(format!("http://x/q{i}")).body(()).expect("a request");
+        client = within("ready to send", client.ready()).await.expect("ready");
+        let (answer, _) = client.send_request(request, true).expect("send");
+        answers.push(answer);
+    }
+    eventually("four requests at the origin", || origin.total_hits() == 4).await;
+    gate.open();
+    for answer in answers {
+        let response = within("an answer", answer).await.expect("not refused");
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(origin.total_hits(), 8);
+    assert_eq!(most.load(Ordering::SeqCst), 4, "the origin's most requests in flight");
+    assert_eq!(in_flight.load(Ordering::SeqCst), 0);
 }
 
 /// CVE-2023-44487: streams opened and reset at once, in a loop. Past
