@@ -258,7 +258,7 @@ impl Rejections {
         if let Some(suppressed) = self.warning_due() {
             tracing::warn!(
                 reason = abuse.as_str(),
-                goaway = %goaway,
+                goaway = ?goaway,
                 %peer,
                 suppressed,
                 "ended a client's HTTP/2 connection"
