@@ -124,7 +124,7 @@ async fn run(sidecar: (Config, RuleSet), edge: (Config, RuleSet)) -> anyhow::Res
         tasks.push(tokio::spawn(bound.run(stop.stopped())));
     }
     let (edge_config, edge_rules) = edge;
-    let admin_token = edge_config.admin.token.clone().unwrap_or_default();
+    let admin_token = edge_config.admin.token.as_ref().map(|t| t.expose().to_owned()).unwrap_or_default();
     let edge = Sidecar::bind(edge_config, edge_rules).await.context("binding the edge")?;
     let edge_addr = edge.local_addr()?;
     let edge_admin = edge.admin_addr()?;

@@ -34,7 +34,7 @@ pub fn main(root: &Path) -> ExitCode {
         }
     };
     if config.admin.token.is_none() {
-        config.admin.token = Some(DEMO_ADMIN_TOKEN.to_owned());
+        config.admin.token = Some(DEMO_ADMIN_TOKEN.into());
     }
     if config.cache.purge_token.is_none() {
         config.cache.purge_token.clone_from(&config.admin.token);
@@ -73,7 +73,7 @@ async fn run(
     let stop = Stop::new();
     let addrs = INSTANCES.iter().map(|a| a.parse()).collect::<Result<Vec<SocketAddr>, _>>()?;
     let origins = Origins::start(&url, &addrs, &stop).await?;
-    let admin_token = config.admin.token.clone().unwrap_or_default();
+    let admin_token = config.admin.token.as_ref().map(|t| t.expose().to_owned()).unwrap_or_default();
     let sidecar = Sidecar::bind(config, rules).await.context("binding the sidecar")?;
     let proxy = sidecar.local_addr()?;
     let admin = sidecar.admin_addr()?;

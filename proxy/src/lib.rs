@@ -35,7 +35,7 @@
 //! with what is below it, and takes only its own per-route value (`&RouteLimits`,
 //! `RouteCaching`, `RouteCompression`), never the whole route or the proxy.
 //!
-//! 1. leaves: [`problem`], [`quantity`], [`name`], [`params`], [`downstream`], [`h1`], [`body`], [`metrics`], [`framing`]
+//! 1. leaves: [`problem`], [`quantity`], [`name`], [`params`], [`downstream`], [`h1`], [`body`], [`metrics`], [`framing`], [`secret`]
 //! 2. components: [`upstream`], [`tier`], [`coalesce`], [`compress`], [`cache`], [`limit`]
 //! 3. routes: [`route`] (a route bundles the components' per-route values)
 //! 4. the request path: [`error`], [`forward`], [`pipeline`]
@@ -45,7 +45,8 @@
 //! (routes, upstreams, endpoints), path [`params`], client identity ([`downstream`]), the
 //! upstream side of HTTP/1.1 ([`h1`]: one exchange at a time in the request's task), the
 //! [`body`] type with the upstream [`body::Exchange`], and the [`metrics`] registry that every
-//! component registers its own metrics in. Assembly: [`config`] (operator files → validated
+//! component registers its own metrics in, and the configured [`secret`]s that `Debug` never
+//! shows. Assembly: [`config`] (operator files → validated
 //! model, gathering each component's converter), [`proxy`] (shared state and reload),
 //! [`reload`] (SIGHUP and file watching), [`insight`] (snapshots, health score and advice for the
 //! status page), [`warm`] (cache warming), [`admin`] (metrics, health, status, purge),
@@ -75,6 +76,7 @@ pub mod proxy;
 pub mod quantity;
 pub mod reload;
 pub mod route;
+pub mod secret;
 pub mod server;
 pub mod sidecar;
 pub mod tier;

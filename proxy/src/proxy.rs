@@ -41,7 +41,7 @@ pub struct Proxy {
     pub tls: Option<Arc<LiveCertificates>>,
     /// Bearer token of `POST /cache/purge` (`cache.purge_token`, else `admin.token`); `None`
     /// disables purging. Live: a reload of `accel.toml` replaces it.
-    pub purge_token: ArcSwapOption<String>,
+    pub purge_token: ArcSwapOption<crate::secret::Secret>,
     /// `accel.toml`, read again on reload; `None`: the configuration was not read from a file,
     /// and a reload reads the rules only.
     config_path: Option<PathBuf>,

@@ -26,7 +26,7 @@ use crate::body::Body;
 use crate::config::Limits;
 use crate::downstream::Downstream;
 use crate::error::ProxyError;
-use crate::framing::{FramedIo, Reason, Rejections, Verdict};
+use crate::framing::{FramedIo, H2Abuse, Reason, Rejections, Verdict};
 use crate::limit::concurrency::shrink_sparse;
 use crate::pipeline;
 use crate::proxy::Proxy;
@@ -117,7 +117,7 @@ pub async fn run(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         let (handshake_timeout, head) = (limits.header_read_timeout, limits.head);
-        let rejections = rejections.clone();
+        let (rejections, h2_ends) = (rejections.clone(), rejections.clone());
         while connections.try_join_next().is_some() {}
         connections.spawn(async move {
             let _permit = permit;
@@ -165,6 +165,10 @@ pub async fn run(
                 }
             };
             if let Err(e) = result {
+                // h2 ended it for the client's frames (rapid reset, CONTINUATION flood, …).
+                if let Some((abuse, goaway)) = H2Abuse::of(&*e) {
+                    h2_ends.record_h2(abuse, goaway, peer);
+                }
                 tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
             }
         });

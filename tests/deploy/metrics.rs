@@ -137,8 +137,8 @@ async fn scrape() -> Option<String> {
             std::process::id()
         ))
         .config(move |config| {
-            config.admin.token = Some(TOKEN.to_owned());
-            config.cache.purge_token = Some(TOKEN.to_owned());
+            config.admin.token = Some(TOKEN.into());
+            config.cache.purge_token = Some(TOKEN.into());
             // A host name, so that the endpoint is looked up.
             config.upstreams[0].endpoints = vec![format!("localhost:{port}").parse().expect("an endpoint")];
         })

@@ -8,6 +8,7 @@ mod cluster;
 mod compress;
 mod conformance;
 mod failures;
+mod h2_limits;
 mod health;
 mod hostile;
 mod ignore;

@@ -28,6 +28,7 @@
 //!   file, with HTTP/1.1 and h2c clients and admin helpers;
 //! - [`client`]: request bodies for clients ([`body`]) and collected responses;
 //! - [`raw`]: HTTP/1.1 by hand, for what client libraries hide, and a listener's accept queue;
+//! - [`h2c`]: HTTP/2 with prior knowledge frame by frame, for shapes client libraries refuse;
 //! - [`services`]: the real Redis and PostgreSQL servers of the machine, or a private
 //!   `redis-server` for outage tests;
 //! - [`cluster`]: a private six-node Redis Cluster (three masters, three replicas);
@@ -39,6 +40,7 @@
 pub mod browser;
 pub mod client;
 pub mod cluster;
+pub mod h2c;
 pub mod origin;
 pub mod proxy;
 pub mod raw;
@@ -50,6 +52,7 @@ use std::time::Duration;
 pub use browser::{Chromium, require_chromium};
 pub use client::{Collected, TestBody, body};
 pub use cluster::{ClusterNode, PrivateCluster, private_cluster};
+pub use h2c::H2Connection;
 pub use origin::{FakeOrigin, Gate, OriginHandle, SeenRequest};
 pub use proxy::{TestProxy, TestProxyBuilder};
 pub use raw::{RawConnection, RawHead, accept_queue};

@@ -35,7 +35,7 @@ pub async fn handle(
             )
                 .into_response();
         }
-        Some(given) if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) => {
+        Some(given) if !constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes()) => {
             return (StatusCode::FORBIDDEN, "wrong token\n").into_response();
         }
         Some(_) => {}

@@ -102,7 +102,9 @@ fn purge_command(args: PurgeArgs) -> ExitCode {
         }
     };
     let admin = admin.or_else(|| loaded.as_ref().map(|c| c.admin.addr.to_string())).unwrap_or_default();
-    let Some(token) = token.or_else(|| loaded.as_ref().and_then(|c| c.cache.purge_token.clone())) else {
+    let Some(token) = token.or_else(|| {
+        loaded.as_ref().and_then(|c| c.cache.purge_token.as_ref().map(|t| t.expose().to_owned()))
+    }) else {
         eprintln!("no purge token: pass --token or set cache.purge_token in {}", config.display());
         return ExitCode::from(EXIT_CONFIG);
     };

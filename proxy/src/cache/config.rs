@@ -34,7 +34,7 @@ pub struct CacheFile {
     pub x_cache_status: Option<bool>,
     /// Bearer token of `POST /cache/purge` on the admin listener. Default: `admin.token`.
     #[serde(default)]
-    pub purge_token: Option<String>,
+    pub purge_token: Option<crate::secret::Secret>,
     /// Cookies that are credentials on every route, like `Authorization`: answers to requests
     /// carrying them are kept per user. Default none.
     #[serde(default)]
@@ -43,7 +43,7 @@ pub struct CacheFile {
     /// every sidecar sharing `[redis]`. Default: a random key per process, and per-user
     /// entries stay in memory. Set it from the environment (`ACCEL_CACHE__CREDENTIAL_KEY`).
     #[serde(default)]
-    pub credential_key: Option<String>,
+    pub credential_key: Option<crate::secret::Secret>,
     /// How long an expired answer with `ETag` or `Last-Modified` stays after its stale
     /// windows, to be revalidated rather than fetched whole (a route's `cache.keep` wins).
     /// Default `1h`; `0s` turns it off.
@@ -75,7 +75,7 @@ pub struct CacheConfig {
     pub x_cache_status: bool,
     /// Bearer token of the purge endpoint (`cache.purge_token`, else `admin.token`); `None`
     /// disables it.
-    pub purge_token: Option<String>,
+    pub purge_token: Option<crate::secret::Secret>,
     /// Cookie names that are credentials on every route (a route may add its own).
     pub credential_cookies: Vec<Box<str>>,
     /// The key of the credential hash in per-user cache keys (see [`super::credential`]).
@@ -116,7 +116,12 @@ fn default_tag_headers() -> Vec<HeaderName> {
 }
 
 /// Converts `[cache]`; `admin_token` is the purge token's fallback.
-pub fn convert(file: CacheFile, admin_token: Option<&str>, p: &mut Problems, shown: &Path) -> CacheConfig {
+pub fn convert(
+    file: CacheFile,
+    admin_token: Option<&crate::secret::Secret>,
+    p: &mut Problems,
+    shown: &Path,
+) -> CacheConfig {
     let CacheFile {
         memory,
         tag_headers,
@@ -166,19 +171,19 @@ pub fn convert(file: CacheFile, admin_token: Option<&str>, p: &mut Problems, sho
     });
     let credential_key = match credential_key {
         None => defaults.credential_key,
-        Some(secret) if secret.len() < MIN_CONFIGURED_LEN => {
+        Some(secret) if secret.expose().len() < MIN_CONFIGURED_LEN => {
             // The length only: the secret itself is never repeated.
             p.at(
                 shown,
                 "cache.credential_key",
                 format!(
                     "is {} bytes long; use at least {MIN_CONFIGURED_LEN} random bytes (e.g. `openssl rand -hex 32`)",
-                    secret.len()
+                    secret.expose().len()
                 ),
             );
             defaults.credential_key
         }
-        Some(secret) => CredentialKey::configured(secret.as_bytes()),
+        Some(secret) => CredentialKey::configured(secret.expose().as_bytes()),
     };
     let keep = match keep.map(|text| parse_duration(&text)) {
         None => DEFAULT_KEEP,
@@ -222,7 +227,7 @@ pub fn convert(file: CacheFile, admin_token: Option<&str>, p: &mut Problems, sho
         invalidation_headers,
         strip_tag_headers: strip_tag_headers.unwrap_or(true),
         x_cache_status: x_cache_status.unwrap_or(false),
-        purge_token: purge_token.filter(|t| !t.is_empty()).or_else(|| admin_token.map(str::to_owned)),
+        purge_token: purge_token.filter(|t| !t.is_empty()).or_else(|| admin_token.cloned()),
         credential_cookies,
         credential_key,
         keep,
@@ -234,15 +239,16 @@ pub fn convert(file: CacheFile, admin_token: Option<&str>, p: &mut Problems, sho
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::Secret;
 
     #[test]
     fn defaults_and_problems() {
         let mut p = Problems::default();
-        let config = convert(CacheFile::default(), Some("admin"), &mut p, Path::new("accel.toml"));
+        let config = convert(CacheFile::default(), Some(&"admin".into()), &mut p, Path::new("accel.toml"));
         assert!(p.is_empty());
         assert_eq!(config.memory, 256 << 20);
         assert_eq!(config.tag_headers.len(), 3);
-        assert_eq!(config.purge_token.as_deref(), Some("admin"));
+        assert_eq!(config.purge_token.as_ref().map(Secret::expose), Some("admin"));
         let file = CacheFile {
             memory: Some("lots".into()),
             tag_headers: Some(vec!["bad header".into()]),
@@ -250,8 +256,8 @@ mod tests {
             keep: Some("forever".into()),
             ..CacheFile::default()
         };
-        let config = convert(file, Some("admin"), &mut p, Path::new("accel.toml"));
-        assert_eq!(config.purge_token.as_deref(), Some("p"));
+        let config = convert(file, Some(&"admin".into()), &mut p, Path::new("accel.toml"));
+        assert_eq!(config.purge_token.as_ref().map(Secret::expose), Some("p"));
         let text = p.to_string();
         assert!(text.contains("key `cache.memory`") && text.contains("key `cache.tag_headers`"), "{text}");
         assert!(text.contains("key `cache.keep`"), "{text}");
@@ -295,7 +301,7 @@ mod tests {
         let config = convert(CacheFile::default(), None, &mut p, Path::new("accel.toml"));
         assert!(!config.credential_key.is_configured() && config.credential_cookies.is_empty());
         let file = CacheFile {
-            credential_key: Some("k".repeat(MIN_CONFIGURED_LEN)),
+            credential_key: Some("k".repeat(MIN_CONFIGURED_LEN).into()),
             credential_cookies: vec!["session".into()],
             ..CacheFile::default()
         };

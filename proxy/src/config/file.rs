@@ -101,7 +101,7 @@ pub struct AdminFile {
     pub addr: String,
     /// Bearer token required by the admin write endpoints (purge). None: they are disabled.
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<crate::secret::Secret>,
     /// How often the status page's history takes a snapshot; default `10s`.
     #[serde(default)]
     pub snapshot_interval: Option<String>,

@@ -93,7 +93,7 @@ pub struct AdminConfig {
     pub addr: SocketAddr,
     /// Bearer token for write endpoints; `None` disables them. Compared in constant time,
     /// never logged.
-    pub token: Option<String>,
+    pub token: Option<crate::secret::Secret>,
     /// Period of the status page's snapshots (default 10 s; 90 of them are kept).
     pub snapshot_interval: std::time::Duration,
 }
@@ -225,6 +225,28 @@ mod tests {
         ] {
             assert!(exposure_warning(&config(protected)).is_empty(), "{protected}");
         }
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let text = r#"
+            [admin]
+            token = "admin-s3cret"
+            [cache]
+            purge_token = "purge-s3cret"
+            credential_key = "key-s3cret-key-s3cret-key-s3cret-key-s3cret"
+            [redis]
+            url = "redis://user:url-s3cret@127.0.0.1:6379/0"
+            password = "redis-s3cret"
+        "#;
+        let file: file::SidecarFile = toml::from_str(text).unwrap();
+        let operator_written = format!("{file:?}");
+        let running = format!("{:?}", config(text));
+        for shown in [&operator_written, &running] {
+            assert!(!shown.contains("s3cret"), "a secret in {shown}");
+        }
+        assert!(running.contains("Secret(<redacted>)"), "{running}");
+        assert!(running.contains("127.0.0.1:6379"), "the Redis address is still shown: {running}");
     }
 
     #[test]

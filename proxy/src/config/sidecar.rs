@@ -237,7 +237,7 @@ pub fn convert(file: SidecarFile, path: Option<&Path>, shown: &Path) -> Result<C
     let compress =
         crate::compress::CompressSettings::convert(compress, &mut |key, message| p.at(shown, key, message));
     let cache =
-        crate::cache::config::convert(cache, admin.token.as_deref().filter(|t| !t.is_empty()), p, shown);
+        crate::cache::config::convert(cache, admin.token.as_ref().filter(|t| !t.is_empty()), p, shown);
     let redis = redis.and_then(|file| crate::tier::config::convert(p, shown, file));
 
     let config = Config {

@@ -25,9 +25,14 @@
 //! byte through a per-connection buffer (8 KiB, grown only for a larger head) and a header
 //! timer made once per connection; no allocation per request. About 0.9 µs for a 620-byte
 //! head (`cargo bench -p accel-benches --bench framing`; see `docs/operations.md`).
+//!
+//! HTTP/2 is framed by the protocol and bounded by the h2 library itself; [`h2`] reads back
+//! why it ended a client's connection, so that those ends are counted and logged with the
+//! HTTP/1 refusals ([`Rejections::record_h2`]).
 
 pub mod chunked;
 pub mod connection;
+pub mod h2;
 pub mod head;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +43,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 pub use connection::FramedIo;
+pub use h2::H2Abuse;
 
 use crate::metrics::Metrics;
 
@@ -224,8 +230,9 @@ impl Rejections {
             Family::<ReasonLabels, Counter>::default,
         );
         // Every reason from zero, so that a first refusal is an increase `rate()` can see.
-        for reason in Reason::ALL {
-            counters.get_or_create(&ReasonLabels { reason: reason.as_str() }).inc_by(0);
+        let labels = Reason::ALL.map(Reason::as_str).into_iter().chain(H2Abuse::ALL.map(H2Abuse::as_str));
+        for reason in labels {
+            counters.get_or_create(&ReasonLabels { reason }).inc_by(0);
         }
         Self { counters, last_warn: Default::default(), epoch: tokio::time::Instant::now() }
     }
@@ -233,12 +240,7 @@ impl Rejections {
     /// Counts one refusal, and logs it unless one was logged within [`Self::WARN_EVERY`].
     pub fn record(&self, reason: Reason, peer: std::net::SocketAddr) {
         self.counters.get_or_create(&ReasonLabels { reason: reason.as_str() }).inc();
-        let now = self.epoch.elapsed().as_secs() + 1;
-        let (last, suppressed) = &*self.last_warn;
-        let previous = last.load(Ordering::Relaxed);
-        let due = previous == 0 || now >= previous + Self::WARN_EVERY.as_secs();
-        if due && last.compare_exchange(previous, now, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-            let suppressed = suppressed.swap(0, Ordering::Relaxed);
+        if let Some(suppressed) = self.warning_due() {
             tracing::warn!(
                 reason = reason.as_str(),
                 status = reason.status().as_u16(),
@@ -246,8 +248,37 @@ impl Rejections {
                 suppressed,
                 "refused a client request"
             );
+        }
+    }
+
+    /// Counts one HTTP/2 connection h2 ended with `GOAWAY goaway` for `abuse`, and logs it
+    /// within the same budget as [`record`](Self::record).
+    pub fn record_h2(&self, abuse: H2Abuse, goaway: ::h2::Reason, peer: std::net::SocketAddr) {
+        self.counters.get_or_create(&ReasonLabels { reason: abuse.as_str() }).inc();
+        if let Some(suppressed) = self.warning_due() {
+            tracing::warn!(
+                reason = abuse.as_str(),
+                goaway = ?goaway,
+                %peer,
+                suppressed,
+                "ended a client's HTTP/2 connection"
+            );
+        }
+    }
+
+    /// The refusals left out since the last warning when a warning is due now (and takes
+    /// the slot); `None`, counting this one as left out, when one was logged within
+    /// [`Self::WARN_EVERY`].
+    fn warning_due(&self) -> Option<u64> {
+        let now = self.epoch.elapsed().as_secs() + 1;
+        let (last, suppressed) = &*self.last_warn;
+        let previous = last.load(Ordering::Relaxed);
+        let due = previous == 0 || now >= previous + Self::WARN_EVERY.as_secs();
+        if due && last.compare_exchange(previous, now, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            Some(suppressed.swap(0, Ordering::Relaxed))
         } else {
             suppressed.fetch_add(1, Ordering::Relaxed);
+            None
         }
     }
 }

@@ -32,7 +32,7 @@ use crate::quantity::{duration, parse_duration, parse_size};
 pub struct RedisFile {
     /// One Redis: `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
     #[serde(default)]
-    pub url: Option<String>,
+    pub url: Option<crate::secret::Secret>,
     /// Redis Cluster seed nodes, instead of `url`.
     #[serde(default)]
     pub cluster: Vec<String>,
@@ -41,7 +41,7 @@ pub struct RedisFile {
     pub username: Option<String>,
     /// Password; overrides the URL's.
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<crate::secret::Secret>,
     /// Start of every key and of the purge channel. Default `accel:`.
     #[serde(default)]
     pub prefix: Option<String>,
@@ -195,7 +195,7 @@ pub fn convert(p: &mut Problems, shown: &Path, file: RedisFile) -> Option<RedisC
             settings = settings.set_username(user);
         }
         if let Some(password) = &password {
-            settings = settings.set_password(password);
+            settings = settings.set_password(password.expose());
         }
         info.set_redis_settings(settings)
     };
@@ -215,7 +215,9 @@ pub fn convert(p: &mut Problems, shown: &Path, file: RedisFile) -> Option<RedisC
             p.at(shown, "redis.url", "needs `url` (one Redis) or `cluster` (seed nodes)");
             None
         }
-        (Some(url), true) => parse(p, "redis.url", &url).map(|info| RedisServers::Single(Box::new(info))),
+        (Some(url), true) => {
+            parse(p, "redis.url", url.expose()).map(|info| RedisServers::Single(Box::new(info)))
+        }
         (None, false) => {
             let nodes: Vec<ConnectionInfo> = cluster
                 .iter()
