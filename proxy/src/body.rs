@@ -1,6 +1,7 @@
 //! The body type every stage passes along: a static answer, a streamed upstream body that
 //! carries its [`Exchange`] (the endpoint's in-flight count and the connection), a downstream
 //! request body that can be replayed while it has not been sent, or any other body boxed.
+//! [`Guarded`] is the one body that holds something (an exchange, a permit) until a body ends.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -37,7 +38,7 @@ pin_project! {
         /// connection goes back to the endpoint's idle connections after the last byte (the
         /// body itself gives it back, see [`crate::h1`]); on an error or when the body is
         /// dropped early, it is closed.
-        Upstream { #[pin] inner: ResponseBody<Stream>, exchange: Option<Exchange> },
+        Upstream { #[pin] inner: Guarded<ResponseBody<Stream>, Exchange> },
         /// A downstream request body on its way upstream; see [`ReplayableBody`].
         Downstream { inner: ReplayableBody },
         /// Anything else (compression, tee into the cache, …).
@@ -60,18 +61,22 @@ impl Body {
     /// An upstream response body that holds `exchange` until its end (let go at once when
     /// there is no body, as for `HEAD`, 204 and 304).
     pub fn upstream(inner: ResponseBody<Stream>, exchange: Exchange) -> Self {
-        if http_body::Body::is_end_stream(&inner) {
-            drop(exchange);
-            return Self::Upstream { inner, exchange: None };
+        let end = http_body::Body::is_end_stream(&inner);
+        let mut inner = Guarded::new(inner, exchange);
+        if end {
+            inner.release();
         }
-        Self::Upstream { inner, exchange: Some(exchange) }
+        Self::Upstream { inner }
     }
 
     /// The endpoint's connection behind an upstream `101` answer, for a tunnel; `None` for
     /// any other body.
     pub fn into_upgraded(self) -> Option<crate::h1::Upgraded<Stream>> {
         match self {
-            Self::Upstream { inner, .. } => inner.into_upgraded(),
+            Self::Upstream { inner } => {
+                let (inner, _exchange) = inner.into_parts();
+                inner.into_upgraded()
+            }
             _ => None,
         }
     }
@@ -97,24 +102,7 @@ impl http_body::Body for Body {
         match self.project() {
             BodyProj::Empty => Poll::Ready(None),
             BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            BodyProj::Upstream { inner, exchange } => {
-                let mut inner = inner;
-                let polled = inner.as_mut().poll_frame(cx);
-                let ended = match &polled {
-                    Poll::Ready(None) => true,
-                    Poll::Ready(Some(Ok(_))) => inner.is_end_stream(),
-                    Poll::Ready(Some(Err(_))) => {
-                        drop(exchange.take());
-                        false
-                    }
-                    Poll::Pending => false,
-                };
-                if ended {
-                    // The body gave its connection back first.
-                    drop(exchange.take());
-                }
-                polled.map_err(Into::into)
-            }
+            BodyProj::Upstream { inner } => inner.poll_frame(cx).map_err(Into::into),
             BodyProj::Downstream { inner } => Pin::new(inner).poll_frame(cx),
             BodyProj::Boxed { inner } => inner.poll_frame(cx),
         }
@@ -124,7 +112,7 @@ impl http_body::Body for Body {
         match self {
             Self::Empty => true,
             Self::Full { data } => data.is_none(),
-            Self::Upstream { inner, .. } => inner.is_end_stream(),
+            Self::Upstream { inner } => inner.is_end_stream(),
             Self::Downstream { inner } => inner.is_end_stream(),
             Self::Boxed { inner } => inner.is_end_stream(),
         }
@@ -134,10 +122,86 @@ impl http_body::Body for Body {
         match self {
             Self::Empty => SizeHint::with_exact(0),
             Self::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-            Self::Upstream { inner, .. } => inner.size_hint(),
+            Self::Upstream { inner } => inner.size_hint(),
             Self::Downstream { inner } => inner.size_hint(),
             Self::Boxed { inner } => inner.size_hint(),
         }
+    }
+}
+
+/// When a [`Guarded`] body lets its guard go, besides on an error and when it is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// The poll that finds the body over (no frame left).
+    Over,
+    /// The last frame handed on (the body says it has ended after it), or the poll that finds
+    /// the body over: for guards whose holder is done once the bytes are out.
+    LastFrame,
+}
+
+/// A value a [`Guarded`] body holds: its `Drop` gives something back (a permit, an endpoint's
+/// in-flight count).
+pub trait Guard {
+    /// When the body lets it go.
+    const UNTIL: Until = Until::Over;
+}
+
+pin_project! {
+    /// A body that holds a [`Guard`] until the body ends, breaks off with an error, or is
+    /// dropped, whichever comes first. The frames pass through untouched.
+    #[derive(Debug)]
+    pub struct Guarded<B, G> {
+        #[pin]
+        inner: B,
+        guard: Option<G>,
+    }
+}
+
+impl<B, G> Guarded<B, G> {
+    /// `inner`, holding `guard` until its end.
+    pub fn new(inner: B, guard: G) -> Self {
+        Self { inner, guard: Some(guard) }
+    }
+
+    /// Lets the guard go now.
+    pub fn release(&mut self) {
+        self.guard.take();
+    }
+
+    /// The body and the guard, if it still holds it.
+    pub fn into_parts(self) -> (B, Option<G>) {
+        (self.inner, self.guard)
+    }
+}
+
+impl<B: http_body::Body, G: Guard> http_body::Body for Guarded<B, G> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        let ended = match &polled {
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => true,
+            Poll::Ready(Some(Ok(_))) => G::UNTIL == Until::LastFrame && this.inner.is_end_stream(),
+            Poll::Pending => false,
+        };
+        if ended {
+            // The body has done its part first (an upstream body gave its connection back).
+            this.guard.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -160,6 +224,12 @@ impl Exchange {
     pub fn counted(home: Arc<dyn Home>) -> Self {
         Self { home }
     }
+}
+
+impl Guard for Exchange {
+    /// The endpoint is done with the exchange once its last byte is out (the connection has
+    /// gone back to its idle ones by then).
+    const UNTIL: Until = Until::LastFrame;
 }
 
 impl Drop for Exchange {

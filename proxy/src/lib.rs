@@ -44,9 +44,10 @@
 //! Leaves: configuration [`problem`]s and [`quantity`]s (durations, sizes), the [`name`]s
 //! (routes, upstreams, endpoints), path [`params`], client identity ([`downstream`]), the
 //! upstream side of HTTP/1.1 ([`h1`]: one exchange at a time in the request's task), the
-//! [`body`] type with the upstream [`body::Exchange`], and the [`metrics`] registry that every
-//! component registers its own metrics in, and the configured [`secret`]s that `Debug` never
-//! shows. Assembly: [`config`] (operator files → validated
+//! [`body`] type with the upstream [`body::Exchange`] and the one guarded body
+//! ([`body::Guarded`]: holds a permit or an exchange until the body ends), the [`metrics`]
+//! registry that every component registers its own metrics in, and the configured
+//! [`secret`]s that `Debug` never shows. Assembly: [`config`] (operator files → validated
 //! model, gathering each component's converter), [`proxy`] (shared state and reload),
 //! [`reload`] (SIGHUP and file watching), [`insight`] (snapshots, health score and advice for the
 //! status page), [`warm`] (cache warming), [`admin`] (metrics, health, status, purge),

@@ -132,10 +132,16 @@ impl Cache {
         }
         let mut fill = self.fill(key, Some(rule.clone()), host, uri, headers, params, !head, stale);
         fill.credentials = credentials;
-        fill.head = head;
-        fill.query = query;
+        fill.asked = if head {
+            Asked::Head
+        } else if query {
+            Asked::Query
+        } else if method == Method::GET && headers.contains_key(header::RANGE) {
+            Asked::Range
+        } else {
+            Asked::Get
+        };
         fill.bypass = bypass;
-        fill.ranged = method == Method::GET && headers.contains_key(header::RANGE);
         Lookup::Forward(self.pass(route, fill))
     }
 
@@ -162,19 +168,16 @@ impl Cache {
             rule,
             request: headers.clone(),
             credentials: Credentials::None,
-            head: false,
-            stale,
+            asked: Asked::Get,
+            stale: stale.map_or(Stale::None, Stale::Kept),
             tags,
             host: host.to_ascii_lowercase().into(),
             path: uri.path().into(),
             seq: self.store.reserve(),
             flight: Flight::Alone,
             store,
-            query: false,
-            revalidating: false,
             cluster_lock: None,
             bypass: None,
-            ranged: false,
         }
     }
 
@@ -224,7 +227,9 @@ impl Cache {
             Some(entry.clone()),
         );
         fill.credentials = credentials;
-        fill.query = request.method() == Method::POST;
+        if request.method() == Method::POST {
+            fill.asked = Asked::Query;
+        }
         fill.flight = Flight::Leader(leader);
         let mut pass = self.pass(route, fill);
         pass.count = false;

@@ -194,9 +194,10 @@ struct Fill {
     rule: Option<Arc<CacheRule>>,
     request: HeaderMap,
     credentials: Credentials,
-    head: bool,
-    /// The stale entry being revalidated, if any.
-    stale: Option<Arc<CacheEntry>>,
+    /// What the request asks of the entry.
+    asked: Asked,
+    /// The stale entry it may revalidate or fall back on.
+    stale: Stale,
     /// Rule tags and the URL's tag.
     tags: Vec<Tag>,
     host: Box<str>,
@@ -206,31 +207,63 @@ struct Fill {
     flight: Flight,
     /// Store the answer.
     store: bool,
-    /// A query (a POST keyed on its body): a stale entry is fetched again whole, never
-    /// revalidated with validators (a condition on a POST asks something else of the origin).
-    query: bool,
-    /// Validators were sent upstream.
-    revalidating: bool,
     /// The cluster-wide coalescing lock this request holds (see `second_level`): released
     /// once its answer is in the second level, or when it drops without one.
     cluster_lock: Option<crate::tier::ClusterLock>,
     /// Report this instead of a miss.
     bypass: Option<BypassReason>,
-    /// A GET with `Range`: its answer (a `206`, likely) is its own, so it neither leads nor
-    /// follows identical requests, and a `206` passes through unstored (a `200` is stored).
-    ranged: bool,
 }
 
 impl Fill {
     /// The method the request was made with, as far as answering from an entry goes.
     fn method(&self) -> http::Method {
-        if self.head {
-            http::Method::HEAD
-        } else if self.query {
-            http::Method::POST
-        } else {
-            http::Method::GET
+        match self.asked {
+            Asked::Get | Asked::Range => http::Method::GET,
+            Asked::Head => http::Method::HEAD,
+            Asked::Query => http::Method::POST,
         }
+    }
+}
+
+/// What a forwarded request asks of the entry it may fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    /// A GET: the whole answer.
+    Get,
+    /// A GET with `Range`: its answer (a `206`, likely) is its own, so it neither leads nor
+    /// follows identical requests, and a `206` passes through unstored (a `200` is stored).
+    Range,
+    /// A HEAD: answered from a GET entry, never stored.
+    Head,
+    /// A query (a POST keyed on its body): a stale entry is fetched again whole, never
+    /// revalidated with validators (a condition on a POST asks something else of the origin).
+    Query,
+}
+
+/// The stale entry of a forwarded request.
+#[derive(Debug, Default)]
+enum Stale {
+    /// None: a miss.
+    #[default]
+    None,
+    /// One to fall back on (within `stale_if_error`), or to replace.
+    Kept(Arc<CacheEntry>),
+    /// One whose validators were sent upstream: a `304` refreshes it.
+    Revalidating(Arc<CacheEntry>),
+}
+
+impl Stale {
+    /// The stale entry, if any.
+    fn entry(&self) -> Option<&Arc<CacheEntry>> {
+        match self {
+            Self::None => None,
+            Self::Kept(entry) | Self::Revalidating(entry) => Some(entry),
+        }
+    }
+
+    /// Validators were sent upstream.
+    fn revalidating(&self) -> bool {
+        matches!(self, Self::Revalidating(_))
     }
 }
 
@@ -524,12 +557,13 @@ mod tests {
         let Coalesced::Forward(leader) = forward(look()).coalesce().await else {
             panic!("the first one leads")
         };
-        let follower = tokio::spawn(forward(look()).coalesce());
-        tokio::task::yield_now().await;
-        assert_eq!(cache.waiting_followers(), 1);
-        assert_eq!(text(leader.complete(Ok(upstream_answer("scored", "max-age=60")))).await, "scored");
-
-        let Coalesced::Answer(answer) = follower.await.unwrap() else { panic!("the follower was answered") };
+        // The follower is polled first: it joins the flight and waits; then the leader answers.
+        let lead = async {
+            assert_eq!(cache.waiting_followers(), 1, "the second one waits for the first");
+            assert_eq!(text(leader.complete(Ok(upstream_answer("scored", "max-age=60")))).await, "scored");
+        };
+        let (followed, ()) = futures_util::future::join(forward(look()).coalesce(), lead).await;
+        let Coalesced::Answer(answer) = followed else { panic!("the follower was answered") };
         assert_eq!(answer.response.headers()[CACHE_STATUS.clone()], "accel; fwd=miss; collapsed");
         assert_eq!(text(answer).await, "scored");
     }
@@ -597,12 +631,15 @@ mod tests {
         let Ok(Coalesced::Forward(bob)) = bob.await else {
             panic!("bob leads his own flight: he never waits for alice's answer")
         };
-        let alice_again = tokio::spawn(forward(look("Bearer alice")).coalesce());
-        tokio::task::yield_now().await;
-        assert_eq!(cache.waiting_followers(), 1);
-        text(bob.complete(Ok(upstream_answer("bob's", "public, max-age=60")))).await;
-        text(alice.complete(Ok(upstream_answer("alice's", "public, max-age=60")))).await;
-        let Coalesced::Answer(answer) = alice_again.await.unwrap() else { panic!("alice's follower") };
+        // Alice's second request is polled first: it joins her flight and waits.
+        let answers = async {
+            assert_eq!(cache.waiting_followers(), 1);
+            text(bob.complete(Ok(upstream_answer("bob's", "public, max-age=60")))).await;
+            text(alice.complete(Ok(upstream_answer("alice's", "public, max-age=60")))).await;
+        };
+        let (alice_again, ()) =
+            futures_util::future::join(forward(look("Bearer alice")).coalesce(), answers).await;
+        let Coalesced::Answer(answer) = alice_again else { panic!("alice's follower") };
         assert_eq!(text(answer).await, "alice's");
     }
 }

@@ -18,7 +18,7 @@ impl Pass {
     pub async fn coalesce(mut self) -> Coalesced {
         let Mode::Fill(fill) = &mut self.mode else { return Coalesced::Forward(self) };
         let rule = self.route.settings.coalesce;
-        if !rule.enabled || fill.head || fill.ranged || fill.bypass.is_some() {
+        if !rule.enabled || matches!(fill.asked, Asked::Head | Asked::Range) || fill.bypass.is_some() {
             return Coalesced::Forward(self);
         }
         let follower = match self.cache.flights.join(fill.key) {
@@ -62,21 +62,24 @@ impl Pass {
     /// refresh sent for a range request fetches the whole answer).
     pub fn prepare(&mut self, headers: &mut HeaderMap) {
         let Mode::Fill(fill) = &mut self.mode else { return };
-        if !fill.ranged {
+        if fill.asked != Asked::Range {
             headers.remove(header::RANGE);
             headers.remove(header::IF_RANGE);
         }
-        match &fill.stale {
-            Some(stale) if stale.has_validators() && !fill.query => {
-                conditional::add_validators(headers, stale);
-                fill.revalidating = true;
+        match std::mem::take(&mut fill.stale) {
+            Stale::Kept(stale) | Stale::Revalidating(stale)
+                if stale.has_validators() && fill.asked != Asked::Query =>
+            {
+                conditional::add_validators(headers, &stale);
+                fill.stale = Stale::Revalidating(stale);
             }
-            // A leader's answer is shared with followers that sent no conditions of their own.
-            _ if fill.store || fill.rule.is_none() => {
+            kept if fill.store || fill.rule.is_none() => {
+                fill.stale = kept;
+                // A leader's answer is shared with followers that sent no conditions of their own.
                 headers.remove(header::IF_NONE_MATCH);
                 headers.remove(header::IF_MODIFIED_SINCE);
             }
-            _ => {}
+            kept => fill.stale = kept,
         }
     }
 
@@ -132,7 +135,7 @@ impl Cache {
         let now = self.clock.now();
         let forwarded = |fill: &Fill, code: StatusCode, stored: bool| -> CacheStatus {
             let fwd_status = code.as_u16();
-            match (fill.bypass, &fill.stale) {
+            match (fill.bypass, fill.stale.entry()) {
                 (Some(reason), _) => CacheStatus::Bypass(reason),
                 (None, Some(_)) => CacheStatus::Expired { fwd_status, stored },
                 (None, None) => CacheStatus::Miss { fwd_status, stored },
@@ -141,14 +144,14 @@ impl Cache {
         let response = match result {
             Ok(response) => response,
             Err(response) => {
-                if let Some((entry, ttl)) = usable_on_error(fill.stale.as_ref(), now) {
+                if let Some((entry, ttl)) = usable_on_error(fill.stale.entry(), now) {
                     let status = CacheStatus::StaleIfError { ttl, fwd_status: None };
                     return self.answer(entry, &fill.method(), &fill.request, now, status);
                 }
-                if fill.revalidating {
+                if fill.stale.revalidating() {
                     route.metrics.revalidated(Revalidation::Failed);
                 }
-                if must_revalidate(fill.stale.as_ref(), now) {
+                if must_revalidate(fill.stale.entry(), now) {
                     return self.gateway_timeout(&fill, None);
                 }
                 let status = forwarded(&fill, response.status(), false);
@@ -157,37 +160,40 @@ impl Cache {
         };
         let code = response.status();
         if code.is_server_error()
-            && let Some((entry, ttl)) = usable_on_error(fill.stale.as_ref(), now)
+            && let Some((entry, ttl)) = usable_on_error(fill.stale.entry(), now)
         {
             let status = CacheStatus::StaleIfError { ttl, fwd_status: Some(code.as_u16()) };
             return self.answer(entry, &fill.method(), &fill.request, now, status);
         }
-        if fill.revalidating {
+        if fill.stale.revalidating() {
             route.metrics.revalidated(match code {
                 StatusCode::NOT_MODIFIED => Revalidation::NotModified,
                 _ if code.is_server_error() => Revalidation::Failed,
                 _ => Revalidation::Modified,
             });
         }
-        if code.is_server_error() && must_revalidate(fill.stale.as_ref(), now) {
+        if code.is_server_error() && must_revalidate(fill.stale.entry(), now) {
             return self.gateway_timeout(&fill, Some(code.as_u16()));
         }
         if code == StatusCode::NOT_MODIFIED
-            && fill.revalidating
-            && let (Some(stale), Some(rule)) = (fill.stale.clone(), fill.rule.clone())
+            && let (Stale::Revalidating(stale), Some(rule)) = (&fill.stale, fill.rule.clone())
         {
             route.metrics.refreshed(true);
+            let stale = stale.clone();
             return self.revalidated(fill, &stale, &rule, response.headers(), now);
         }
-        if let Some(stale) = &fill.stale
+        if let Some(stale) = fill.stale.entry()
             && code.is_success()
         {
             let same = stale.etag().is_some_and(|etag| response.headers().get(header::ETAG) == Some(etag));
             route.metrics.refreshed(same);
         }
         let (mut parts, body) = response.into_parts();
-        let partial = fill.ranged && code == StatusCode::PARTIAL_CONTENT;
-        let decision = if fill.head || partial || (!fill.store && !matches!(fill.flight, Flight::Leader(_))) {
+        let partial = fill.asked == Asked::Range && code == StatusCode::PARTIAL_CONTENT;
+        let decision = if fill.asked == Asked::Head
+            || partial
+            || (!fill.store && !matches!(fill.flight, Flight::Leader(_)))
+        {
             None
         } else {
             Some(self.decide(&fill, code, &parts.headers, now))

@@ -34,7 +34,7 @@ use super::key::CacheKey;
 use super::policy::{Freshness, vary_names};
 use super::status::CacheStatus;
 use super::tag::Tag;
-use super::{Cache, Coalesced, Flight, Handoff, Mode, Pass, collect};
+use super::{Asked, Cache, Coalesced, Flight, Handoff, Mode, Pass, Stale, collect};
 use crate::tier::metrics::LockResult;
 use crate::tier::{ClusterLock, L2Lookup, LocalPurge, LockOutcome, Purge, RedisTier, SharedEntry};
 
@@ -135,7 +135,7 @@ impl Pass {
         let Mode::Fill(fill) = &mut self.mode else { return Coalesced::Forward(self) };
         let Some(rule) = fill.rule.clone() else { return Coalesced::Forward(self) };
         if !fill.store
-            || fill.stale.is_some()
+            || fill.stale.entry().is_some()
             || fill.bypass.is_some()
             || matches!(fill.flight, Flight::Released)
         {
@@ -154,12 +154,12 @@ impl Pass {
             L2Lookup::Hit(shared) => *shared,
             L2Lookup::Unavailable => {
                 // Fail-open: no lock, upstream as without the tier.
-                if !fill.head && tier.l2().is_some_and(|l2| l2.lock_ttl().is_some()) {
+                if fill.asked != Asked::Head && tier.l2().is_some_and(|l2| l2.lock_ttl().is_some()) {
                     tier.metrics().lock(LockResult::Unavailable);
                 }
                 return Coalesced::Forward(self);
             }
-            L2Lookup::Miss if fill.head => return Coalesced::Forward(self),
+            L2Lookup::Miss if fill.asked == Asked::Head => return Coalesced::Forward(self),
             L2Lookup::Miss => match tier.l2_lock(&key).await {
                 // Look again under the lock: the previous holder may have stored the entry
                 // and released the lock between the miss and the lock.
@@ -200,7 +200,7 @@ impl Pass {
         let now = self.cache.clock.now();
         let Staleness::Fresh { remaining } = entry.staleness(now) else {
             // Stale: revalidate it with the origin, or fall back on it if the origin fails.
-            fill.stale = Some(entry);
+            fill.stale = Stale::Kept(entry);
             return Coalesced::Forward(self);
         };
         self.cache.store.insert(fill.key, &fill.request, entry.clone(), fill.seq);

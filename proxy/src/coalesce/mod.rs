@@ -186,10 +186,14 @@ mod tests {
     async fn a_dropped_leader_releases_its_followers() {
         let coalescer = Coalescer::<u32, &str>::default();
         let lead = leader(coalescer.join(1));
-        let wait = tokio::spawn(follower(coalescer.join(1)).wait(Duration::from_secs(10)));
-        tokio::task::yield_now().await;
-        drop(lead);
-        assert_eq!(wait.await.unwrap(), Waited::Released);
+        let wait = follower(coalescer.join(1)).wait(Duration::from_secs(10));
+        // The follower is polled first: it is waiting when its leader drops.
+        let drop_lead = async {
+            assert_eq!(coalescer.followers(), 1);
+            drop(lead);
+        };
+        let (waited, ()) = futures_util::future::join(wait, drop_lead).await;
+        assert_eq!(waited, Waited::Released);
         assert_eq!(coalescer.in_flight(), 0);
     }
 

@@ -11,15 +11,9 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use http_body::{Frame, SizeHint};
-use pin_project_lite::pin_project;
-
-use crate::body::{Body, BoxError};
+use crate::body::{Body, Guard, Guarded};
 
 /// Lock shards: requests of different clients rarely contend.
 const SHARDS: usize = 16;
@@ -103,47 +97,10 @@ impl Drop for ConcurrencyPermit {
     }
 }
 
-pin_project! {
-    /// A response body that holds a concurrency permit until its end.
-    #[derive(Debug)]
-    pub struct PermitBody {
-        #[pin]
-        inner: Body,
-        permit: Option<ConcurrencyPermit>,
-    }
-}
+impl Guard for ConcurrencyPermit {}
 
-impl PermitBody {
-    /// `inner`, holding `permit` until its last frame.
-    pub fn new(inner: Body, permit: ConcurrencyPermit) -> Self {
-        Self { inner, permit: Some(permit) }
-    }
-}
-
-impl http_body::Body for PermitBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            this.permit.take();
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+/// A response body that holds a concurrency permit until its end.
+pub type PermitBody = Guarded<Body, ConcurrencyPermit>;
 
 #[cfg(test)]
 mod tests {

@@ -70,6 +70,9 @@ struct IdlePool {
     me: Weak<IdlePool>,
     settings: ConnectionSettings,
     stack: Mutex<IdleStack>,
+    /// Signalled after each sweep: what tests wait for.
+    #[cfg(test)]
+    swept: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -110,6 +113,8 @@ impl Connections {
             me: me.clone(),
             settings: settings.clone(),
             stack: Mutex::default(),
+            #[cfg(test)]
+            swept: tokio::sync::Notify::new(),
         });
         Self { addr, resolver, settings, idle }
     }
@@ -210,9 +215,15 @@ async fn sweep(idle: Weak<IdlePool>, timeout: Duration) {
         // Oldest first: the expired ones are a prefix.
         let expired = stack.connections.iter().take_while(|c| c.since.elapsed() >= timeout).count();
         stack.connections.drain(..expired);
-        if stack.connections.is_empty() {
+        let done = stack.connections.is_empty();
+        if done {
             // The next connection put back starts a new sweeper.
             stack.sweeping = false;
+        }
+        drop(stack);
+        #[cfg(test)]
+        idle.swept.notify_waiters();
+        if done {
             return;
         }
     }
@@ -336,7 +347,6 @@ mod tests {
         for response in open {
             response.into_body().collect().await.unwrap();
         }
-        tokio::task::yield_now().await;
         assert_eq!(connections.idle(), 2);
     }
 
@@ -354,8 +364,10 @@ mod tests {
         tokio::time::pause();
         tokio::time::advance(idle_timeout / 2).await;
         assert_eq!(connections.idle(), 1, "not yet idle for the whole timeout");
+        // The sweep that finds the connection idle for the whole timeout.
+        let swept = connections.idle.swept.notified();
         tokio::time::advance(idle_timeout).await;
-        tokio::task::yield_now().await;
+        swept.await;
         assert_eq!(connections.idle(), 0);
     }
 

@@ -54,6 +54,9 @@ struct Known {
     /// When `addrs` were looked up (or a refresh last failed).
     at: Option<Instant>,
     refreshing: bool,
+    /// Background refreshes ended so far, and their signal: what tests wait for.
+    #[cfg(test)]
+    ended: (usize, Arc<tokio::sync::Notify>),
 }
 
 impl Resolver {
@@ -113,6 +116,20 @@ impl Resolver {
         Some(known.addrs.clone())
     }
 
+    /// Resolves once `n` background refreshes have ended.
+    #[cfg(test)]
+    async fn refreshes_ended(&self, n: usize) {
+        let signal = lock(&self.known).ended.1.clone();
+        loop {
+            // Registered before the check, so an end in between is not missed.
+            let ended = signal.notified();
+            if lock(&self.known).ended.0 >= n {
+                return;
+            }
+            ended.await;
+        }
+    }
+
     /// What a lookup task needs.
     fn task(&self) -> LookupTask {
         LookupTask { addr: self.addr.clone(), lookup: self.lookup.clone(), lookups: self.lookups.clone() }
@@ -168,7 +185,13 @@ struct Refreshing(Arc<Mutex<Known>>);
 
 impl Drop for Refreshing {
     fn drop(&mut self) {
-        lock(&self.0).refreshing = false;
+        let mut known = lock(&self.0);
+        known.refreshing = false;
+        #[cfg(test)]
+        {
+            known.ended.0 += 1;
+            known.ended.1.notify_waiters();
+        }
     }
 }
 
@@ -196,16 +219,17 @@ mod tests {
 
     /// A lookup that answers from `answers` in turn (the last one for good), each after its
     /// delay (`None`: never), and counts calls.
-    fn scripted(answers: Vec<io::Result<Vec<SocketAddr>>>) -> (Lookup, Arc<AtomicUsize>) {
+    fn scripted(answers: Vec<io::Result<Vec<SocketAddr>>>) -> (Lookup, Arc<Calls>) {
         delayed(answers.into_iter().map(|a| (Some(Duration::ZERO), a)).collect())
     }
 
-    fn delayed(answers: Vec<(Option<Duration>, io::Result<Vec<SocketAddr>>)>) -> (Lookup, Arc<AtomicUsize>) {
-        let calls = Arc::new(AtomicUsize::new(0));
+    fn delayed(answers: Vec<(Option<Duration>, io::Result<Vec<SocketAddr>>)>) -> (Lookup, Arc<Calls>) {
+        let calls = Arc::new(Calls::default());
         let counter = calls.clone();
         let answers: Vec<_> = answers.into_iter().map(|(d, a)| (d, a.map_err(|e| e.kind()))).collect();
         let lookup: Lookup = Arc::new(move |_: &EndpointAddr| {
-            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let n = counter.count.fetch_add(1, Ordering::SeqCst);
+            counter.made.notify_waiters();
             let (delay, answer) = answers[n.min(answers.len() - 1)].clone();
             Box::pin(async move {
                 match delay {
@@ -226,10 +250,27 @@ mod tests {
         Err(io::ErrorKind::NotFound.into())
     }
 
-    /// Lets the background refresh run.
-    async fn settle() {
-        for _ in 0..4 {
-            tokio::task::yield_now().await;
+    /// The lookups made, and a signal for each.
+    #[derive(Default)]
+    struct Calls {
+        count: AtomicUsize,
+        made: tokio::sync::Notify,
+    }
+
+    impl Calls {
+        fn load(&self, order: Ordering) -> usize {
+            self.count.load(order)
+        }
+
+        /// Resolves once `n` lookups have been made.
+        async fn reached(&self, n: usize) {
+            loop {
+                let made = self.made.notified();
+                if self.load(Ordering::SeqCst) >= n {
+                    return;
+                }
+                made.await;
+            }
         }
     }
 
@@ -255,7 +296,7 @@ mod tests {
         // Stale: this connect still uses what is known, and a refresh starts behind it.
         assert_eq!(&*resolver.addrs().await.unwrap(), &[at("10.0.0.1")]);
         assert_eq!(&*resolver.addrs().await.unwrap(), &[at("10.0.0.1")]);
-        settle().await;
+        resolver.refreshes_ended(1).await;
         assert_eq!(calls.load(Ordering::SeqCst), 2, "one refresh, however many connects");
         assert_eq!(&*resolver.addrs().await.unwrap(), &[at("10.0.0.2")]);
         assert_eq!(lookups.get(LookupOutcome::Found), 1);
@@ -269,7 +310,7 @@ mod tests {
         resolver.addrs().await.unwrap();
         tokio::time::advance(REFRESH).await;
         resolver.addrs().await.unwrap();
-        settle().await;
+        resolver.refreshes_ended(1).await;
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         assert_eq!(&*resolver.addrs().await.unwrap(), &[at("10.0.0.1")]);
         // The failure counts as a refresh: the next try waits for the next period.
@@ -322,15 +363,16 @@ mod tests {
         resolver.addrs().await.unwrap();
         tokio::time::advance(REFRESH).await;
         resolver.addrs().await.unwrap();
-        settle().await;
+        // The refresh's lookup has started (its timeout runs from here) and hangs.
+        calls.reached(2).await;
         tokio::time::advance(LOOKUP_TIMEOUT).await;
-        settle().await;
+        resolver.refreshes_ended(1).await;
         assert_eq!(&*resolver.addrs().await.unwrap(), &[at("10.0.0.1")], "kept after the hung lookup");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         assert_eq!(lookups.get(LookupOutcome::Failed), 1);
         tokio::time::advance(REFRESH).await;
         resolver.addrs().await.unwrap();
-        settle().await;
+        resolver.refreshes_ended(2).await;
         assert_eq!(calls.load(Ordering::SeqCst), 3, "the hung refresh did not block the next one");
         assert_eq!(&*resolver.addrs().await.unwrap(), &[at("10.0.0.2")]);
     }
