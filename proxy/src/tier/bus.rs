@@ -158,6 +158,7 @@ impl PurgeBus {
                 self.lock_outbox().push_front(purge);
                 return sent;
             }
+            self.metrics.purges_replayed.inc();
             sent += 1;
         }
     }
@@ -193,6 +194,7 @@ impl PurgeBus {
     }
 
     fn keep(&self, purge: Purge) {
+        self.metrics.purges_kept.inc();
         let mut outbox = self.lock_outbox();
         if outbox.len() >= OUTBOX_LIMIT {
             outbox.clear();
