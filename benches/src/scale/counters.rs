@@ -12,14 +12,13 @@ use serde::Serialize;
 use super::sidecar::Sidecar;
 
 /// Counters that only move when something went wrong, by metric name (labels follow).
-const TROUBLE: [&str; 7] = [
+const TROUBLE: [&str; 6] = [
     "accel_redis_errors_total",
     "accel_redis_timeouts_total",
     "accel_redis_circuit_opens_total",
     "accel_redis_purges_kept_total",
     "accel_redis_purges_replayed_total",
     "accel_redis_memory_flushes_total",
-    "accel_redis_lock_total",
 ];
 
 /// Results of `accel_redis_lock_total`, `accel_redis_l2_total` and

@@ -74,12 +74,21 @@ pub enum L2Result {
     Stored,
     /// Not stored: larger than `l2.max_object_size`.
     TooLarge,
+    /// Not stored: a purge happened while it was fetched (it may be the purged answer).
+    Outdated,
 }
 
 impl L2Result {
     /// Every value.
-    pub const ALL: [Self; 6] =
-        [Self::Hit, Self::Miss, Self::Purged, Self::Unavailable, Self::Stored, Self::TooLarge];
+    pub const ALL: [Self; 7] = [
+        Self::Hit,
+        Self::Miss,
+        Self::Purged,
+        Self::Unavailable,
+        Self::Stored,
+        Self::TooLarge,
+        Self::Outdated,
+    ];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
@@ -90,6 +99,7 @@ impl L2Result {
             Self::Unavailable => "unavailable",
             Self::Stored => "stored",
             Self::TooLarge => "too_large",
+            Self::Outdated => "outdated",
         }
     }
 }
@@ -173,7 +183,7 @@ pub struct TierMetrics {
     errors: [Counter; 8],
     timeouts: [Counter; 8],
     durations: [Histogram; 8],
-    l2: [Counter; 6],
+    l2: [Counter; 7],
     limits: [Counter; 3],
     locks: [Counter; 5],
     /// Purge messages received on the channel, own ones included.
