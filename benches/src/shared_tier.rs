@@ -81,7 +81,7 @@ pub async fn run(url: &str, iterations: usize, size: usize) -> anyhow::Result<Ve
     // In Redis.
     let metrics = Metrics::new(&[1.0]);
     let a = Arc::new(RedisTier::new(&config, &metrics)?);
-    anyhow::ensure!(a.l2_put("k", &entry).await, "cannot store in Redis at {url}");
+    anyhow::ensure!(a.l2_put("k", &entry, &a.purge_point()).await, "cannot store in Redis at {url}");
     let mut samples = Vec::with_capacity(iterations);
     for _ in 0..iterations {
         let started = Instant::now();

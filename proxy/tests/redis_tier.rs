@@ -186,7 +186,7 @@ async fn two_sidecars_share_an_entry_and_a_tag_purge_removes_it_from_both() {
     // A fetched from the origin: memory and second level.
     let answer = entry("{\"lead\":1}", &["lead:1", "leads"]);
     a.memory.insert("k1", &answer);
-    assert!(a.tier.l2_put("k1", &answer).await);
+    assert!(a.tier.l2_put("k1", &answer, &a.tier.purge_point()).await);
     // B misses in memory, hits the second level (the origin is not asked), fills memory.
     let L2Lookup::Hit(shared) = b.tier.l2_get("k1").await else { panic!("B should hit the second level") };
     assert_eq!(shared.body, answer.body);
@@ -205,8 +205,9 @@ async fn two_sidecars_share_an_entry_and_a_tag_purge_removes_it_from_both() {
     assert_eq!(b.metric("accel_redis_l2_total{result=\"hit\"}"), Some(1.0));
     assert_eq!(b.metric("accel_redis_up"), Some(1.0));
 
-    // An entry stored after the purge is served again.
-    assert!(a.tier.l2_put("k1", &answer).await);
+    // An entry fetched after the purge (A has seen its own purge come back) is served again.
+    eventually("A received its purge", || a.metric("accel_redis_purges_received_total") == Some(1.0)).await;
+    assert!(a.tier.l2_put("k1", &answer, &a.tier.purge_point()).await);
     assert!(matches!(b.tier.l2_get("k1").await, L2Lookup::Hit(_)));
 }
 
@@ -296,7 +297,7 @@ async fn cluster_coalescing_lock_makes_one_leader_and_followers_get_its_answer()
             b.metric(r#"accel_redis_duration_seconds_count{op="l2_get"}"#) >= Some(1.0)
         })
         .await;
-        assert!(a.tier.l2_put("k", &answer).await);
+        assert!(a.tier.l2_put("k", &answer, &a.tier.purge_point()).await);
         assert!(lock.release().await);
     };
     let (got, ()) = tokio::join!(follower, leader);
@@ -348,7 +349,7 @@ async fn unreachable_redis_degrades_without_failing_and_says_so() {
     let config = config(&format!("redis://127.0.0.1:{port}"), &prefix("down"));
     let a = Sidecar::new(&config);
     assert_eq!(a.tier.l2_get("k").await, L2Lookup::Unavailable);
-    assert!(!a.tier.l2_put("k", &entry("x", &[])).await);
+    assert!(!a.tier.l2_put("k", &entry("x", &[]), &a.tier.purge_point()).await);
     assert_eq!(a.tier.state(), CircuitState::Open, "two failures open the circuit");
     assert_eq!(a.metric("accel_redis_up"), Some(0.0));
     assert_eq!(a.metric("accel_redis_circuit_state"), Some(2.0));
@@ -457,7 +458,7 @@ async fn redis_stopped_mid_test_degrades_then_recovers_and_replays_purges() {
     a.start();
     b.start();
     subscribers(&redis.url(), &prefix, 2).await;
-    assert!(a.tier.l2_put("k", &entry("v", &["t"])).await);
+    assert!(a.tier.l2_put("k", &entry("v", &["t"]), &a.tier.purge_point()).await);
     b.memory.insert("k", &entry("v", &["t"]));
 
     redis.stop();
@@ -476,7 +477,17 @@ async fn redis_stopped_mid_test_degrades_then_recovers_and_replays_purges() {
     eventually("the kept purge is published", || a.tier.pending_purges() == 0).await;
     // B missed the purge while disconnected: it must not keep serving the entry.
     eventually("B no longer holds the purged entry", || !b.memory.has("k")).await;
-    assert!(a.tier.l2_put("k2", &entry("w", &[])).await, "the second level works again");
+    // Taken before A is back in step with the purge sequence (the replayed purge reached it
+    // or its resubscription read it), a fetch's point is outdated: a write is refused.
+    let mut stored = false;
+    for _ in 0..500 {
+        if a.tier.l2_put("k2", &entry("w", &[]), &a.tier.purge_point()).await {
+            stored = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(stored, "the second level works again");
     assert!(matches!(b.tier.l2_get("k2").await, L2Lookup::Hit(_)));
 }
 

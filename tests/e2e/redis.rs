@@ -419,3 +419,41 @@ async fn a_leader_whose_origin_answer_breaks_off_releases_its_followers_at_once(
     assert_eq!(lock_count(&[&b], "follower_released").await, 1.0);
     assert_eq!(lock_count(&[&b], "follower_timeout").await, 0.0);
 }
+
+#[tokio::test]
+async fn an_answer_fetched_across_a_purge_stays_out_of_the_second_level() {
+    let Some(redis) = accel_e2e::private_redis().await else { return };
+    let gate = Gate::new();
+    let origin = FakeOrigin::new().route("/api/leads/9", "").gated(&gate, "{\"lead\":9}").start().await;
+    let section = redis_section(&redis.url(), &unique_prefix("across"));
+    let a = sidecar(&origin, &section).await;
+    let b = sidecar(&origin, &section).await;
+    redis_up("both sidecars subscribed", &[&a, &b]).await;
+
+    // A's request is at the origin when B purges its tag; the origin answers after A got
+    // the purge (the answer A then holds is the purged one).
+    let fetch = a.get("/api/leads/9");
+    let purge_meanwhile = async {
+        eventually_async("A's request reached the origin", || async { origin.hits("/api/leads/9") == 1 })
+            .await;
+        let purge = PurgeRequest { tags: vec!["leads".into()], ..PurgeRequest::default() };
+        b.proxy().cache.purge(&purge).expect("purge");
+        eventually_async("A applied B's purge", || async {
+            a.metric("accel_redis_purges_applied_total").await == 1.0
+        })
+        .await;
+        gate.open();
+    };
+    let (answer, ()) = tokio::join!(fetch, purge_meanwhile);
+    assert_eq!(answer.text(), "{\"lead\":9}");
+    eventually_async("A decided its second-level write", || async {
+        a.metric("accel_redis_l2_total{result=\"stored\"}").await
+            + a.metric("accel_redis_l2_total{result=\"outdated\"}").await
+            >= 1.0
+    })
+    .await;
+    assert_eq!(a.metric("accel_redis_l2_total{result=\"outdated\"}").await, 1.0, "not written: purged since");
+
+    b.get("/api/leads/9").await;
+    assert_eq!(origin.hits("/api/leads/9"), 2, "B fetched it anew: the purged answer is not in Redis");
+}

@@ -7,10 +7,14 @@
 //! - [`limit`]: a `scope = "cluster"` rate limit's admitted requests against its rate;
 //! - [`outage`]: Redis killed under load: failed requests and time to recover.
 //!
+//! [`counters`] scrapes every sidecar's `accel_redis_*` counters after each phase, so the
+//! report says what the tier saw (errors, timeouts, the circuit, locks, purges).
+//!
 //! The other modules: [`options`] (the command line), [`origin`] (the counting origin),
 //! [`redis`] (the private Redis of either kind), [`sidecar`] (one `accel run` process),
 //! [`report`] (figures, targets, table, JSON).
 
+pub mod counters;
 pub mod limit;
 pub mod options;
 pub mod origin;
@@ -71,6 +75,8 @@ pub async fn run(options: &Options) -> anyhow::Result<ScaleReport> {
         }))
         .await?;
 
+        let mut scraper = counters::Scraper::start(&sidecars).await?;
+        let mut tier = Vec::with_capacity(4);
         eprintln!("accel-scale: {kind}: cold-key storms");
         let storm = storm::run(
             &sidecars,
@@ -81,6 +87,7 @@ pub async fn run(options: &Options) -> anyhow::Result<ScaleReport> {
             &run,
         )
         .await?;
+        tier.push(scraper.phase("storm", &sidecars).await?);
         let warm: Vec<String> = (0..WARM_KEYS).map(|k| format!("{SLOW_PREFIX}warm-{run}-{k}")).collect();
         for path in &warm {
             for sidecar in &sidecars {
@@ -89,6 +96,7 @@ pub async fn run(options: &Options) -> anyhow::Result<ScaleReport> {
         }
         eprintln!("accel-scale: {kind}: purge propagation under load");
         let purge = purge::run(&sidecars, options.purge_duration, options.connections, &warm, &run).await?;
+        tier.push(scraper.phase("purge", &sidecars).await?);
         eprintln!("accel-scale: {kind}: cluster rate limit");
         let limit = limit::run(
             &sidecars,
@@ -98,6 +106,7 @@ pub async fn run(options: &Options) -> anyhow::Result<ScaleReport> {
             options.limit_duration,
         )
         .await?;
+        tier.push(scraper.phase("limit", &sidecars).await?);
         eprintln!("accel-scale: {kind}: Redis outage under load");
         // Warm keys, keys no sidecar has seen yet, and the limited route.
         let mut mix = warm.clone();
@@ -110,7 +119,8 @@ pub async fn run(options: &Options) -> anyhow::Result<ScaleReport> {
             connections: options.connections,
         };
         let outage = outage::run(&sidecars, &mut redis, &origin, &prefix, &mix, staging, &run).await?;
-        runs.push(RedisRun { redis: kind, sidecars: sidecars.len(), storm, purge, limit, outage });
+        tier.push(scraper.phase("outage", &sidecars).await?);
+        runs.push(RedisRun { redis: kind, sidecars: sidecars.len(), storm, purge, limit, outage, tier });
     }
     let targets = runs.iter().flat_map(RedisRun::verdicts).collect();
     Ok(ScaleReport { params: serde_json::to_value(options)?, runs, targets })

@@ -13,7 +13,7 @@ use futures_util::future::{join_all, try_join_all};
 use tokio::time::Instant;
 
 use super::origin::fetch_number;
-use super::report::{PurgeFigures, Spread};
+use super::report::{PurgeFigures, PurgeMiss, Spread};
 use super::sidecar::Sidecar;
 use super::spawn_load;
 
@@ -35,6 +35,7 @@ pub async fn run(
     // Leave the last purge room to finish inside the load.
     let stop = started + duration.saturating_sub(Duration::from_secs(1));
     let (mut to_every, mut per_sidecar, mut not_applied) = (Vec::new(), Vec::new(), 0);
+    let mut misses = Vec::new();
     let mut purge = 0usize;
     while Instant::now() < stop {
         let path = format!("/api/fast/{run}-{purge}");
@@ -61,7 +62,7 @@ pub async fn run(
         );
         purged.with_context(|| format!("purge {path}"))?;
         let mut slowest = Duration::ZERO;
-        for after in applied {
+        for ((after, sidecar), &held) in applied.into_iter().zip(sidecars).zip(&held) {
             match after? {
                 Some(after) => {
                     per_sidecar.push(after);
@@ -71,6 +72,7 @@ pub async fn run(
                 None => {
                     not_applied += 1;
                     slowest = slowest.max(APPLY_DEADLINE);
+                    misses.push(miss(sidecar, purger, purge, &path, held).await?);
                 }
             }
         }
@@ -84,6 +86,7 @@ pub async fn run(
         to_every_sidecar: Spread::of(to_every),
         per_sidecar: Spread::of(per_sidecar),
         not_applied,
+        misses,
         load_connections: connections,
         load_requests_per_sec: reports.iter().map(|r| r.requests as f64).sum::<f64>() / seconds,
         load_failed: reports.iter().map(|r| r.status_errors + r.transport_errors).sum(),
@@ -108,4 +111,32 @@ async fn first_new_answer(
             return Ok(Some(poll - sent));
         }
     }
+}
+
+/// What a sidecar that kept serving a purged answer serves it from: one more poll, between two
+/// scrapes of its second-level hits (the background load's warm keys are all in memory).
+async fn miss(
+    sidecar: &Sidecar,
+    purger: &Sidecar,
+    purge: usize,
+    path: &str,
+    held: u64,
+) -> anyhow::Result<PurgeMiss> {
+    const L2_HITS: &str = "accel_redis_l2_total{result=\"hit\"}";
+    let before = sidecar.metric(L2_HITS).await?;
+    let answer = sidecar.get(path).await?;
+    let after = sidecar.metric(L2_HITS).await?;
+    let still = fetch_number(&answer.body) == Some(held);
+    Ok(PurgeMiss {
+        purge,
+        path: path.to_owned(),
+        sidecar: sidecar.name().to_owned(),
+        purger: purger.name().to_owned(),
+        held,
+        served_from: match (still, after > before) {
+            (false, _) => "a new answer, after the deadline",
+            (true, true) => "the second level",
+            (true, false) => "memory",
+        },
+    })
 }

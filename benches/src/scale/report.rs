@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::counters::PhaseCounters;
 use super::redis::RedisKind;
 
 /// The whole run: its settings and one set of figures per kind of Redis.
@@ -26,6 +27,8 @@ pub struct RedisRun {
     pub purge: PurgeFigures,
     pub limit: LimitFigures,
     pub outage: OutageFigures,
+    /// Every sidecar's `accel_redis_*` counters that moved, per phase.
+    pub tier: Vec<PhaseCounters>,
 }
 
 /// Latency percentiles of a set of samples, in milliseconds.
@@ -78,12 +81,32 @@ pub struct PurgeFigures {
     pub per_sidecar: Spread,
     /// Sidecars that still served the purged answer after 5 s (counted, not in the spreads).
     pub not_applied: u64,
+    /// Each of those: which sidecar, and where its purged answer came from.
+    pub misses: Vec<PurgeMiss>,
     /// Background load: keep-alive connections per sidecar, over warm keys.
     pub load_connections: usize,
     /// Background load answered per second, all sidecars together.
     pub load_requests_per_sec: f64,
     /// Background answers other than 2xx/3xx, and transport errors.
     pub load_failed: u64,
+}
+
+/// A sidecar that still served a purged answer after 5 s.
+#[derive(Debug, Serialize)]
+pub struct PurgeMiss {
+    /// The purge's number in the phase.
+    pub purge: usize,
+    pub path: String,
+    /// The sidecar that kept serving it.
+    pub sidecar: String,
+    /// The sidecar the purge was sent to.
+    pub purger: String,
+    /// The origin's fetch number it kept serving.
+    pub held: u64,
+    /// Where one more poll's answer came from: `memory` (the purge never reached it),
+    /// `the second level` (an entry stored after the purge with the purged answer), or `a new
+    /// answer, after the deadline`.
+    pub served_from: &'static str,
 }
 
 /// A `scope = "cluster"` rate limit under load on every sidecar from one client address.
@@ -184,7 +207,7 @@ impl ScaleReport {
     pub fn table(&self) -> String {
         let mut out = String::new();
         for run in &self.runs {
-            let RedisRun { redis, sidecars, storm, purge, limit, outage } = run;
+            let RedisRun { redis, sidecars, storm, purge, limit, outage, tier } = run;
             let _ = writeln!(out, "\n== {sidecars} sidecars on Redis ({redis}) ==");
             let _ = writeln!(
                 out,
@@ -220,6 +243,13 @@ impl ScaleReport {
                 "                  under {} connections per sidecar: {:.0} req/s, {} failed",
                 purge.load_connections, purge.load_requests_per_sec, purge.load_failed
             );
+            for miss in &purge.misses {
+                let _ = writeln!(
+                    out,
+                    "                  not applied: purge {} of {} (sent to {}) on {}: fetch {} still served, from {}",
+                    miss.purge, miss.path, miss.purger, miss.sidecar, miss.held, miss.served_from
+                );
+            }
             let _ = writeln!(
                 out,
                 "rate limit        {}/s over {:.1} s: admitted {} of {:.0} expected ({:+.2} %), {} limited, {} failed, offered {:.0} req/s",
@@ -245,6 +275,12 @@ impl ScaleReport {
                     _ => "tier NOT whole again within the phase".to_owned(),
                 }
             );
+            for phase in tier {
+                let trouble = phase.trouble();
+                if !trouble.is_empty() {
+                    let _ = writeln!(out, "tier counters     {}: {trouble}", phase.phase);
+                }
+            }
         }
         let _ = writeln!(out, "\n{:<9} {:<44} {:<12} {:<22} result", "redis", "target", "wanted", "actual");
         for v in &self.targets {

@@ -131,12 +131,12 @@ impl Sidecar {
 
     /// The value of one metric series (`name{labels}` exactly as exposed); 0 when absent.
     pub async fn metric(&self, series: &str) -> anyhow::Result<f64> {
-        Ok(metric_value(&self.metrics().await?, series))
+        Ok(metric_value(&self.metrics_text().await?, series))
     }
 
     /// Whether it is connected to Redis with its circuit closed.
     pub async fn redis_up(&self) -> bool {
-        match self.metrics().await {
+        match self.metrics_text().await {
             Ok(text) => {
                 metric_value(&text, "accel_redis_up") == 1.0
                     && metric_value(&text, "accel_redis_circuit_state") == 0.0
@@ -145,7 +145,8 @@ impl Sidecar {
         }
     }
 
-    async fn metrics(&self) -> anyhow::Result<String> {
+    /// Its admin `/metrics` exposition.
+    pub async fn metrics_text(&self) -> anyhow::Result<String> {
         let request = Request::get(format!("http://{}/metrics", self.admin)).body(Full::default())?;
         let answer = self.send(request).await?;
         Ok(String::from_utf8_lossy(&answer.body).into_owned())

@@ -42,6 +42,8 @@ pub(super) struct Collecting {
     /// The cluster-wide coalescing lock, held until the entry is in the second level (or
     /// released when it drops: the entry is abandoned or not shared).
     pub cluster_lock: Option<crate::tier::ClusterLock>,
+    /// The tier's purge sequence before the fetch (see [`Cache::share_entry`]).
+    pub purge_point: crate::tier::PurgePoint,
 }
 
 impl Collecting {
@@ -57,6 +59,7 @@ impl Collecting {
             leader,
             second_level,
             cluster_lock,
+            purge_point,
             ..
         } = self;
         template.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
@@ -66,7 +69,7 @@ impl Collecting {
         if store {
             cache.store.insert(key, &request, entry.clone(), seq);
             if second_level {
-                cache.share_entry(key, variant, &entry, cluster_lock);
+                cache.share_entry(key, variant, &entry, cluster_lock, purge_point);
             }
             // compress (eager routes): every coding's variant now, in the background.
             if let Some(compress) = route.compress.as_ref().filter(|c| c.policy.eager) {

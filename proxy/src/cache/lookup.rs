@@ -174,6 +174,7 @@ impl Cache {
             host: host.to_ascii_lowercase().into(),
             path: uri.path().into(),
             seq: self.store.reserve(),
+            purge_point: self.shared.get().map(|tier| tier.purge_point()).unwrap_or_default(),
             flight: Flight::Alone,
             store,
             cluster_lock: None,

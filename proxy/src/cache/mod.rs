@@ -210,6 +210,9 @@ struct Fill {
     /// The cluster-wide coalescing lock this request holds (see `second_level`): released
     /// once its answer is in the second level, or when it drops without one.
     cluster_lock: Option<crate::tier::ClusterLock>,
+    /// Where the tier's purge sequence stood before the fetch: its answer goes to the second
+    /// level only if no purge happened since (the second level's [`Fill::seq`]).
+    purge_point: crate::tier::PurgePoint,
     /// Report this instead of a miss.
     bypass: Option<BypassReason>,
 }

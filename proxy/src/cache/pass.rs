@@ -218,6 +218,7 @@ impl Cache {
                     rule,
                     credentials,
                     cluster_lock,
+                    purge_point,
                     ..
                 } = fill;
                 tags.extend(origin_tags);
@@ -253,6 +254,7 @@ impl Cache {
                     limit,
                     second_level: self.may_leave_memory(credentials),
                     cluster_lock,
+                    purge_point,
                 };
                 let collapse_only = rule.is_none();
                 let mut response = Response::from_parts(parts, Body::boxed(CollectBody::new(body, filling)));
@@ -348,7 +350,7 @@ impl Cache {
         now: clock::Millis,
     ) -> Answer {
         let method = fill.method();
-        let Fill { key, request, credentials, seq, mut flight, .. } = fill;
+        let Fill { key, request, credentials, seq, purge_point, mut flight, .. } = fill;
         let mut headers = conditional::refreshed_headers(&stale.headers, not_modified);
         let initial_age = policy::initial_age(not_modified);
         // Decided before the fields for the cache alone (a targeted field) leave the headers.
@@ -375,7 +377,8 @@ impl Cache {
                 self.store.insert(key, &request, entry.clone(), seq);
                 // The refresh reaches the other sidecars through the second level too.
                 if self.may_leave_memory(credentials) {
-                    self.share_entry(key, collect::key_for(&entry, key, &request), &entry, None);
+                    let variant = collect::key_for(&entry, key, &request);
+                    self.share_entry(key, variant, &entry, None, purge_point);
                 }
                 entry
             }

@@ -36,7 +36,9 @@ use super::status::CacheStatus;
 use super::tag::Tag;
 use super::{Asked, Cache, Coalesced, Flight, Handoff, Mode, Pass, Stale, collect};
 use crate::tier::metrics::LockResult;
-use crate::tier::{ClusterLock, L2Lookup, LocalPurge, LockOutcome, Purge, RedisTier, SharedEntry};
+use crate::tier::{
+    ClusterLock, L2Lookup, LocalPurge, LockOutcome, Purge, PurgePoint, RedisTier, SharedEntry,
+};
 
 impl Cache {
     /// Shares this cache through `tier`: second-level lookups and stores, and purges both
@@ -53,13 +55,16 @@ impl Cache {
     }
 
     /// Writes a freshly filled entry to the second level, in the background, then releases
-    /// the cluster lock its request holds (at once when the entry is not shared).
+    /// the cluster lock its request holds (at once when the entry is not shared). `since` is
+    /// the tier's purge point taken before the fetch: after a purge since then the entry is
+    /// not written (it may be the purged answer, and would carry the purge's generations).
     pub(super) fn share_entry(
         &self,
         key: CacheKey,
         variant: CacheKey,
         entry: &CacheEntry,
         cluster_lock: Option<ClusterLock>,
+        since: PurgePoint,
     ) {
         let Some(tier) = self.shared.get() else { return };
         if entry.freshness.lifetime().is_zero() {
@@ -68,12 +73,12 @@ impl Cache {
         let (tier, shared) = (tier.clone(), to_shared(entry));
         tokio::spawn(async move {
             if variant == key {
-                tier.l2_put(&key.to_string(), &shared).await;
+                tier.l2_put(&key.to_string(), &shared, &since).await;
             } else {
                 // The variant before the marker: whoever reads the marker finds the variant.
                 let marker = vary_marker(&shared);
-                if tier.l2_put(&variant.to_string(), &shared).await {
-                    tier.l2_put(&key.to_string(), &marker).await;
+                if tier.l2_put(&variant.to_string(), &shared, &since).await {
+                    tier.l2_put(&key.to_string(), &marker, &since).await;
                 }
             }
             if let Some(lock) = cluster_lock {

@@ -148,6 +148,7 @@ impl Breaker {
                 if *failures >= self.config.failures.get() {
                     *state = State::Open { until: now + self.config.cool_down };
                     self.publish(CircuitState::Open);
+                    self.metrics.circuit_opens.inc();
                     tracing::warn!(
                         failures = self.config.failures.get(),
                         cool_down = ?self.config.cool_down,
@@ -158,6 +159,7 @@ impl Breaker {
             State::HalfOpen { .. } => {
                 *state = State::Open { until: now + self.config.cool_down };
                 self.publish(CircuitState::Open);
+                self.metrics.circuit_opens.inc();
                 tracing::debug!("redis probe failed: circuit open again");
             }
             State::Open { .. } => {}
@@ -203,6 +205,7 @@ mod tests {
         assert_eq!(breaker.state(), CircuitState::Open);
         assert_eq!(metrics.up.get(), 0);
         assert_eq!(metrics.circuit.get(), 2);
+        assert_eq!(metrics.circuit_opens.get(), 1);
         assert!(!breaker.try_acquire());
 
         tokio::time::advance(Duration::from_secs(5)).await;
@@ -230,12 +233,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_probe_reopens_and_an_abandoned_probe_is_replaced() {
-        let (breaker, _) = breaker(1);
+        let (breaker, metrics) = breaker(1);
         breaker.failure();
         tokio::time::advance(Duration::from_secs(5)).await;
         assert!(breaker.try_acquire());
         breaker.failure();
         assert_eq!(breaker.state(), CircuitState::Open);
+        assert_eq!(metrics.circuit_opens.get(), 2, "a failed probe opens it again");
         assert!(!breaker.try_acquire());
 
         tokio::time::advance(Duration::from_secs(5)).await;

@@ -87,6 +87,28 @@ struct Position {
     seq: u64,
 }
 
+/// Where this sidecar stood in the cluster's purge sequence when it was taken
+/// ([`PurgeBus::point`]): an answer fetched after that may be written to the second level
+/// only while Redis's sequence still stands there — a purge in between (its tag or prefix
+/// generations already bumped when the entry's are read) would otherwise leave the purged
+/// answer in Redis labelled as current. Unknown (before the first subscription, or when its
+/// read of the sequence failed) checks nothing: the entry is stored as it would be without
+/// the check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PurgePoint(Option<Position>);
+
+impl PurgePoint {
+    /// Redis's purge sequence as read (`epoch`, `seq`; absent before the first purge).
+    pub(crate) fn at(epoch: Option<String>, seq: Option<u64>) -> Self {
+        Self(Some(Position { epoch: epoch.unwrap_or_default(), seq: seq.unwrap_or(0) }))
+    }
+
+    /// False when this point is known and `now` is another: a purge happened in between.
+    pub fn unchanged_at(&self, now: &Self) -> bool {
+        self.0.is_none() || self == now
+    }
+}
+
 /// Bumps tag generations and the purge sequence, and publishes, atomically.
 /// KEYS: generations hash, sequence hash. ARGV: channel, epoch candidate, payload, fields...
 pub const PURGE_SCRIPT: &str = r"
@@ -158,8 +180,15 @@ impl PurgeBus {
                 self.lock_outbox().push_front(purge);
                 return sent;
             }
+            self.metrics.purges_replayed.inc();
             sent += 1;
         }
+    }
+
+    /// Where this sidecar stands in the purge sequence now: take it before fetching an answer
+    /// that may go to the second level.
+    pub fn point(&self) -> PurgePoint {
+        PurgePoint(self.lock_position().clone())
     }
 
     /// Purges waiting to be published.
@@ -193,6 +222,7 @@ impl PurgeBus {
     }
 
     fn keep(&self, purge: Purge) {
+        self.metrics.purges_kept.inc();
         let mut outbox = self.lock_outbox();
         if outbox.len() >= OUTBOX_LIMIT {
             outbox.clear();

@@ -202,6 +202,9 @@ impl RedisClient {
         };
         self.breaker.failure();
         self.metrics.error(op);
+        if matches!(error, TierError::Timeout { .. }) {
+            self.metrics.timeout(op);
+        }
         tracing::debug!(error = %error, source = ?std::error::Error::source(&error), "redis call failed");
         Err(error)
     }

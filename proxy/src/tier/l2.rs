@@ -2,7 +2,10 @@
 //! stores storable answers here too, so N sidecars make one origin request per key instead of
 //! N. Entries live in Redis until the end of their longest stale window, compressed, and are
 //! checked against the current tag and path-prefix generations on every read (see
-//! [`super::bus`] and [`super::keys`]): one GET and one HMGET per lookup.
+//! [`super::bus`] and [`super::keys`]): one GET and one HMGET per lookup. A write reads the
+//! generations together with the purge sequence, and is dropped (`outdated`) when a purge
+//! happened since the answer's fetch began ([`PurgePoint`]): the answer may be the purged one,
+//! and it would carry the purge's generations.
 //!
 //! Optional cluster-wide coalescing (`l2.lock`): a miss takes `SET NX PX` on the key's lock
 //! with a token of its own; the sidecar that gets it is the cluster's leader and holds a
@@ -19,6 +22,7 @@ use std::time::SystemTime;
 use redis::Script;
 use tokio::time::{Duration, Instant};
 
+use super::bus::PurgePoint;
 use super::client::RedisClient;
 use super::config::L2Config;
 use super::entry::{self, Generations, SharedEntry};
@@ -30,6 +34,16 @@ const UNLOCK_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 ";
+
+/// An entry's generations and the purge sequence, read together. KEYS: generations hash,
+/// sequence hash (one slot: `{meta}`). ARGV: generation fields.
+const GENERATIONS_SCRIPT: &str = r"
+return {redis.call('HMGET', KEYS[1], unpack(ARGV)), redis.call('HMGET', KEYS[2], 'epoch', 'seq')}
+";
+
+/// What [`GENERATIONS_SCRIPT`] answers: the fields' generations, then the sequence's epoch
+/// and number.
+type GenerationsReply = (Vec<Option<u64>>, (Option<String>, Option<u64>));
 
 /// The result of a second-level lookup.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,13 +127,22 @@ pub struct SecondLevel {
     owner: String,
     locks: AtomicU64,
     unlock: Script,
+    generations: Script,
     metrics: TierMetrics,
 }
 
 impl SecondLevel {
     /// The second level under `keys`; `owner` identifies this sidecar's locks.
     pub fn new(keys: Keys, config: L2Config, owner: String, metrics: TierMetrics) -> Self {
-        Self { keys, config, owner, locks: AtomicU64::new(0), unlock: Script::new(UNLOCK_SCRIPT), metrics }
+        Self {
+            keys,
+            config,
+            owner,
+            locks: AtomicU64::new(0),
+            unlock: Script::new(UNLOCK_SCRIPT),
+            generations: Script::new(GENERATIONS_SCRIPT),
+            metrics,
+        }
     }
 
     /// The settings.
@@ -158,16 +181,28 @@ impl SecondLevel {
         Ok(L2Lookup::Hit(Box::new(stored.entry)))
     }
 
-    /// Stores `entry` under `key` until the end of its longest stale window. Returns whether
-    /// it was stored (not when too large, already over, or Redis is unavailable).
-    pub async fn put(&self, client: &RedisClient, key: &str, entry: &SharedEntry) -> bool {
+    /// Stores `entry`, fetched after `since`, under `key` until the end of its longest stale
+    /// window. Returns whether it was stored (not when too large, already over, purged since
+    /// `since`, or Redis is unavailable).
+    pub async fn put(
+        &self,
+        client: &RedisClient,
+        key: &str,
+        entry: &SharedEntry,
+        since: &PurgePoint,
+    ) -> bool {
         let lifetime = entry.remaining(SystemTime::now());
         if lifetime.is_zero() {
             return false;
         }
         // Generations are read before the write: a purge after this read makes the entry
-        // read as purged.
-        let Ok(generations) = self.generations(client, entry).await else { return false };
+        // read as purged. A purge between the fetch and this read bumped them already, so
+        // the entry would carry the new ones: it is not stored then.
+        let Ok((generations, now)) = self.generations_now(client, entry).await else { return false };
+        if !since.unchanged_at(&now) {
+            self.metrics.l2(L2Result::Outdated);
+            return false;
+        }
         let bytes = entry::encode(entry, &generations);
         if bytes.len() > self.config.max_object_size {
             self.metrics.l2(L2Result::TooLarge);
@@ -185,18 +220,40 @@ impl SecondLevel {
     /// The current generations `entry` falls under, in one HMGET: `*`, its tags', and those of
     /// the path prefixes of its host and path (0 when never purged).
     async fn generations(&self, client: &RedisClient, entry: &SharedEntry) -> Result<Generations, ()> {
-        let prefixes = Keys::entry_prefix_fields(&entry.host, &entry.path);
         let mut cmd = redis::cmd("HMGET");
-        cmd.arg(self.keys.generations()).arg(Keys::ALL_FIELD);
-        for tag in &entry.tags {
-            cmd.arg(Keys::tag_field(tag));
-        }
-        cmd.arg(&prefixes);
+        cmd.arg(self.keys.generations()).arg(Self::generation_fields(entry));
         let values: Vec<Option<u64>> = client.query(Op::Generations, &cmd).await.map_err(|_| ())?;
+        Ok(Self::read_generations(entry, values))
+    }
+
+    /// [`SecondLevel::generations`] and the purge sequence at that moment, in one script.
+    async fn generations_now(
+        &self,
+        client: &RedisClient,
+        entry: &SharedEntry,
+    ) -> Result<(Generations, PurgePoint), ()> {
+        let mut invocation = self.generations.prepare_invoke();
+        invocation.key(self.keys.generations()).key(self.keys.sequence()).arg(Self::generation_fields(entry));
+        let (values, (epoch, seq)): GenerationsReply = client
+            .run(Op::Generations, |mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await
+            .map_err(|_| ())?;
+        Ok((Self::read_generations(entry, values), PurgePoint::at(epoch, seq)))
+    }
+
+    /// `*`, the entry's tags' and its path prefixes' generation fields, in that order.
+    fn generation_fields(entry: &SharedEntry) -> Vec<String> {
+        let mut fields = vec![Keys::ALL_FIELD.to_owned()];
+        fields.extend(entry.tags.iter().map(|t| Keys::tag_field(t)));
+        fields.extend(Keys::entry_prefix_fields(&entry.host, &entry.path));
+        fields
+    }
+
+    fn read_generations(entry: &SharedEntry, values: Vec<Option<u64>>) -> Generations {
         let mut values = values.into_iter().map(Option::unwrap_or_default);
         let all = values.next().unwrap_or(0);
         let tags = values.by_ref().take(entry.tags.len()).collect();
-        Ok(Generations { all, tags, prefixes: values.collect() })
+        Generations { all, tags, prefixes: values.collect() }
     }
 
     /// Tries to become the cluster's leader for `key`: [`LockOutcome::Alone`] when

@@ -74,12 +74,21 @@ pub enum L2Result {
     Stored,
     /// Not stored: larger than `l2.max_object_size`.
     TooLarge,
+    /// Not stored: a purge happened while it was fetched (it may be the purged answer).
+    Outdated,
 }
 
 impl L2Result {
     /// Every value.
-    pub const ALL: [Self; 6] =
-        [Self::Hit, Self::Miss, Self::Purged, Self::Unavailable, Self::Stored, Self::TooLarge];
+    pub const ALL: [Self; 7] = [
+        Self::Hit,
+        Self::Miss,
+        Self::Purged,
+        Self::Unavailable,
+        Self::Stored,
+        Self::TooLarge,
+        Self::Outdated,
+    ];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
@@ -90,6 +99,7 @@ impl L2Result {
             Self::Unavailable => "unavailable",
             Self::Stored => "stored",
             Self::TooLarge => "too_large",
+            Self::Outdated => "outdated",
         }
     }
 }
@@ -171,8 +181,9 @@ pub struct TierMetrics {
     /// `accel_redis_circuit_state`: 0 closed, 1 half-open, 2 open.
     pub circuit: Gauge,
     errors: [Counter; 8],
+    timeouts: [Counter; 8],
     durations: [Histogram; 8],
-    l2: [Counter; 6],
+    l2: [Counter; 7],
     limits: [Counter; 3],
     locks: [Counter; 5],
     /// Purge messages received on the channel, own ones included.
@@ -183,6 +194,12 @@ pub struct TierMetrics {
     pub purges_published: Counter,
     /// Whole-memory flushes after a (re)subscription found purges this sidecar missed.
     pub flushes: Counter,
+    /// Purges kept in the outbox because Redis did not take them.
+    pub purges_kept: Counter,
+    /// Kept purges published once Redis was back (also counted as published).
+    pub purges_replayed: Counter,
+    /// Times the circuit opened (from closed or after a failed probe).
+    pub circuit_opens: Counter,
 }
 
 impl TierMetrics {
@@ -191,6 +208,7 @@ impl TierMetrics {
         let up = Gauge::default();
         let circuit = Gauge::default();
         let errors = Family::<OpLabels, Counter>::default();
+        let timeouts = Family::<OpLabels, Counter>::default();
         let durations = Family::<OpLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(LATENCY_BUCKETS.iter().copied())
         });
@@ -201,6 +219,9 @@ impl TierMetrics {
         let purges_applied = Counter::default();
         let purges_published = Counter::default();
         let flushes = Counter::default();
+        let purges_kept = Counter::default();
+        let purges_replayed = Counter::default();
+        let circuit_opens = Counter::default();
         metrics.register("redis_up", "1 while Redis answers (circuit closed), else 0", up.clone());
         metrics.register(
             "redis_circuit_state",
@@ -211,6 +232,16 @@ impl TierMetrics {
             "redis_errors",
             "Failed Redis calls (errors and timeouts), by operation",
             errors.clone(),
+        );
+        metrics.register(
+            "redis_timeouts",
+            "Redis calls without an answer within the timeout (also counted as errors), by operation",
+            timeouts.clone(),
+        );
+        metrics.register(
+            "redis_circuit_opens",
+            "Times the Redis circuit opened (after consecutive failures, or a failed probe)",
+            circuit_opens.clone(),
         );
         metrics.register("redis_duration_seconds", "Redis call latency, by operation", durations.clone());
         metrics.register("redis_l2", "Second-level cache lookups and stores, by result", l2.clone());
@@ -236,6 +267,16 @@ impl TierMetrics {
             purges_published.clone(),
         );
         metrics.register(
+            "redis_purges_kept",
+            "Purges kept for later because Redis did not take them",
+            purges_kept.clone(),
+        );
+        metrics.register(
+            "redis_purges_replayed",
+            "Kept purges published once Redis was back",
+            purges_replayed.clone(),
+        );
+        metrics.register(
             "redis_memory_flushes",
             "Memory flushes after purges were missed while disconnected",
             flushes.clone(),
@@ -247,6 +288,7 @@ impl TierMetrics {
             up,
             circuit,
             errors: Op::ALL.map(|o| op(&errors, o)),
+            timeouts: Op::ALL.map(|o| op(&timeouts, o)),
             durations: Op::ALL.map(|o| durations.get_or_create(&OpLabels { op: o.as_str() }).clone()),
             l2: L2Result::ALL.map(|r| l2.get_or_create(&ResultLabels { result: r.as_str() }).clone()),
             limits: LimitResult::ALL
@@ -256,12 +298,20 @@ impl TierMetrics {
             purges_applied,
             purges_published,
             flushes,
+            purges_kept,
+            purges_replayed,
+            circuit_opens,
         }
     }
 
     /// Counts a failed call.
     pub fn error(&self, op: Op) {
         self.errors[op.index()].inc();
+    }
+
+    /// Counts a call that got no answer within the timeout (counted as an error too).
+    pub fn timeout(&self, op: Op) {
+        self.timeouts[op.index()].inc();
     }
 
     /// Records a call's latency.

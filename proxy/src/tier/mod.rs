@@ -29,7 +29,7 @@ use std::sync::Arc;
 use tokio::time::Duration;
 
 pub use self::breaker::CircuitState;
-pub use self::bus::{LocalPurge, Purge, PurgeBus};
+pub use self::bus::{LocalPurge, Purge, PurgeBus, PurgePoint};
 pub use self::client::{RedisClient, TierError};
 pub use self::config::{FailMode, RedisConfig};
 pub use self::entry::SharedEntry;
@@ -123,10 +123,17 @@ impl RedisTier {
         }
     }
 
-    /// Second-level store; `false` when disabled or not stored.
-    pub async fn l2_put(&self, key: &str, entry: &SharedEntry) -> bool {
+    /// Where this sidecar stands in the purge sequence: taken before a fetch, passed to
+    /// [`RedisTier::l2_put`].
+    pub fn purge_point(&self) -> PurgePoint {
+        self.bus.point()
+    }
+
+    /// Second-level store of an answer fetched after `since` ([`RedisTier::purge_point`]);
+    /// `false` when disabled or not stored (also when a purge happened since).
+    pub async fn l2_put(&self, key: &str, entry: &SharedEntry, since: &PurgePoint) -> bool {
         match &self.l2 {
-            Some(l2) => l2.put(&self.client, key, entry).await,
+            Some(l2) => l2.put(&self.client, key, entry, since).await,
             None => false,
         }
     }
