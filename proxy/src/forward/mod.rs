@@ -214,7 +214,10 @@ async fn tries(
         }
 
         let started = Instant::now();
-        let exchange = endpoint.connections.send(request);
+        // Boxed: the exchange's state (the connection's write and read of a whole request) is
+        // large, and every future that holds it inline (the timer's, the tries', the
+        // pipeline's, hyper's in-flight request) would be copied whole at each move.
+        let exchange = Box::pin(endpoint.connections.send(request));
         let timeouts = &route.rule.timeouts;
         let timed = match body.upload() {
             None => within(exchange, started, deadline, timeouts).await,

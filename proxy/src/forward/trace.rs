@@ -39,7 +39,7 @@ impl RequestId {
     pub fn generate() -> Self {
         let mut text = [0u8; 32];
         hex(&mut text, &fastrand::u128(..).to_be_bytes());
-        Self(header_value(&text))
+        Self(header_value(text))
     }
 
     /// The id as text (always ASCII).
@@ -181,7 +181,7 @@ fn new_traceparent() -> HeaderValue {
     let mut text = *b"00-00000000000000000000000000000000-0000000000000000-01";
     hex(&mut text[3..35], &nonzero(fastrand::u128(..)).to_be_bytes());
     hex(&mut text[36..52], &nonzero(fastrand::u64(..)).to_be_bytes());
-    header_value(&text)
+    header_value(text)
 }
 
 fn nonzero<T: PartialEq + From<u8>>(n: T) -> T {
@@ -197,9 +197,11 @@ fn hex(out: &mut [u8], bytes: &[u8]) {
     }
 }
 
-/// A value made of hex digits and dashes, which is always a valid header value.
-fn header_value(text: &[u8]) -> HeaderValue {
-    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(text))
+/// A value made of hex digits and dashes, which is always a valid header value. The bytes
+/// are owned by the value's `Bytes`: one allocation, and every copy of the value (an id goes
+/// upstream and back to the client) is a reference count, not a second allocation.
+fn header_value<const N: usize>(text: [u8; N]) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
         .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
