@@ -428,7 +428,13 @@ async fn an_answer_fetched_across_a_purge_stays_out_of_the_second_level() {
     let section = redis_section(&redis.url(), &unique_prefix("across"));
     let a = sidecar(&origin, &section).await;
     let b = sidecar(&origin, &section).await;
-    redis_up("both sidecars subscribed", &[&a, &b]).await;
+    redis_up("both sidecars connected", &[&a, &b]).await;
+    // A knows where the purge sequence stands (read once subscribed): its fetch takes that
+    // point, and a purge after it is seen at the write.
+    eventually_async("A read the purge sequence", || async {
+        a.metric(r#"accel_redis_duration_seconds_count{op="sequence"}"#).await >= 1.0
+    })
+    .await;
 
     // A's request is at the origin when B purges its tag; the origin answers after A got
     // the purge (the answer A then holds is the purged one).
