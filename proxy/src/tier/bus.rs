@@ -5,7 +5,10 @@
 //! path prefix's generations (so second-level entries stored before the purge read as gone;
 //! see [`super::keys`] for prefixes), bumps the
 //! cluster's purge *sequence*, and publishes `<epoch> <seq> <json>` on `<prefix>purge`. Every
-//! sidecar's subscriber applies the purges of the others to its memory.
+//! sidecar's subscriber applies the purges of the others to its memory. The sidecar that made
+//! a purge applied it to its memory at once, before the script ran; it applies it again when
+//! its own message comes back, since a memory miss in between may have read the purged answer
+//! from the second level (whose generations the script had not bumped yet) and stored it.
 //!
 //! # Staleness after a disconnect
 //!
@@ -331,10 +334,13 @@ impl PurgeBus {
                 }
             }
         }
+        // Our own purges are applied again when they come back: memory was purged before the
+        // purge reached Redis, and a memory miss in between could read the purged answer back
+        // from the second level (its generations not yet bumped) and store it again.
+        if let Some(local) = self.local.get() {
+            local.purge_local(&message.purge);
+        }
         if message.origin != self.id {
-            if let Some(local) = self.local.get() {
-                local.purge_local(&message.purge);
-            }
             self.metrics.purges_applied.inc();
         }
     }
@@ -429,14 +435,18 @@ mod tests {
     }
 
     #[test]
-    fn others_purges_are_applied_and_own_are_not() {
+    fn others_purges_are_applied_and_own_applied_again() {
         let (bus, local) = bus();
         bus.check_position(Some(Position { epoch: "e".into(), seq: 4 }));
         local.0.lock().unwrap().clear();
         let tags = Purge::Tags(vec!["lead:1".into()]);
         bus.receive(&message("e", 5, "other", &tags));
-        bus.receive(&message("e", 6, "me", &Purge::All));
-        assert_eq!(*local.0.lock().unwrap(), vec![tags]);
+        // Applied here before it was published: applied again once Redis has it, which
+        // removes what a second-level read in between brought back.
+        let own = Purge::Keys(vec!["k".into()]);
+        bus.receive(&message("e", 6, "me", &own));
+        assert_eq!(*local.0.lock().unwrap(), vec![tags, own]);
+        assert_eq!(bus.metrics.purges_applied.get(), 1, "applied counts other sidecars' purges");
     }
 
     #[test]
