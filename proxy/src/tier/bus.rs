@@ -212,8 +212,9 @@ impl PurgeBus {
         for field in purge.generation_fields() {
             invocation.arg(field);
         }
-        let _seq: u64 =
+        let seq: u64 =
             client.run(Op::Purge, |mut conn| async move { invocation.invoke_async(&mut conn).await }).await?;
+        self.advance_to(seq);
         if let Purge::Keys(keys) = purge {
             // One DEL per key: in a cluster they live in different slots.
             for key in keys {
@@ -292,6 +293,20 @@ impl PurgeBus {
         }
         tracing::warn!("purge subscription lost: reconnecting");
         Ok(())
+    }
+
+    /// Our own purge took `seq`: when it directly follows the position last seen, this
+    /// sidecar stands there now, without waiting for its message to come back (fills started
+    /// meanwhile keep a current point). Anything else (a purge of another sidecar not yet
+    /// received, no position yet) waits for the messages, which check for gaps.
+    fn advance_to(&self, seq: u64) {
+        let mut last = self.lock_position();
+        if let Some(seen) = last.as_mut()
+            && !seen.epoch.is_empty()
+            && seq == seen.seq + 1
+        {
+            seen.seq = seq;
+        }
     }
 
     async fn read_position(&self, client: &RedisClient) -> Option<Position> {
@@ -447,6 +462,21 @@ mod tests {
         bus.receive(&message("e", 6, "me", &own));
         assert_eq!(*local.0.lock().unwrap(), vec![tags, own]);
         assert_eq!(bus.metrics.purges_applied.get(), 1, "applied counts other sidecars' purges");
+    }
+
+    #[test]
+    fn an_own_purge_that_follows_the_position_advances_it_at_once() {
+        let (bus, local) = bus();
+        bus.check_position(Some(Position { epoch: "e".into(), seq: 4 }));
+        bus.advance_to(5);
+        assert_eq!(bus.point(), PurgePoint::at(Some("e".into()), Some(5)));
+        bus.advance_to(7);
+        assert_eq!(bus.point(), PurgePoint::at(Some("e".into()), Some(5)), "6 not seen yet: wait for it");
+        local.0.lock().unwrap().clear();
+        bus.receive(&message("e", 5, "me", &Purge::All));
+        bus.receive(&message("e", 6, "other", &Purge::All));
+        assert_eq!(local.0.lock().unwrap().len(), 2, "no gap: applied, no flush");
+        assert_eq!(bus.metrics.flushes.get(), 0, "nothing was missed");
     }
 
     #[test]
