@@ -20,12 +20,12 @@ use crate::downstream::Downstream;
 use crate::error::ProxyError;
 use crate::forward::headers::ForwardedConfig;
 use crate::forward::trace::{self, RequestId};
-use crate::forward::{self, RequestBody, ServedBy};
+use crate::forward::{self, RequestBody};
 use crate::limit::Admission;
 use crate::limit::{Clients, RateLimiting};
 use crate::route::timing::{SlowLog, Spent};
 use crate::route::{PathParams, Route, RouteTable, path};
-use crate::upstream::Upstream;
+use crate::upstream::{EndpointAddr, Upstream};
 
 /// What the request path runs on: the running configuration and the stages' shared state.
 /// The cache and the limiters survive reloads; the running snapshot is swapped whole.
@@ -143,21 +143,24 @@ pub async fn handle(
             forward::upgrade::ask(headers, &protocol);
         };
         let forwarded = Instant::now();
+        let mut served_by = None;
         let result =
-            forward::exchange(route, downstream, &running.forwarded, parts, body, prepare, true).await;
-        let response = forward::upgrade::answer(route, result, client).unwrap_or_else(|error| {
+            forward::exchange(route, downstream, &running.forwarded, parts, body, prepare, &mut served_by)
+                .await;
+        let endpoint = served_by.clone();
+        let response = forward::upgrade::answer(route, result, served_by, client).unwrap_or_else(|error| {
             tracing::debug!(route = %route.rule.name, side = ?error.side(), error = %error, "upgrade failed");
             error.into_response()
         });
         // No coding is accepted: the answer goes back as the origin gave it.
         let compress = Negotiation::new(route.compress.as_deref(), &record.method, &http::HeaderMap::new());
-        let back = Outbound { admission, compress, upstream: Some(forwarded.elapsed()) };
+        let back = Outbound { admission, compress, upstream: Some(forwarded.elapsed()), endpoint };
         let answer = Answer { response, result: CacheResult::None };
         return finish(route, downstream, &record, answer, back, started).await;
     }
     // compress: what the client accepts, read before the request goes anywhere.
     let compress = Negotiation::new(route.compress.as_deref(), &record.method, request.headers());
-    let mut back = Outbound { admission, compress, upstream: None };
+    let mut back = Outbound { admission, compress, upstream: None, endpoint: None };
 
     // query body: a POST on a route that caches queries is read whole, within the route's
     // `max_body_key`, for the key to hash it; every other body streams in the forward.
@@ -223,7 +226,7 @@ pub async fn handle(
         body,
         prepare,
         // The endpoint, for the access-log and slow-request lines.
-        record.target.is_some(),
+        &mut back.endpoint,
     )
     .await
     .map_err(|error| {
@@ -265,7 +268,7 @@ fn refresh_in_background(
             }
             pass.prepare(headers);
         };
-        let result = forward::exchange(&route, &downstream, &policy, parts, body, prepare, false)
+        let result = forward::exchange(&route, &downstream, &policy, parts, body, prepare, &mut None)
             .await
             .map_err(ProxyError::into_response);
         pass.complete_refresh(result).await;
@@ -278,6 +281,8 @@ struct Outbound<'a> {
     compress: Negotiation<'a>,
     /// How long the exchange with the upstream took, when there was one.
     upstream: Option<Duration>,
+    /// The endpoint that answered the exchange, when one did.
+    endpoint: Option<EndpointAddr>,
 }
 
 /// What the answer's record says of the request: its method, its id, and (when a log line
@@ -320,7 +325,7 @@ async fn finish(
     back: Outbound<'_>,
     started: Instant,
 ) -> Response<Body> {
-    let Outbound { admission, compress, upstream } = back;
+    let Outbound { admission, compress, upstream, endpoint } = back;
     let Answer { mut response, result: cache } = answer;
     // compress: after the cache stored the identity body. A cached body is compressed once
     // per coding and the variant reused; anything else is compressed as it streams.
@@ -351,6 +356,7 @@ async fn finish(
             version: *version,
             cache,
             id: record.id.as_ref(),
+            endpoint: endpoint.as_ref(),
             elapsed,
         };
         if route.rule.timing.is_slow(elapsed) {
@@ -383,7 +389,7 @@ fn refuse<B>(
         id.set(response.headers_mut());
     }
     let (method, uri, version) = (request.method(), request.uri(), request.version());
-    let line = LogLine { route, method, uri, version, cache: CacheResult::None, id, elapsed };
+    let line = LogLine { route, method, uri, version, cache: CacheResult::None, id, endpoint: None, elapsed };
     if let Some(route) = route {
         let spent = Spent { total: elapsed, upstream: None, cache: CacheResult::None };
         route.rule.timing.stamp(response.headers_mut(), &spent);
@@ -409,6 +415,8 @@ struct LogLine<'a> {
     version: Version,
     cache: CacheResult,
     id: Option<&'a RequestId>,
+    /// The endpoint that answered the forward, when there was one.
+    endpoint: Option<&'a EndpointAddr>,
     /// From the request's headers received to the answer's headers ready.
     elapsed: Duration,
 }
@@ -416,8 +424,7 @@ struct LogLine<'a> {
 impl LogLine<'_> {
     /// The access-log line: the same fields for every answer.
     fn access(&self, response: &Response<Body>, downstream: &Downstream) {
-        let Self { route, method, uri, version, cache, id, elapsed } = self;
-        let endpoint = response.extensions().get::<ServedBy>().map(|s| s.0.to_string());
+        let Self { route, method, uri, version, cache, id, endpoint, elapsed } = self;
         tracing::info!(
             target: "accel::access",
             route = route.map_or("-", |r| r.rule.name.as_str()),
@@ -426,7 +433,7 @@ impl LogLine<'_> {
             version = ?version,
             status = response.status().as_u16(),
             micros = elapsed.as_micros() as u64,
-            endpoint = endpoint.as_deref().unwrap_or("-"),
+            endpoint = endpoint.map_or("-", |e| e.as_str()),
             cache = cache.as_str(),
             client = %downstream.peer,
             request_id = id.map_or("-", |id| id.as_str()),
@@ -437,8 +444,7 @@ impl LogLine<'_> {
     /// out since the last one written.
     fn slow(&self, response: &Response<Body>, budget: &SlowLog, now: Instant) {
         let Some(suppressed) = budget.admit(now) else { return };
-        let Self { route, method, uri, version: _, cache, id, elapsed } = self;
-        let endpoint = response.extensions().get::<ServedBy>().map(|s| s.0.to_string());
+        let Self { route, method, uri, version: _, cache, id, endpoint, elapsed } = self;
         tracing::warn!(
             target: "accel::slow",
             route = route.map_or("-", |r| r.rule.name.as_str()),
@@ -446,7 +452,7 @@ impl LogLine<'_> {
             path = uri.path(),
             status = response.status().as_u16(),
             millis = elapsed.as_secs_f64() * 1000.0,
-            endpoint = endpoint.as_deref().unwrap_or("-"),
+            endpoint = endpoint.map_or("-", |e| e.as_str()),
             cache = cache.as_str(),
             request_id = id.map_or("-", |id| id.as_str()),
             suppressed,

@@ -31,11 +31,7 @@ use crate::downstream::Downstream;
 use crate::error::ProxyError;
 use crate::route::{Route, Timeouts};
 use crate::upstream::UpstreamOutcome;
-use crate::upstream::{Endpoint, InFlight, NoPick, Pick, SendError, Upstream};
-
-/// Which endpoint answered: put in the response's extensions for the access log, when it is on.
-#[derive(Debug, Clone)]
-pub struct ServedBy(pub crate::upstream::EndpointAddr);
+use crate::upstream::{Endpoint, EndpointAddr, InFlight, NoPick, Pick, SendError, Upstream};
 
 /// The request body for the tries: nothing, the downstream body in a replayable slot, or a
 /// body read whole (a query the cache keys on its body), sent as it came.
@@ -122,7 +118,8 @@ impl RequestBody {
 /// One exchange with the route's upstream, as the pipeline and the cache's background
 /// refresh both make it: forwarding headers on the way up (`policy`, this `downstream`),
 /// `prepare` for the stage that asks (the cache's validators), the tries, and the response
-/// headers set for the client on the way back.
+/// headers set for the client on the way back. `served_by` is set to the endpoint that
+/// answered (for the log lines and errors that name it).
 pub async fn exchange(
     route: &Route,
     downstream: &Downstream,
@@ -130,7 +127,7 @@ pub async fn exchange(
     mut parts: Parts,
     body: RequestBody,
     prepare: impl FnOnce(&mut HeaderMap),
-    served_by: bool,
+    served_by: &mut Option<EndpointAddr>,
 ) -> Result<Response<Body>, ProxyError> {
     headers::to_upstream(&mut parts.headers, parts.version, parts.uri.authority(), downstream, policy);
     prepare(&mut parts.headers);
@@ -147,13 +144,13 @@ pub async fn exchange(
 }
 
 /// Sends `parts` + `body` upstream for `route`. `parts.headers` must already be prepared
-/// for the upstream ([`headers::to_upstream`]). With `served_by`, the response carries
-/// [`ServedBy`].
+/// for the upstream ([`headers::to_upstream`]). `served_by` is set to the endpoint that
+/// answered.
 pub async fn send(
     route: &Route,
     parts: Parts,
     body: RequestBody,
-    served_by: bool,
+    served_by: &mut Option<EndpointAddr>,
 ) -> Result<Response<Body>, ProxyError> {
     tries(route, parts, body, Instant::now() + route.rule.timeouts.total, served_by).await
 }
@@ -171,7 +168,7 @@ async fn tries(
     mut parts: Parts,
     body: RequestBody,
     mut deadline: Instant,
-    served_by: bool,
+    served_by: &mut Option<EndpointAddr>,
 ) -> Result<Response<Body>, ProxyError> {
     let upstream = &route.upstream;
     let policy = &route.rule.retry;
@@ -265,11 +262,8 @@ async fn tries(
                     tracing::debug!(endpoint = %endpoint.addr, %status, "retrying on another endpoint");
                     continue;
                 }
-                let mut response = response.map(|incoming| Body::upstream(incoming, guard.into_exchange()));
-                if served_by {
-                    response.extensions_mut().insert(ServedBy(endpoint.addr.clone()));
-                }
-                return Ok(response);
+                *served_by = Some(endpoint.addr.clone());
+                return Ok(response.map(|incoming| Body::upstream(incoming, guard.into_exchange())));
             }
             Err(error) => {
                 let (outcome, proxy_error, retryable) = classify(error, &endpoint, pick.panic, upstream);

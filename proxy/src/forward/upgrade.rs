@@ -19,11 +19,11 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
-use super::ServedBy;
 use crate::body::Body;
 use crate::error::ProxyError;
 use crate::h1::{Upgraded, connection_says};
 use crate::route::{Route, UpgradeResult, Upgrades};
+use crate::upstream::EndpointAddr;
 
 /// The `Upgrade` value of a request that asks to switch to protocols `upgrades` all allow
 /// (an HTTP/1.1 `GET` with `Connection: upgrade`); `None` for any other request.
@@ -50,10 +50,11 @@ pub fn ask(headers: &mut HeaderMap, protocol: &HeaderValue) {
 
 /// The answer to an upgrade request: a `101` opens the tunnel between `client` (the client's
 /// connection once the `101` has gone) and the origin's connection, in a task of its own;
-/// any other answer goes back as it is.
+/// any other answer goes back as it is. `served_by`: the endpoint that answered.
 pub fn answer(
     route: &Arc<Route>,
     result: Result<Response<Body>, ProxyError>,
+    served_by: Option<EndpointAddr>,
     client: OnUpgrade,
 ) -> Result<Response<Body>, ProxyError> {
     let response = match result {
@@ -71,8 +72,7 @@ pub fn answer(
     let Some(origin) = body.into_upgraded() else {
         // Only an endpoint's own connection switches: anything else is no tunnel.
         route.metrics.upgrade(UpgradeResult::Failed);
-        let endpoint = parts.extensions.get::<ServedBy>().map(|served| served.0.clone());
-        return Err(match endpoint {
+        return Err(match served_by {
             Some(endpoint) => ProxyError::Upstream { endpoint, source: "101 without its connection".into() },
             None => ProxyError::NoHealthyEndpoint { upstream: route.upstream.name.clone() },
         });

@@ -2,7 +2,7 @@
 
 use std::task::{Context, Poll, ready};
 
-use bytes::Buf;
+use bytes::{Buf, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::{HeaderMap, Method, Response, StatusCode, Version};
@@ -16,6 +16,9 @@ pub const MAX_HEAD: usize = 64 * 1024;
 
 /// Most header fields in a response head (and in trailers).
 pub const MAX_HEADERS: usize = 100;
+
+/// Header fields the proxy may add to a response before it goes to the client.
+const ADDED_ON_THE_WAY_BACK: usize = 4;
 
 /// Writes the request head into `buf` and says how its body goes out: `Content-Length` as the
 /// request gives it, none for a body known to be empty, chunked otherwise.
@@ -99,8 +102,7 @@ pub(super) fn poll_read_head<S: AsyncRead + Unpin>(
 ) -> Poll<Result<Option<Response<()>>, Error>> {
     loop {
         if !connection.read.is_empty() {
-            if let Some((len, head)) = parse_response(&connection.read)? {
-                connection.read.advance(len);
+            if let Some(head) = parse_response(&mut connection.read)? {
                 if head.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if upgrade {
                         return Poll::Ready(Ok(Some(head)));
@@ -124,9 +126,9 @@ pub(super) fn poll_read_head<S: AsyncRead + Unpin>(
     }
 }
 
-/// Parses a response head from the start of `buf`: its length and the head, or `None` while
-/// it is incomplete.
-pub(super) fn parse_response(buf: &[u8]) -> Result<Option<(usize, Response<()>)>, Error> {
+/// Parses a response head from the start of `buf` and consumes it: the head, or `None` while
+/// it is incomplete (`buf` untouched).
+pub(super) fn parse_response(buf: &mut BytesMut) -> Result<Option<Response<()>>, Error> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut fields);
     let len = match parsed.parse(buf) {
@@ -143,16 +145,18 @@ pub(super) fn parse_response(buf: &[u8]) -> Result<Option<(usize, Response<()>)>
     let status = parsed.code.and_then(|code| StatusCode::from_u16(code).ok());
     let Some(status) = status else { return Err(Error::Invalid("malformed status code")) };
     let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    let headers = fields_to_map(parsed.headers, ADDED_ON_THE_WAY_BACK)?;
+    buf.advance(len);
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
-    *response.headers_mut() = fields_to_map(parsed.headers)?;
-    Ok(Some((len, response)))
+    *response.headers_mut() = headers;
+    Ok(Some(response))
 }
 
 /// Header fields as a map (names lowercased, order kept).
-pub(super) fn fields_to_map(fields: &[httparse::Header<'_>]) -> Result<HeaderMap, Error> {
-    let mut map = HeaderMap::with_capacity(fields.len());
+pub(super) fn fields_to_map(fields: &[httparse::Header<'_>], room: usize) -> Result<HeaderMap, Error> {
+    let mut map = HeaderMap::with_capacity(fields.len() + room);
     for field in fields {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| Error::Invalid("malformed header field name"))?;

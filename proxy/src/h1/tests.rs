@@ -651,3 +651,20 @@ async fn a_non_101_answer_to_an_upgrade_request_is_an_ordinary_response() {
         .unwrap();
     assert_eq!(collect(response).await.body.unwrap().0, Bytes::from_static(b"ok"));
 }
+
+#[test]
+fn a_parsed_head_is_consumed_with_its_fields_in_order() {
+    let wire = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-empty:\r\nx-b: two words \r\nX-B: 3\r\n\r\nok";
+    let mut buf = bytes::BytesMut::from(&wire.as_bytes()[..wire.len() - 10]);
+    assert!(head::parse_response(&mut buf).unwrap().is_none(), "a head in part is not one");
+    assert_eq!(buf.len(), wire.len() - 10, "and stays in the buffer");
+
+    let mut buf = bytes::BytesMut::from(wire.as_bytes());
+    let head = head::parse_response(&mut buf).unwrap().expect("a whole head");
+    assert_eq!(&buf[..], b"ok", "the body's bytes stay");
+    let fields: Vec<(&str, &[u8])> = head.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+    assert_eq!(
+        fields,
+        [("content-length", &b"2"[..]), ("x-empty", b""), ("x-b", b"two words"), ("x-b", b"3")]
+    );
+}
