@@ -21,10 +21,12 @@
 //! responses, with `Connection: close`, and nothing more is read. Nothing of a refused
 //! request goes to a route or an upstream.
 //!
-//! Cost: one scan of each head's bytes for line ends, one check pass, and a copy of every
-//! byte through a per-connection buffer (8 KiB, grown only for a larger head) and a header
-//! timer made once per connection; no allocation per request. About 0.9 µs for a 620-byte
-//! head (`cargo bench -p accel-benches --bench framing`; see `docs/operations.md`).
+//! Cost: one scan of each head's bytes for line ends, one check pass, and a header timer made
+//! once per connection. Bytes are read straight into hyper's buffer and checked there, so
+//! whole heads and their bodies are not copied again and a connection holds no buffer of its
+//! own between heads; only a head that arrives in part is held back, in a buffer (8 KiB,
+//! grown only for a larger head) let go once the head has gone on. About 0.9 µs for a
+//! 620-byte head (`cargo bench -p accel-benches --bench framing`; see `docs/operations.md`).
 //!
 //! HTTP/2 is framed by the protocol and bounded by the h2 library itself; [`h2`] reads back
 //! why it ended a client's connection, so that those ends are counted and logged with the
