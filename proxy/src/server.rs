@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
@@ -17,10 +17,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
 use crate::body::Body;
 use crate::config::Limits;
@@ -137,31 +138,24 @@ pub async fn run(
                     watcher.watch(builder.serve_connection_with_upgrades(io, service).into_owned()).await
                 }
                 Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                            let io = TokioIo::new(FramedIo::new(
-                                stream,
-                                h2,
-                                head,
-                                handshake_timeout,
-                                verdict,
-                                rejections,
-                                peer,
-                            ));
-                            watcher
-                                .watch(builder.serve_connection_with_upgrades(io, service).into_owned())
-                                .await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(peer = %peer, "TLS handshake timed out");
-                            return;
-                        }
-                    }
+                    // Boxed: the handshake's and the TLS connection's state take several KiB,
+                    // which every plain connection's task would carry too if held inline.
+                    let stream = match Box::pin(handshake(acceptor, stream, handshake_timeout, peer)).await {
+                        Some(stream) => stream,
+                        None => return,
+                    };
+                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let io = TokioIo::new(FramedIo::new(
+                        stream,
+                        h2,
+                        head,
+                        handshake_timeout,
+                        verdict,
+                        rejections,
+                        peer,
+                    ));
+                    let connection = builder.serve_connection_with_upgrades(io, service).into_owned();
+                    Box::pin(watcher.watch(connection)).await
                 }
             };
             if let Err(e) = result {
@@ -181,6 +175,26 @@ pub async fn run(
     // Past the deadline (or with every connection done): close what is left, so that no
     // connection outlives the server, also when the process goes on (tests, embedding).
     connections.shutdown().await;
+}
+
+/// The TLS handshake of a client connection, within `timeout`; `None` when it failed.
+async fn handshake(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    timeout: std::time::Duration,
+    peer: SocketAddr,
+) -> Option<TlsStream<TcpStream>> {
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(peer = %peer, "TLS handshake timed out");
+            None
+        }
+    }
 }
 
 /// hyper's builder with every limit set explicitly.
