@@ -368,7 +368,9 @@ fn upstream(
         endpoints,
         health,
         ejection,
-        connect_timeout: duration(p, shown, &at("connect_timeout"), connect_timeout, 1),
+        // Longer than the kernel's first SYN retransmission (1 s): a SYN dropped by an accept
+        // queue full for a moment (a burst of new connections) costs a second, not a 502.
+        connect_timeout: duration(p, shown, &at("connect_timeout"), connect_timeout, 5),
         max_idle_per_endpoint: max_idle_per_endpoint.unwrap_or(256),
         idle_timeout: duration(p, shown, &at("idle_timeout"), idle_timeout, 90),
         dns_refresh: duration(p, shown, &at("dns_refresh"), dns_refresh, 30),
