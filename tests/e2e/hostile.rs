@@ -2,6 +2,8 @@
 //! ways is refused with `400` and a closed connection, every head over a limit with `414` or
 //! `431`, every body over its route's limit with `413`, and the origin sees none of them.
 
+use std::time::Duration;
+
 use accel_e2e::{FakeOrigin, OriginHandle, RawConnection, RawHead, TestProxy, eventually, eventually_async};
 
 const RULES: &str = "[[route]]\nname = \"all\"\nupstream = \"api\"\n";
@@ -309,4 +311,66 @@ async fn a_later_head_held_back_too_long_ends_the_connection() {
 
     assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
     assert_eq!(origin.hits("/b"), 0);
+}
+
+/// A proxy in front of an origin that answers `/ok` at once, `/late` after 300 ms and
+/// `/slow` in three chunks 150 ms apart, with a 100 ms header read timeout.
+async fn slow_origin() -> (OriginHandle, TestProxy) {
+    let chunks = vec!["one ".into(), "two ".into(), "three".into()];
+    let origin = FakeOrigin::new()
+        .route("/ok", "ok")
+        .route("/late", "late")
+        .latency(Duration::from_millis(300))
+        .route("/slow", "")
+        .body_stream(chunks, Duration::from_millis(150))
+        .start()
+        .await;
+    let proxy = TestProxy::builder()
+        .upstream("api", &[origin.addr()])
+        .rules(RULES)
+        .sidecar_toml("[limits]\nheader_read_timeout = \"100ms\"")
+        .start()
+        .await;
+    (origin, proxy)
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_idle_past_the_header_read_timeout_is_closed() {
+    let (_origin, proxy) = slow_origin().await;
+    let mut connection = RawConnection::open(proxy.addr()).await;
+    connection.write(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(connection.read_head().await.status, 200);
+    assert_eq!(connection.read_exact(2).await, b"ok");
+
+    // Nothing more from the client: its idle connection ends.
+    let rest = connection.read_to_close().await;
+
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+}
+
+/// Reads the body of an answer up to and including `end`.
+async fn read_through(connection: &mut RawConnection, end: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    while !body.ends_with(end) {
+        body.extend(connection.read_exact(1).await);
+    }
+    body
+}
+
+#[tokio::test]
+async fn answers_slower_than_the_header_read_timeout_are_not_cut_short() {
+    let (_origin, proxy) = slow_origin().await;
+    // `/late` waits 300 ms before its head, `/slow` streams for 300 ms after it: three header
+    // read timeouts in which the client sends nothing.
+    for (path, end) in [("/late", &b"late"[..]), ("/slow", b"three\r\n0\r\n\r\n")] {
+        let mut connection = RawConnection::open(proxy.addr()).await;
+        connection.write(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await;
+        assert_eq!(connection.read_head().await.status, 200, "{path}");
+        read_through(&mut connection, end).await;
+
+        // The connection was kept: the next request is answered on it.
+        connection.write(b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        assert_eq!(connection.read_head().await.status, 200, "{path}");
+        assert_eq!(connection.read_exact(2).await, b"ok", "{path}");
+    }
 }
