@@ -23,11 +23,11 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::body::Body;
+use crate::body::{Body, Guarded};
 use crate::config::Limits;
 use crate::downstream::Downstream;
 use crate::error::ProxyError;
-use crate::framing::{FramedIo, H2Abuse, Reason, Rejections, Verdict};
+use crate::framing::{Answering, FramedIo, H2Abuse, Reason, Rejections, Verdict};
 use crate::limit::concurrency::shrink_sparse;
 use crate::pipeline;
 use crate::proxy::Proxy;
@@ -97,8 +97,12 @@ pub async fn run(
                 let (proxy, downstream, rejections) = (proxy.clone(), downstream.clone(), rejections.clone());
                 let verdict = verdict.clone();
                 async move {
+                    // Counted once the answer is out: the keep-alive idle time starts then.
+                    let answering = Answering::new(verdict.clone());
                     if let Some(reason) = refused {
-                        return Ok::<_, Infallible>(refusal(reason));
+                        return Ok::<_, Infallible>(
+                            refusal(reason).map(|body| Guarded::new(body, answering)),
+                        );
                     }
                     let response = match absolute_form(request) {
                         Ok(request) => pipeline::handle(&proxy.pipeline, &downstream, request).await,
@@ -110,7 +114,7 @@ pub async fn run(
                     if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                         verdict.switch();
                     }
-                    Ok(response)
+                    Ok(response.map(|body| Guarded::new(body, answering)))
                 }
             })
         };
@@ -199,9 +203,8 @@ async fn handshake(
 
 /// hyper's builder with every limit set explicitly.
 ///
-/// HTTP/1: the header read timeout (which hyper runs from the moment it waits for a head, so
-/// it is also the keep-alive idle timeout), the field count and a read buffer that holds the
-/// largest head; the head checks themselves are [`FramedIo`]'s.
+/// HTTP/1: the field count and a read buffer that holds the largest head; the head checks,
+/// the header read timeout and the keep-alive idle timeout are [`FramedIo`]'s.
 ///
 /// HTTP/2: concurrent streams; the header list size; and the rapid-reset bounds: streams
 /// reset by the client before the server accepted them (CVE-2023-44487) and streams the
@@ -217,7 +220,9 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // `FramedIo` times heads and the keep-alive idle time (`header_read_timeout`) with one
+        // timer a connection; hyper's is made and dropped for every request.
+        .header_read_timeout(None)
         .max_headers(limits.head.max_headers)
         .max_buf_size(HYPER_MAX_BUF.max(limits.head.max_head + 16 * 1024));
     let h2 = limits.h2;

@@ -58,10 +58,13 @@ struct Checker {
     /// `limits.header_read_timeout`, for the heads held back here: hyper's own timer cannot
     /// see a head it has not been given (nor the first bytes, which decide HTTP/1 or h2).
     header_read_timeout: Duration,
-    /// Armed from the connection's start and from the first byte of each later head, until
-    /// the head is whole; made once a connection, reset for each head.
+    /// Made once a connection (HTTP/1 only) and kept armed: it fires by the time a head is
+    /// due, that is `header_read_timeout` after the connection opened or after its last
+    /// answer went out, with no request under way; at each firing it either ends the
+    /// connection or is set to the next time it must look again (see
+    /// [`Checker::head_timed_out`]). hyper's own header timer is off: it is made and dropped
+    /// for every request.
     head_timer: Option<Pin<Box<Sleep>>>,
-    head_timing: bool,
 }
 
 /// How far [`Checker::advance`] went through a run of bytes.
@@ -113,7 +116,6 @@ impl<T> FramedIo<T> {
         let head_timer = (!h2).then(|| Box::pin(tokio::time::sleep(header_read_timeout)));
         let checker = Checker {
             header_read_timeout,
-            head_timing: head_timer.is_some(),
             head_timer,
             state: if h2 { State::Passthrough } else { State::Sniff },
             limits,
@@ -180,7 +182,6 @@ impl Checker {
                         self.state = State::Head { scanned: 0 };
                     } else if n == H2_PREFACE.len() {
                         self.state = State::Passthrough;
-                        self.head_timing = false;
                     } else {
                         break;
                     }
@@ -223,7 +224,6 @@ impl Checker {
                         Ok(framing) => {
                             released += end;
                             self.heads += 1;
-                            self.head_timing = false;
                             self.state = match framing {
                                 BodyFraming::Empty => State::Head { scanned: 0 },
                                 BodyFraming::Length(left) => State::Length { left },
@@ -240,10 +240,6 @@ impl Checker {
                             self.refuse(reason);
                             return Advanced { released, ..drop_rest };
                         }
-                        if !self.head_timing {
-                            // The first bytes of a head after an earlier request.
-                            self.start_head_timer();
-                        }
                         break;
                     }
                 },
@@ -255,26 +251,34 @@ impl Checker {
         Advanced { released, drop_rest: false }
     }
 
-    fn start_head_timer(&mut self) {
-        let deadline = Instant::now() + self.header_read_timeout;
-        match &mut self.head_timer {
-            Some(timer) => timer.as_mut().reset(deadline),
-            None => self.head_timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-        }
-        self.head_timing = true;
-    }
-
-    /// True once a head held back here has taken longer than the header read timeout.
+    /// True once the connection has waited for a head longer than the header read timeout:
+    /// since it opened, or since its last answer went out, with no request under way (a
+    /// head in part does not stop the clock). While a request or its answer is under way, the
+    /// timer only looks again one timeout later.
     fn head_timed_out(&mut self, cx: &mut Context<'_>) -> bool {
-        match &mut self.head_timer {
-            Some(timer) if self.head_timing => timer.as_mut().poll(cx).is_ready(),
-            _ => false,
+        let timing = matches!(
+            self.state,
+            State::Sniff | State::Head { .. } | State::Length { .. } | State::Chunked(_)
+        );
+        let Some(timer) = self.head_timer.as_mut().filter(|_| timing) else { return false };
+        while timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            let deadline = if self.heads > self.verdict.answered() {
+                now + self.header_read_timeout
+            } else {
+                let deadline = self.verdict.idle_since() + self.header_read_timeout;
+                if now >= deadline {
+                    return true;
+                }
+                deadline
+            };
+            timer.as_mut().reset(deadline);
         }
+        false
     }
 
     /// Refuses the head being read: hyper gets the stand-in request, the service the reason.
     fn refuse(&mut self, reason: Reason) {
-        self.head_timing = false;
         self.rejections.record(reason, self.peer);
         self.verdict.refuse(self.heads + 1, reason);
         self.state = State::Refused { sent: 0 };
@@ -404,7 +408,6 @@ impl<T> FramedIo<T> {
             && self.checker.verdict.is_switching()
         {
             self.checker.state = State::Passthrough;
-            self.checker.head_timing = false;
             self.check_held();
         }
     }

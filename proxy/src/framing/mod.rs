@@ -37,16 +37,19 @@ pub mod connection;
 pub mod h2;
 pub mod head;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use tokio::time::Instant;
 
 pub use connection::FramedIo;
 pub use h2::H2Abuse;
 
+use crate::body::{Guard, Until};
 use crate::metrics::Metrics;
 
 /// Bounds of one request head, from `[limits]`.
@@ -167,8 +170,9 @@ impl Reason {
 }
 
 /// One connection's word to its service: which request (counted from 1 in the order hyper
-/// dispatches them) stands in for a refused head, and why.
-#[derive(Debug, Default)]
+/// dispatches them) stands in for a refused head, and why; and, back from the answers, how
+/// many have gone out and when the last one did (the keep-alive idle time starts then).
+#[derive(Debug)]
 pub struct Verdict {
     /// The stand-in request's number; 0 while no head was refused.
     refused_at: AtomicU64,
@@ -177,6 +181,26 @@ pub struct Verdict {
     dispatched: AtomicU64,
     /// The answer going out switches the connection to another protocol (a `101`).
     switching: std::sync::atomic::AtomicBool,
+    /// Answers out whole (or dropped) so far: see [`Answering`].
+    answered: AtomicU64,
+    /// When the last answer went out, in nanoseconds after `opened`; 0 before the first.
+    idle_since: AtomicU64,
+    opened: Instant,
+}
+
+impl Default for Verdict {
+    /// A connection opened now.
+    fn default() -> Self {
+        Self {
+            refused_at: AtomicU64::new(0),
+            reason: AtomicU64::new(0),
+            dispatched: AtomicU64::new(0),
+            switching: std::sync::atomic::AtomicBool::new(false),
+            answered: AtomicU64::new(0),
+            idle_since: AtomicU64::new(0),
+            opened: Instant::now(),
+        }
+    }
 }
 
 impl Verdict {
@@ -195,6 +219,16 @@ impl Verdict {
         self.switching.load(Ordering::Acquire)
     }
 
+    /// Answers out whole (or dropped) so far.
+    fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Acquire)
+    }
+
+    /// When the last answer went out (when the connection opened, before the first).
+    fn idle_since(&self) -> Instant {
+        self.opened + Duration::from_nanos(self.idle_since.load(Ordering::Acquire))
+    }
+
     /// Counts one dispatched request; the refusal's reason when it is the stand-in.
     pub fn next_request(&self) -> Option<Reason> {
         let number = self.dispatched.fetch_add(1, Ordering::Relaxed) + 1;
@@ -202,6 +236,32 @@ impl Verdict {
             return None;
         }
         Reason::ALL.get(self.reason.load(Ordering::Relaxed) as usize).copied()
+    }
+}
+
+/// Held by an answer's body until its last frame is out (or the body is dropped), then
+/// counted in its connection's [`Verdict`]: the keep-alive idle time starts once every answer
+/// is out, never while a slow answer still streams.
+#[derive(Debug)]
+pub struct Answering(Arc<Verdict>);
+
+impl Answering {
+    /// Counts the answer to a request of the connection `verdict` speaks for.
+    pub fn new(verdict: Arc<Verdict>) -> Self {
+        Self(verdict)
+    }
+}
+
+impl Guard for Answering {
+    const UNTIL: Until = Until::LastFrame;
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        let verdict = &self.0;
+        let since = u64::try_from(verdict.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        verdict.idle_since.store(since, Ordering::Release);
+        verdict.answered.fetch_add(1, Ordering::AcqRel);
     }
 }
 
