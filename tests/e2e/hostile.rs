@@ -291,15 +291,20 @@ async fn eventually_async_connects(proxy: &TestProxy) {
     .await;
 }
 
-#[tokio::test]
-async fn a_later_head_held_back_too_long_ends_the_connection() {
-    let origin = FakeOrigin::new().route("/*", "ok").start().await;
-    let proxy = TestProxy::builder()
+/// A proxy in front of `origin` with a 100 ms header read timeout.
+async fn timing_heads(origin: &OriginHandle) -> TestProxy {
+    TestProxy::builder()
         .upstream("api", &[origin.addr()])
         .rules(RULES)
         .sidecar_toml("[limits]\nheader_read_timeout = \"100ms\"")
         .start()
-        .await;
+        .await
+}
+
+#[tokio::test]
+async fn a_later_head_held_back_too_long_ends_the_connection() {
+    let origin = FakeOrigin::new().route("/*", "ok").start().await;
+    let proxy = timing_heads(&origin).await;
     let mut connection = RawConnection::open(proxy.addr()).await;
     connection.write(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(connection.read_head().await.status, 200);
@@ -325,12 +330,7 @@ async fn slow_origin() -> (OriginHandle, TestProxy) {
         .body_stream(chunks, Duration::from_millis(150))
         .start()
         .await;
-    let proxy = TestProxy::builder()
-        .upstream("api", &[origin.addr()])
-        .rules(RULES)
-        .sidecar_toml("[limits]\nheader_read_timeout = \"100ms\"")
-        .start()
-        .await;
+    let proxy = timing_heads(&origin).await;
     (origin, proxy)
 }
 

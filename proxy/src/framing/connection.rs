@@ -55,8 +55,8 @@ struct Checker {
     verdict: Arc<Verdict>,
     rejections: Rejections,
     peer: SocketAddr,
-    /// `limits.header_read_timeout`, for the heads held back here: hyper's own timer cannot
-    /// see a head it has not been given (nor the first bytes, which decide HTTP/1 or h2).
+    /// `limits.header_read_timeout`: the longest wait for a whole head, from the connection's
+    /// start or its last answer.
     header_read_timeout: Duration,
     /// Made once a connection (HTTP/1 only) and kept armed: it fires by the time a head is
     /// due, that is `header_read_timeout` after the connection opened or after its last
