@@ -152,7 +152,7 @@ pub async fn send(
     body: RequestBody,
     served_by: &mut Option<EndpointAddr>,
 ) -> Result<Response<Body>, ProxyError> {
-    tries(route, parts, body, Instant::now() + route.rule.timeouts.total, served_by).await
+    tries(route, parts, body, served_by).await
 }
 
 enum TryError {
@@ -161,13 +161,12 @@ enum TryError {
     Timeout(Duration),
 }
 
-/// The tries, until one answers or `deadline` (the route's total timeout) passes. Each try
-/// runs under one timer: the response timeout, cut short by the deadline.
+/// The tries, until one answers or the route's total timeout passes. Each try runs under one
+/// timer: the response timeout, cut short by the total timeout.
 async fn tries(
     route: &Route,
     mut parts: Parts,
     body: RequestBody,
-    mut deadline: Instant,
     served_by: &mut Option<EndpointAddr>,
 ) -> Result<Response<Body>, ProxyError> {
     let upstream = &route.upstream;
@@ -177,9 +176,14 @@ async fn tries(
     let target = origin_form(&parts.uri);
     let mut tried: Vec<usize> = Vec::new();
     let mut last_error: Option<ProxyError> = None;
+    // One clock read a try: it starts the try's timers and ages the endpoints' state.
+    let mut now = Instant::now();
+    let mut deadline = now + route.rule.timeouts.total;
 
     for attempt in 1..=policy.attempts.get() {
-        let now = Instant::now();
+        if attempt > 1 {
+            now = Instant::now();
+        }
         if now >= deadline {
             last_error = Some(ProxyError::Timeout { after: route.rule.timeouts.total });
             break;
@@ -210,7 +214,7 @@ async fn tries(
             request.headers_mut().insert(http::header::HOST, endpoint.addr.host_header());
         }
 
-        let started = Instant::now();
+        let started = now;
         // Boxed: the exchange's state (the connection's write and read of a whole request) is
         // large, and every future that holds it inline (the timer's, the tries', the
         // pipeline's, hyper's in-flight request) would be copied whole at each move.
