@@ -1,24 +1,29 @@
 //! Accept: the client-facing listener. HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on one
-//! port, a bound on open connections (in all and per client address), `TCP_NODELAY`, every
-//! HTTP/1 head checked on the raw bytes ([`crate::framing`]) before hyper parses it, explicit
-//! HTTP/2 limits, and graceful shutdown that stops accepting, lets in-flight requests finish,
-//! and gives up after the drain deadline.
+//! port, told apart by the connection's first bytes; a bound on open connections (in all and
+//! per client address), `TCP_NODELAY`, every HTTP/1 head checked on the raw bytes
+//! ([`crate::framing`]) before hyper parses it, explicit HTTP/2 limits, and graceful shutdown
+//! that stops accepting, lets in-flight requests finish, and gives up after the drain deadline.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
+use hyper::rt::bounds::Http2ServerConnExec;
+use hyper::server::conn::{http1, http2};
+use hyper::service::{HttpService, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -41,8 +46,8 @@ pub async fn run(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let builder = builder(&limits);
-    let graceful = GracefulShutdown::new();
+    let builders = Arc::new(Builders::new(&limits));
+    let drain = Arc::new(Drain::default());
     let slots = Arc::new(Semaphore::new(limits.max_connections.get()));
     let per_client = limits.max_connections_per_client.map(|cap| Arc::new(ClientConnections::new(cap)));
     let rejections = Rejections::register(&proxy.metrics);
@@ -118,8 +123,7 @@ pub async fn run(
                 }
             })
         };
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let (builders, drain) = (builders.clone(), drain.clone());
         let tls = tls.clone();
         let (handshake_timeout, head) = (limits.header_read_timeout, limits.head);
         let (rejections, h2_ends) = (rejections.clone(), rejections.clone());
@@ -130,16 +134,8 @@ pub async fn run(
             let _open = open;
             let result = match tls {
                 None => {
-                    let io = TokioIo::new(FramedIo::new(
-                        stream,
-                        false,
-                        head,
-                        handshake_timeout,
-                        verdict,
-                        rejections,
-                        peer,
-                    ));
-                    watcher.watch(builder.serve_connection_with_upgrades(io, service).into_owned()).await
+                    let io = FramedIo::new(stream, false, head, handshake_timeout, verdict, rejections, peer);
+                    serve(io, &builders, service, drain).await
                 }
                 Some(acceptor) => {
                     // Boxed: the handshake's and the TLS connection's state take several KiB,
@@ -149,22 +145,13 @@ pub async fn run(
                         None => return,
                     };
                     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                    let io = TokioIo::new(FramedIo::new(
-                        stream,
-                        h2,
-                        head,
-                        handshake_timeout,
-                        verdict,
-                        rejections,
-                        peer,
-                    ));
-                    let connection = builder.serve_connection_with_upgrades(io, service).into_owned();
-                    Box::pin(watcher.watch(connection)).await
+                    let io = FramedIo::new(stream, h2, head, handshake_timeout, verdict, rejections, peer);
+                    Box::pin(serve(io, &builders, service, drain)).await
                 }
             };
             if let Err(e) = result {
                 // h2 ended it for the client's frames (rapid reset, CONTINUATION flood, …).
-                if let Some((abuse, goaway)) = H2Abuse::of(&*e) {
+                if let Some((abuse, goaway)) = H2Abuse::of(&e) {
                     h2_ends.record_h2(abuse, goaway, peer);
                 }
                 tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
@@ -173,7 +160,9 @@ pub async fn run(
     }
     drop(listener);
     tracing::info!(deadline = ?limits.drain_timeout, "draining connections");
-    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown()).await.is_err() {
+    drain.start();
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(limits.drain_timeout, drained).await.is_err() {
         tracing::warn!(open = connections.len(), "drain deadline passed; closing remaining connections");
     }
     // Past the deadline (or with every connection done): close what is left, so that no
@@ -201,39 +190,130 @@ async fn handshake(
     }
 }
 
-/// hyper's builder with every limit set explicitly.
+/// hyper's builders, one per protocol, with every limit set explicitly.
+struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    /// HTTP/1: the field count and a read buffer that holds the largest head; the head checks,
+    /// the header read timeout and the keep-alive idle timeout are [`FramedIo`]'s.
+    ///
+    /// HTTP/2: concurrent streams; the header list size; and the rapid-reset bounds: streams
+    /// reset by the client before the server accepted them (CVE-2023-44487) and streams the
+    /// server had to reset for the client's errors (both end the connection with `GOAWAY` past
+    /// the bound). CONTINUATION floods are the h2 crate's: from the header list size it derives
+    /// a cap on CONTINUATION frames per header block (list size / frame size + 25%, at least 5;
+    /// past it `GOAWAY ENHANCE_YOUR_CALM`), and a block it must keep decoding past the list
+    /// size ends the connection (`GOAWAY COMPRESSION_ERROR`), so nothing is buffered without
+    /// bound.
+    fn new(limits: &Limits) -> Self {
+        // hyper's default read buffer; larger only for a larger head limit.
+        const HYPER_MAX_BUF: usize = 8192 + 4096 * 100;
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            // `FramedIo` times heads and the keep-alive idle time (`header_read_timeout`) with
+            // one timer a connection; hyper's is made and dropped for every request.
+            .header_read_timeout(None)
+            .max_headers(limits.head.max_headers)
+            .max_buf_size(HYPER_MAX_BUF.max(limits.head.max_head + 16 * 1024));
+        let h2 = limits.h2;
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(h2.max_concurrent_streams)
+            .max_header_list_size(h2.max_header_list_size)
+            .max_pending_accept_reset_streams(h2.max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(h2.max_local_error_reset_streams);
+        Self { http1, http2 }
+    }
+}
+
+/// Serves one client connection until it ends: HTTP/2 when its first bytes are the h2
+/// preface (or TLS chose h2), HTTP/1.1 with upgrades otherwise; from the start of a drain,
+/// hyper finishes what is in flight and closes.
+async fn serve<T, S>(
+    mut io: FramedIo<T>,
+    builders: &Builders,
+    service: S,
+    drain: Arc<Drain>,
+) -> Result<(), hyper::Error>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService<Incoming, ResBody = Guarded<Body, Answering>, Error = Infallible>,
+    TokioExecutor: Http2ServerConnExec<S::Future, Guarded<Body, Answering>>,
+{
+    let h2 = match io.sniff().await {
+        Ok(h2) => h2,
+        Err(e) => {
+            tracing::debug!(error = %e, "connection failed before its first request");
+            return Ok(());
+        }
+    };
+    if h2 {
+        // Boxed: an HTTP/2 connection's state is large, and HTTP/1 connections are the many.
+        let connection = builders.http2.serve_connection(TokioIo::new(io), service);
+        Box::pin(Draining::new(connection, drain, http2::Connection::graceful_shutdown)).await
+    } else {
+        let connection = builders.http1.serve_connection(TokioIo::new(io), service).with_upgrades();
+        Draining::new(connection, drain, http1::UpgradeableConnection::graceful_shutdown).await
+    }
+}
+
+/// The server's drain: once started, every connection finishes what is in flight and closes.
+#[derive(Debug, Default)]
+struct Drain {
+    started: AtomicBool,
+    notify: Arc<Notify>,
+}
+
+impl Drain {
+    fn start(&self) {
+        self.started.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+}
+
+/// A connection that starts hyper's graceful shutdown once the server drains.
 ///
-/// HTTP/1: the field count and a read buffer that holds the largest head; the head checks,
-/// the header read timeout and the keep-alive idle timeout are [`FramedIo`]'s.
-///
-/// HTTP/2: concurrent streams; the header list size; and the rapid-reset bounds: streams
-/// reset by the client before the server accepted them (CVE-2023-44487) and streams the
-/// server had to reset for the client's errors (both end the connection with `GOAWAY` past
-/// the bound). CONTINUATION floods are the h2 crate's: from the header list size it derives a
-/// cap on CONTINUATION frames per header block (list size / frame size + 25%, at least 5;
-/// past it `GOAWAY ENHANCE_YOUR_CALM`), and a block it must keep decoding past the list size
-/// ends the connection (`GOAWAY COMPRESSION_ERROR`), so nothing is buffered without bound.
-fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    // hyper's default read buffer; larger only for a larger head limit.
-    const HYPER_MAX_BUF: usize = 8192 + 4096 * 100;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // `FramedIo` times heads and the keep-alive idle time (`header_read_timeout`) with one
-        // timer a connection; hyper's is made and dropped for every request.
-        .header_read_timeout(None)
-        .max_headers(limits.head.max_headers)
-        .max_buf_size(HYPER_MAX_BUF.max(limits.head.max_head + 16 * 1024));
-    let h2 = limits.h2;
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(h2.max_concurrent_streams)
-        .max_header_list_size(h2.max_header_list_size)
-        .max_pending_accept_reset_streams(h2.max_pending_accept_reset_streams)
-        .max_local_error_reset_streams(h2.max_local_error_reset_streams);
-    builder
+/// hyper-util's `GracefulShutdown` polls its signal every time the connection is polled;
+/// here the signal is polled once, to register the task's waker, and afterwards a flag is
+/// read instead, so a request costs one atomic load.
+struct Draining<C> {
+    connection: C,
+    drain: Arc<Drain>,
+    /// Registered with the task's waker until the drain starts; `None` after.
+    signal: Option<Pin<Box<OwnedNotified>>>,
+    registered: bool,
+    shutdown: fn(Pin<&mut C>),
+}
+
+impl<C: Future + Unpin> Draining<C> {
+    fn new(connection: C, drain: Arc<Drain>, shutdown: fn(Pin<&mut C>)) -> Self {
+        let mut signal = Box::pin(drain.notify.clone().notified_owned());
+        // Before the flag is first read: a drain from now on wakes the task.
+        signal.as_mut().enable();
+        Self { connection, drain, signal: Some(signal), registered: false, shutdown }
+    }
+}
+
+impl<C: Future + Unpin> Future for Draining<C> {
+    type Output = C::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
+        let this = self.get_mut();
+        if let Some(signal) = &mut this.signal {
+            let woken = !this.registered && signal.as_mut().poll(cx).is_ready();
+            this.registered = true;
+            if woken || this.drain.started.load(Ordering::SeqCst) {
+                this.signal = None;
+                (this.shutdown)(Pin::new(&mut this.connection));
+            }
+        }
+        Pin::new(&mut this.connection).poll(cx)
+    }
 }
 
 /// The answer to a head [`FramedIo`] refused: its status, and the end of the connection.

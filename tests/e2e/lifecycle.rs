@@ -116,6 +116,31 @@ async fn shutdown_drains_h2c_streams_in_flight() {
 }
 
 #[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections_at_once() {
+    let origin = FakeOrigin::new().route("/*", "ok").start().await;
+    let proxy = TestProxy::builder()
+        .upstream("api", &[origin.addr()])
+        .rules(RULES)
+        // Neither the idle timeout nor the drain deadline would end them while the test waits.
+        .sidecar_toml("[limits]\nheader_read_timeout = \"60s\"\ndrain_timeout = \"60s\"")
+        .start()
+        .await;
+    let mut http1 = accel_e2e::RawConnection::open(proxy.addr()).await;
+    http1.write(b"GET /h1 HTTP/1.1\r\nHost: app.test\r\n\r\n").await;
+    assert_eq!(http1.read_head().await.status, 200);
+    assert_eq!(http1.read_exact(2).await, b"ok");
+    // An h2c connection, kept open in the client's pool once its stream is done.
+    let h2c = proxy.h2c_client();
+    let response = h2c.request(proxy.request(Method::GET, "/h2").body(body::empty()).unwrap());
+    let response = Collected::from(response.await.expect("an answer")).await.expect("the whole body");
+    assert_eq!(response.text(), "ok");
+
+    within("shutdown completes with idle connections open", proxy.shutdown()).await;
+
+    assert_eq!(http1.read_to_close().await, b"", "closed without another answer");
+}
+
+#[tokio::test]
 async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     let origin = FakeOrigin::new().route("/*", "ok").start().await;
     let proxy = TestProxy::builder()

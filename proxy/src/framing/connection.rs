@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -65,6 +65,10 @@ struct Checker {
     /// [`Checker::head_timed_out`]). hyper's own header timer is off: it is made and dropped
     /// for every request.
     head_timer: Option<Pin<Box<Sleep>>>,
+    /// The waker `head_timer` was last polled with: while it is the task's and the timer has
+    /// not fired, the timer is not polled again (a read returns `Pending` once or twice a
+    /// request, and each poll of a `Sleep` costs a few hundred instructions).
+    timer_waker: Option<Waker>,
 }
 
 /// How far [`Checker::advance`] went through a run of bytes.
@@ -117,6 +121,7 @@ impl<T> FramedIo<T> {
         let checker = Checker {
             header_read_timeout,
             head_timer,
+            timer_waker: None,
             state: if h2 { State::Passthrough } else { State::Sniff },
             limits,
             heads: 0,
@@ -261,6 +266,12 @@ impl Checker {
             State::Sniff | State::Head { .. } | State::Length { .. } | State::Chunked(_)
         );
         let Some(timer) = self.head_timer.as_mut().filter(|_| timing) else { return false };
+        let waker = cx.waker();
+        if !timer.is_elapsed() && self.timer_waker.as_ref().is_some_and(|known| known.will_wake(waker)) {
+            // Armed with this task's waker: it wakes the task when it fires.
+            return false;
+        }
+        self.timer_waker = Some(waker.clone());
         while timer.as_mut().poll(cx).is_ready() {
             let now = Instant::now();
             let deadline = if self.heads > self.verdict.answered() {
@@ -302,6 +313,50 @@ fn incomplete_over_limit(bytes: &[u8], limits: &HeadLimits) -> Option<Reason> {
     (bytes.len() > limits.max_head).then_some(Reason::HeadTooLarge)
 }
 
+impl<T: AsyncRead + Unpin> FramedIo<T> {
+    /// Reads until the first bytes tell the HTTP/2 connection preface from an HTTP/1 head:
+    /// true for HTTP/2 (or a TLS connection that chose h2), false for HTTP/1, which is also
+    /// what a connection that closed or timed out before saying is served as (hyper then reads
+    /// the end). The bytes read here are handed on first, checked like any others.
+    pub async fn sniff(&mut self) -> io::Result<bool> {
+        std::future::poll_fn(|cx| self.poll_sniff(cx)).await
+    }
+
+    fn poll_sniff(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        loop {
+            match self.checker.state {
+                State::Sniff => {}
+                State::Passthrough => return Poll::Ready(Ok(true)),
+                _ => return Poll::Ready(Ok(false)),
+            }
+            if self.held.is_empty() {
+                self.held = vec![0; INITIAL_BUFFER];
+            }
+            ready!(self.poll_read_held(cx))?;
+        }
+    }
+
+    /// Reads the next bytes after the ones held and checks them. At the client's end, or once
+    /// the head timer ran out, a head in part is dropped and hyper sees the end of the stream.
+    fn poll_read_held(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.make_room();
+        let mut read = ReadBuf::new(&mut self.held[self.filled..]);
+        let n = match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
+            Poll::Ready(result) => result.map(|()| read.filled().len())?,
+            Poll::Pending if self.head_timed_out(cx) => return Poll::Ready(Ok(())),
+            Poll::Pending => return Poll::Pending,
+        };
+        if n == 0 {
+            self.filled = self.released;
+            self.checker.state = State::Eof;
+        } else {
+            self.filled += n;
+            self.check_held();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for FramedIo<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
@@ -341,21 +396,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for FramedIo<T> {
             }
             if this.filled > this.released {
                 // A head in part is held: the next bytes join it here.
-                this.make_room();
-                let mut read = ReadBuf::new(&mut this.held[this.filled..]);
-                let n = match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
-                    Poll::Ready(result) => result.map(|()| read.filled().len())?,
-                    Poll::Pending if this.head_timed_out(cx) => continue,
-                    Poll::Pending => return Poll::Pending,
-                };
-                if n == 0 {
-                    // The client closed: a head in part is dropped, hyper sees the end.
-                    this.filled = this.released;
-                    this.checker.state = State::Eof;
-                    continue;
-                }
-                this.filled += n;
-                this.check_held();
+                ready!(this.poll_read_held(cx))?;
                 continue;
             }
             // Nothing held: the bytes go into hyper's buffer and are checked there.
@@ -582,6 +623,40 @@ mod tests {
             assert_eq!(read, wire, "cut at {cut}");
             assert_eq!(io.checker.state, State::Passthrough);
         }
+    }
+
+    /// What `sniff` says, driven to its answer as the client's pieces come.
+    fn sniffed(io: &mut FramedIo<Client>) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            match io.poll_sniff(&mut cx) {
+                Poll::Ready(result) => return result.expect("sniff"),
+                Poll::Pending => {
+                    assert!(!io.inner.pieces.is_empty(), "sniff waits for a client that is done")
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_bytes_tell_h2c_from_http_1_and_all_go_on_after_however_they_are_split() {
+        let h2 = [&H2_PREFACE[..], b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"].concat();
+        for (wire, is_h2) in [(h2.as_slice(), true), (GOOD, false)] {
+            for cut in 0..=wire.len() {
+                let (mut io, _) = framed(vec![wire[..cut].to_vec(), wire[cut..].to_vec()]);
+                assert_eq!(sniffed(&mut io), is_h2, "cut at {cut}");
+                let (read, _) = read_all(&mut io, 64);
+                assert_eq!(read, wire, "cut at {cut}");
+                assert_eq!(io.held.capacity(), 0, "nothing is kept once handed on (cut at {cut})");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_closes_before_its_first_byte_is_http_1_at_its_end() {
+        let (mut io, _) = framed(Vec::new());
+        assert!(!sniffed(&mut io));
+        assert_eq!(read_all(&mut io, 64).0, b"");
     }
 
     #[tokio::test]
