@@ -197,6 +197,41 @@ async fn idempotent_requests_are_retried_on_configured_statuses_and_posts_are_no
 }
 
 #[tokio::test]
+async fn a_retry_sends_the_same_head_with_its_own_endpoint_as_host_when_the_client_gave_none() {
+    let busy = FakeOrigin::new().route("/*", "busy").status(503).start().await;
+    let fine = FakeOrigin::new().route("/*", "fine").start().await;
+    let proxy = TestProxy::builder()
+        .upstream_with("api", &[busy.addr(), fine.addr()], r#"ejection = { consecutive_failures = 1000 }"#)
+        .rules("[[route]]\nname = \"all\"\nupstream = \"api\"\nretry = { attempts = 2, statuses = [503] }\n")
+        .start()
+        .await;
+
+    // HTTP/1.0 without `Host`: the proxy names the endpoint of each try.
+    for i in 0..20 {
+        let mut connection = accel_e2e::RawConnection::open(proxy.addr()).await;
+        let head = format!("GET /read?n={i} HTTP/1.0\r\nX-Order: {i}\r\nAccept: text/plain\r\n\r\n");
+        connection.write(head.as_bytes()).await;
+        assert_eq!(connection.read_head().await.status, 200, "request {i}");
+    }
+
+    let (first_tries, answered) = (busy.requests(), fine.requests());
+    assert_eq!(answered.len(), 20, "every request ends on the endpoint that answers");
+    assert!(!first_tries.is_empty(), "ties are random, so some requests try the busy endpoint first");
+    for tried in &first_tries {
+        let retried = answered.iter().find(|r| r.uri == tried.uri).expect("the retry of a busy answer");
+        let without_host = |r: &accel_e2e::SeenRequest| {
+            let mut headers = r.headers.clone();
+            headers.remove(http::header::HOST);
+            headers
+        };
+        assert_eq!(without_host(retried), without_host(tried), "{}", tried.uri);
+        assert_eq!(tried.header("host"), Some(busy.addr().to_string().as_str()));
+        assert_eq!(retried.header("host"), Some(fine.addr().to_string().as_str()));
+    }
+    assert!(answered.iter().all(|r| r.header("x-order").is_some() && r.header("x-request-id").is_some()));
+}
+
+#[tokio::test]
 async fn a_post_is_not_retried_once_its_body_was_sent() {
     let resetting = FakeOrigin::new().route("/*", "").reset().start().await;
     let fine = FakeOrigin::new().route("/*", "fine").start().await;

@@ -19,8 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::uri::PathAndQuery;
-use http::{HeaderMap, Method, Request, Response, Uri};
+use http::{HeaderMap, Method, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -172,8 +171,8 @@ async fn tries(
     let upstream = &route.upstream;
     let policy = &route.rule.retry;
     let idempotent = is_idempotent(&parts.method);
-    // Origin-form (`/path?query`): the endpoint is reached by the connection, not the target.
-    let target = origin_form(&parts.uri);
+    // An HTTP/1.0 client may omit `Host`, which HTTP/1.1 requires: each try names its endpoint.
+    let client_host = parts.headers.contains_key(http::header::HOST);
     let mut tried: Vec<usize> = Vec::new();
     let mut last_error: Option<ProxyError> = None;
     // One clock read a try: it starts the try's timers and ages the endpoints' state.
@@ -202,23 +201,17 @@ async fn tries(
         tried.push(endpoint.index);
         let last_try = attempt == policy.attempts.get() || tried.len() == upstream.endpoints.len();
 
-        let mut request = Request::new(body.for_try());
-        *request.method_mut() = parts.method.clone();
-        *request.uri_mut() = target.clone();
-        // The last try takes the headers; earlier ones keep them for the next.
-        *request.headers_mut() =
-            if last_try { std::mem::take(&mut parts.headers) } else { parts.headers.clone() };
-        *request.version_mut() = http::Version::HTTP_11;
-        if !request.headers().contains_key(http::header::HOST) {
-            // An HTTP/1.0 client may omit it; HTTP/1.1 requires it.
-            request.headers_mut().insert(http::header::HOST, endpoint.addr.host_header());
+        if !client_host {
+            parts.headers.insert(http::header::HOST, endpoint.addr.host_header());
         }
 
         let started = now;
+        // Every try sends the same head, not a copy: the connection writes it as HTTP/1.1 with
+        // the origin-form target (the endpoint is reached by the connection, not the target).
         // Boxed: the exchange's state (the connection's write and read of a whole request) is
         // large, and every future that holds it inline (the timer's, the tries', the
         // pipeline's, hyper's in-flight request) would be copied whole at each move.
-        let exchange = Box::pin(endpoint.connections.send(request));
+        let exchange = Box::pin(endpoint.connections.send_parts(&parts, body.for_try()));
         let timeouts = &route.rule.timeouts;
         let timed = match body.upload() {
             None => within(exchange, started, deadline, timeouts).await,
@@ -395,15 +388,6 @@ fn classify(
         ),
         TryError::Timeout(after) => (UpstreamOutcome::Timeout, ProxyError::Timeout { after }, false),
     }
-}
-
-/// The request target as sent to an endpoint: path and query only.
-fn origin_form(uri: &Uri) -> Uri {
-    if uri.scheme().is_none() && uri.authority().is_none() && uri.path_and_query().is_some() {
-        return uri.clone();
-    }
-    let path_and_query = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-    Uri::from(path_and_query)
 }
 
 /// RFC 9110 §9.2.2 idempotent methods.

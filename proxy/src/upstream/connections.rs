@@ -21,6 +21,7 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use http::request::Parts;
 use http::{Request, Response};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -122,9 +123,20 @@ impl Connections {
     /// Sends `request` (origin-form target, `Host` set) on an idle connection, or a new one,
     /// and returns the response head; its body gives the connection back after a clean end.
     pub async fn send(&self, request: Request<Body>) -> Result<Response<ResponseBody>, SendError> {
-        let (parts, mut body) = request.into_parts();
+        let (parts, body) = request.into_parts();
+        self.send_parts(&parts, body).await
+    }
+
+    /// [`send`](Self::send) with the request's head borrowed: a caller that may try another
+    /// endpoint keeps it. The target goes out in origin-form, over HTTP/1.1, whatever
+    /// `parts.uri` and `parts.version` say.
+    pub async fn send_parts(
+        &self,
+        parts: &Parts,
+        mut body: Body,
+    ) -> Result<Response<ResponseBody>, SendError> {
         while let Some(connection) = self.checkout() {
-            match connection.send(&parts, body, Some(self.pool())).await {
+            match connection.send(parts, body, Some(self.pool())).await {
                 Ok(response) => return Ok(response),
                 // The endpoint had closed the connection while it was idle: the next one.
                 Err(Failure { error, unsent: Some(unsent) }) => {
@@ -136,7 +148,7 @@ impl Connections {
         }
         let connection = self.connect().await?;
         connection
-            .send(&parts, body, Some(self.pool()))
+            .send(parts, body, Some(self.pool()))
             .await
             .map_err(|failure| SendError::Exchange(failure.error))
     }
