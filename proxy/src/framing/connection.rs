@@ -26,6 +26,10 @@ const STAND_IN: &[u8] = b"GET / HTTP/1.1\r\nhost: refused.invalid\r\n\r\n";
 /// Room for a head held back, and for the reads that complete it, until a head needs more.
 const INITIAL_BUFFER: usize = 8 * 1024;
 
+/// Room for a connection's first read, which tells HTTP/2 from HTTP/1 (nginx's
+/// `client_header_buffer_size`): most first heads fit; a longer one grows it.
+const SNIFF_BUFFER: usize = 1024;
+
 /// A client connection whose request heads are checked before hyper sees them (see the
 /// module docs of [`crate::framing`]). Writes go straight through.
 ///
@@ -330,7 +334,7 @@ impl<T: AsyncRead + Unpin> FramedIo<T> {
                 _ => return Poll::Ready(Ok(false)),
             }
             if self.held.is_empty() {
-                self.held = vec![0; INITIAL_BUFFER];
+                self.held = vec![0; SNIFF_BUFFER];
             }
             ready!(self.poll_read_held(cx))?;
         }
@@ -641,7 +645,9 @@ mod tests {
     #[tokio::test]
     async fn the_first_bytes_tell_h2c_from_http_1_and_all_go_on_after_however_they_are_split() {
         let h2 = [&H2_PREFACE[..], b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"].concat();
-        for (wire, is_h2) in [(h2.as_slice(), true), (GOOD, false)] {
+        // A first head longer than the first read's room.
+        let long = [&b"GET /long HTTP/1.1\r\nx-long: "[..], &[b'a'; 3000], b"\r\n\r\n", GOOD].concat();
+        for (wire, is_h2) in [(h2.as_slice(), true), (GOOD, false), (long.as_slice(), false)] {
             for cut in 0..=wire.len() {
                 let (mut io, _) = framed(vec![wire[..cut].to_vec(), wire[cut..].to_vec()]);
                 assert_eq!(sniffed(&mut io), is_h2, "cut at {cut}");
