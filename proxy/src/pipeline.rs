@@ -134,7 +134,7 @@ pub async fn handle(
     // coalescing and compression.
     if let Some(protocol) = forward::upgrade::requested(&request, &route.rule.upgrades) {
         let client = hyper::upgrade::on(&mut request);
-        let (parts, ()) = request.into_parts();
+        let (mut parts, ()) = request.into_parts();
         let body = RequestBody::new(body, running.body_read_timeout, max_body_size);
         let prepare = |headers: &mut http::HeaderMap| {
             if let Some(id) = &record.id {
@@ -144,9 +144,16 @@ pub async fn handle(
         };
         let forwarded = Instant::now();
         let mut served_by = None;
-        let result =
-            forward::exchange(route, downstream, &running.forwarded, parts, body, prepare, &mut served_by)
-                .await;
+        let result = forward::exchange(
+            route,
+            downstream,
+            &running.forwarded,
+            &mut parts,
+            body,
+            prepare,
+            &mut served_by,
+        )
+        .await;
         let endpoint = served_by.clone();
         let response = forward::upgrade::answer(route, result, served_by, client).unwrap_or_else(|error| {
             tracing::debug!(route = %route.rule.name, side = ?error.side(), error = %error, "upgrade failed");
@@ -210,7 +217,7 @@ pub async fn handle(
 
     // forward: forwarding headers, the request id and the cache's validators, then
     // least-connections pick and tries with retries; a failure becomes the proxy's answer here.
-    let (parts, ()) = request.into_parts();
+    let (mut parts, ()) = request.into_parts();
     let prepare = |headers: &mut http::HeaderMap| {
         if let Some(id) = &record.id {
             id.set(headers);
@@ -222,7 +229,7 @@ pub async fn handle(
         route,
         downstream,
         &running.forwarded,
-        parts,
+        &mut parts,
         body,
         prepare,
         // The endpoint, for the access-log and slow-request lines.
@@ -268,7 +275,7 @@ fn refresh_in_background(
             }
             pass.prepare(headers);
         };
-        let result = forward::exchange(&route, &downstream, &policy, parts, body, prepare, &mut None)
+        let result = forward::exchange(&route, &downstream, &policy, &mut parts, body, prepare, &mut None)
             .await
             .map_err(ProxyError::into_response);
         pass.complete_refresh(result).await;

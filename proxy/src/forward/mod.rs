@@ -117,13 +117,14 @@ impl RequestBody {
 /// One exchange with the route's upstream, as the pipeline and the cache's background
 /// refresh both make it: forwarding headers on the way up (`policy`, this `downstream`),
 /// `prepare` for the stage that asks (the cache's validators), the tries, and the response
-/// headers set for the client on the way back. `served_by` is set to the endpoint that
+/// headers set for the client on the way back. `parts` become the upstream request's head in
+/// place (borrowed, not moved, through the tries). `served_by` is set to the endpoint that
 /// answered (for the log lines and errors that name it).
 pub async fn exchange(
     route: &Route,
     downstream: &Downstream,
     policy: &ForwardedConfig,
-    mut parts: Parts,
+    parts: &mut Parts,
     body: RequestBody,
     prepare: impl FnOnce(&mut HeaderMap),
     served_by: &mut Option<EndpointAddr>,
@@ -147,7 +148,7 @@ pub async fn exchange(
 /// answered.
 pub async fn send(
     route: &Route,
-    parts: Parts,
+    parts: &mut Parts,
     body: RequestBody,
     served_by: &mut Option<EndpointAddr>,
 ) -> Result<Response<Body>, ProxyError> {
@@ -164,7 +165,7 @@ enum TryError {
 /// timer: the response timeout, cut short by the total timeout.
 async fn tries(
     route: &Route,
-    mut parts: Parts,
+    parts: &mut Parts,
     body: RequestBody,
     served_by: &mut Option<EndpointAddr>,
 ) -> Result<Response<Body>, ProxyError> {
@@ -211,7 +212,7 @@ async fn tries(
         // Boxed: the exchange's state (the connection's write and read of a whole request) is
         // large, and every future that holds it inline (the timer's, the tries', the
         // pipeline's, hyper's in-flight request) would be copied whole at each move.
-        let exchange = Box::pin(endpoint.connections.send_parts(&parts, body.for_try()));
+        let exchange = Box::pin(endpoint.connections.send_parts(parts, body.for_try()));
         let timeouts = &route.rule.timeouts;
         let timed = match body.upload() {
             None => within(exchange, started, deadline, timeouts).await,
