@@ -245,12 +245,16 @@ where
     S: HttpService<Incoming, ResBody = Guarded<Body, Answering>, Error = Infallible>,
     TokioExecutor: Http2ServerConnExec<S::Future, Guarded<Body, Answering>>,
 {
-    let h2 = match io.sniff().await {
-        Ok(h2) => h2,
-        Err(e) => {
-            tracing::debug!(error = %e, "connection failed before its first request");
-            return Ok(());
-        }
+    let h2 = tokio::select! {
+        sniffed = io.sniff() => match sniffed {
+            Ok(h2) => h2,
+            Err(e) => {
+                tracing::debug!(error = %e, "connection failed before its first request");
+                return Ok(());
+            }
+        },
+        // Nothing asked yet: a drain closes it at once.
+        () = drain.started() => return Ok(()),
     };
     if h2 {
         // Boxed: an HTTP/2 connection's state is large, and HTTP/1 connections are the many.
@@ -273,6 +277,17 @@ impl Drain {
     fn start(&self) {
         self.started.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
+    }
+
+    /// Completes once the drain has started.
+    async fn started(&self) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        // Registered before the flag is read: a drain from now on completes it.
+        notified.as_mut().enable();
+        if !self.started.load(Ordering::SeqCst) {
+            notified.await;
+        }
     }
 }
 

@@ -125,11 +125,14 @@ async fn shutdown_closes_idle_keep_alive_connections_at_once() {
         .sidecar_toml("[limits]\nheader_read_timeout = \"60s\"\ndrain_timeout = \"60s\"")
         .start()
         .await;
+    // One that has not sent a byte yet…
+    let mut silent = accel_e2e::RawConnection::open(proxy.addr()).await;
+    // …one after an HTTP/1.1 exchange…
     let mut http1 = accel_e2e::RawConnection::open(proxy.addr()).await;
     http1.write(b"GET /h1 HTTP/1.1\r\nHost: app.test\r\n\r\n").await;
     assert_eq!(http1.read_head().await.status, 200);
     assert_eq!(http1.read_exact(2).await, b"ok");
-    // An h2c connection, kept open in the client's pool once its stream is done.
+    // …and an h2c connection, kept open in the client's pool once its stream is done.
     let h2c = proxy.h2c_client();
     let response = h2c.request(proxy.request(Method::GET, "/h2").body(body::empty()).unwrap());
     let response = Collected::from(response.await.expect("an answer")).await.expect("the whole body");
@@ -138,6 +141,7 @@ async fn shutdown_closes_idle_keep_alive_connections_at_once() {
     within("shutdown completes with idle connections open", proxy.shutdown()).await;
 
     assert_eq!(http1.read_to_close().await, b"", "closed without another answer");
+    assert_eq!(silent.read_to_close().await, b"", "closed without an answer");
 }
 
 #[tokio::test]
