@@ -120,16 +120,16 @@ impl Connections {
         Self { addr, resolver, settings, idle }
     }
 
-    /// Sends `request` (origin-form target, `Host` set) on an idle connection, or a new one,
-    /// and returns the response head; its body gives the connection back after a clean end.
+    /// Sends `request` (`Host` set) on an idle connection, or a new one, and returns the
+    /// response head; its body gives the connection back after a clean end. The target goes
+    /// out in origin-form, over HTTP/1.1, whatever the request's URI and version say.
     pub async fn send(&self, request: Request<Body>) -> Result<Response<ResponseBody>, SendError> {
         let (parts, body) = request.into_parts();
         self.send_parts(&parts, body).await
     }
 
     /// [`send`](Self::send) with the request's head borrowed: a caller that may try another
-    /// endpoint keeps it. The target goes out in origin-form, over HTTP/1.1, whatever
-    /// `parts.uri` and `parts.version` say.
+    /// endpoint keeps it.
     pub async fn send_parts(
         &self,
         parts: &Parts,
