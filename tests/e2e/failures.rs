@@ -10,9 +10,21 @@ use http::{Method, Response};
 const RULES: &str = "[[route]]\nname = \"all\"\nupstream = \"api\"\n";
 
 /// An address where nothing listens (connections are refused).
-async fn dead_addr() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
+/// A port nothing listens on, for as long as it lives: bound, so that no other test's
+/// listener is given it while this test runs, and never listening, so that a connection to it
+/// is refused.
+struct DeadPort(tokio::net::TcpSocket);
+
+impl DeadPort {
+    fn new() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        Self(socket)
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.0.local_addr().unwrap()
+    }
 }
 
 /// An origin that neither reads a request's body nor answers it until `gate` opens.
@@ -103,7 +115,8 @@ async fn an_origin_that_does_not_answer_in_time_is_a_504() {
 
 #[tokio::test]
 async fn a_refused_connection_is_a_502() {
-    let proxy = TestProxy::builder().upstream("api", &[dead_addr().await]).rules(RULES).start().await;
+    let dead = DeadPort::new();
+    let proxy = TestProxy::builder().upstream("api", &[dead.addr()]).rules(RULES).start().await;
 
     let response = proxy.get("/x").await;
 
@@ -128,7 +141,8 @@ async fn a_connection_reset_before_the_answer_is_a_502() {
 async fn no_available_endpoint_is_a_503_with_retry_after() {
     // Both endpoints are dead: the first refusals eject them; once none is available the
     // proxy still tries them all, and answers 503 when none takes the connection.
-    let proxy = eject_at_first_failure(&[dead_addr().await, dead_addr().await]).rules(RULES).start().await;
+    let dead = [DeadPort::new(), DeadPort::new()];
+    let proxy = eject_at_first_failure(&[dead[0].addr(), dead[1].addr()]).rules(RULES).start().await;
     let mut last = proxy.get("/x").await;
     for _ in 0..5 {
         last = proxy.get("/x").await;
@@ -142,12 +156,9 @@ async fn no_available_endpoint_is_a_503_with_retry_after() {
 #[tokio::test]
 async fn a_refused_connection_is_retried_on_another_endpoint_even_for_post() {
     let live = FakeOrigin::new().route("/*", "live").start().await;
+    let dead = DeadPort::new();
     let proxy = TestProxy::builder()
-        .upstream_with(
-            "api",
-            &[dead_addr().await, live.addr()],
-            r#"ejection = { consecutive_failures = 100 }"#,
-        )
+        .upstream_with("api", &[dead.addr(), live.addr()], r#"ejection = { consecutive_failures = 100 }"#)
         .rules(RULES)
         .start()
         .await;
@@ -376,12 +387,9 @@ async fn an_h2c_upload_is_retried_on_another_endpoint_after_a_refused_connection
         })
         .start()
         .await;
+    let dead = DeadPort::new();
     let proxy = TestProxy::builder()
-        .upstream_with(
-            "api",
-            &[dead_addr().await, live.addr()],
-            r#"ejection = { consecutive_failures = 100 }"#,
-        )
+        .upstream_with("api", &[dead.addr(), live.addr()], r#"ejection = { consecutive_failures = 100 }"#)
         .rules(RULES)
         .start()
         .await;
@@ -404,10 +412,11 @@ async fn an_h2c_upload_is_retried_on_another_endpoint_after_a_refused_connection
 
 #[tokio::test]
 async fn a_dead_upstream_known_to_be_down_is_a_503_with_retry_after() {
+    let dead = DeadPort::new();
     let proxy = TestProxy::builder()
         .upstream_with(
             "api",
-            &[dead_addr().await],
+            &[dead.addr()],
             r#"health = { path = "/health", interval = "20ms", timeout = "500ms", unhealthy_threshold = 1 }"#,
         )
         .rules(RULES)
