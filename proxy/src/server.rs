@@ -110,7 +110,16 @@ pub async fn run(
                         );
                     }
                     let response = match absolute_form(request) {
-                        Ok(request) => pipeline::handle(&proxy.pipeline, &downstream, request).await,
+                        // Boxed for the request's life: the pipeline's state is several KiB,
+                        // and hyper keeps the slot of a connection's request in flight for as
+                        // long as the connection is open, so an idle connection held that much.
+                        // Made in its box: `Box::pin(future)` would make it, then copy it in.
+                        Ok(request) => {
+                            let slot = Box::new_uninit();
+                            let handling =
+                                Box::write(slot, pipeline::handle(&proxy.pipeline, &downstream, request));
+                            Box::into_pin(handling).await
+                        }
                         Err(error) => error.into_response(),
                     };
                     if let Some(reason) = response.extensions().get::<Reason>() {

@@ -211,8 +211,12 @@ async fn tries(
         // the origin-form target (the endpoint is reached by the connection, not the target).
         // Boxed: the exchange's state (the connection's write and read of a whole request) is
         // large, and every future that holds it inline (the timer's, the tries', the
-        // pipeline's, hyper's in-flight request) would be copied whole at each move.
-        let exchange = Box::pin(endpoint.connections.send_parts(parts, body.for_try()));
+        // pipeline's, hyper's in-flight request) would be copied whole at each move. Made in
+        // its box (`Box::write` into a fresh one) rather than made and then moved in, which
+        // `Box::pin(future)` does.
+        let slot = Box::new_uninit();
+        let exchange =
+            Box::into_pin(Box::write(slot, endpoint.connections.send_parts(parts, body.for_try())));
         let timeouts = &route.rule.timeouts;
         let timed = match body.upload() {
             None => within(exchange, started, deadline, timeouts).await,

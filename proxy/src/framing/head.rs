@@ -27,7 +27,7 @@ pub enum BodyFraming {
 /// guess where a line ends.
 pub fn find_end(bytes: &[u8], scanned: &mut usize) -> Result<Option<usize>, Reason> {
     let mut at = *scanned;
-    while let Some(offset) = bytes[at..].iter().position(|&b| b == b'\n') {
+    while let Some(offset) = memchr::memchr(b'\n', &bytes[at..]) {
         let lf = at + offset;
         if lf == 0 || bytes[lf - 1] != b'\r' {
             return Err(Reason::BareLf);
