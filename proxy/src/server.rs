@@ -101,7 +101,12 @@ pub async fn run(
                 let refused = verdict.next_request();
                 let (proxy, downstream, rejections) = (proxy.clone(), downstream.clone(), rejections.clone());
                 let verdict = verdict.clone();
-                async move {
+                // Boxed for the request's life: the pipeline's state is several KiB, and hyper
+                // keeps the slot of a connection's request in flight for as long as the
+                // connection is open, so an idle connection held that much; now the slot holds
+                // a pointer. Made in its box: `Box::pin(future)` would make it, then copy it in.
+                let slot = Box::new_uninit();
+                let answer = Box::write(slot, async move {
                     // Counted once the answer is out: the keep-alive idle time starts then.
                     let answering = Answering::new(verdict.clone());
                     if let Some(reason) = refused {
@@ -110,16 +115,7 @@ pub async fn run(
                         );
                     }
                     let response = match absolute_form(request) {
-                        // Boxed for the request's life: the pipeline's state is several KiB,
-                        // and hyper keeps the slot of a connection's request in flight for as
-                        // long as the connection is open, so an idle connection held that much.
-                        // Made in its box: `Box::pin(future)` would make it, then copy it in.
-                        Ok(request) => {
-                            let slot = Box::new_uninit();
-                            let handling =
-                                Box::write(slot, pipeline::handle(&proxy.pipeline, &downstream, request));
-                            Box::into_pin(handling).await
-                        }
+                        Ok(request) => pipeline::handle(&proxy.pipeline, &downstream, request).await,
                         Err(error) => error.into_response(),
                     };
                     if let Some(reason) = response.extensions().get::<Reason>() {
@@ -129,7 +125,8 @@ pub async fn run(
                         verdict.switch();
                     }
                     Ok(response.map(|body| Guarded::new(body, answering)))
-                }
+                });
+                Box::into_pin(answer)
             })
         };
         let (builders, drain) = (builders.clone(), drain.clone());
