@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use hyper::body::Incoming;
 use hyper::rt::bounds::Http2ServerConnExec;
@@ -134,27 +136,9 @@ pub async fn run(
         let (handshake_timeout, head) = (limits.header_read_timeout, limits.head);
         let (rejections, h2_ends) = (rejections.clone(), rejections.clone());
         while connections.try_join_next().is_some() {}
-        connections.spawn(async move {
-            let _permit = permit;
-            let _client_slot = client_slot;
-            let _open = open;
-            let result = match tls {
-                None => {
-                    let io = FramedIo::new(stream, false, head, handshake_timeout, verdict, rejections, peer);
-                    serve(io, &builders, service, drain).await
-                }
-                Some(acceptor) => {
-                    // Boxed: the handshake's and the TLS connection's state take several KiB,
-                    // which every plain connection's task would carry too if held inline.
-                    let stream = match Box::pin(handshake(acceptor, stream, handshake_timeout, peer)).await {
-                        Some(stream) => stream,
-                        None => return,
-                    };
-                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                    let io = FramedIo::new(stream, h2, head, handshake_timeout, verdict, rejections, peer);
-                    Box::pin(serve(io, &builders, service, drain)).await
-                }
-            };
+        // What ends with the connection: its slots, and the line and count for how it ended.
+        let ended = move |result: Result<(), hyper::Error>| {
+            drop((permit, client_slot, open));
             if let Err(e) = result {
                 // h2 ended it for the client's frames (rapid reset, CONTINUATION flood, …).
                 if let Some((abuse, goaway)) = H2Abuse::of(&e) {
@@ -162,7 +146,27 @@ pub async fn run(
                 }
                 tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
             }
-        });
+        };
+        // Not an async block around `serve`: it would hold `serve`'s state next to the
+        // captures it was made from, for the connection's life.
+        match tls {
+            None => {
+                let io = FramedIo::new(stream, false, head, handshake_timeout, verdict, rejections, peer);
+                connections.spawn(serve(io, builders, service, drain).map(ended));
+            }
+            Some(acceptor) => {
+                // A task of its own type: the handshake's and the TLS connection's state take
+                // several KiB, which plain connections' tasks do not carry.
+                connections.spawn(async move {
+                    let Some(stream) = handshake(acceptor, stream, handshake_timeout, peer).await else {
+                        return;
+                    };
+                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let io = FramedIo::new(stream, h2, head, handshake_timeout, verdict, rejections, peer);
+                    ended(serve(io, builders, service, drain).await);
+                });
+            }
+        }
     }
     drop(listener);
     tracing::info!(deadline = ?limits.drain_timeout, "draining connections");
@@ -240,36 +244,57 @@ impl Builders {
 /// Serves one client connection until it ends: HTTP/2 when its first bytes are the h2
 /// preface (or TLS chose h2), HTTP/1.1 with upgrades otherwise; from the start of a drain,
 /// hyper finishes what is in flight and closes.
-async fn serve<T, S>(
-    mut io: FramedIo<T>,
-    builders: &Builders,
+///
+/// Two steps chained, not one `async fn`: an async function keeps its arguments for its whole
+/// life, so the connection (`io`, `service`), moved into hyper's connection after the first
+/// bytes, would be held twice while the connection lasts. Chained, the first step's state
+/// gives way to hyper's connection.
+fn serve<T, S>(
+    io: FramedIo<T>,
+    builders: Arc<Builders>,
     service: S,
     drain: Arc<Drain>,
-) -> Result<(), hyper::Error>
+) -> impl Future<Output = Result<(), hyper::Error>> + Send
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: HttpService<Incoming, ResBody = Guarded<Body, Answering>, Error = Infallible>,
+    S: HttpService<Incoming, ResBody = Guarded<Body, Answering>, Error = Infallible> + Send,
+    S::Future: Send,
     TokioExecutor: Http2ServerConnExec<S::Future, Guarded<Body, Answering>>,
+{
+    first_bytes(io, drain.clone()).then(move |sniffed| match sniffed {
+        // Closed, failed or drained before its first request.
+        None => Either::Left(std::future::ready(Ok(()))),
+        Some((io, true)) => {
+            // Boxed: an HTTP/2 connection's state is large, and HTTP/1 connections are the many.
+            let connection = builders.http2.serve_connection(TokioIo::new(io), service);
+            let draining = Draining::new(connection, drain, http2::Connection::graceful_shutdown);
+            Either::Right(Either::Left(Box::pin(draining)))
+        }
+        Some((io, false)) => {
+            let connection = builders.http1.serve_connection(TokioIo::new(io), service).with_upgrades();
+            let draining = Draining::new(connection, drain, http1::UpgradeableConnection::graceful_shutdown);
+            Either::Right(Either::Right(draining))
+        }
+    })
+}
+
+/// The connection once its first bytes say which protocol it speaks (true: HTTP/2); `None`
+/// when it failed first, or when a drain started before it asked anything (it is closed then).
+async fn first_bytes<T>(mut io: FramedIo<T>, drain: Arc<Drain>) -> Option<(FramedIo<T>, bool)>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
 {
     let h2 = tokio::select! {
         sniffed = io.sniff() => match sniffed {
             Ok(h2) => h2,
             Err(e) => {
                 tracing::debug!(error = %e, "connection failed before its first request");
-                return Ok(());
+                return None;
             }
         },
-        // Nothing asked yet: a drain closes it at once.
-        () = drain.started() => return Ok(()),
+        () = drain.started() => return None,
     };
-    if h2 {
-        // Boxed: an HTTP/2 connection's state is large, and HTTP/1 connections are the many.
-        let connection = builders.http2.serve_connection(TokioIo::new(io), service);
-        Box::pin(Draining::new(connection, drain, http2::Connection::graceful_shutdown)).await
-    } else {
-        let connection = builders.http1.serve_connection(TokioIo::new(io), service).with_upgrades();
-        Draining::new(connection, drain, http1::UpgradeableConnection::graceful_shutdown).await
-    }
+    Some((io, h2))
 }
 
 /// The server's drain: once started, every connection finishes what is in flight and closes.
