@@ -106,7 +106,9 @@ pub async fn run(
                 // Boxed for the request's life: the pipeline's state is several KiB, and hyper
                 // keeps the slot of a connection's request in flight for as long as the
                 // connection is open, so an idle connection held that much; now the slot holds
-                // a pointer. Made in its box: `Box::pin(future)` would make it, then copy it in.
+                // a pointer. The box is allocated before the future is made, so that the
+                // optimizer can build it there; `Box::pin(future)` built it, then copied it in
+                // (benches/README.md, "Memory").
                 let slot = Box::new_uninit();
                 let answer = Box::write(slot, async move {
                     // Counted once the answer is out: the keep-alive idle time starts then.
@@ -136,7 +138,8 @@ pub async fn run(
         let (handshake_timeout, head) = (limits.header_read_timeout, limits.head);
         let (rejections, h2_ends) = (rejections.clone(), rejections.clone());
         while connections.try_join_next().is_some() {}
-        // What ends with the connection: its slots, and the line and count for how it ended.
+        // What ends with the connection: its slots, and the log line and the h2 abuse count
+        // for how it ended.
         let ended = move |result: Result<(), hyper::Error>| {
             drop((permit, client_slot, open));
             if let Err(e) = result {
@@ -147,16 +150,17 @@ pub async fn run(
                 tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
             }
         };
-        // Not an async block around `serve`: it would hold `serve`'s state next to the
-        // captures it was made from, for the connection's life.
         match tls {
             None => {
+                // Not an async block around `serve`: it would keep room for the captures it
+                // was made from next to `serve`'s state, for the connection's life.
                 let io = FramedIo::new(stream, false, head, handshake_timeout, verdict, rejections, peer);
                 connections.spawn(serve(io, builders, service, drain).map(ended));
             }
             Some(acceptor) => {
                 // A task of its own type: the handshake's and the TLS connection's state take
-                // several KiB, which plain connections' tasks do not carry.
+                // several KiB, which plain connections' tasks do not carry; a TLS task also
+                // keeps room for its captures, as an async block does.
                 connections.spawn(async move {
                     let Some(stream) = handshake(acceptor, stream, handshake_timeout, peer).await else {
                         return;
@@ -245,10 +249,10 @@ impl Builders {
 /// preface (or TLS chose h2), HTTP/1.1 with upgrades otherwise; from the start of a drain,
 /// hyper finishes what is in flight and closes.
 ///
-/// Two steps chained, not one `async fn`: an async function keeps its arguments for its whole
-/// life, so the connection (`io`, `service`), moved into hyper's connection after the first
-/// bytes, would be held twice while the connection lasts. Chained, the first step's state
-/// gives way to hyper's connection.
+/// Two steps chained, not one `async fn`: an async function keeps room for its arguments for
+/// its whole life, so the room for the connection (`io`, `service`), moved into hyper's
+/// connection after the first bytes, would be taken twice while the connection lasts.
+/// Chained, the first step's state gives way to hyper's connection.
 fn serve<T, S>(
     io: FramedIo<T>,
     builders: Arc<Builders>,
@@ -262,7 +266,7 @@ where
     TokioExecutor: Http2ServerConnExec<S::Future, Guarded<Body, Answering>>,
 {
     first_bytes(io, drain.clone()).then(move |sniffed| match sniffed {
-        // Closed, failed or drained before its first request.
+        // Failed, or drained, before its first request.
         None => Either::Left(std::future::ready(Ok(()))),
         Some((io, true)) => {
             // Boxed: an HTTP/2 connection's state is large, and HTTP/1 connections are the many.

@@ -9,7 +9,6 @@ use http::{Method, Response};
 
 const RULES: &str = "[[route]]\nname = \"all\"\nupstream = \"api\"\n";
 
-/// An address where nothing listens (connections are refused).
 /// A port nothing listens on, for as long as it lives: bound, so that no other test's
 /// listener is given it while this test runs, and never listening, so that a connection to it
 /// is refused.

@@ -211,9 +211,9 @@ async fn tries(
         // the origin-form target (the endpoint is reached by the connection, not the target).
         // Boxed: the exchange's state (the connection's write and read of a whole request) is
         // large, and every future that holds it inline (the timer's, the tries', the
-        // pipeline's, hyper's in-flight request) would be copied whole at each move. Made in
-        // its box (`Box::write` into a fresh one) rather than made and then moved in, which
-        // `Box::pin(future)` does.
+        // pipeline's, hyper's in-flight request) would be copied whole at each move. The box
+        // is allocated before the future is made, so that the optimizer can build it there
+        // (`Box::pin(future)` built it, then copied it in).
         let slot = Box::new_uninit();
         let exchange =
             Box::into_pin(Box::write(slot, endpoint.connections.send_parts(parts, body.for_try())));
