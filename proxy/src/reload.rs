@@ -174,10 +174,17 @@ fn tls_files(proxy: &Proxy) -> Vec<PathBuf> {
     proxy.tls.as_ref().map(|live| live.current().files().to_vec()).unwrap_or_default()
 }
 
-/// What the watched files look like from outside: every file the globs match, with its length
-/// and modification time. Taken with `stat` only, which (unlike reading) raises no file event.
+/// What the watched files look like from outside: every file the globs match, with its
+/// identity (its inode, on Unix), length and modification time. Taken with `stat` only, which
+/// (unlike reading) raises no file event.
+///
+/// The identity tells a file replaced by another (renamed over it, as editors, configuration
+/// managers and Kubernetes do) from the one before, also when both have the same length and
+/// time: the kernel keeps file times at its clock tick, so two writes a few milliseconds
+/// apart can carry the same one. (A file rewritten in place within one tick, to the same
+/// length, still looks unchanged.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Fingerprint(Vec<(PathBuf, u64, Option<std::time::SystemTime>)>);
+struct Fingerprint(Vec<(PathBuf, u64, u64, Option<std::time::SystemTime>)>);
 
 impl Fingerprint {
     fn of(globs: &[String]) -> Self {
@@ -188,9 +195,10 @@ impl Fingerprint {
             .filter_map(Result::ok)
             .map(|path| {
                 let meta = std::fs::metadata(&path).ok();
+                let identity = meta.as_ref().map_or(0, identity);
                 let len = meta.as_ref().map_or(0, std::fs::Metadata::len);
                 let modified = meta.and_then(|m| m.modified().ok());
-                (path, len, modified)
+                (path, identity, len, modified)
             })
             .collect();
         files.sort();
@@ -205,6 +213,18 @@ impl Fingerprint {
         *self = now;
         changed
     }
+}
+
+/// A file's identity on its file system: its inode.
+#[cfg(unix)]
+fn identity(meta: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(meta)
+}
+
+/// Elsewhere no identity: length and time alone.
+#[cfg(not(unix))]
+fn identity(_: &std::fs::Metadata) -> u64 {
+    0
 }
 
 /// Watches the directory of `accel.toml` (`config`), those of the `rules` globs and those of
@@ -314,6 +334,29 @@ mod tests {
 
         std::fs::write(dir.join("rules/b.toml"), "").unwrap();
         assert!(seen.update(&watched), "a new rules file");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A rules file replaced by a rename (as editors and configuration managers write) with
+    /// one of the same length and the same modification time (two writes within the kernel's
+    /// clock tick) is a change.
+    #[test]
+    #[cfg(unix)]
+    fn a_file_replaced_by_one_of_the_same_length_and_time_is_a_change() {
+        let dir = std::env::temp_dir().join(format!("accel-reload-replaced-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rules = dir.join("rules.toml");
+        std::fs::write(&rules, "old").unwrap();
+        let watched = vec![dir.join("*.toml").to_string_lossy().into_owned()];
+        let mut seen = Fingerprint::of(&watched);
+
+        let staging = dir.join("rules.staging");
+        std::fs::write(&staging, "new").unwrap();
+        let modified = std::fs::metadata(&rules).unwrap().modified().unwrap();
+        std::fs::File::options().write(true).open(&staging).unwrap().set_modified(modified).unwrap();
+        std::fs::rename(&staging, &rules).unwrap();
+
+        assert!(seen.update(&watched), "the file was replaced");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
