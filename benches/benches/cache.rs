@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use accel::cache::key::KeySpec;
 use accel::cache::policy::Freshness;
-use accel::cache::{Cache, CacheConfig, CacheEntry, CacheKey, CacheStatus, Clock, Tag};
+use accel::cache::{Cache, CacheConfig, CacheEntry, CacheKey, CacheStatus, Clock, RouteCaching, Tag};
 use accel::metrics::Metrics;
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, SamplingMode, criterion_group, criterion_main};
@@ -87,10 +87,22 @@ fn benches(c: &mut Criterion) {
 
     let stored = warm.store.get(key, &headers).expect("stored");
     let now = warm.clock.now();
+    let route = RouteCaching {
+        settings: Default::default(),
+        metrics: warm.metrics.route(&accel::name::RouteName::try_from("leads").unwrap()),
+        compress: None,
+        request_id: true,
+    };
     c.bench_function("cache/hit_response_build (2 KB)", |b| {
         b.iter(|| {
-            let answer =
-                warm.answer(&stored, &http::Method::GET, &headers, now, CacheStatus::Hit { ttl: 300 });
+            let answer = warm.answer(
+                &route,
+                &stored,
+                &http::Method::GET,
+                &headers,
+                now,
+                CacheStatus::Hit { ttl: 300 },
+            );
             black_box(answer.response)
         })
     });

@@ -257,8 +257,17 @@ impl Proxy {
                     settings: rule.cache.clone(),
                     metrics: self.cache.metrics.route(&rule.name),
                     compress: compress.clone(),
+                    request_id: config.forwarded.request_id,
                 });
-                Some(Arc::new(Route { rule, upstream, metrics, cache, limits, compress }))
+                let cache_status_fields = 1 + usize::from(self.cache.config.x_cache_status);
+                let added_fields = Route::added_fields(
+                    &rule,
+                    &config.forwarded,
+                    cache_status_fields,
+                    compress.is_some(),
+                    &limits,
+                );
+                Some(Arc::new(Route { rule, upstream, metrics, cache, limits, compress, added_fields }))
             })
             .collect();
         limits.finish();

@@ -6,13 +6,15 @@ use http::{Method, Response, StatusCode};
 
 use super::range::{self, Ranged};
 use super::*;
+use crate::forward::trace::X_REQUEST_ID;
 
 impl Cache {
-    /// An answer from `entry` to a `method` request: a 304 when the client's conditions
-    /// match, else a GET's range of it ([`range`]) or the entry (no body for HEAD), with `Age`
-    /// and `Cache-Status`. The caller counts the lookup.
+    /// An answer from `entry` to a `method` request on `route`: a 304 when the client's
+    /// conditions match, else a GET's range of it ([`range`]) or the entry (no body for HEAD),
+    /// with `Age` and `Cache-Status`. The caller counts the lookup.
     pub fn answer(
         &self,
+        route: &RouteCaching,
         entry: &CacheEntry,
         method: &Method,
         request: &HeaderMap,
@@ -39,16 +41,23 @@ impl Cache {
             *response.status_mut() = entry.status;
             let build = || {
                 let mut headers = entry.headers.clone();
+                // `Age`, the status fields, `Accept-Ranges` and the id: one growth at most.
+                headers.reserve(5);
                 self.mark_hit(&mut headers, age, status);
                 if entry.status == StatusCode::OK && method != Method::POST {
                     // The cache serves ranges of it, whatever the origin does.
                     headers.insert(header::ACCEPT_RANGES, ACCEPT_BYTES);
                 }
+                if route.request_id && !headers.contains_key(&X_REQUEST_ID) {
+                    // The field the pipeline sets next, in place: a clone of these headers
+                    // has room for no more, and the client's connection keeps the map.
+                    headers.insert(X_REQUEST_ID.clone(), HeaderValue::from_static("-"));
+                }
                 headers
             };
             *response.headers_mut() = match status {
                 // The common case: built once per second of the entry's life.
-                CacheStatus::Hit { ttl } => entry.hit.get(age, ttl.unsigned_abs(), build),
+                CacheStatus::Hit { ttl } => entry.hit.get(age, ttl.unsigned_abs(), route.request_id, build),
                 _ => build(),
             };
             if !head && request.contains_key(header::ACCEPT_ENCODING) {

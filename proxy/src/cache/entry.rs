@@ -52,24 +52,28 @@ pub struct CacheEntry {
 pub struct HitHeaders(ArcSwapOption<HitMemo>);
 
 struct HitMemo {
-    /// What the headers say: the entry's age and remaining freshness in whole seconds.
+    /// What the headers say: the entry's age and remaining freshness in whole seconds, and
+    /// whether they hold the request id's field (to be set in place).
     age: u64,
     ttl: u64,
+    id_field: bool,
     headers: HeaderMap,
 }
 
 impl HitHeaders {
-    /// The headers for a hit at `age` with `ttl` seconds of freshness left: the kept ones
-    /// when they say the same, else those `build` makes (then kept).
-    pub fn get(&self, age: u64, ttl: u64, build: impl FnOnce() -> HeaderMap) -> HeaderMap {
+    /// The headers for a hit at `age` with `ttl` seconds of freshness left, with the request
+    /// id's field or without (`id_field`): the kept ones when they say the same, else those
+    /// `build` makes (then kept).
+    pub fn get(&self, age: u64, ttl: u64, id_field: bool, build: impl FnOnce() -> HeaderMap) -> HeaderMap {
         if let Some(kept) = &*self.0.load()
             && kept.age == age
             && kept.ttl == ttl
+            && kept.id_field == id_field
         {
             return kept.headers.clone();
         }
         let headers = build();
-        self.0.store(Some(Arc::new(HitMemo { age, ttl, headers: headers.clone() })));
+        self.0.store(Some(Arc::new(HitMemo { age, ttl, id_field, headers: headers.clone() })));
         headers
     }
 }

@@ -112,14 +112,14 @@ impl Cache {
                     Staleness::Fresh { remaining } => {
                         let status = CacheStatus::Hit { ttl: remaining.as_secs() as i64 };
                         route.metrics.lookup(CacheResult::Hit);
-                        return Lookup::Answer(self.answer(&entry, method, headers, now, status));
+                        return Lookup::Answer(self.answer(route, &entry, method, headers, now, status));
                     }
                     Staleness::Stale { by } if by < entry.freshness.stale_while_revalidate => {
                         let refresh =
                             self.refresh(route, key, rule, &entry, params, host, request, credentials);
                         let status = CacheStatus::StaleWhileRevalidate { ttl: stale_ttl(by) };
                         route.metrics.lookup(CacheResult::Stale);
-                        let answer = self.answer(&entry, method, headers, now, status);
+                        let answer = self.answer(route, &entry, method, headers, now, status);
                         return Lookup::Stale { answer, refresh };
                     }
                     // Within a stale window or its keep window: revalidated, or standing in

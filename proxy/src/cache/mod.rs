@@ -136,6 +136,10 @@ pub struct RouteCaching {
     pub settings: RouteCache,
     pub metrics: RouteCacheMetrics,
     pub compress: Option<Arc<RouteCompression>>,
+    /// The route's answers get `X-Request-Id` after the cache (`forwarded.request_id`): an
+    /// answer from an entry is made with the field in place, so that setting the id replaces
+    /// a value instead of growing the map.
+    pub request_id: bool,
 }
 
 /// What came back from upstream for a pass: the endpoint's answer, or the proxy's own error
@@ -368,6 +372,7 @@ mod tests {
             },
             metrics: cache.metrics.route(&RouteName::try_from("leads").unwrap()),
             compress: None,
+            request_id: false,
         });
         (cache, route)
     }
@@ -437,6 +442,37 @@ mod tests {
         assert_eq!(rescued.result, CacheResult::Stale);
         assert_eq!(rescued.response.status(), StatusCode::OK);
         assert_eq!(text(rescued).await, "lead 1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hit_holds_the_request_id_field_so_that_setting_the_id_adds_none() {
+        let (cache, route) = setup(CacheRule::default());
+        let with_ids = RouteCaching {
+            settings: route.settings.clone(),
+            metrics: cache.metrics.route(&RouteName::try_from("leads").unwrap()),
+            compress: None,
+            request_id: true,
+        };
+        let with_ids = Arc::new(with_ids);
+        let params = PathParams::default();
+        let look = |route| cache.lookup(route, &params, Some("api.test"), &request("/lead/7"), None);
+        text(forward(look(&route)).complete(Ok(upstream_answer("lead 7", "max-age=60")))).await;
+
+        for _ in 0..2 {
+            // The second hit is the kept headers' clone, whose map has room for no more
+            // fields: the id's field must be there already, for the id to replace its value.
+            let mut headers = answered(look(&with_ids)).response.into_parts().0.headers;
+            let fields = headers.keys_len();
+            assert!(headers.contains_key("x-request-id"), "{headers:?}");
+            let id = crate::forward::trace::RequestId::generate();
+            id.set(&mut headers);
+            assert_eq!(headers.keys_len(), fields, "set in place");
+            assert_eq!(headers.get_all("x-request-id").iter().count(), 1);
+            assert_eq!(headers["x-request-id"], id.as_str());
+        }
+        // A route without ids gets no field, though the kept headers of the same second had it.
+        let hit = answered(look(&route));
+        assert!(!hit.response.headers().contains_key("x-request-id"), "{:?}", hit.response.headers());
     }
 
     fn with_etag(mut response: Response<Body>) -> Response<Body> {

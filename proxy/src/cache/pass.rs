@@ -33,6 +33,7 @@ impl Pass {
                 self.cache.metrics.follower(FollowerResult::Served);
                 let now = self.cache.clock.now();
                 let answer = self.cache.answer(
+                    &self.route,
                     &shared.entry,
                     &fill.method(),
                     &fill.request,
@@ -146,7 +147,7 @@ impl Cache {
             Err(response) => {
                 if let Some((entry, ttl)) = usable_on_error(fill.stale.entry(), now) {
                     let status = CacheStatus::StaleIfError { ttl, fwd_status: None };
-                    return self.answer(entry, &fill.method(), &fill.request, now, status);
+                    return self.answer(route, entry, &fill.method(), &fill.request, now, status);
                 }
                 if fill.stale.revalidating() {
                     route.metrics.revalidated(Revalidation::Failed);
@@ -163,7 +164,7 @@ impl Cache {
             && let Some((entry, ttl)) = usable_on_error(fill.stale.entry(), now)
         {
             let status = CacheStatus::StaleIfError { ttl, fwd_status: Some(code.as_u16()) };
-            return self.answer(entry, &fill.method(), &fill.request, now, status);
+            return self.answer(route, entry, &fill.method(), &fill.request, now, status);
         }
         if fill.stale.revalidating() {
             route.metrics.revalidated(match code {
@@ -180,7 +181,7 @@ impl Cache {
         {
             route.metrics.refreshed(true);
             let stale = stale.clone();
-            return self.revalidated(fill, &stale, &rule, response.headers(), now);
+            return self.revalidated(route, fill, &stale, &rule, response.headers(), now);
         }
         if let Some(stale) = fill.stale.entry()
             && code.is_success()
@@ -343,6 +344,7 @@ impl Cache {
     /// to the followers.
     fn revalidated(
         self: &Arc<Self>,
+        route: &RouteCaching,
         fill: Fill,
         stale: &Arc<CacheEntry>,
         rule: &CacheRule,
@@ -395,7 +397,7 @@ impl Cache {
             Staleness::Fresh { remaining } => remaining.as_secs() as i64,
             Staleness::Stale { .. } => 0,
         };
-        self.answer(&entry, &method, &request, now, CacheStatus::Revalidated { ttl })
+        self.answer(route, &entry, &method, &request, now, CacheStatus::Revalidated { ttl })
     }
 }
 

@@ -213,7 +213,7 @@ impl Pass {
             leader.publish(Arc::new(Handoff { entry: entry.clone(), variant }));
         }
         let status = CacheStatus::Hit { ttl: remaining.as_secs() as i64 };
-        let answer = self.cache.answer(&entry, &fill.method(), &fill.request, now, status);
+        let answer = self.cache.answer(&self.route, &entry, &fill.method(), &fill.request, now, status);
         self.route.metrics.lookup(answer.result);
         Coalesced::Answer(answer)
     }

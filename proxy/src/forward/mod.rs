@@ -215,8 +215,10 @@ async fn tries(
         // is allocated before the future is made, so that the optimizer can build it there
         // (`Box::pin(future)` built it, then copied it in).
         let slot = Box::new_uninit();
-        let exchange =
-            Box::into_pin(Box::write(slot, endpoint.connections.send_parts(parts, body.for_try())));
+        let exchange = Box::into_pin(Box::write(
+            slot,
+            endpoint.connections.send_parts(parts, body.for_try(), route.added_fields),
+        ));
         let timeouts = &route.rule.timeouts;
         let timed = match body.upload() {
             None => within(exchange, started, deadline, timeouts).await,

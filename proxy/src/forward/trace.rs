@@ -14,7 +14,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use super::headers::ForwardedConfig;
 use crate::downstream::Downstream;
 
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The field that carries a request's id, both ways.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 

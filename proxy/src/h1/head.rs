@@ -17,9 +17,6 @@ pub const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in a response head (and in trailers).
 pub const MAX_HEADERS: usize = 100;
 
-/// Header fields the proxy may add to a response before it goes to the client.
-const ADDED_ON_THE_WAY_BACK: usize = 4;
-
 /// Writes the request head into `buf` and says how its body goes out: `Content-Length` as the
 /// request gives it, none for a body known to be empty, chunked otherwise.
 pub(super) fn write_request<B: http_body::Body>(
@@ -93,16 +90,18 @@ fn write_field(buf: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
 
 /// Reads until a whole response head is in: `Some` final head (consumed from the buffer),
 /// `None` for a skipped 1xx. `received` is set by the first byte read. A `101` is final when
-/// the request asked for an `upgrade`, invalid otherwise.
+/// the request asked for an `upgrade`, invalid otherwise. The head's map has `room` for more
+/// fields.
 pub(super) fn poll_read_head<S: AsyncRead + Unpin>(
     connection: &mut Connection<S>,
     received: &mut bool,
     upgrade: bool,
+    room: usize,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Option<Response<()>>, Error>> {
     loop {
         if !connection.read.is_empty() {
-            if let Some(head) = parse_response(&mut connection.read)? {
+            if let Some(head) = parse_response(&mut connection.read, room)? {
                 if head.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if upgrade {
                         return Poll::Ready(Ok(Some(head)));
@@ -127,8 +126,8 @@ pub(super) fn poll_read_head<S: AsyncRead + Unpin>(
 }
 
 /// Parses a response head from the start of `buf` and consumes it: the head, or `None` while
-/// it is incomplete (`buf` untouched).
-pub(super) fn parse_response(buf: &mut BytesMut) -> Result<Option<Response<()>>, Error> {
+/// it is incomplete (`buf` untouched). The map has `room` for fields added on the way back.
+pub(super) fn parse_response(buf: &mut BytesMut, room: usize) -> Result<Option<Response<()>>, Error> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut fields);
     let len = match parsed.parse(buf) {
@@ -145,7 +144,7 @@ pub(super) fn parse_response(buf: &mut BytesMut) -> Result<Option<Response<()>>,
     let status = parsed.code.and_then(|code| StatusCode::from_u16(code).ok());
     let Some(status) = status else { return Err(Error::Invalid("malformed status code")) };
     let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
-    let headers = fields_to_map(parsed.headers, ADDED_ON_THE_WAY_BACK)?;
+    let headers = fields_to_map(parsed.headers, room)?;
     buf.advance(len);
     let mut response = Response::new(());
     *response.status_mut() = status;

@@ -147,13 +147,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Sends the request (`parts`, origin-form target, `Host` set, hop-by-hop headers gone,
-    /// and `body`) and reads the response head. The response body reads on from the
-    /// connection and gives it to `pool` after a clean end.
+    /// and `body`) and reads the response head, whose header map has room for `room` more
+    /// fields. The response body reads on from the connection and gives it to `pool` after a
+    /// clean end.
     pub async fn send<B>(
         mut self,
         parts: &Parts,
         body: B,
         pool: Option<Arc<dyn Pool<S>>>,
+        room: usize,
     ) -> Result<Response<ResponseBody<S>>, Failure<B>>
     where
         B: http_body::Body<Data = Bytes> + Unpin,
@@ -166,6 +168,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let upgrade = asks_upgrade(&parts.headers);
         let mut exchange = Exchange {
             upgrade,
+            room,
             upload,
             sending: true,
             body: Some(body),
@@ -228,6 +231,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 struct Exchange<B> {
     /// The request asked for an upgrade: a `101` is its answer.
     upgrade: bool,
+    /// Header fields the response's map has room for beyond its own.
+    room: usize,
     upload: Upload,
     /// The request is still going out.
     sending: bool,
@@ -267,7 +272,7 @@ where
                     Poll::Pending => {}
                 }
             }
-            match head::poll_read_head(connection, &mut self.received, self.upgrade, cx) {
+            match head::poll_read_head(connection, &mut self.received, self.upgrade, self.room, cx) {
                 Poll::Ready(Ok(Some(head))) => return Poll::Ready(Ok(head)),
                 // A 1xx: the final answer follows.
                 Poll::Ready(Ok(None)) => {}

@@ -144,7 +144,7 @@ where
 async fn exchange(method: Method, io: Scripted) -> (Result<Received, Error>, Arc<Kept>) {
     let kept = Arc::new(Kept::default());
     let pool: Arc<dyn Pool<Scripted>> = kept.clone();
-    let sent = Connection::new(io).send(&parts(method, "/x"), Full::new(Bytes::new()), Some(pool)).await;
+    let sent = Connection::new(io).send(&parts(method, "/x"), Full::new(Bytes::new()), Some(pool), 0).await;
     match sent {
         Ok(response) => (Ok(collect(response).await), kept),
         Err(failure) => (Err(failure.error), kept),
@@ -298,7 +298,7 @@ async fn a_reused_connection_closed_before_any_answer_gives_the_request_back() {
     connection.io.keep_open = false;
     let pool: Arc<dyn Pool<Scripted>> = kept.clone();
     let body = Full::new(Bytes::new());
-    let failure = connection.send(&parts(Method::GET, "/y"), body, Some(pool)).await.unwrap_err();
+    let failure = connection.send(&parts(Method::GET, "/y"), body, Some(pool), 0).await.unwrap_err();
     assert!(matches!(failure.error, Error::Closed));
     assert!(failure.unsent.is_some(), "the request can go out again");
     // Not a POST: the endpoint may have acted on it before closing.
@@ -306,11 +306,11 @@ async fn a_reused_connection_closed_before_any_answer_gives_the_request_back() {
     let mut connection = kept.take();
     connection.io.keep_open = false;
     let failure =
-        connection.send(&parts(Method::POST, "/y"), Full::new(Bytes::new()), None).await.unwrap_err();
+        connection.send(&parts(Method::POST, "/y"), Full::new(Bytes::new()), None, 0).await.unwrap_err();
     assert!(matches!(failure.error, Error::Closed) && failure.unsent.is_none());
     // A fresh connection that closes says so, without the request back.
     let failure = Connection::new(Scripted::new([]))
-        .send(&parts(Method::GET, "/y"), Full::new(Bytes::new()), None)
+        .send(&parts(Method::GET, "/y"), Full::new(Bytes::new()), None, 0)
         .await
         .unwrap_err();
     assert!(matches!(failure.error, Error::Closed) && failure.unsent.is_none());
@@ -331,7 +331,7 @@ async fn request_bodies_go_out_with_their_length_or_chunked() {
     let mut with_length = parts(Method::POST, "/up?q=1");
     with_length.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("11"));
     Connection::new(Scripted::open(answer))
-        .send(&with_length, streamed(&["hello", " world"]), pool())
+        .send(&with_length, streamed(&["hello", " world"]), pool(), 0)
         .await
         .ok()
         .expect("an answer");
@@ -341,7 +341,7 @@ async fn request_bodies_go_out_with_their_length_or_chunked() {
     );
 
     Connection::new(Scripted::open(answer))
-        .send(&parts(Method::PUT, "/up"), streamed(&["hello", " world"]), pool())
+        .send(&parts(Method::PUT, "/up"), streamed(&["hello", " world"]), pool(), 0)
         .await
         .ok()
         .expect("an answer");
@@ -351,13 +351,14 @@ async fn request_bodies_go_out_with_their_length_or_chunked() {
     );
 
     Connection::new(Scripted::open(answer))
-        .send(&parts(Method::POST, "/up"), Full::new(Bytes::new()), pool())
+        .send(&parts(Method::POST, "/up"), Full::new(Bytes::new()), pool(), 0)
         .await
         .unwrap();
     assert_eq!(kept.take().io.written, b"POST /up HTTP/1.1\r\nhost: origin\r\ncontent-length: 0\r\n\r\n");
 
     // A body shorter than its length is not sent as if it were whole.
-    let sent = Connection::new(Scripted::open(answer)).send(&with_length, streamed(&["hello"]), pool()).await;
+    let sent =
+        Connection::new(Scripted::open(answer)).send(&with_length, streamed(&["hello"]), pool(), 0).await;
     assert!(matches!(sent, Err(Failure { error: Error::Invalid(_), .. })));
 }
 
@@ -368,8 +369,10 @@ async fn an_answer_before_the_whole_request_keeps_the_connection_out_of_the_pool
     let kept = Arc::new(Kept::default());
     let pool: Arc<dyn Pool<Scripted>> = kept.clone();
     let io = Scripted::open("HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n");
-    let response =
-        Connection::new(io).send(&parts(Method::POST, "/up"), StreamBody::new(rx), Some(pool)).await.unwrap();
+    let response = Connection::new(io)
+        .send(&parts(Method::POST, "/up"), StreamBody::new(rx), Some(pool), 0)
+        .await
+        .unwrap();
     assert_eq!(response.status(), 413);
     assert_eq!(kept.count(), 0);
 }
@@ -623,7 +626,7 @@ async fn a_101_to_an_upgrade_request_hands_over_the_stream_with_the_bytes_past_t
     let endpoint = Scripted::open("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\nframe");
     let pool: Arc<dyn Pool<Scripted>> = kept.clone();
     let response =
-        Connection::new(endpoint).send(&request, Full::new(Bytes::new()), Some(pool)).await.unwrap();
+        Connection::new(endpoint).send(&request, Full::new(Bytes::new()), Some(pool), 0).await.unwrap();
 
     assert_eq!(response.status(), 101);
     assert_eq!(response.headers()["upgrade"], "websocket");
@@ -640,13 +643,13 @@ async fn a_non_101_answer_to_an_upgrade_request_is_an_ordinary_response() {
     request.headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
     request.headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
     let endpoint = Scripted::open("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-    let response = Connection::new(endpoint).send(&request, Full::new(Bytes::new()), None).await.unwrap();
+    let response = Connection::new(endpoint).send(&request, Full::new(Bytes::new()), None, 0).await.unwrap();
     assert_eq!(response.status(), 200);
     let (head, body) = response.into_parts();
     assert!(body.into_upgraded().is_none());
     assert_eq!(head.status, 200);
     let response = Connection::new(Scripted::open("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"))
-        .send(&request, Full::new(Bytes::new()), None)
+        .send(&request, Full::new(Bytes::new()), None, 0)
         .await
         .unwrap();
     assert_eq!(collect(response).await.body.unwrap().0, Bytes::from_static(b"ok"));
@@ -656,15 +659,26 @@ async fn a_non_101_answer_to_an_upgrade_request_is_an_ordinary_response() {
 fn a_parsed_head_is_consumed_with_its_fields_in_order() {
     let wire = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-empty:\r\nx-b: two words \r\nX-B: 3\r\n\r\nok";
     let mut buf = bytes::BytesMut::from(&wire.as_bytes()[..wire.len() - 10]);
-    assert!(head::parse_response(&mut buf).unwrap().is_none(), "a head in part is not one");
+    assert!(head::parse_response(&mut buf, 0).unwrap().is_none(), "a head in part is not one");
     assert_eq!(buf.len(), wire.len() - 10, "and stays in the buffer");
 
     let mut buf = bytes::BytesMut::from(wire.as_bytes());
-    let head = head::parse_response(&mut buf).unwrap().expect("a whole head");
+    let head = head::parse_response(&mut buf, 0).unwrap().expect("a whole head");
     assert_eq!(&buf[..], b"ok", "the body's bytes stay");
     let fields: Vec<(&str, &[u8])> = head.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
     assert_eq!(
         fields,
         [("content-length", &b"2"[..]), ("x-empty", b""), ("x-b", b"two words"), ("x-b", b"3")]
     );
+}
+
+#[test]
+fn a_parsed_head_has_the_room_asked_for_and_not_much_more() {
+    let wire = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
+    for room in [0, 1, 4, 9] {
+        let head = head::parse_response(&mut bytes::BytesMut::from(&wire[..]), room).unwrap().unwrap();
+        let capacity = head.headers().capacity();
+        // The map keeps its room to the client's connection: within twice what is asked.
+        assert!((2 + room..=2 * (2 + room)).contains(&capacity), "room {room}: capacity {capacity}");
+    }
 }

@@ -257,6 +257,11 @@ impl RouteLimits {
     pub fn is_empty(&self) -> bool {
         self.limits.is_empty()
     }
+
+    /// True when the route's answers carry the `RateLimit` headers (a limit has `headers = true`).
+    pub fn sends_headers(&self) -> bool {
+        self.policy.is_some()
+    }
 }
 
 /// Why the stage refused a request. The pipeline's rescue point turns it into the answer

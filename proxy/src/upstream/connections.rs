@@ -125,18 +125,20 @@ impl Connections {
     /// out in origin-form, over HTTP/1.1, whatever the request's URI and version say.
     pub async fn send(&self, request: Request<Body>) -> Result<Response<ResponseBody>, SendError> {
         let (parts, body) = request.into_parts();
-        self.send_parts(&parts, body).await
+        self.send_parts(&parts, body, 0).await
     }
 
-    /// [`send`](Self::send) with the request's head borrowed: a caller that may try another
-    /// endpoint keeps it.
+    /// [`send`](Self::send) with the request's head borrowed (a caller that may try another
+    /// endpoint keeps it), and `room` in the response's header map for the fields the caller
+    /// will add.
     pub async fn send_parts(
         &self,
         parts: &Parts,
         mut body: Body,
+        room: usize,
     ) -> Result<Response<ResponseBody>, SendError> {
         while let Some(connection) = self.checkout() {
-            match connection.send(parts, body, Some(self.pool())).await {
+            match connection.send(parts, body, Some(self.pool()), room).await {
                 Ok(response) => return Ok(response),
                 // The endpoint had closed the connection while it was idle: the next one.
                 Err(Failure { error, unsent: Some(unsent) }) => {
@@ -148,7 +150,7 @@ impl Connections {
         }
         let connection = self.connect().await?;
         connection
-            .send(parts, body, Some(self.pool()))
+            .send(parts, body, Some(self.pool()), room)
             .await
             .map_err(|failure| SendError::Exchange(failure.error))
     }
