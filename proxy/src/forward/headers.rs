@@ -123,60 +123,96 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     .contains(&name)
 }
 
+/// The forwarding fields a request gets on its way upstream (`X-Forwarded-For`, `-Proto`,
+/// `-Host` and `Via`), made by [`to_upstream`]. They go out after the request's own fields,
+/// written with its head, and are never inserted into its map: that map is the one hyper
+/// made from the client connection's last answer, and each insert would hash, probe and
+/// often grow it.
+#[derive(Debug)]
+pub struct Forwarding {
+    /// The first `len` are the fields, in the order they go out.
+    fields: [(&'static HeaderName, HeaderValue); 4],
+    len: usize,
+}
+
+impl Forwarding {
+    /// No fields.
+    pub fn none() -> Self {
+        Self { fields: std::array::from_fn(|_| (&VIA, HeaderValue::from_static(""))), len: 0 }
+    }
+
+    /// The fields, in the order they go out.
+    pub fn fields(&self) -> &[(&'static HeaderName, HeaderValue)] {
+        &self.fields[..self.len]
+    }
+
+    fn push(&mut self, name: &'static HeaderName, value: HeaderValue) {
+        self.fields[self.len] = (name, value);
+        self.len += 1;
+    }
+}
+
+static VIA: HeaderName = header::VIA;
+
 /// Prepares a downstream request's headers for the upstream: strips hop-by-hop headers, sets
-/// `Host` for HTTP/2 clients (from `:authority`), sets `X-Forwarded-For`/`-Proto`/`-Host`
-/// (extending a trusted proxy's, replacing anyone else's; an untrusted client's `Forwarded`
-/// is dropped) and appends `Via`.
+/// `Host` for HTTP/2 clients (from `:authority`), and returns the forwarding fields to send
+/// with them: `X-Forwarded-For`/`-Proto`/`-Host` (extending a trusted proxy's, replacing
+/// anyone else's, whose own leave `headers`; an untrusted client's `Forwarded` is dropped)
+/// and our `Via` entry after any the request has.
 pub fn to_upstream(
     headers: &mut HeaderMap,
     version: Version,
     authority: Option<&http::uri::Authority>,
     downstream: &Downstream,
     policy: &ForwardedConfig,
-) {
+) -> Forwarding {
     strip_hop_by_hop(headers);
-    // Room for the forwarding headers and `Via`, so the map grows once at most.
-    headers.reserve(4);
     if !headers.contains_key(header::HOST)
         && let Some(value) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     {
         headers.insert(header::HOST, value);
     }
+    let mut forwarding = Forwarding::none();
     let proto = HeaderValue::from_static(if downstream.tls { "https" } else { "http" });
     if downstream.peer_trusted {
-        let joined = {
+        let chain = {
             let existing: Vec<&str> =
                 headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
             let peer = downstream.client_ip();
             if existing.is_empty() { peer.to_string() } else { format!("{}, {peer}", existing.join(", ")) }
         };
-        set(headers, &X_FORWARDED_FOR, &joined);
+        headers.remove(&X_FORWARDED_FOR);
+        if let Ok(chain) = HeaderValue::from_str(&chain) {
+            forwarding.push(&X_FORWARDED_FOR, chain);
+        }
         if !headers.contains_key(&X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO.clone(), proto);
+            forwarding.push(&X_FORWARDED_PROTO, proto);
         }
         if !headers.contains_key(&X_FORWARDED_HOST)
-            && let Some(host) = headers.get(header::HOST).cloned()
+            && let Some(host) = headers.get(header::HOST)
         {
-            headers.insert(X_FORWARDED_HOST.clone(), host);
+            forwarding.push(&X_FORWARDED_HOST, host.clone());
         }
     } else {
         // RFC 7239 `Forwarded` says the same things as `X-Forwarded-*`: an untrusted client
-        // may not say them either.
-        headers.remove(header::FORWARDED);
-        headers.insert(X_FORWARDED_FOR.clone(), downstream.forwarded_for.clone());
-        headers.insert(X_FORWARDED_PROTO.clone(), proto);
-        match headers.get(header::HOST).cloned() {
-            Some(host) => {
-                headers.insert(X_FORWARDED_HOST.clone(), host);
+        // may not say them either. Most send none: one look at the names (a removal looks
+        // each up).
+        let said = [&header::FORWARDED, &X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST];
+        if headers.keys().any(|name| said.contains(&name)) {
+            for name in said {
+                headers.remove(name);
             }
-            None => {
-                headers.remove(&X_FORWARDED_HOST);
-            }
+        }
+        forwarding.push(&X_FORWARDED_FOR, downstream.forwarded_for.clone());
+        forwarding.push(&X_FORWARDED_PROTO, proto);
+        if let Some(host) = headers.get(header::HOST) {
+            forwarding.push(&X_FORWARDED_HOST, host.clone());
         }
     }
     if let Some(via) = &policy.via {
-        append_via(headers, version, via);
+        forwarding.push(&VIA, via.entry(version).clone());
     }
+    forwarding
 }
 
 /// Prepares an upstream response's headers for the client: strips hop-by-hop headers and
@@ -190,17 +226,6 @@ pub fn to_downstream(headers: &mut HeaderMap, policy: &ForwardedConfig) {
 
 fn append_via(headers: &mut HeaderMap, version: Version, via: &Via) {
     headers.append(header::VIA, via.entry(version).clone());
-}
-
-fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
-    match HeaderValue::from_str(value) {
-        Ok(v) => {
-            headers.insert(name.clone(), v);
-        }
-        Err(_) => {
-            headers.remove(name);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -217,6 +242,15 @@ mod tests {
             ..ForwardedConfig::default()
         };
         Downstream::new(peer.parse().unwrap(), false, &policy.trusted_proxies)
+    }
+
+    /// The head `headers` go upstream with: their own fields, then the forwarding ones.
+    fn sent(mut h: HeaderMap, version: Version, downstream: &Downstream) -> HeaderMap {
+        let forwarding = to_upstream(&mut h, version, None, downstream, &policy());
+        for (name, value) in forwarding.fields() {
+            h.append(*name, value.clone());
+        }
+        h
     }
 
     fn policy() -> ForwardedConfig {
@@ -248,7 +282,13 @@ mod tests {
         h.insert("host", "api.example.com".parse().unwrap());
         h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
         h.insert("x-forwarded-proto", "https".parse().unwrap());
-        to_upstream(&mut h, Version::HTTP_11, None, &downstream("203.0.113.5:4000", false), &policy());
+        h.insert("x-forwarded-host", "evil.example".parse().unwrap());
+        h.insert("forwarded", "for=1.2.3.4".parse().unwrap());
+        let h = sent(h, Version::HTTP_11, &downstream("203.0.113.5:4000", false));
+        for name in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"] {
+            assert_eq!(h.get_all(name).iter().count(), 1, "{name}: {h:?}");
+        }
+        assert!(!h.contains_key("forwarded"));
         assert_eq!(h["x-forwarded-for"], "203.0.113.5");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
@@ -260,9 +300,12 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
         h.insert("x-forwarded-proto", "https".parse().unwrap());
+        h.append("x-forwarded-for", "5.6.7.8".parse().unwrap());
         h.insert("via", "1.1 edge".parse().unwrap());
-        to_upstream(&mut h, Version::HTTP_2, None, &downstream("10.0.0.2:4000", true), &policy());
-        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.2");
+        let h = sent(h, Version::HTTP_2, &downstream("10.0.0.2:4000", true));
+        let chain: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(chain, ["1.2.3.4, 5.6.7.8, 10.0.0.2"]);
+        assert_eq!(h.get_all("x-forwarded-proto").iter().count(), 1);
         assert_eq!(h["x-forwarded-proto"], "https");
         let via: Vec<_> = h.get_all("via").iter().collect();
         assert_eq!(via, ["1.1 edge", "2 accel"]);

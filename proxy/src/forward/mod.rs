@@ -24,7 +24,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use self::headers::ForwardedConfig;
+use self::headers::{ForwardedConfig, Forwarding};
 use crate::body::{Body, BodySlot, BodyTimedOut, BodyTooLarge, Upload};
 use crate::downstream::Downstream;
 use crate::error::ProxyError;
@@ -129,9 +129,10 @@ pub async fn exchange(
     prepare: impl FnOnce(&mut HeaderMap),
     served_by: &mut Option<EndpointAddr>,
 ) -> Result<Response<Body>, ProxyError> {
-    headers::to_upstream(&mut parts.headers, parts.version, parts.uri.authority(), downstream, policy);
+    let forwarding =
+        headers::to_upstream(&mut parts.headers, parts.version, parts.uri.authority(), downstream, policy);
     prepare(&mut parts.headers);
-    let mut response = send(route, parts, body, served_by).await?;
+    let mut response = send(route, parts, &forwarding, body, served_by).await?;
     // A switch keeps the headers that name it.
     let switched = (response.status() == http::StatusCode::SWITCHING_PROTOCOLS)
         .then(|| response.headers().get(http::header::UPGRADE).cloned())
@@ -143,16 +144,17 @@ pub async fn exchange(
     Ok(response)
 }
 
-/// Sends `parts` + `body` upstream for `route`. `parts.headers` must already be prepared
-/// for the upstream ([`headers::to_upstream`]). `served_by` is set to the endpoint that
-/// answered.
+/// Sends `parts` + `body` upstream for `route`, with the `forwarding` fields after the
+/// request's own. `parts.headers` and `forwarding` come from [`headers::to_upstream`].
+/// `served_by` is set to the endpoint that answered.
 pub async fn send(
     route: &Route,
     parts: &mut Parts,
+    forwarding: &Forwarding,
     body: RequestBody,
     served_by: &mut Option<EndpointAddr>,
 ) -> Result<Response<Body>, ProxyError> {
-    tries(route, parts, body, served_by).await
+    tries(route, parts, forwarding, body, served_by).await
 }
 
 enum TryError {
@@ -166,6 +168,7 @@ enum TryError {
 async fn tries(
     route: &Route,
     parts: &mut Parts,
+    forwarding: &Forwarding,
     body: RequestBody,
     served_by: &mut Option<EndpointAddr>,
 ) -> Result<Response<Body>, ProxyError> {
@@ -217,7 +220,7 @@ async fn tries(
         let slot = Box::new_uninit();
         let exchange = Box::into_pin(Box::write(
             slot,
-            endpoint.connections.send_parts(parts, body.for_try(), route.added_fields),
+            endpoint.connections.send_parts(parts, forwarding.fields(), body.for_try(), route.added_fields),
         ));
         let timeouts = &route.rule.timeouts;
         let timed = match body.upload() {

@@ -17,11 +17,13 @@ pub const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in a response head (and in trailers).
 pub const MAX_HEADERS: usize = 100;
 
-/// Writes the request head into `buf` and says how its body goes out: `Content-Length` as the
-/// request gives it, none for a body known to be empty, chunked otherwise.
+/// Writes the request head (its fields, then the `added` ones) into `buf` and says how its
+/// body goes out: `Content-Length` as the request gives it, none for a body known to be
+/// empty, chunked otherwise.
 pub(super) fn write_request<B: http_body::Body>(
     buf: &mut Vec<u8>,
     parts: &Parts,
+    added: &[(&HeaderName, HeaderValue)],
     body: &B,
 ) -> Result<Upload, Error> {
     let upload = match parts.headers.get(CONTENT_LENGTH) {
@@ -44,6 +46,9 @@ pub(super) fn write_request<B: http_body::Body>(
     buf.extend_from_slice(target.as_bytes());
     buf.extend_from_slice(b" HTTP/1.1\r\n");
     write_fields_except(buf, &parts.headers, &TRANSFER_ENCODING);
+    for (name, value) in added {
+        write_field(buf, name, value);
+    }
     let has_length = parts.headers.contains_key(CONTENT_LENGTH);
     match upload {
         Upload::Chunked => buf.extend_from_slice(b"transfer-encoding: chunked\r\n"),

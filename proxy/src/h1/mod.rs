@@ -41,7 +41,7 @@ use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::request::Parts;
-use http::{HeaderMap, Method, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response};
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -147,12 +147,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Sends the request (`parts`, origin-form target, `Host` set, hop-by-hop headers gone,
-    /// and `body`) and reads the response head, whose header map has room for `room` more
-    /// fields. The response body reads on from the connection and gives it to `pool` after a
+    /// then the `added` fields, and `body`) and reads the response head, whose header map has
+    /// room for `room` more fields. The response body reads on from the connection and gives it to `pool` after a
     /// clean end.
     pub async fn send<B>(
         mut self,
         parts: &Parts,
+        added: &[(&HeaderName, HeaderValue)],
         body: B,
         pool: Option<Arc<dyn Pool<S>>>,
         room: usize,
@@ -161,7 +162,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         B: http_body::Body<Data = Bytes> + Unpin,
         B::Error: Into<BoxError>,
     {
-        let upload = match head::write_request(&mut self.write, parts, &body) {
+        let upload = match head::write_request(&mut self.write, parts, added, &body) {
             Ok(upload) => upload,
             Err(error) => return Err(Failure { error, unsent: None }),
         };
