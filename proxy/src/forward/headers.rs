@@ -74,6 +74,11 @@ impl Via {
 /// `Keep-Alive`, `Proxy-Connection`, `TE` (but `TE: trailers`), `Transfer-Encoding`, `Upgrade`,
 /// `Proxy-Authenticate`, `Proxy-Authorization`. The other headers keep their order.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most heads have none: one pass over the names, without a lookup (`Connection`, which
+    // names the others, is one of them).
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -82,9 +87,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
     let hop = |name: &HeaderName| is_hop_by_hop(name) || named.contains(name);
-    if !headers.keys().any(hop) {
-        return;
-    }
     let te_trailers = headers
         .get_all(header::TE)
         .iter()
