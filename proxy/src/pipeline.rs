@@ -136,18 +136,14 @@ pub async fn handle(
         let client = hyper::upgrade::on(&mut request);
         let (mut parts, ()) = request.into_parts();
         let body = RequestBody::new(body, running.body_read_timeout, max_body_size);
-        let prepare = |headers: &mut http::HeaderMap| {
-            if let Some(id) = &record.id {
-                id.set(headers);
-            }
-            forward::upgrade::ask(headers, &protocol);
-        };
+        let prepare = |headers: &mut http::HeaderMap| forward::upgrade::ask(headers, &protocol);
         let forwarded = Instant::now();
         let mut served_by = None;
         let result = forward::exchange(
             route,
             downstream,
             &running.forwarded,
+            record.id.as_ref(),
             &mut parts,
             body,
             prepare,
@@ -218,17 +214,13 @@ pub async fn handle(
     // forward: forwarding headers, the request id and the cache's validators, then
     // least-connections pick and tries with retries; a failure becomes the proxy's answer here.
     let (mut parts, ()) = request.into_parts();
-    let prepare = |headers: &mut http::HeaderMap| {
-        if let Some(id) = &record.id {
-            id.set(headers);
-        }
-        pass.prepare(headers);
-    };
+    let prepare = |headers: &mut http::HeaderMap| pass.prepare(headers);
     let forwarded = Instant::now();
     let result = forward::exchange(
         route,
         downstream,
         &running.forwarded,
+        record.id.as_ref(),
         &mut parts,
         body,
         prepare,
@@ -269,15 +261,19 @@ fn refresh_in_background(
     parts.headers = request.headers().clone();
     let (route, downstream, policy) = (route.clone(), downstream.clone(), running.forwarded.clone());
     tokio::spawn(async move {
-        let prepare = |headers: &mut http::HeaderMap| {
-            if let Some(id) = &id {
-                id.set(headers);
-            }
-            pass.prepare(headers);
-        };
-        let result = forward::exchange(&route, &downstream, &policy, &mut parts, body, prepare, &mut None)
-            .await
-            .map_err(ProxyError::into_response);
+        let prepare = |headers: &mut http::HeaderMap| pass.prepare(headers);
+        let result = forward::exchange(
+            &route,
+            &downstream,
+            &policy,
+            id.as_ref(),
+            &mut parts,
+            body,
+            prepare,
+            &mut None,
+        )
+        .await
+        .map_err(ProxyError::into_response);
         pass.complete_refresh(result).await;
     });
 }

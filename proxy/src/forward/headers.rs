@@ -4,6 +4,7 @@
 use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::trace::{RequestId, X_REQUEST_ID};
 use crate::downstream::Downstream;
 
 /// Who may set `X-Forwarded-*` and `X-Request-Id`, what goes in `Via`, and whether traces
@@ -126,14 +127,14 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// The forwarding fields a request gets on its way upstream (`X-Forwarded-For`, `-Proto`,
-/// `-Host` and `Via`), made by [`to_upstream`]. They go out after the request's own fields,
-/// written with its head, and are never inserted into its map: that map is the one hyper
-/// made from the client connection's last answer, and each insert would hash, probe and
-/// often grow it.
+/// `-Host`, `Via` and `X-Request-Id`), made by [`to_upstream`]. They go out after the
+/// request's own fields, written with its head, and are never inserted into its map: that map
+/// is the one hyper made from the client connection's last answer, and each insert would
+/// hash, probe and often grow it.
 #[derive(Debug)]
 pub struct Forwarding {
     /// The first `len` are the fields, in the order they go out.
-    fields: [(&'static HeaderName, HeaderValue); 4],
+    fields: [(&'static HeaderName, HeaderValue); 5],
     len: usize,
 }
 
@@ -156,63 +157,114 @@ impl Forwarding {
 
 static VIA: HeaderName = header::VIA;
 
+/// Which of the fields [`to_upstream`] sets a request has of its own, found in one pass over
+/// its names (a lookup hashes the name and probes the map, each time).
+#[derive(Default)]
+struct Own {
+    forwarded: bool,
+    forwarded_for: bool,
+    forwarded_proto: bool,
+    forwarded_host: bool,
+    request_id: bool,
+    host: Option<HeaderValue>,
+}
+
+impl Own {
+    fn of(headers: &HeaderMap) -> Self {
+        let mut own = Self::default();
+        for (name, value) in headers {
+            if *name == header::HOST {
+                own.host.get_or_insert_with(|| value.clone());
+            } else if *name == header::FORWARDED {
+                own.forwarded = true;
+            } else if *name == X_FORWARDED_FOR {
+                own.forwarded_for = true;
+            } else if *name == X_FORWARDED_PROTO {
+                own.forwarded_proto = true;
+            } else if *name == X_FORWARDED_HOST {
+                own.forwarded_host = true;
+            } else if *name == X_REQUEST_ID {
+                own.request_id = true;
+            }
+        }
+        own
+    }
+}
+
 /// Prepares a downstream request's headers for the upstream: strips hop-by-hop headers, sets
 /// `Host` for HTTP/2 clients (from `:authority`), and returns the forwarding fields to send
 /// with them: `X-Forwarded-For`/`-Proto`/`-Host` (extending a trusted proxy's, replacing
-/// anyone else's, whose own leave `headers`; an untrusted client's `Forwarded` is dropped)
-/// and our `Via` entry after any the request has.
+/// anyone else's, whose own leave `headers`; an untrusted client's `Forwarded` is dropped),
+/// our `Via` entry after any the request has, and its `id` (replacing the request's own).
 pub fn to_upstream(
     headers: &mut HeaderMap,
     version: Version,
     authority: Option<&http::uri::Authority>,
     downstream: &Downstream,
     policy: &ForwardedConfig,
+    id: Option<&RequestId>,
 ) -> Forwarding {
     strip_hop_by_hop(headers);
-    if !headers.contains_key(header::HOST)
+    let mut own = Own::of(headers);
+    if own.host.is_none()
         && let Some(value) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     {
-        headers.insert(header::HOST, value);
+        headers.insert(header::HOST, value.clone());
+        own.host = Some(value);
     }
     let mut forwarding = Forwarding::none();
     let proto = HeaderValue::from_static(if downstream.tls { "https" } else { "http" });
     if downstream.peer_trusted {
         let chain = {
-            let existing: Vec<&str> =
-                headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
+            let existing: Vec<&str> = if own.forwarded_for {
+                headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect()
+            } else {
+                Vec::new()
+            };
             let peer = downstream.client_ip();
             if existing.is_empty() { peer.to_string() } else { format!("{}, {peer}", existing.join(", ")) }
         };
-        headers.remove(&X_FORWARDED_FOR);
+        if own.forwarded_for {
+            headers.remove(&X_FORWARDED_FOR);
+        }
         if let Ok(chain) = HeaderValue::from_str(&chain) {
             forwarding.push(&X_FORWARDED_FOR, chain);
         }
-        if !headers.contains_key(&X_FORWARDED_PROTO) {
+        if !own.forwarded_proto {
             forwarding.push(&X_FORWARDED_PROTO, proto);
         }
-        if !headers.contains_key(&X_FORWARDED_HOST)
-            && let Some(host) = headers.get(header::HOST)
+        if !own.forwarded_host
+            && let Some(host) = own.host
         {
-            forwarding.push(&X_FORWARDED_HOST, host.clone());
+            forwarding.push(&X_FORWARDED_HOST, host);
         }
     } else {
         // RFC 7239 `Forwarded` says the same things as `X-Forwarded-*`: an untrusted client
-        // may not say them either. Most send none: one look at the names (a removal looks
-        // each up).
-        let said = [&header::FORWARDED, &X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST];
-        if headers.keys().any(|name| said.contains(&name)) {
-            for name in said {
+        // may not say them either.
+        for (said, name) in [
+            (own.forwarded, &header::FORWARDED),
+            (own.forwarded_for, &X_FORWARDED_FOR),
+            (own.forwarded_proto, &X_FORWARDED_PROTO),
+            (own.forwarded_host, &X_FORWARDED_HOST),
+        ] {
+            if said {
                 headers.remove(name);
             }
         }
         forwarding.push(&X_FORWARDED_FOR, downstream.forwarded_for.clone());
         forwarding.push(&X_FORWARDED_PROTO, proto);
-        if let Some(host) = headers.get(header::HOST) {
-            forwarding.push(&X_FORWARDED_HOST, host.clone());
+        if let Some(host) = own.host {
+            forwarding.push(&X_FORWARDED_HOST, host);
         }
     }
     if let Some(via) = &policy.via {
         forwarding.push(&VIA, via.entry(version).clone());
+    }
+    if let Some(id) = id {
+        if own.request_id {
+            headers.remove(&X_REQUEST_ID);
+        }
+        forwarding.push(&X_REQUEST_ID, id.value().clone());
     }
     forwarding
 }
@@ -247,8 +299,17 @@ mod tests {
     }
 
     /// The head `headers` go upstream with: their own fields, then the forwarding ones.
-    fn sent(mut h: HeaderMap, version: Version, downstream: &Downstream) -> HeaderMap {
-        let forwarding = to_upstream(&mut h, version, None, downstream, &policy());
+    fn sent(h: HeaderMap, version: Version, downstream: &Downstream) -> HeaderMap {
+        sent_with_id(h, version, downstream, None)
+    }
+
+    fn sent_with_id(
+        mut h: HeaderMap,
+        version: Version,
+        downstream: &Downstream,
+        id: Option<&RequestId>,
+    ) -> HeaderMap {
+        let forwarding = to_upstream(&mut h, version, None, downstream, &policy(), id);
         for (name, value) in forwarding.fields() {
             h.append(*name, value.clone());
         }
@@ -311,6 +372,23 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "https");
         let via: Vec<_> = h.get_all("via").iter().collect();
         assert_eq!(via, ["1.1 edge", "2 accel"]);
+    }
+
+    #[test]
+    fn the_request_id_replaces_the_clients_own_and_goes_out_once() {
+        let id = RequestId::generate();
+        for trusted in [false, true] {
+            let mut h = HeaderMap::new();
+            h.insert("host", "api.example.com".parse().unwrap());
+            h.insert("x-request-id", "client's".parse().unwrap());
+            let h = sent_with_id(h, Version::HTTP_11, &downstream("10.0.0.2:4000", trusted), Some(&id));
+            let ids: Vec<_> = h.get_all("x-request-id").iter().collect();
+            assert_eq!(ids, [id.as_str()], "trusted: {trusted}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", "client's".parse().unwrap());
+        let h = sent(h, Version::HTTP_11, &downstream("10.0.0.2:4000", false));
+        assert_eq!(h["x-request-id"], "client's", "without ids, a client's passes as any field");
     }
 
     #[test]

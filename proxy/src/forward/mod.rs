@@ -25,6 +25,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use self::headers::{ForwardedConfig, Forwarding};
+use self::trace::RequestId;
 use crate::body::{Body, BodySlot, BodyTimedOut, BodyTooLarge, Upload};
 use crate::downstream::Downstream;
 use crate::error::ProxyError;
@@ -115,22 +116,25 @@ impl RequestBody {
 }
 
 /// One exchange with the route's upstream, as the pipeline and the cache's background
-/// refresh both make it: forwarding headers on the way up (`policy`, this `downstream`),
-/// `prepare` for the stage that asks (the cache's validators), the tries, and the response
+/// refresh both make it: forwarding headers on the way up (`policy`, this `downstream`, the
+/// request's `id`), `prepare` for the stage that asks (the cache's validators), the tries, and the response
 /// headers set for the client on the way back. `parts` become the upstream request's head in
 /// place (borrowed, not moved, through the tries). `served_by` is set to the endpoint that
 /// answered (for the log lines and errors that name it).
+#[allow(clippy::too_many_arguments)] // the request, where it is going, and who asks
 pub async fn exchange(
     route: &Route,
     downstream: &Downstream,
     policy: &ForwardedConfig,
+    id: Option<&RequestId>,
     parts: &mut Parts,
     body: RequestBody,
     prepare: impl FnOnce(&mut HeaderMap),
     served_by: &mut Option<EndpointAddr>,
 ) -> Result<Response<Body>, ProxyError> {
+    let authority = parts.uri.authority();
     let forwarding =
-        headers::to_upstream(&mut parts.headers, parts.version, parts.uri.authority(), downstream, policy);
+        headers::to_upstream(&mut parts.headers, parts.version, authority, downstream, policy, id);
     prepare(&mut parts.headers);
     let mut response = send(route, parts, &forwarding, body, served_by).await?;
     // A switch keeps the headers that name it.

@@ -48,6 +48,11 @@ impl RequestId {
         self.0.to_str().unwrap_or("-")
     }
 
+    /// The id as a field value.
+    pub fn value(&self) -> &HeaderValue {
+        &self.0
+    }
+
     /// Sets the id as `X-Request-Id` of `headers`, replacing any other.
     pub fn set(&self, headers: &mut HeaderMap) {
         headers.insert(X_REQUEST_ID.clone(), self.0.clone());
@@ -58,9 +63,9 @@ impl RequestId {
 /// see the module doc) and returns its id (the policy's `request_id`); `None` when request ids
 /// are off, and then a client's `X-Request-Id` passes through as any other header.
 ///
-/// The id is not written into `headers` here: the forward sets it ([`RequestId::set`]) on the
-/// request it sends, so that a request answered from the cache does not grow its header map
-/// for a header nobody reads.
+/// The id is not written into `headers` here: the forward sends it with the request's
+/// forwarding fields ([`super::headers::to_upstream`]), and the pipeline sets it on the
+/// answer ([`RequestId::set`]).
 pub fn identify(
     headers: &mut HeaderMap,
     downstream: &Downstream,
