@@ -346,6 +346,8 @@ async fn finish(
     // request id and timing: after the cache, so a stored answer never keeps the id or the
     // timing of the request that filled it; timed as the head is sent.
     let elapsed = started.elapsed();
+    // Every answer of a route with ids: a cache answer holds the field with a stand-in value
+    // (see `RouteCaching::request_id`), replaced here.
     if let Some(id) = &record.id {
         id.set(response.headers_mut());
     }

@@ -241,6 +241,8 @@ impl Proxy {
             state.compression = state.compression.with_defaults(config.compress.clone());
         }
         let RuleSet { routes, files } = rules;
+        let (answer_fields, cache_status_fields) =
+            (config.forwarded.answer_fields(), self.cache.status_fields());
         let mut limits = self.limits.reload();
         let table: Vec<Arc<Route>> = routes
             .into_iter()
@@ -259,10 +261,9 @@ impl Proxy {
                     compress: compress.clone(),
                     request_id: config.forwarded.request_id,
                 });
-                let cache_status_fields = 1 + usize::from(self.cache.config.x_cache_status);
                 let added_fields = Route::added_fields(
                     &rule,
-                    &config.forwarded,
+                    answer_fields,
                     cache_status_fields,
                     compress.is_some(),
                     &limits,

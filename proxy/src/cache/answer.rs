@@ -1,12 +1,11 @@
 //! Answers from stored entries: the entry (or a `304`, or a range of it), `Age`,
 //! `Cache-Status` and the headers the cache keeps to itself.
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 
 use super::range::{self, Ranged};
 use super::*;
-use crate::forward::trace::X_REQUEST_ID;
 
 impl Cache {
     /// An answer from `entry` to a `method` request on `route`: a 304 when the client's
@@ -70,6 +69,12 @@ impl Cache {
         Answer { response, result: status.result() }
     }
 
+    /// How many status fields the cache adds to an answer: `Cache-Status`, and
+    /// `X-Cache-Status` when configured.
+    pub fn status_fields(&self) -> usize {
+        1 + usize::from(self.config.x_cache_status)
+    }
+
     /// `Age` and the cache's status headers of an answer from an entry `age` seconds old.
     pub(super) fn mark_hit(&self, headers: &mut HeaderMap, age: u64, status: CacheStatus) {
         // Room for the headers added here, so the map grows (and rehashes) at most once.
@@ -98,6 +103,9 @@ impl Cache {
         }
     }
 }
+
+/// The field of the request id the pipeline sets on every answer of a route with ids.
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// `Accept-Ranges` of a stored `200`.
 const ACCEPT_BYTES: HeaderValue = HeaderValue::from_static("bytes");

@@ -386,6 +386,27 @@ mod tests {
     }
 
     #[test]
+    fn the_way_back_counts_each_field_a_stage_of_the_route_adds() {
+        use crate::limit::RouteLimits;
+        use crate::route::Route;
+        let none = RouteLimits::default();
+        let (plain, _) = parse_str("[[route]]\nname = \"r\"\nupstream = \"api\"\n");
+        assert_eq!(Route::added_fields(&plain[0], 0, 2, false, &none), 0);
+        assert_eq!(Route::added_fields(&plain[0], 2, 2, false, &none), 2, "the id and Via");
+        assert_eq!(Route::added_fields(&plain[0], 0, 2, true, &none), 2, "Content-Encoding and Vary");
+
+        let (cached, _) =
+            parse_str("[[route]]\nname = \"r\"\nupstream = \"api\"\ncache = { ttl = \"1m\" }\n");
+        assert_eq!(Route::added_fields(&cached[0], 1, 1, false, &none), 2);
+        assert_eq!(Route::added_fields(&cached[0], 1, 2, true, &none), 5);
+        let text = "[[route]]\nname = \"r\"\nupstream = \"api\"\ntiming = { server_timing = true, response_time = true }\n";
+        let (timed, _) = parse_str(text);
+        assert_eq!(Route::added_fields(&timed[0], 1, 2, false, &none), 3);
+        let policy = crate::forward::headers::ForwardedConfig::default();
+        assert_eq!(policy.answer_fields(), 1, "ids on, no Via");
+    }
+
+    #[test]
     fn a_route_body_limit_is_a_size() {
         let (routes, problems) =
             parse_str("[[route]]\nname = \"up\"\nupstream = \"api\"\nmax_body_size = \"10MiB\"\n");

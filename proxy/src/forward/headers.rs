@@ -1,11 +1,13 @@
-//! Header rules at the proxy boundary: hop-by-hop headers stop here; forwarding headers and
-//! `Via` are added; everything else passes untouched, in order.
+//! Header rules at the proxy boundary: hop-by-hop headers stop here; a request's forwarding
+//! headers, `Via` and id go out with its head (written after its own fields, not put in its
+//! map), an answer's `Via` is appended; everything else passes untouched, in order.
 
 use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::trace::{RequestId, X_REQUEST_ID};
 use crate::downstream::Downstream;
+use crate::h1::Fields;
 
 /// Who may set `X-Forwarded-*` and `X-Request-Id`, what goes in `Via`, and whether traces
 /// are started (see [`super::trace`]).
@@ -22,6 +24,13 @@ pub struct ForwardedConfig {
     pub start_traces: bool,
 }
 
+impl ForwardedConfig {
+    /// How many fields this policy adds to every answer: the request id and `Via`.
+    pub fn answer_fields(&self) -> usize {
+        usize::from(self.request_id) + usize::from(self.via.is_some())
+    }
+}
+
 impl Default for ForwardedConfig {
     /// No trusted proxy, no `Via`, request ids on, no trace started.
     fn default() -> Self {
@@ -34,6 +43,8 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static FORWARDED: HeaderName = header::FORWARDED;
+static VIA: HeaderName = header::VIA;
 
 /// The `Via` entries (RFC 9110 §7.6.3) the proxy appends, made once from the configured
 /// pseudonym: `1.1 accel` for an HTTP/1.1 hop, `2 accel` for HTTP/2, and so on.
@@ -94,7 +105,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))));
     // `HeaderMap::remove` fills the hole with the last header, reordering the others: rebuild
     // the map in order instead (only when there is something to strip).
-    let mut kept = HeaderMap::with_capacity(headers.len());
+    // The same room: an answer's map was made with room for the fields the way back adds.
+    let mut kept = HeaderMap::with_capacity(headers.capacity());
     let mut current: Option<HeaderName> = None;
     for (name, value) in std::mem::take(headers) {
         if let Some(name) = name {
@@ -127,35 +139,50 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// The forwarding fields a request gets on its way upstream (`X-Forwarded-For`, `-Proto`,
-/// `-Host`, `Via` and `X-Request-Id`), made by [`to_upstream`]. They go out after the
-/// request's own fields, written with its head, and are never inserted into its map: that map
-/// is the one hyper made from the client connection's last answer, and each insert would
-/// hash, probe and often grow it.
+/// `-Host`, `Via` and `X-Request-Id`), made by [`to_upstream`], and the request's own fields
+/// they replace. Both apply as the head is written ([`Forwarding::fields`]): the map is left
+/// as it is. It is the one hyper made from the client connection's last answer, so each
+/// insert would hash, probe and often grow it, and each removal would move its last field
+/// into the hole.
 #[derive(Debug)]
 pub struct Forwarding {
     /// The first `len` are the fields, in the order they go out.
-    fields: [(&'static HeaderName, HeaderValue); 5],
+    added: [(&'static HeaderName, HeaderValue); 5],
     len: usize,
+    /// The first `replaced` are the names of the request's fields not sent.
+    left_out: [&'static HeaderName; 5],
+    replaced: usize,
 }
 
 impl Forwarding {
     /// No fields.
     pub fn none() -> Self {
-        Self { fields: std::array::from_fn(|_| (&VIA, HeaderValue::from_static(""))), len: 0 }
+        Self {
+            added: std::array::from_fn(|_| (&VIA, HeaderValue::from_static(""))),
+            len: 0,
+            left_out: [&VIA; 5],
+            replaced: 0,
+        }
     }
 
-    /// The fields, in the order they go out.
-    pub fn fields(&self) -> &[(&'static HeaderName, HeaderValue)] {
-        &self.fields[..self.len]
+    /// What the request's head says besides its map.
+    pub fn fields(&self) -> Fields<'_> {
+        Fields { added: &self.added[..self.len], left_out: &self.left_out[..self.replaced] }
     }
 
-    fn push(&mut self, name: &'static HeaderName, value: HeaderValue) {
-        self.fields[self.len] = (name, value);
+    fn add(&mut self, name: &'static HeaderName, value: HeaderValue) {
+        self.added[self.len] = (name, value);
         self.len += 1;
     }
-}
 
-static VIA: HeaderName = header::VIA;
+    /// The request's own fields named `name` are not sent (when it has any).
+    fn leave_out(&mut self, name: &'static HeaderName, present: bool) {
+        if present {
+            self.left_out[self.replaced] = name;
+            self.replaced += 1;
+        }
+    }
+}
 
 /// Which of the fields [`to_upstream`] sets a request has of its own, found in one pass over
 /// its names (a lookup hashes the name and probes the map, each time).
@@ -194,8 +221,8 @@ impl Own {
 /// Prepares a downstream request's headers for the upstream: strips hop-by-hop headers, sets
 /// `Host` for HTTP/2 clients (from `:authority`), and returns the forwarding fields to send
 /// with them: `X-Forwarded-For`/`-Proto`/`-Host` (extending a trusted proxy's, replacing
-/// anyone else's, whose own leave `headers`; an untrusted client's `Forwarded` is dropped),
-/// our `Via` entry after any the request has, and its `id` (replacing the request's own).
+/// anyone else's; an untrusted client's `Forwarded` is not sent), our `Via` entry after any
+/// the request has, and its `id` (replacing the request's own).
 pub fn to_upstream(
     headers: &mut HeaderMap,
     version: Version,
@@ -224,47 +251,37 @@ pub fn to_upstream(
             let peer = downstream.client_ip();
             if existing.is_empty() { peer.to_string() } else { format!("{}, {peer}", existing.join(", ")) }
         };
-        if own.forwarded_for {
-            headers.remove(&X_FORWARDED_FOR);
-        }
+        forwarding.leave_out(&X_FORWARDED_FOR, own.forwarded_for);
         if let Ok(chain) = HeaderValue::from_str(&chain) {
-            forwarding.push(&X_FORWARDED_FOR, chain);
+            forwarding.add(&X_FORWARDED_FOR, chain);
         }
         if !own.forwarded_proto {
-            forwarding.push(&X_FORWARDED_PROTO, proto);
+            forwarding.add(&X_FORWARDED_PROTO, proto);
         }
         if !own.forwarded_host
             && let Some(host) = own.host
         {
-            forwarding.push(&X_FORWARDED_HOST, host);
+            forwarding.add(&X_FORWARDED_HOST, host);
         }
     } else {
         // RFC 7239 `Forwarded` says the same things as `X-Forwarded-*`: an untrusted client
         // may not say them either.
-        for (said, name) in [
-            (own.forwarded, &header::FORWARDED),
-            (own.forwarded_for, &X_FORWARDED_FOR),
-            (own.forwarded_proto, &X_FORWARDED_PROTO),
-            (own.forwarded_host, &X_FORWARDED_HOST),
-        ] {
-            if said {
-                headers.remove(name);
-            }
-        }
-        forwarding.push(&X_FORWARDED_FOR, downstream.forwarded_for.clone());
-        forwarding.push(&X_FORWARDED_PROTO, proto);
+        forwarding.leave_out(&FORWARDED, own.forwarded);
+        forwarding.leave_out(&X_FORWARDED_FOR, own.forwarded_for);
+        forwarding.leave_out(&X_FORWARDED_PROTO, own.forwarded_proto);
+        forwarding.leave_out(&X_FORWARDED_HOST, own.forwarded_host);
+        forwarding.add(&X_FORWARDED_FOR, downstream.forwarded_for.clone());
+        forwarding.add(&X_FORWARDED_PROTO, proto);
         if let Some(host) = own.host {
-            forwarding.push(&X_FORWARDED_HOST, host);
+            forwarding.add(&X_FORWARDED_HOST, host);
         }
     }
     if let Some(via) = &policy.via {
-        forwarding.push(&VIA, via.entry(version).clone());
+        forwarding.add(&VIA, via.entry(version).clone());
     }
     if let Some(id) = id {
-        if own.request_id {
-            headers.remove(&X_REQUEST_ID);
-        }
-        forwarding.push(&X_REQUEST_ID, id.value().clone());
+        forwarding.leave_out(&X_REQUEST_ID, own.request_id);
+        forwarding.add(&X_REQUEST_ID, id.value().clone());
     }
     forwarding
 }
@@ -310,10 +327,17 @@ mod tests {
         id: Option<&RequestId>,
     ) -> HeaderMap {
         let forwarding = to_upstream(&mut h, version, None, downstream, &policy(), id);
-        for (name, value) in forwarding.fields() {
-            h.append(*name, value.clone());
+        let fields = forwarding.fields();
+        let mut sent = HeaderMap::new();
+        for (name, value) in &h {
+            if !fields.left_out.contains(&name) {
+                sent.append(name, value.clone());
+            }
         }
-        h
+        for (name, value) in fields.added {
+            sent.append(*name, value.clone());
+        }
+        sent
     }
 
     fn policy() -> ForwardedConfig {
@@ -337,6 +361,17 @@ mod tests {
         assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
         assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn stripping_keeps_the_room_a_map_was_made_with() {
+        let mut h = HeaderMap::with_capacity(12);
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        h.insert("content-type", "text/plain".parse().unwrap());
+        let room = h.capacity();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h.capacity(), room, "a chunked answer's map keeps the room for the way back");
     }
 
     #[test]
@@ -389,6 +424,27 @@ mod tests {
         h.insert("x-request-id", "client's".parse().unwrap());
         let h = sent(h, Version::HTTP_11, &downstream("10.0.0.2:4000", false));
         assert_eq!(h["x-request-id"], "client's", "without ids, a client's passes as any field");
+    }
+
+    #[test]
+    fn the_other_fields_keep_their_order_whatever_is_replaced() {
+        let id = RequestId::generate();
+        for trusted in [false, true] {
+            let mut h = HeaderMap::new();
+            for (name, value) in [
+                ("host", "api.example.com"),
+                ("x-request-id", "client's"),
+                ("x-forwarded-for", "1.2.3.4"),
+                ("a", "1"),
+                ("b", "2"),
+                ("c", "3"),
+            ] {
+                h.append(name, value.parse().unwrap());
+            }
+            let h = sent_with_id(h, Version::HTTP_11, &downstream("10.0.0.2:4000", trusted), Some(&id));
+            let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+            assert_eq!(names[..4], ["host", "a", "b", "c"], "trusted: {trusted}");
+        }
     }
 
     #[test]

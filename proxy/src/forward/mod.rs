@@ -117,10 +117,11 @@ impl RequestBody {
 
 /// One exchange with the route's upstream, as the pipeline and the cache's background
 /// refresh both make it: forwarding headers on the way up (`policy`, this `downstream`, the
-/// request's `id`), `prepare` for the stage that asks (the cache's validators), the tries, and the response
-/// headers set for the client on the way back. `parts` become the upstream request's head in
-/// place (borrowed, not moved, through the tries). `served_by` is set to the endpoint that
-/// answered (for the log lines and errors that name it).
+/// request's `id`), `prepare` for the stage that asks (the cache's validators), the tries,
+/// and the response headers set for the client on the way back. `parts` become the upstream
+/// request's head in place (borrowed, not moved, through the tries), the forwarding fields
+/// written after them. `served_by` is set to the endpoint that answered (for the log lines
+/// and errors that name it).
 #[allow(clippy::too_many_arguments)] // the request, where it is going, and who asks
 pub async fn exchange(
     route: &Route,

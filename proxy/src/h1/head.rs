@@ -9,7 +9,7 @@ use http::{HeaderMap, Method, Response, StatusCode, Version};
 use tokio::io::AsyncRead;
 
 use super::decode::Decode;
-use super::{Connection, Error, Upload, poll_read_into};
+use super::{Connection, Error, Fields, Upload, poll_read_into};
 
 /// Longest response head read, in bytes; a longer one is [`Error::Invalid`].
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -17,13 +17,13 @@ pub const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in a response head (and in trailers).
 pub const MAX_HEADERS: usize = 100;
 
-/// Writes the request head (its fields, then the `added` ones) into `buf` and says how its
-/// body goes out: `Content-Length` as the request gives it, none for a body known to be
-/// empty, chunked otherwise.
+/// Writes the request head (its map's fields but those `fields` leave out, then those it
+/// adds) into `buf` and says how its body goes out: `Content-Length` as the request gives
+/// it, none for a body known to be empty, chunked otherwise.
 pub(super) fn write_request<B: http_body::Body>(
     buf: &mut Vec<u8>,
     parts: &Parts,
-    added: &[(&HeaderName, HeaderValue)],
+    fields: Fields<'_>,
     body: &B,
 ) -> Result<Upload, Error> {
     let upload = match parts.headers.get(CONTENT_LENGTH) {
@@ -45,8 +45,12 @@ pub(super) fn write_request<B: http_body::Body>(
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     buf.extend_from_slice(target.as_bytes());
     buf.extend_from_slice(b" HTTP/1.1\r\n");
-    write_fields_except(buf, &parts.headers, &TRANSFER_ENCODING);
-    for (name, value) in added {
+    for (name, value) in &parts.headers {
+        if name != TRANSFER_ENCODING && !fields.left_out.contains(&name) {
+            write_field(buf, name, value);
+        }
+    }
+    for (name, value) in fields.added {
         write_field(buf, name, value);
     }
     let has_length = parts.headers.contains_key(CONTENT_LENGTH);
@@ -75,14 +79,6 @@ fn has_body_semantics(method: &Method) -> bool {
 pub(super) fn write_fields(buf: &mut Vec<u8>, fields: &HeaderMap) {
     for (name, value) in fields {
         write_field(buf, name, value);
-    }
-}
-
-fn write_fields_except(buf: &mut Vec<u8>, fields: &HeaderMap, left_out: &HeaderName) {
-    for (name, value) in fields {
-        if name != left_out {
-            write_field(buf, name, value);
-        }
     }
 }
 

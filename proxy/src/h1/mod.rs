@@ -98,6 +98,14 @@ pub struct Failure<B> {
     pub unsent: Option<B>,
 }
 
+/// What a request's head says besides its map: the `added` fields, written after the map's,
+/// and none of the map's fields named in `left_out`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Fields<'a> {
+    pub added: &'a [(&'static HeaderName, HeaderValue)],
+    pub left_out: &'a [&'static HeaderName],
+}
+
 /// Takes back connections whose exchange ended cleanly.
 pub trait Pool<S>: Send + Sync + std::fmt::Debug {
     /// `connection` may carry the next exchange.
@@ -147,13 +155,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Sends the request (`parts`, origin-form target, `Host` set, hop-by-hop headers gone,
-    /// then the `added` fields, and `body`) and reads the response head, whose header map has
-    /// room for `room` more fields. The response body reads on from the connection and gives it to `pool` after a
-    /// clean end.
+    /// with `fields` applied, and `body`) and reads the response head, whose header map has
+    /// room for `room` more fields. The response body reads on from the connection and gives
+    /// it to `pool` after a clean end.
     pub async fn send<B>(
         mut self,
         parts: &Parts,
-        added: &[(&HeaderName, HeaderValue)],
+        fields: Fields<'_>,
         body: B,
         pool: Option<Arc<dyn Pool<S>>>,
         room: usize,
@@ -162,7 +170,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         B: http_body::Body<Data = Bytes> + Unpin,
         B::Error: Into<BoxError>,
     {
-        let upload = match head::write_request(&mut self.write, parts, added, &body) {
+        let upload = match head::write_request(&mut self.write, parts, fields, &body) {
             Ok(upload) => upload,
             Err(error) => return Err(Failure { error, unsent: None }),
         };

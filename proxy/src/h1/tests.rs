@@ -144,8 +144,9 @@ where
 async fn exchange(method: Method, io: Scripted) -> (Result<Received, Error>, Arc<Kept>) {
     let kept = Arc::new(Kept::default());
     let pool: Arc<dyn Pool<Scripted>> = kept.clone();
-    let sent =
-        Connection::new(io).send(&parts(method, "/x"), &[], Full::new(Bytes::new()), Some(pool), 0).await;
+    let sent = Connection::new(io)
+        .send(&parts(method, "/x"), Fields::default(), Full::new(Bytes::new()), Some(pool), 0)
+        .await;
     match sent {
         Ok(response) => (Ok(collect(response).await), kept),
         Err(failure) => (Err(failure.error), kept),
@@ -299,19 +300,22 @@ async fn a_reused_connection_closed_before_any_answer_gives_the_request_back() {
     connection.io.keep_open = false;
     let pool: Arc<dyn Pool<Scripted>> = kept.clone();
     let body = Full::new(Bytes::new());
-    let failure = connection.send(&parts(Method::GET, "/y"), &[], body, Some(pool), 0).await.unwrap_err();
+    let failure =
+        connection.send(&parts(Method::GET, "/y"), Fields::default(), body, Some(pool), 0).await.unwrap_err();
     assert!(matches!(failure.error, Error::Closed));
     assert!(failure.unsent.is_some(), "the request can go out again");
     // Not a POST: the endpoint may have acted on it before closing.
     let (_, kept) = get("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
     let mut connection = kept.take();
     connection.io.keep_open = false;
-    let failure =
-        connection.send(&parts(Method::POST, "/y"), &[], Full::new(Bytes::new()), None, 0).await.unwrap_err();
+    let failure = connection
+        .send(&parts(Method::POST, "/y"), Fields::default(), Full::new(Bytes::new()), None, 0)
+        .await
+        .unwrap_err();
     assert!(matches!(failure.error, Error::Closed) && failure.unsent.is_none());
     // A fresh connection that closes says so, without the request back.
     let failure = Connection::new(Scripted::new([]))
-        .send(&parts(Method::GET, "/y"), &[], Full::new(Bytes::new()), None, 0)
+        .send(&parts(Method::GET, "/y"), Fields::default(), Full::new(Bytes::new()), None, 0)
         .await
         .unwrap_err();
     assert!(matches!(failure.error, Error::Closed) && failure.unsent.is_none());
@@ -332,7 +336,7 @@ async fn request_bodies_go_out_with_their_length_or_chunked() {
     let mut with_length = parts(Method::POST, "/up?q=1");
     with_length.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("11"));
     Connection::new(Scripted::open(answer))
-        .send(&with_length, &[], streamed(&["hello", " world"]), pool(), 0)
+        .send(&with_length, Fields::default(), streamed(&["hello", " world"]), pool(), 0)
         .await
         .ok()
         .expect("an answer");
@@ -342,7 +346,7 @@ async fn request_bodies_go_out_with_their_length_or_chunked() {
     );
 
     Connection::new(Scripted::open(answer))
-        .send(&parts(Method::PUT, "/up"), &[], streamed(&["hello", " world"]), pool(), 0)
+        .send(&parts(Method::PUT, "/up"), Fields::default(), streamed(&["hello", " world"]), pool(), 0)
         .await
         .ok()
         .expect("an answer");
@@ -352,14 +356,14 @@ async fn request_bodies_go_out_with_their_length_or_chunked() {
     );
 
     Connection::new(Scripted::open(answer))
-        .send(&parts(Method::POST, "/up"), &[], Full::new(Bytes::new()), pool(), 0)
+        .send(&parts(Method::POST, "/up"), Fields::default(), Full::new(Bytes::new()), pool(), 0)
         .await
         .unwrap();
     assert_eq!(kept.take().io.written, b"POST /up HTTP/1.1\r\nhost: origin\r\ncontent-length: 0\r\n\r\n");
 
     // A body shorter than its length is not sent as if it were whole.
     let sent = Connection::new(Scripted::open(answer))
-        .send(&with_length, &[], streamed(&["hello"]), pool(), 0)
+        .send(&with_length, Fields::default(), streamed(&["hello"]), pool(), 0)
         .await;
     assert!(matches!(sent, Err(Failure { error: Error::Invalid(_), .. })));
 }
@@ -372,7 +376,7 @@ async fn an_answer_before_the_whole_request_keeps_the_connection_out_of_the_pool
     let pool: Arc<dyn Pool<Scripted>> = kept.clone();
     let io = Scripted::open("HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n");
     let response = Connection::new(io)
-        .send(&parts(Method::POST, "/up"), &[], StreamBody::new(rx), Some(pool), 0)
+        .send(&parts(Method::POST, "/up"), Fields::default(), StreamBody::new(rx), Some(pool), 0)
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
@@ -627,8 +631,10 @@ async fn a_101_to_an_upgrade_request_hands_over_the_stream_with_the_bytes_past_t
     request.headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
     let endpoint = Scripted::open("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\nframe");
     let pool: Arc<dyn Pool<Scripted>> = kept.clone();
-    let response =
-        Connection::new(endpoint).send(&request, &[], Full::new(Bytes::new()), Some(pool), 0).await.unwrap();
+    let response = Connection::new(endpoint)
+        .send(&request, Fields::default(), Full::new(Bytes::new()), Some(pool), 0)
+        .await
+        .unwrap();
 
     assert_eq!(response.status(), 101);
     assert_eq!(response.headers()["upgrade"], "websocket");
@@ -645,14 +651,16 @@ async fn a_non_101_answer_to_an_upgrade_request_is_an_ordinary_response() {
     request.headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
     request.headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
     let endpoint = Scripted::open("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-    let response =
-        Connection::new(endpoint).send(&request, &[], Full::new(Bytes::new()), None, 0).await.unwrap();
+    let response = Connection::new(endpoint)
+        .send(&request, Fields::default(), Full::new(Bytes::new()), None, 0)
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let (head, body) = response.into_parts();
     assert!(body.into_upgraded().is_none());
     assert_eq!(head.status, 200);
     let response = Connection::new(Scripted::open("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"))
-        .send(&request, &[], Full::new(Bytes::new()), None, 0)
+        .send(&request, Fields::default(), Full::new(Bytes::new()), None, 0)
         .await
         .unwrap();
     assert_eq!(collect(response).await.body.unwrap().0, Bytes::from_static(b"ok"));
@@ -687,17 +695,22 @@ fn a_parsed_head_has_the_room_asked_for_and_not_much_more() {
 }
 
 #[tokio::test]
-async fn added_fields_go_out_after_the_requests_own() {
+async fn added_fields_go_out_after_the_requests_own_and_left_out_ones_not_at_all() {
+    static VIA: http::HeaderName = http::header::VIA;
+    static FROM: http::HeaderName = http::header::FROM;
     let kept = Arc::new(Kept::default());
     let pool: Arc<dyn Pool<Scripted>> = kept.clone();
-    let via = http::header::VIA;
-    let added = [(&via, HeaderValue::from_static("1.1 accel")), (&via, HeaderValue::from_static("2 other"))];
+    let added = [(&VIA, HeaderValue::from_static("1.1 accel")), (&VIA, HeaderValue::from_static("2 other"))];
+    let mut request = parts(Method::GET, "/a");
+    for (name, value) in [("from", "a"), ("accept", "*/*"), ("from", "b"), ("via", "1.0 edge")] {
+        request.headers.append(name, HeaderValue::from_static(value));
+    }
+    let fields = Fields { added: &added, left_out: &[&FROM] };
     Connection::new(Scripted::open("HTTP/1.1 204 No Content\r\n\r\n"))
-        .send(&parts(Method::GET, "/a"), &added, Full::new(Bytes::new()), Some(pool), 0)
+        .send(&request, fields, Full::new(Bytes::new()), Some(pool), 0)
         .await
         .unwrap();
-    assert_eq!(
-        kept.take().io.written,
-        b"GET /a HTTP/1.1\r\nhost: origin\r\nvia: 1.1 accel\r\nvia: 2 other\r\n\r\n"
-    );
+    let written = String::from_utf8(kept.take().io.written).unwrap();
+    let expected = "GET /a HTTP/1.1\r\nhost: origin\r\naccept: */*\r\nvia: 1.0 edge\r\nvia: 1.1 accel\r\nvia: 2 other\r\n\r\n";
+    assert_eq!(written, expected, "the map's fields in order, those left out gone, the added after");
 }

@@ -258,7 +258,8 @@ impl RouteLimits {
         self.limits.is_empty()
     }
 
-    /// True when the route's answers carry the `RateLimit` headers (a limit has `headers = true`).
+    /// True when the route's answers carry the `RateLimit` headers (a limit has
+    /// `headers = true`).
     pub fn sends_headers(&self) -> bool {
         self.policy.is_some()
     }

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::request::Parts;
-use http::{HeaderName, HeaderValue, Request, Response};
+use http::{Request, Response};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -31,7 +31,7 @@ use super::metrics::Lookups;
 use super::resolve::Resolver;
 use super::tls::UpstreamTls;
 use crate::body::{Body, BoxError};
-use crate::h1::{self, Connection, Failure, Stream};
+use crate::h1::{self, Connection, Failure, Fields, Stream};
 
 /// A response body read from an endpoint's connection.
 pub type ResponseBody = h1::ResponseBody<Stream>;
@@ -125,21 +125,21 @@ impl Connections {
     /// out in origin-form, over HTTP/1.1, whatever the request's URI and version say.
     pub async fn send(&self, request: Request<Body>) -> Result<Response<ResponseBody>, SendError> {
         let (parts, body) = request.into_parts();
-        self.send_parts(&parts, &[], body, 0).await
+        self.send_parts(&parts, Fields::default(), body, 0).await
     }
 
     /// [`send`](Self::send) with the request's head borrowed (a caller that may try another
-    /// endpoint keeps it) and the `added` fields after its own, and `room` in the response's
-    /// header map for the fields the caller will add.
+    /// endpoint keeps it) and `fields` applied to it, and `room` in the response's header map
+    /// for the fields the caller will add.
     pub async fn send_parts(
         &self,
         parts: &Parts,
-        added: &[(&HeaderName, HeaderValue)],
+        fields: Fields<'_>,
         mut body: Body,
         room: usize,
     ) -> Result<Response<ResponseBody>, SendError> {
         while let Some(connection) = self.checkout() {
-            match connection.send(parts, added, body, Some(self.pool()), room).await {
+            match connection.send(parts, fields, body, Some(self.pool()), room).await {
                 Ok(response) => return Ok(response),
                 // The endpoint had closed the connection while it was idle: the next one.
                 Err(Failure { error, unsent: Some(unsent) }) => {
@@ -151,7 +151,7 @@ impl Connections {
         }
         let connection = self.connect().await?;
         connection
-            .send(parts, added, body, Some(self.pool()), room)
+            .send(parts, fields, body, Some(self.pool()), room)
             .await
             .map_err(|failure| SendError::Exchange(failure.error))
     }
