@@ -17,6 +17,13 @@ pub const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in a response head (and in trailers).
 pub const MAX_HEADERS: usize = 100;
 
+/// A request head as written: how its body goes out, and whether it has a `Connection` field
+/// (only then need it be read for `close` or `upgrade`).
+pub(super) struct Written {
+    pub upload: Upload,
+    pub connection: bool,
+}
+
 /// Writes the request head (its map's fields but those `fields` leave out, then those it
 /// adds) into `buf` and says how its body goes out: `Content-Length` as the request gives
 /// it, none for a body known to be empty, chunked otherwise.
@@ -25,15 +32,17 @@ pub(super) fn write_request<B: http_body::Body>(
     parts: &Parts,
     fields: Fields<'_>,
     body: &B,
-) -> Result<Upload, Error> {
-    let upload = match parts.headers.get(CONTENT_LENGTH) {
-        Some(_) => match content_length(parts.headers.get_all(CONTENT_LENGTH).iter()) {
+) -> Result<Written, Error> {
+    let lengths = parts.headers.get_all(CONTENT_LENGTH);
+    let has_length = lengths.iter().next().is_some();
+    let upload = match has_length {
+        true => match content_length(lengths.iter()) {
             Some(0) => Upload::Done,
             Some(len) => Upload::Length(len),
             None => return Err(Error::Invalid("request content-length is not a length")),
         },
-        None if body.is_end_stream() => Upload::Done,
-        None => match body.size_hint().exact() {
+        false if body.is_end_stream() => Upload::Done,
+        false => match body.size_hint().exact() {
             Some(0) => Upload::Done,
             Some(len) => Upload::Length(len),
             None => Upload::Chunked,
@@ -45,7 +54,9 @@ pub(super) fn write_request<B: http_body::Body>(
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     buf.extend_from_slice(target.as_bytes());
     buf.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut connection = false;
     for (name, value) in &parts.headers {
+        connection |= name == CONNECTION;
         if name != TRANSFER_ENCODING && !fields.left_out.contains(&name) {
             write_field(buf, name, value);
         }
@@ -53,7 +64,6 @@ pub(super) fn write_request<B: http_body::Body>(
     for (name, value) in fields.added {
         write_field(buf, name, value);
     }
-    let has_length = parts.headers.contains_key(CONTENT_LENGTH);
     match upload {
         Upload::Chunked => buf.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Upload::Length(len) if !has_length => {
@@ -67,7 +77,7 @@ pub(super) fn write_request<B: http_body::Body>(
         _ => {}
     }
     buf.extend_from_slice(b"\r\n");
-    Ok(upload)
+    Ok(Written { upload, connection })
 }
 
 /// Methods whose requests are expected to have a body: an empty one is said to be empty.
@@ -99,7 +109,7 @@ pub(super) fn poll_read_head<S: AsyncRead + Unpin>(
     upgrade: bool,
     room: usize,
     cx: &mut Context<'_>,
-) -> Poll<Result<Option<Response<()>>, Error>> {
+) -> Poll<Result<Option<Response<Named>>, Error>> {
     loop {
         if !connection.read.is_empty() {
             if let Some(head) = parse_response(&mut connection.read, room)? {
@@ -126,9 +136,31 @@ pub(super) fn poll_read_head<S: AsyncRead + Unpin>(
     }
 }
 
-/// Parses a response head from the start of `buf` and consumes it: the head, or `None` while
-/// it is incomplete (`buf` untouched). The map has `room` for fields added on the way back.
-pub(super) fn parse_response(buf: &mut BytesMut, room: usize) -> Result<Option<Response<()>>, Error> {
+/// Which of the fields that frame a body a head has, seen as its fields are read: the
+/// framing then looks up only those (each lookup hashes the name and probes the map).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Named {
+    transfer_encoding: bool,
+    content_length: bool,
+    connection: bool,
+}
+
+impl Named {
+    fn note(&mut self, name: &HeaderName) {
+        if name == TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+        } else if name == CONTENT_LENGTH {
+            self.content_length = true;
+        } else if name == CONNECTION {
+            self.connection = true;
+        }
+    }
+}
+
+/// Parses a response head from the start of `buf` and consumes it: the head (what it names
+/// in place of a body), or `None` while it is incomplete (`buf` untouched). The map has
+/// `room` for fields added on the way back.
+pub(super) fn parse_response(buf: &mut BytesMut, room: usize) -> Result<Option<Response<Named>>, Error> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut fields);
     let len = match parsed.parse(buf) {
@@ -145,21 +177,27 @@ pub(super) fn parse_response(buf: &mut BytesMut, room: usize) -> Result<Option<R
     let status = parsed.code.and_then(|code| StatusCode::from_u16(code).ok());
     let Some(status) = status else { return Err(Error::Invalid("malformed status code")) };
     let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
-    let headers = fields_to_map(parsed.headers, room)?;
+    let mut named = Named::default();
+    let headers = fields_to_map(parsed.headers, room, |name| named.note(name))?;
     buf.advance(len);
-    let mut response = Response::new(());
+    let mut response = Response::new(named);
     *response.status_mut() = status;
     *response.version_mut() = version;
     *response.headers_mut() = headers;
     Ok(Some(response))
 }
 
-/// Header fields as a map (names lowercased, order kept).
-pub(super) fn fields_to_map(fields: &[httparse::Header<'_>], room: usize) -> Result<HeaderMap, Error> {
+/// Header fields as a map (names lowercased, order kept), each name shown to `see`.
+pub(super) fn fields_to_map(
+    fields: &[httparse::Header<'_>],
+    room: usize,
+    mut see: impl FnMut(&HeaderName),
+) -> Result<HeaderMap, Error> {
     let mut map = HeaderMap::with_capacity(fields.len() + room);
     for field in fields {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| Error::Invalid("malformed header field name"))?;
+        see(&name);
         let value = HeaderValue::from_bytes(field.value)
             .map_err(|_| Error::Invalid("malformed header field value"))?;
         map.append(name, value);
@@ -169,14 +207,15 @@ pub(super) fn fields_to_map(fields: &[httparse::Header<'_>], room: usize) -> Res
 
 /// How the response body is framed (RFC 9112 §6.3), and whether the connection may carry
 /// another exchange after it as far as the head goes.
-pub(super) fn framing(method: &Method, head: &Response<()>) -> Result<(Decode, bool), Error> {
+pub(super) fn framing(method: &Method, head: &Response<Named>) -> Result<(Decode, bool), Error> {
     let headers = head.headers();
-    let chunked = match headers.get(TRANSFER_ENCODING) {
-        None => false,
-        Some(_) if headers.contains_key(CONTENT_LENGTH) => {
+    let named = *head.body();
+    let chunked = match named.transfer_encoding {
+        false => false,
+        true if named.content_length => {
             return Err(Error::Invalid("both content-length and transfer-encoding"));
         }
-        Some(_) => {
+        true => {
             // The codings in order; chunked must be the last, and only once.
             let codings: Vec<String> = headers
                 .get_all(TRANSFER_ENCODING)
@@ -195,14 +234,14 @@ pub(super) fn framing(method: &Method, head: &Response<()>) -> Result<(Decode, b
             true
         }
     };
-    let length = match headers.get(CONTENT_LENGTH) {
-        None => None,
-        Some(_) => match content_length(headers.get_all(CONTENT_LENGTH).iter()) {
+    let length = match named.content_length {
+        false => None,
+        true => match content_length(headers.get_all(CONTENT_LENGTH).iter()) {
             Some(len) => Some(len),
             None => return Err(Error::Invalid("invalid or differing content-length")),
         },
     };
-    let keep_alive = head.version() == Version::HTTP_11 && !asks_close(headers);
+    let keep_alive = head.version() == Version::HTTP_11 && !(named.connection && asks_close(headers));
     let status = head.status();
     if super::is_head(method) || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok((Decode::Done, keep_alive));

@@ -170,11 +170,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         B: http_body::Body<Data = Bytes> + Unpin,
         B::Error: Into<BoxError>,
     {
-        let upload = match head::write_request(&mut self.write, parts, fields, &body) {
-            Ok(upload) => upload,
+        let written = match head::write_request(&mut self.write, parts, fields, &body) {
+            Ok(written) => written,
             Err(error) => return Err(Failure { error, unsent: None }),
         };
-        let upgrade = asks_upgrade(&parts.headers);
+        let (upload, connection) = (written.upload, written.connection);
+        let upgrade = connection && asks_upgrade(&parts.headers);
         let mut exchange = Exchange {
             upgrade,
             room,
@@ -214,20 +215,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 pool: None,
                 upgraded: true,
             };
-            return Ok(head.map(|()| body));
+            return Ok(head.map(|_| body));
         }
         let (framing, keep_alive) = match head::framing(&parts.method, &head) {
             Ok(framing) => framing,
             Err(error) => return Err(Failure { error, unsent: None }),
         };
-        let keep_alive = keep_alive && whole_request && !head::asks_close(&parts.headers);
+        let keep_alive = keep_alive && whole_request && !(connection && head::asks_close(&parts.headers));
         self.reused = true;
         let mut body =
             ResponseBody { connection: Some(self), decode: framing, keep_alive, pool, upgraded: false };
         if body.decode.is_done() {
             body.finish();
         }
-        Ok(head.map(|()| body))
+        Ok(head.map(|_| body))
     }
 
     /// Shuts the connection down (a graceful close; dropping it closes it too).
@@ -264,7 +265,7 @@ where
         &mut self,
         connection: &mut Connection<S>,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<Response<()>, Error>> {
+    ) -> Poll<Result<Response<head::Named>, Error>> {
         loop {
             let mut moved = false;
             if self.sending {
