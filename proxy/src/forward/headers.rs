@@ -156,7 +156,7 @@ pub struct Forwarding {
 
 impl Forwarding {
     /// No fields.
-    pub fn none() -> Self {
+    fn none() -> Self {
         Self {
             added: std::array::from_fn(|_| (&VIA, HeaderValue::from_static(""))),
             len: 0,

@@ -15,7 +15,7 @@ use super::headers::ForwardedConfig;
 use crate::downstream::Downstream;
 
 /// The field that carries a request's id, both ways.
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(super) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
@@ -49,7 +49,7 @@ impl RequestId {
     }
 
     /// The id as a field value.
-    pub fn value(&self) -> &HeaderValue {
+    pub(super) fn value(&self) -> &HeaderValue {
         &self.0
     }
 
