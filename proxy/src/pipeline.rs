@@ -20,7 +20,7 @@ use crate::downstream::Downstream;
 use crate::error::ProxyError;
 use crate::forward::headers::ForwardedConfig;
 use crate::forward::trace::{self, RequestId};
-use crate::forward::{self, RequestBody};
+use crate::forward::{self, RequestBody, Served};
 use crate::limit::Admission;
 use crate::limit::{Clients, RateLimiting};
 use crate::route::timing::{SlowLog, Spent};
@@ -129,7 +129,7 @@ pub async fn handle(
             return refuse(proxy, &running, Some(route), downstream, &request, error, id.as_ref(), started);
         }
     };
-    let record = Record::new(proxy, &running, route, &request, id);
+    let record = Record::new(proxy, &running, &request, id, started);
     // upgrade: a switch the route tunnels goes straight to the origin, past the cache,
     // coalescing and compression.
     if let Some(protocol) = forward::upgrade::requested(&request, &route.rule.upgrades) {
@@ -137,8 +137,7 @@ pub async fn handle(
         let (mut parts, ()) = request.into_parts();
         let body = RequestBody::new(body, running.body_read_timeout, max_body_size);
         let prepare = |headers: &mut http::HeaderMap| forward::upgrade::ask(headers, &protocol);
-        let forwarded = Instant::now();
-        let mut served_by = None;
+        let mut served = Served::default();
         let result = forward::exchange(
             route,
             downstream,
@@ -147,23 +146,23 @@ pub async fn handle(
             &mut parts,
             body,
             prepare,
-            &mut served_by,
+            &mut served,
         )
         .await;
-        let endpoint = served_by.clone();
-        let response = forward::upgrade::answer(route, result, served_by, client).unwrap_or_else(|error| {
+        let endpoint = served.endpoint.clone();
+        let response = forward::upgrade::answer(route, result, endpoint, client).unwrap_or_else(|error| {
             tracing::debug!(route = %route.rule.name, side = ?error.side(), error = %error, "upgrade failed");
             error.into_response()
         });
         // No coding is accepted: the answer goes back as the origin gave it.
         let compress = Negotiation::new(route.compress.as_deref(), &record.method, &http::HeaderMap::new());
-        let back = Outbound { admission, compress, upstream: Some(forwarded.elapsed()), endpoint };
+        let back = Outbound { admission, compress, served };
         let answer = Answer { response, result: CacheResult::None };
-        return finish(route, downstream, &record, answer, back, started).await;
+        return finish(route, downstream, &record, &parts.uri, answer, back).await;
     }
     // compress: what the client accepts, read before the request goes anywhere.
     let compress = Negotiation::new(route.compress.as_deref(), &record.method, request.headers());
-    let mut back = Outbound { admission, compress, upstream: None, endpoint: None };
+    let mut back = Outbound { admission, compress, served: Served::default() };
 
     // query body: a POST on a route that caches queries is read whole, within the route's
     // `max_body_key`, for the key to hash it; every other body streams in the forward.
@@ -172,7 +171,7 @@ pub async fn handle(
             Ok(body) => body,
             Err(error) => {
                 let answer = Answer { response: error.into_response(), result: CacheResult::None };
-                return finish(route, downstream, &record, answer, back, started).await;
+                return finish(route, downstream, &record, request.uri(), answer, back).await;
             }
         }
     } else {
@@ -182,7 +181,7 @@ pub async fn handle(
     // conditional request); otherwise the pass says what the forward is for.
     let pass = match proxy.cache.lookup(&route.cache, &params, host, &request, body.buffered()) {
         Lookup::Answer(answer) => {
-            return finish(route, downstream, &record, answer, back, started).await;
+            return finish(route, downstream, &record, request.uri(), answer, back).await;
         }
         // A stale entry within stale-while-revalidate answers too, while one background
         // request (sent before this answer goes back) refreshes it.
@@ -191,14 +190,14 @@ pub async fn handle(
                 let parts = (&request, &body);
                 refresh_in_background(&running, route, downstream, parts, record.id.clone(), refresh);
             }
-            return finish(route, downstream, &record, answer, back, started).await;
+            return finish(route, downstream, &record, request.uri(), answer, back).await;
         }
         Lookup::Forward(pass) => pass,
     };
     // coalesce: identical concurrent misses send one leader upstream; followers take its answer.
     let pass = match pass.coalesce().await {
         Coalesced::Answer(answer) => {
-            return finish(route, downstream, &record, answer, back, started).await;
+            return finish(route, downstream, &record, request.uri(), answer, back).await;
         }
         Coalesced::Forward(pass) => pass,
     };
@@ -206,7 +205,7 @@ pub async fn handle(
     // Redis before the origin, when `[redis]` is configured.
     let mut pass = match pass.second_level().await {
         Coalesced::Answer(answer) => {
-            return finish(route, downstream, &record, answer, back, started).await;
+            return finish(route, downstream, &record, request.uri(), answer, back).await;
         }
         Coalesced::Forward(pass) => pass,
     };
@@ -215,7 +214,6 @@ pub async fn handle(
     // least-connections pick and tries with retries; a failure becomes the proxy's answer here.
     let (mut parts, ()) = request.into_parts();
     let prepare = |headers: &mut http::HeaderMap| pass.prepare(headers);
-    let forwarded = Instant::now();
     let result = forward::exchange(
         route,
         downstream,
@@ -224,20 +222,19 @@ pub async fn handle(
         &mut parts,
         body,
         prepare,
-        // The endpoint, for the access-log and slow-request lines.
-        &mut back.endpoint,
+        // The endpoint and the time upstream, for the timing fields and the log lines.
+        &mut back.served,
     )
     .await
     .map_err(|error| {
         tracing::debug!(route = %route.rule.name, side = ?error.side(), error = %error, "request failed");
         error.into_response()
     });
-    back.upstream = Some(forwarded.elapsed());
 
     // cache store: storable answers stored with their tags as they stream; a 304 refreshes;
     // stale-if-error; successful unsafe requests invalidate.
     let answer = pass.complete(result);
-    finish(route, downstream, &record, answer, back, started).await
+    finish(route, downstream, &record, &parts.uri, answer, back).await
 }
 
 /// Sends the background request that refreshes a stale entry: a GET with the request's
@@ -270,7 +267,7 @@ fn refresh_in_background(
             &mut parts,
             body,
             prepare,
-            &mut None,
+            &mut Served::default(),
         )
         .await
         .map_err(ProxyError::into_response);
@@ -282,19 +279,18 @@ fn refresh_in_background(
 struct Outbound<'a> {
     admission: Admission,
     compress: Negotiation<'a>,
-    /// How long the exchange with the upstream took, when there was one.
-    upstream: Option<Duration>,
-    /// The endpoint that answered the exchange, when one did.
-    endpoint: Option<EndpointAddr>,
+    /// The endpoint that answered the exchange and how long it took, when there was one.
+    served: Served,
 }
 
-/// What the answer's record says of the request: its method, its id, and (when a log line
-/// may be written) its target.
+/// What the answer's record says of the request: its method, version and id, and when it
+/// started. Its target is not copied here: [`finish`] borrows it from the request, because
+/// the log lines that need it are rare and a copy of a `Uri` is not free.
 struct Record<'a> {
     method: Method,
+    version: Version,
     id: Option<RequestId>,
-    /// `Some` when the access log is on or the route has a slow threshold.
-    target: Option<(Uri, Version)>,
+    started: Instant,
     access_log: bool,
     slow_log: &'a SlowLog,
 }
@@ -303,15 +299,15 @@ impl<'a> Record<'a> {
     fn new(
         proxy: &'a Pipeline,
         running: &Running,
-        route: &Route,
         request: &Request<()>,
         id: Option<RequestId>,
+        started: Instant,
     ) -> Self {
-        let lines = running.access_log || route.rule.timing.slow.is_some();
         Self {
             method: request.method().clone(),
+            version: request.version(),
             id,
-            target: lines.then(|| (request.uri().clone(), request.version())),
+            started,
             access_log: running.access_log,
             slow_log: &proxy.slow_log,
         }
@@ -324,11 +320,11 @@ async fn finish(
     route: &Route,
     downstream: &Downstream,
     record: &Record<'_>,
+    target: &Uri,
     answer: Answer,
     back: Outbound<'_>,
-    started: Instant,
 ) -> Response<Body> {
-    let Outbound { admission, compress, upstream, endpoint } = back;
+    let Outbound { admission, compress, served: Served { endpoint, upstream } } = back;
     let Answer { mut response, result: cache } = answer;
     // compress: after the cache stored the identity body. A cached body is compressed once
     // per coding and the variant reused; anything else is compressed as it streams.
@@ -345,7 +341,7 @@ async fn finish(
     admission.finish(&mut response);
     // request id and timing: after the cache, so a stored answer never keeps the id or the
     // timing of the request that filled it; timed as the head is sent.
-    let elapsed = started.elapsed();
+    let elapsed = record.started.elapsed();
     // Every answer of a route with ids: a cache answer holds the field with a stand-in value
     // (see `RouteCaching::request_id`), replaced here.
     if let Some(id) = &record.id {
@@ -353,20 +349,21 @@ async fn finish(
     }
     route.rule.timing.stamp(response.headers_mut(), &Spent { total: elapsed, upstream, cache });
     route.metrics.record(&record.method, response.status(), cache, elapsed.as_secs_f64());
-    if let Some((uri, version)) = &record.target {
+    let slow = route.rule.timing.is_slow(elapsed);
+    if slow || record.access_log {
         let line = LogLine {
             route: Some(route),
             method: &record.method,
-            uri,
-            version: *version,
+            uri: target,
+            version: record.version,
             cache,
             id: record.id.as_ref(),
             endpoint: endpoint.as_ref(),
             elapsed,
         };
-        if route.rule.timing.is_slow(elapsed) {
+        if slow {
             route.metrics.slow();
-            line.slow(&response, record.slow_log, started + elapsed);
+            line.slow(&response, record.slow_log, record.started + elapsed);
         }
         if record.access_log {
             line.access(&response, downstream);

@@ -152,6 +152,8 @@ pub struct Forwarding {
     /// The first `replaced` are the names of the request's fields not sent.
     left_out: [&'static HeaderName; 5],
     replaced: usize,
+    /// The request has a `Host` (its own, or one made from its HTTP/2 authority).
+    host: bool,
 }
 
 impl Forwarding {
@@ -162,7 +164,13 @@ impl Forwarding {
             len: 0,
             left_out: [&VIA; 5],
             replaced: 0,
+            host: false,
         }
+    }
+
+    /// True when the request has a `Host` field.
+    pub fn has_host(&self) -> bool {
+        self.host
     }
 
     /// What the request's head says besides its map.
@@ -240,6 +248,7 @@ pub fn to_upstream(
         own.host = Some(value);
     }
     let mut forwarding = Forwarding::none();
+    forwarding.host = own.host.is_some();
     let proto = HeaderValue::from_static(if downstream.tls { "https" } else { "http" });
     if downstream.peer_trusted {
         let chain = {

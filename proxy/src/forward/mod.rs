@@ -120,8 +120,8 @@ impl RequestBody {
 /// request's `id`), `prepare` for the stage that asks (the cache's validators), the tries,
 /// and the response headers set for the client on the way back. `parts` become the upstream
 /// request's head in place (borrowed, not moved, through the tries), the forwarding fields
-/// written after them. `served_by` is set to the endpoint that answered (for the log lines
-/// and errors that name it).
+/// written after them. `served` says which endpoint answered (for the log lines and errors
+/// that name it) and how long the tries took.
 #[allow(clippy::too_many_arguments)] // the request, where it is going, and who asks
 pub async fn exchange(
     route: &Route,
@@ -131,13 +131,13 @@ pub async fn exchange(
     parts: &mut Parts,
     body: RequestBody,
     prepare: impl FnOnce(&mut HeaderMap),
-    served_by: &mut Option<EndpointAddr>,
+    served: &mut Served,
 ) -> Result<Response<Body>, ProxyError> {
     let authority = parts.uri.authority();
     let forwarding =
         headers::to_upstream(&mut parts.headers, parts.version, authority, downstream, policy, id);
     prepare(&mut parts.headers);
-    let mut response = send(route, parts, &forwarding, body, served_by).await?;
+    let mut response = send(route, parts, &forwarding, body, served).await?;
     // A switch keeps the headers that name it.
     let switched = (response.status() == http::StatusCode::SWITCHING_PROTOCOLS)
         .then(|| response.headers().get(http::header::UPGRADE).cloned())
@@ -151,15 +151,24 @@ pub async fn exchange(
 
 /// Sends `parts` + `body` upstream for `route`, with the `forwarding` fields after the
 /// request's own. `parts.headers` and `forwarding` come from [`headers::to_upstream`].
-/// `served_by` is set to the endpoint that answered.
+/// `served` is filled in as the tries go.
 pub async fn send(
     route: &Route,
     parts: &mut Parts,
     forwarding: &Forwarding,
     body: RequestBody,
-    served_by: &mut Option<EndpointAddr>,
+    served: &mut Served,
 ) -> Result<Response<Body>, ProxyError> {
-    tries(route, parts, forwarding, body, served_by).await
+    tries(route, parts, forwarding, body, served).await
+}
+
+/// What the tries of an exchange leave for the answer's record.
+#[derive(Debug, Default)]
+pub struct Served {
+    /// The endpoint that answered, when one did.
+    pub endpoint: Option<EndpointAddr>,
+    /// From the first try's start to the last one's end; `None` when no try was made.
+    pub upstream: Option<Duration>,
 }
 
 enum TryError {
@@ -175,17 +184,19 @@ async fn tries(
     parts: &mut Parts,
     forwarding: &Forwarding,
     body: RequestBody,
-    served_by: &mut Option<EndpointAddr>,
+    served: &mut Served,
 ) -> Result<Response<Body>, ProxyError> {
     let upstream = &route.upstream;
     let policy = &route.rule.retry;
     let idempotent = is_idempotent(&parts.method);
     // An HTTP/1.0 client may omit `Host`, which HTTP/1.1 requires: each try names its endpoint.
-    let client_host = parts.headers.contains_key(http::header::HOST);
+    let client_host = forwarding.has_host();
     let mut tried: Vec<usize> = Vec::new();
     let mut last_error: Option<ProxyError> = None;
-    // One clock read a try: it starts the try's timers and ages the endpoints' state.
-    let mut now = Instant::now();
+    // One clock read as a try starts (its timers, the endpoints' state, its connection's idle
+    // time) and one as it ends (its duration, and the tries' so far).
+    let first = Instant::now();
+    let mut now = first;
     let mut deadline = now + route.rule.timeouts.total;
 
     for attempt in 1..=policy.attempts.get() {
@@ -225,7 +236,13 @@ async fn tries(
         let slot = Box::new_uninit();
         let exchange = Box::into_pin(Box::write(
             slot,
-            endpoint.connections.send_parts(parts, forwarding.fields(), body.for_try(), route.added_fields),
+            endpoint.connections.send_parts(
+                parts,
+                forwarding.fields(),
+                body.for_try(),
+                route.added_fields,
+                now,
+            ),
         ));
         let timeouts = &route.rule.timeouts;
         let timed = match body.upload() {
@@ -237,6 +254,8 @@ async fn tries(
                 timed
             }
         };
+        let ended = Instant::now();
+        served.upstream = Some(ended - first);
         let result = match timed {
             Ok(Ok(exchange)) => Ok(exchange),
             Ok(Err(SendError::Connect(e))) => Err(TryError::Connect(e)),
@@ -255,7 +274,7 @@ async fn tries(
             Ok(Err(SendError::Exchange(e))) => Err(TryError::Exchange(e)),
             Err(after) => Err(TryError::Timeout(after)),
         };
-        endpoint.metrics.duration.observe(started.elapsed().as_secs_f64());
+        endpoint.metrics.duration.observe((ended - started).as_secs_f64());
         let others_available =
             upstream.endpoints.iter().any(|e| e.index != endpoint.index && e.is_available(now));
 
@@ -274,7 +293,7 @@ async fn tries(
                     tracing::debug!(endpoint = %endpoint.addr, %status, "retrying on another endpoint");
                     continue;
                 }
-                *served_by = Some(endpoint.addr.clone());
+                served.endpoint = Some(endpoint.addr.clone());
                 return Ok(response.map(|incoming| Body::upstream(incoming, guard.into_exchange())));
             }
             Err(error) => {

@@ -147,7 +147,7 @@ impl Decode {
                     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
                     let (len, trailers) = match httparse::parse_headers(buf, &mut fields) {
                         Ok(httparse::Status::Complete((len, fields))) => {
-                            (len, fields_to_map(fields, 0, |_| ())?)
+                            (len, fields_to_map(fields, 0, |_, _| ())?)
                         }
                         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
                         Ok(httparse::Status::Partial) => return Err(Error::Invalid("trailers too long")),

@@ -33,30 +33,21 @@ pub(super) fn write_request<B: http_body::Body>(
     fields: Fields<'_>,
     body: &B,
 ) -> Result<Written, Error> {
-    let lengths = parts.headers.get_all(CONTENT_LENGTH);
-    let has_length = lengths.iter().next().is_some();
-    let upload = match has_length {
-        true => match content_length(lengths.iter()) {
-            Some(0) => Upload::Done,
-            Some(len) => Upload::Length(len),
-            None => return Err(Error::Invalid("request content-length is not a length")),
-        },
-        false if body.is_end_stream() => Upload::Done,
-        false => match body.size_hint().exact() {
-            Some(0) => Upload::Done,
-            Some(len) => Upload::Length(len),
-            None => Upload::Chunked,
-        },
-    };
     buf.clear();
     buf.extend_from_slice(parts.method.as_str().as_bytes());
     buf.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     buf.extend_from_slice(target.as_bytes());
     buf.extend_from_slice(b" HTTP/1.1\r\n");
+    // The fields that frame the body are seen as the fields are written, not looked up.
     let mut connection = false;
+    let mut lengths = Lengths::None;
     for (name, value) in &parts.headers {
-        connection |= name == CONNECTION;
+        if name == CONTENT_LENGTH {
+            lengths = lengths.add(value.as_bytes());
+        } else if name == CONNECTION {
+            connection = true;
+        }
         if name != TRANSFER_ENCODING && !fields.left_out.contains(&name) {
             write_field(buf, name, value);
         }
@@ -64,6 +55,18 @@ pub(super) fn write_request<B: http_body::Body>(
     for (name, value) in fields.added {
         write_field(buf, name, value);
     }
+    let has_length = lengths != Lengths::None;
+    let upload = match lengths {
+        Lengths::One(0) => Upload::Done,
+        Lengths::One(len) => Upload::Length(len),
+        Lengths::Invalid => return Err(Error::Invalid("request content-length is not a length")),
+        Lengths::None if body.is_end_stream() => Upload::Done,
+        Lengths::None => match body.size_hint().exact() {
+            Some(0) => Upload::Done,
+            Some(len) => Upload::Length(len),
+            None => Upload::Chunked,
+        },
+    };
     match upload {
         Upload::Chunked => buf.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Upload::Length(len) if !has_length => {
@@ -141,19 +144,53 @@ pub(super) fn poll_read_head<S: AsyncRead + Unpin>(
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Named {
     transfer_encoding: bool,
-    content_length: bool,
+    /// `Content-Length` is read as it is seen.
+    length: Lengths,
     connection: bool,
 }
 
 impl Named {
-    fn note(&mut self, name: &HeaderName) {
+    fn note(&mut self, name: &HeaderName, value: &[u8]) {
         if name == TRANSFER_ENCODING {
             self.transfer_encoding = true;
         } else if name == CONTENT_LENGTH {
-            self.content_length = true;
+            self.length = self.length.add(value);
         } else if name == CONNECTION {
             self.connection = true;
         }
+    }
+}
+
+/// The `Content-Length` values of a head, read one field at a time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) enum Lengths {
+    /// No `Content-Length`.
+    #[default]
+    None,
+    /// One length (repeats of the same value, in one field or several, are one length).
+    One(u64),
+    /// A value that is not a length, or two that differ.
+    Invalid,
+}
+
+impl Lengths {
+    /// With one more `Content-Length` field's `value`.
+    pub(super) fn add(self, value: &[u8]) -> Self {
+        let mut lengths = self;
+        for item in value.split(|b| *b == b',') {
+            let item = item.trim_ascii();
+            // 19 digits always fit a u64.
+            if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
+                return Self::Invalid;
+            }
+            let len = item.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            lengths = match lengths {
+                Self::None => Self::One(len),
+                Self::One(known) if known == len => lengths,
+                Self::One(_) | Self::Invalid => return Self::Invalid,
+            };
+        }
+        lengths
     }
 }
 
@@ -178,7 +215,7 @@ pub(super) fn parse_response(buf: &mut BytesMut, room: usize) -> Result<Option<R
     let Some(status) = status else { return Err(Error::Invalid("malformed status code")) };
     let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
     let mut named = Named::default();
-    let headers = fields_to_map(parsed.headers, room, |name| named.note(name))?;
+    let headers = fields_to_map(parsed.headers, room, |name, value| named.note(name, value))?;
     buf.advance(len);
     let mut response = Response::new(named);
     *response.status_mut() = status;
@@ -187,17 +224,17 @@ pub(super) fn parse_response(buf: &mut BytesMut, room: usize) -> Result<Option<R
     Ok(Some(response))
 }
 
-/// Header fields as a map (names lowercased, order kept), each name shown to `see`.
+/// Header fields as a map (names lowercased, order kept), each field shown to `see`.
 pub(super) fn fields_to_map(
     fields: &[httparse::Header<'_>],
     room: usize,
-    mut see: impl FnMut(&HeaderName),
+    mut see: impl FnMut(&HeaderName, &[u8]),
 ) -> Result<HeaderMap, Error> {
     let mut map = HeaderMap::with_capacity(fields.len() + room);
     for field in fields {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| Error::Invalid("malformed header field name"))?;
-        see(&name);
+        see(&name, field.value);
         let value = HeaderValue::from_bytes(field.value)
             .map_err(|_| Error::Invalid("malformed header field value"))?;
         map.append(name, value);
@@ -212,7 +249,7 @@ pub(super) fn framing(method: &Method, head: &Response<Named>) -> Result<(Decode
     let named = *head.body();
     let chunked = match named.transfer_encoding {
         false => false,
-        true if named.content_length => {
+        true if named.length != Lengths::None => {
             return Err(Error::Invalid("both content-length and transfer-encoding"));
         }
         true => {
@@ -234,12 +271,10 @@ pub(super) fn framing(method: &Method, head: &Response<Named>) -> Result<(Decode
             true
         }
     };
-    let length = match named.content_length {
-        false => None,
-        true => match content_length(headers.get_all(CONTENT_LENGTH).iter()) {
-            Some(len) => Some(len),
-            None => return Err(Error::Invalid("invalid or differing content-length")),
-        },
+    let length = match named.length {
+        Lengths::None => None,
+        Lengths::One(len) => Some(len),
+        Lengths::Invalid => return Err(Error::Invalid("invalid or differing content-length")),
     };
     let keep_alive = head.version() == Version::HTTP_11 && !(named.connection && asks_close(headers));
     let status = head.status();
@@ -263,24 +298,4 @@ pub fn connection_says(headers: &HeaderMap, token: &str) -> bool {
     headers.get_all(CONNECTION).iter().any(|v| {
         v.to_str().is_ok_and(|v| v.split(',').any(|listed| listed.trim().eq_ignore_ascii_case(token)))
     })
-}
-
-/// The one length a set of `Content-Length` values gives (repeats of the same value are one
-/// length); `None` when one is not a length or two differ.
-pub(super) fn content_length<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> Option<u64> {
-    let mut length = None;
-    for value in values {
-        for item in value.as_bytes().split(|b| *b == b',') {
-            let item = item.trim_ascii();
-            if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let len: u64 = std::str::from_utf8(item).ok()?.parse().ok()?;
-            if length.is_some_and(|known| known != len) {
-                return None;
-            }
-            length = Some(len);
-        }
-    }
-    length
 }

@@ -714,3 +714,37 @@ async fn added_fields_go_out_after_the_requests_own_and_left_out_ones_not_at_all
     let expected = "GET /a HTTP/1.1\r\nhost: origin\r\naccept: */*\r\nvia: 1.0 edge\r\nvia: 1.1 accel\r\nvia: 2 other\r\n\r\n";
     assert_eq!(written, expected, "the map's fields in order, those left out gone, the added after");
 }
+
+#[test]
+fn content_lengths_are_read_field_by_field() {
+    use head::Lengths;
+    let read = |values: &[&str]| values.iter().fold(Lengths::None, |lengths, v| lengths.add(v.as_bytes()));
+    assert_eq!(read(&[]), Lengths::None);
+    assert_eq!(read(&["0"]), Lengths::One(0));
+    assert_eq!(read(&[" 12 "]), Lengths::One(12));
+    assert_eq!(read(&["5", "5, 5"]), Lengths::One(5), "repeats of one length are that length");
+    assert_eq!(read(&["9999999999999999999"]), Lengths::One(9_999_999_999_999_999_999));
+    for invalid in [
+        &["2", "3"][..],
+        &["2, 3"],
+        &[""],
+        &["2,"],
+        &["+2"],
+        &["two"],
+        &["20000000000000000000"],
+        &["3", "x"],
+    ] {
+        assert_eq!(read(invalid), Lengths::Invalid, "{invalid:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_request_whose_length_is_not_a_length_is_not_sent() {
+    let mut request = parts(Method::POST, "/up");
+    request.headers.append(http::header::CONTENT_LENGTH, HeaderValue::from_static("3, 4"));
+    let failure = Connection::new(Scripted::open("HTTP/1.1 204 No Content\r\n\r\n"))
+        .send(&request, Fields::default(), Full::new(Bytes::from_static(b"abc")), None, 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(failure.error, Error::Invalid(_)), "{:?}", failure.error);
+}

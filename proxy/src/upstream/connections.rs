@@ -125,20 +125,22 @@ impl Connections {
     /// out in origin-form, over HTTP/1.1, whatever the request's URI and version say.
     pub async fn send(&self, request: Request<Body>) -> Result<Response<ResponseBody>, SendError> {
         let (parts, body) = request.into_parts();
-        self.send_parts(&parts, Fields::default(), body, 0).await
+        self.send_parts(&parts, Fields::default(), body, 0, Instant::now()).await
     }
 
     /// [`send`](Self::send) with the request's head borrowed (a caller that may try another
     /// endpoint keeps it) and `fields` applied to it, and `room` in the response's header map
-    /// for the fields the caller will add.
+    /// for the fields the caller will add. `now` is when the caller's try started: an idle
+    /// connection is aged by it.
     pub async fn send_parts(
         &self,
         parts: &Parts,
         fields: Fields<'_>,
         mut body: Body,
         room: usize,
+        now: Instant,
     ) -> Result<Response<ResponseBody>, SendError> {
-        while let Some(connection) = self.checkout() {
+        while let Some(connection) = self.checkout(now) {
             match connection.send(parts, fields, body, Some(self.pool()), room).await {
                 Ok(response) => return Ok(response),
                 // The endpoint had closed the connection while it was idle: the next one.
@@ -166,11 +168,12 @@ impl Connections {
         lock(&self.idle.stack).connections.len()
     }
 
-    /// The most recently used idle connection that is still open.
-    fn checkout(&self) -> Option<Connection<Stream>> {
+    /// The most recently used idle connection that is still open and has not been idle for
+    /// the idle timeout at `now`.
+    fn checkout(&self, now: Instant) -> Option<Connection<Stream>> {
         let mut idle = lock(&self.idle.stack);
         while let Some(Idle { mut connection, since }) = idle.connections.pop() {
-            if since.elapsed() < self.settings.idle_timeout && connection.is_open() {
+            if now.saturating_duration_since(since) < self.settings.idle_timeout && connection.is_open() {
                 return Some(connection);
             }
         }
