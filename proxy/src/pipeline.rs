@@ -194,21 +194,25 @@ pub async fn handle(
         }
         Lookup::Forward(pass) => pass,
     };
-    // coalesce: identical concurrent misses send one leader upstream; followers take its answer.
-    let pass = match pass.coalesce().await {
-        Coalesced::Answer(answer) => {
-            return finish(route, downstream, &record, request.uri(), answer, back).await;
-        }
-        Coalesced::Forward(pass) => pass,
-    };
-    // shared tier: a memory miss (the leader, or a request that does not coalesce) looks in
-    // Redis before the origin, when `[redis]` is configured.
-    let mut pass = match pass.second_level().await {
-        Coalesced::Answer(answer) => {
-            return finish(route, downstream, &record, request.uri(), answer, back).await;
-        }
-        Coalesced::Forward(pass) => pass,
-    };
+    let mut pass = pass;
+    if pass.fills() {
+        // coalesce: identical concurrent misses send one leader upstream; followers take its
+        // answer.
+        pass = match pass.coalesce().await {
+            Coalesced::Answer(answer) => {
+                return finish(route, downstream, &record, request.uri(), answer, back).await;
+            }
+            Coalesced::Forward(pass) => pass,
+        };
+        // shared tier: a memory miss (the leader, or a request that does not coalesce) looks
+        // in Redis before the origin, when `[redis]` is configured.
+        pass = match pass.second_level().await {
+            Coalesced::Answer(answer) => {
+                return finish(route, downstream, &record, request.uri(), answer, back).await;
+            }
+            Coalesced::Forward(pass) => pass,
+        };
+    }
 
     // forward: forwarding headers, the request id and the cache's validators, then
     // least-connections pick and tries with retries; a failure becomes the proxy's answer here.
@@ -509,9 +513,12 @@ fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.find(']').map_or(host, |end| &host[..=end]);
     }
-    // Bytes, not `rsplit_once`: its string searcher costs more than the short host it reads.
-    match host.bytes().rposition(|b| b == b':') {
-        Some(colon) if host.as_bytes()[colon + 1..].iter().all(u8::is_ascii_digit) => &host[..colon],
+    // One pass back over the port's digits, then the colon before them (if that is what
+    // precedes them): `rsplit_once`'s string searcher costs more than the short host it reads.
+    let bytes = host.as_bytes();
+    let digits = bytes.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    match bytes.len().checked_sub(digits + 1) {
+        Some(colon) if bytes[colon] == b':' => &host[..colon],
         _ => host,
     }
 }
@@ -528,6 +535,9 @@ mod tests {
         assert_eq!(strip_port("[::1]"), "[::1]");
         assert_eq!(strip_port("example.com:"), "example.com");
         assert_eq!(strip_port("example.com:http"), "example.com:http");
+        assert_eq!(strip_port("a:1:2"), "a:1");
+        assert_eq!(strip_port("8080"), "8080");
+        assert_eq!(strip_port(":8080"), "");
         assert_eq!(strip_port("a:b:80"), "a:b");
     }
 }

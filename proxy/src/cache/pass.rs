@@ -13,6 +13,12 @@ use super::*;
 use super::metrics::{FollowerResult, RefreshResult, Revalidation};
 
 impl Pass {
+    /// True when the answer may be stored or shared: only then is there anything to wait
+    /// for before the forward ([`Pass::coalesce`], [`Pass::second_level`]).
+    pub fn fills(&self) -> bool {
+        matches!(self.mode, Mode::Fill(_))
+    }
+
     /// Waits for an identical request in flight, if the route coalesces: its answer, or this
     /// request goes upstream (as the leader, or on its own).
     pub async fn coalesce(mut self) -> Coalesced {
@@ -87,7 +93,18 @@ impl Pass {
     /// Takes the upstream's answer (headers already prepared for the client): stores it,
     /// refreshes, falls back to a stale entry, or invalidates, and returns what the client
     /// gets.
+    ///
+    /// Inlined for the pass of a route that neither caches nor invalidates, which has nothing
+    /// to do: the answer is then built where the caller keeps it, not copied out of a call.
+    #[inline]
     pub fn complete(self, result: Forwarded) -> Answer {
+        if let Mode::Through { status: None, invalidation: None } = self.mode {
+            return Answer { response: result.unwrap_or_else(|failed| failed), result: CacheResult::None };
+        }
+        self.complete_with_cache(result)
+    }
+
+    fn complete_with_cache(self, result: Forwarded) -> Answer {
         let Self { cache, route, count, mode } = self;
         let answer = match mode {
             Mode::Through { status, invalidation } => {

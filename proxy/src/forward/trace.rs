@@ -194,14 +194,25 @@ fn nonzero<T: PartialEq + From<u8>>(n: T) -> T {
     if n == T::from(0) { T::from(1) } else { n }
 }
 
-/// Writes `bytes` as lower-case hex into `out`, two digits a byte (`out` is twice as long).
+/// Writes `bytes` as lower-case hex into `out`, two digits a byte (`out` is twice as long):
+/// one look-up a byte.
 fn hex(out: &mut [u8], bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0xf)];
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*byte)]);
     }
 }
+
+/// Every byte's two lower-case hex digits.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        pairs[b] = [DIGITS[b >> 4], DIGITS[b & 0xf]];
+        b += 1;
+    }
+    pairs
+};
 
 /// A value made of hex digits and dashes, which is always a valid header value. The bytes
 /// are owned by the value's `Bytes`: one allocation, and every copy of the value (an id goes
@@ -303,6 +314,13 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{a:?}");
         assert_eq!(a.as_str().len(), 32);
+    }
+
+    #[test]
+    fn bytes_are_written_as_two_lower_case_hex_digits_each() {
+        let mut out = [0u8; 10];
+        hex(&mut out, &[0x00, 0x0f, 0xa5, 0x7e, 0xff]);
+        assert_eq!(&out, b"000fa57eff");
     }
 
     #[test]
