@@ -39,8 +39,9 @@ pin_project! {
         /// body itself gives it back, see [`crate::h1`]); on an error or when the body is
         /// dropped early, it is closed.
         Upstream { #[pin] inner: Guarded<ResponseBody<Stream>, Exchange> },
-        /// A downstream request body on its way upstream; see [`ReplayableBody`].
-        Downstream { inner: ReplayableBody },
+        /// A downstream request body on its way upstream; see [`ReplayableBody`]. Boxed: it is
+        /// the largest of the bodies, and a body's size is part of every move of an answer.
+        Downstream { inner: Box<ReplayableBody> },
         /// Anything else (compression, tee into the cache, …).
         Boxed { #[pin] inner: UnsyncBoxBody<Bytes, BoxError> },
     }
@@ -412,7 +413,7 @@ impl BodySlot {
             return Body::Empty;
         }
         Body::Downstream {
-            inner: ReplayableBody {
+            inner: Box::new(ReplayableBody {
                 slot: self.slot.clone(),
                 taken: None,
                 hint: self.hint,
@@ -423,7 +424,7 @@ impl BodySlot {
                 read: 0,
                 waiting_since: None,
                 idle: None,
-            },
+            }),
         }
     }
 }
@@ -509,5 +510,16 @@ impl Drop for ReplayableBody {
         if self.taken.is_some() {
             self.upload.finish();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An answer's body is moved with it through every stage, and hyper keeps a slot of its
+    /// size in every idle client connection: what is large in a variant lives out of line.
+    #[test]
+    fn a_body_stays_small() {
+        let size = std::mem::size_of::<super::Body>();
+        assert!(size <= 112, "Body is {size} bytes");
     }
 }

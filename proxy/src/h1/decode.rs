@@ -3,10 +3,11 @@
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
+use http::{HeaderMap, HeaderName};
 use http_body::{Frame, SizeHint};
 use tokio::io::AsyncRead;
 
-use super::head::{MAX_HEAD, MAX_HEADERS, fields_to_map};
+use super::head::{MAX_HEAD, MAX_HEADERS, add_fields};
 use super::{Connection, Error, poll_read_into, trailers_frame};
 
 /// Longest chunk size line (size and extensions), in bytes.
@@ -65,10 +66,10 @@ impl Decode {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Frame<Bytes>>, Error>> {
         loop {
-            if let Some(frame) = self.step(&mut connection.read)? {
+            if let Some(frame) = self.step(&mut connection.kept.read)? {
                 return Poll::Ready(Ok(frame));
             }
-            let read = ready!(poll_read_into(&mut connection.io, &mut connection.read, cx))?;
+            let read = ready!(poll_read_into(&mut connection.io, &mut connection.kept.read, cx))?;
             if read == 0 {
                 if *self == Self::Close {
                     *self = Self::Done;
@@ -147,7 +148,10 @@ impl Decode {
                     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
                     let (len, trailers) = match httparse::parse_headers(buf, &mut fields) {
                         Ok(httparse::Status::Complete((len, fields))) => {
-                            (len, fields_to_map(fields, 0, |_, _| ())?)
+                            let mut trailers = HeaderMap::new();
+                            let name_of = |_, raw: &[u8]| HeaderName::from_bytes(raw).ok();
+                            add_fields(&mut trailers, fields, 0, name_of, |_, _| ())?;
+                            (len, trailers)
                         }
                         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
                         Ok(httparse::Status::Partial) => return Err(Error::Invalid("trailers too long")),

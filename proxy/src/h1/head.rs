@@ -114,8 +114,8 @@ pub(super) fn poll_read_head<S: AsyncRead + Unpin>(
     cx: &mut Context<'_>,
 ) -> Poll<Result<Option<Response<Named>>, Error>> {
     loop {
-        if !connection.read.is_empty() {
-            if let Some(head) = parse_response(&mut connection.read, room)? {
+        if !connection.kept.read.is_empty() {
+            if let Some(head) = parse_response(&mut connection.kept.read, &mut connection.kept.names, room)? {
                 if head.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if upgrade {
                         return Poll::Ready(Ok(Some(head)));
@@ -127,11 +127,11 @@ pub(super) fn poll_read_head<S: AsyncRead + Unpin>(
                 }
                 return Poll::Ready(Ok(Some(head)));
             }
-            if connection.read.len() >= MAX_HEAD {
+            if connection.kept.read.len() >= MAX_HEAD {
                 return Poll::Ready(Err(Error::Invalid("response head too long")));
             }
         }
-        let read = ready!(poll_read_into(&mut connection.io, &mut connection.read, cx))?;
+        let read = ready!(poll_read_into(&mut connection.io, &mut connection.kept.read, cx))?;
         if read == 0 {
             return Poll::Ready(Err(if *received { Error::Truncated } else { Error::Closed }));
         }
@@ -194,10 +194,44 @@ impl Lengths {
     }
 }
 
+/// The field names of the last response head read on a connection, as sent and as parsed.
+/// An endpoint sends the same names in the same order answer after answer, so a name equal,
+/// byte for byte, to the one at its place in the last head is taken from here: parsing it
+/// again (`HeaderName::from_bytes` lowercases it into a buffer and walks its table of every
+/// standard name) costs several times the comparison.
+#[derive(Debug, Default)]
+pub(super) struct Names(Vec<(Box<[u8]>, HeaderName)>);
+
+impl Names {
+    /// Names remembered at most: a head's first fields.
+    const KEPT: usize = 32;
+
+    /// The name of the head's field number `at`, sent as `raw`; `None` when it is malformed.
+    pub(super) fn name(&mut self, at: usize, raw: &[u8]) -> Option<HeaderName> {
+        if let Some((seen, name)) = self.0.get(at)
+            && **seen == *raw
+        {
+            return Some(name.clone());
+        }
+        let name = HeaderName::from_bytes(raw).ok()?;
+        let remembered = (Box::from(raw), name.clone());
+        if at < self.0.len() {
+            self.0[at] = remembered;
+        } else if at == self.0.len() && at < Self::KEPT {
+            self.0.push(remembered);
+        }
+        Some(name)
+    }
+}
+
 /// Parses a response head from the start of `buf` and consumes it: the head (what it names
 /// in place of a body), or `None` while it is incomplete (`buf` untouched). The map has
-/// `room` for fields added on the way back.
-pub(super) fn parse_response(buf: &mut BytesMut, room: usize) -> Result<Option<Response<Named>>, Error> {
+/// `room` for fields added on the way back; `names` are those of the connection's last head.
+pub(super) fn parse_response(
+    buf: &mut BytesMut,
+    names: &mut Names,
+    room: usize,
+) -> Result<Option<Response<Named>>, Error> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut fields);
     let len = match parsed.parse(buf) {
@@ -214,32 +248,37 @@ pub(super) fn parse_response(buf: &mut BytesMut, room: usize) -> Result<Option<R
     let status = parsed.code.and_then(|code| StatusCode::from_u16(code).ok());
     let Some(status) = status else { return Err(Error::Invalid("malformed status code")) };
     let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    // The fields go straight into the response's own map: no second map made, moved in and
+    // the first dropped.
+    let mut response = Response::new(Named::default());
     let mut named = Named::default();
-    let headers = fields_to_map(parsed.headers, room, |name, value| named.note(name, value))?;
+    let name_of = |at, raw: &[u8]| names.name(at, raw);
+    add_fields(response.headers_mut(), parsed.headers, room, name_of, |name, value| named.note(name, value))?;
     buf.advance(len);
-    let mut response = Response::new(named);
+    *response.body_mut() = named;
     *response.status_mut() = status;
     *response.version_mut() = version;
-    *response.headers_mut() = headers;
     Ok(Some(response))
 }
 
-/// Header fields as a map (names lowercased, order kept), each field shown to `see`.
-pub(super) fn fields_to_map(
+/// Adds header fields to an empty `map` (names lowercased, order kept), with `room` for more:
+/// each field's name from `name_of` (its place and its bytes), and each field shown to `see`.
+pub(super) fn add_fields(
+    map: &mut HeaderMap,
     fields: &[httparse::Header<'_>],
     room: usize,
+    mut name_of: impl FnMut(usize, &[u8]) -> Option<HeaderName>,
     mut see: impl FnMut(&HeaderName, &[u8]),
-) -> Result<HeaderMap, Error> {
-    let mut map = HeaderMap::with_capacity(fields.len() + room);
-    for field in fields {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| Error::Invalid("malformed header field name"))?;
+) -> Result<(), Error> {
+    map.reserve(fields.len() + room);
+    for (at, field) in fields.iter().enumerate() {
+        let name = name_of(at, field.name.as_bytes()).ok_or(Error::Invalid("malformed header field name"))?;
         see(&name, field.value);
         let value = HeaderValue::from_bytes(field.value)
             .map_err(|_| Error::Invalid("malformed header field value"))?;
         map.append(name, value);
     }
-    Ok(map)
+    Ok(())
 }
 
 /// How the response body is framed (RFC 9112 §6.3), and whether the connection may carry

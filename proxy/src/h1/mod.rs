@@ -116,12 +116,22 @@ pub trait Pool<S>: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct Connection<S> {
     io: S,
-    /// Bytes read and not consumed yet.
-    read: BytesMut,
-    /// The request head, or a chunk's size line; kept for the next exchange.
-    write: Vec<u8>,
+    /// The buffers, out of line: a connection travels in its response's body, so its size is
+    /// part of every move of an answer and of every idle client connection's slot for a body.
+    kept: Box<Kept>,
     /// Has carried an exchange before.
     reused: bool,
+}
+
+/// A connection's buffers, kept from one exchange to the next.
+#[derive(Debug)]
+struct Kept {
+    /// Bytes read and not consumed yet.
+    read: BytesMut,
+    /// The request head, or a chunk's size line.
+    write: Vec<u8>,
+    /// The field names of the last response head, as sent and as parsed.
+    names: head::Names,
 }
 
 /// How the request body goes out.
@@ -133,7 +143,8 @@ enum Upload {
     Done,
 }
 
-/// Bytes being written: the rest of `Connection::write` from `pos`, then `data`, then `tail`.
+/// Bytes being written: the rest of the connection's `write` buffer from `pos`, then `data`,
+/// then `tail`.
 #[derive(Debug, Default)]
 struct Out {
     pos: usize,
@@ -144,14 +155,22 @@ struct Out {
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// A connection over `io`, fresh from its handshake.
     pub fn new(io: S) -> Self {
-        Self { io, read: BytesMut::new(), write: Vec::with_capacity(512), reused: false }
+        Self {
+            io,
+            kept: Box::new(Kept {
+                read: BytesMut::new(),
+                write: Vec::with_capacity(512),
+                names: head::Names::default(),
+            }),
+            reused: false,
+        }
     }
 
     /// True when an idle connection still looks open: the endpoint has neither closed it nor
     /// sent anything (looked at without waiting).
     pub fn is_open(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
-        self.read.is_empty() && poll_read_into(&mut self.io, &mut self.read, &mut cx).is_pending()
+        self.kept.read.is_empty() && poll_read_into(&mut self.io, &mut self.kept.read, &mut cx).is_pending()
     }
 
     /// Sends the request (`parts`, origin-form target, `Host` set, hop-by-hop headers gone,
@@ -170,7 +189,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         B: http_body::Body<Data = Bytes> + Unpin,
         B::Error: Into<BoxError>,
     {
-        let written = match head::write_request(&mut self.write, parts, fields, &body) {
+        let written = match head::write_request(&mut self.kept.write, parts, fields, &body) {
             Ok(written) => written,
             Err(error) => return Err(Failure { error, unsent: None }),
         };
@@ -300,7 +319,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), Error>> {
         loop {
-            ready!(poll_write_out(&mut connection.io, &connection.write, &mut self.out, cx))?;
+            ready!(poll_write_out(&mut connection.io, &connection.kept.write, &mut self.out, cx))?;
             if self.upload == Upload::Done {
                 ready!(Pin::new(&mut connection.io).poll_flush(cx))?;
                 return Poll::Ready(Ok(()));
@@ -356,8 +375,8 @@ where
     }
 
     fn next_out<S>(&mut self, connection: &mut Connection<S>, head: &[u8], data: Bytes, tail: &'static [u8]) {
-        connection.write.clear();
-        connection.write.extend_from_slice(head);
+        connection.kept.write.clear();
+        connection.kept.write.extend_from_slice(head);
         self.out = Out { pos: 0, data, tail };
     }
 }
@@ -432,7 +451,7 @@ impl<S> ResponseBody<S> {
             return None;
         }
         let connection = self.connection.take()?;
-        Some(Upgraded { io: connection.io, read: connection.read.freeze() })
+        Some(Upgraded { io: connection.io, read: connection.kept.read.freeze() })
     }
 }
 
@@ -442,7 +461,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ResponseBody<S> {
         let Some(connection) = self.connection.take() else { return };
         // A byte past the framed end is a broken answer or an unasked-for one.
         if self.keep_alive
-            && connection.read.is_empty()
+            && connection.kept.read.is_empty()
             && let Some(pool) = self.pool.take()
         {
             pool.checkin(connection);

@@ -670,11 +670,14 @@ async fn a_non_101_answer_to_an_upgrade_request_is_an_ordinary_response() {
 fn a_parsed_head_is_consumed_with_its_fields_in_order() {
     let wire = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-empty:\r\nx-b: two words \r\nX-B: 3\r\n\r\nok";
     let mut buf = bytes::BytesMut::from(&wire.as_bytes()[..wire.len() - 10]);
-    assert!(head::parse_response(&mut buf, 0).unwrap().is_none(), "a head in part is not one");
+    assert!(
+        head::parse_response(&mut buf, &mut head::Names::default(), 0).unwrap().is_none(),
+        "a head in part is not one"
+    );
     assert_eq!(buf.len(), wire.len() - 10, "and stays in the buffer");
 
     let mut buf = bytes::BytesMut::from(wire.as_bytes());
-    let head = head::parse_response(&mut buf, 0).unwrap().expect("a whole head");
+    let head = head::parse_response(&mut buf, &mut head::Names::default(), 0).unwrap().expect("a whole head");
     assert_eq!(&buf[..], b"ok", "the body's bytes stay");
     let fields: Vec<(&str, &[u8])> = head.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
     assert_eq!(
@@ -687,7 +690,10 @@ fn a_parsed_head_is_consumed_with_its_fields_in_order() {
 fn a_parsed_head_has_the_room_asked_for_and_not_much_more() {
     let wire = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
     for room in [0, 1, 4, 9] {
-        let head = head::parse_response(&mut bytes::BytesMut::from(&wire[..]), room).unwrap().unwrap();
+        let head =
+            head::parse_response(&mut bytes::BytesMut::from(&wire[..]), &mut head::Names::default(), room)
+                .unwrap()
+                .unwrap();
         let capacity = head.headers().capacity();
         // The map keeps its room to the client's connection: within twice what is asked.
         assert!((2 + room..=2 * (2 + room)).contains(&capacity), "room {room}: capacity {capacity}");
@@ -747,4 +753,36 @@ async fn a_request_whose_length_is_not_a_length_is_not_sent() {
         .await
         .unwrap_err();
     assert!(matches!(failure.error, Error::Invalid(_)), "{:?}", failure.error);
+}
+
+#[test]
+fn names_remembered_from_the_last_head_are_reused_only_when_sent_the_same() {
+    let mut names = head::Names::default();
+    let heads = [
+        "HTTP/1.1 200 OK\r\nContent-Type: a\r\nx-one: 1\r\ncontent-length: 0\r\n\r\n",
+        // The same names: taken from the last head.
+        "HTTP/1.1 200 OK\r\nContent-Type: b\r\nx-one: 2\r\ncontent-length: 0\r\n\r\n",
+        // Another case, another name at a place, and one more field.
+        "HTTP/1.1 200 OK\r\ncontent-TYPE: c\r\nx-two: 3\r\ncontent-length: 0\r\nvary: d\r\n\r\n",
+        // Fewer fields.
+        "HTTP/1.1 200 OK\r\nx-two: 4\r\n\r\n",
+    ];
+    let expected: [&[(&str, &str)]; 4] = [
+        &[("content-type", "a"), ("x-one", "1"), ("content-length", "0")],
+        &[("content-type", "b"), ("x-one", "2"), ("content-length", "0")],
+        &[("content-type", "c"), ("x-two", "3"), ("content-length", "0"), ("vary", "d")],
+        &[("x-two", "4")],
+    ];
+    for (wire, expected) in heads.iter().zip(expected) {
+        let mut buf = bytes::BytesMut::from(wire.as_bytes());
+        let head = head::parse_response(&mut buf, &mut names, 0).unwrap().unwrap();
+        let fields: Vec<(&str, &str)> =
+            head.headers().iter().map(|(n, v)| (n.as_str(), v.to_str().unwrap())).collect();
+        assert_eq!(fields, expected, "{wire:?}");
+    }
+    let mut buf = bytes::BytesMut::from(&b"HTTP/1.1 200 OK\r\nx bad: 1\r\n\r\n"[..]);
+    assert!(
+        head::parse_response(&mut buf, &mut names, 0).is_err(),
+        "a malformed name is never taken as a kept one"
+    );
 }
