@@ -179,7 +179,7 @@ pub async fn handle(
     };
     // cache lookup: a fresh entry answers here (HEAD from the GET entry, 304 to a matching
     // conditional request); otherwise the pass says what the forward is for.
-    let pass = match proxy.cache.lookup(&route.cache, &params, host, &request, body.buffered()) {
+    let mut pass = match proxy.cache.lookup(&route.cache, &params, host, &request, body.buffered()) {
         Lookup::Answer(answer) => {
             return finish(route, downstream, &record, request.uri(), answer, back).await;
         }
@@ -194,7 +194,7 @@ pub async fn handle(
         }
         Lookup::Forward(pass) => pass,
     };
-    let mut pass = pass;
+    // A pass that does not fill the cache has nothing to wait for: both awaits are skipped.
     if pass.fills() {
         // coalesce: identical concurrent misses send one leader upstream; followers take its
         // answer.

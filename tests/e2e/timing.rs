@@ -187,3 +187,40 @@ async fn requests_above_the_route_s_threshold_are_counted_as_slow() {
     assert_eq!(proxy.metric(slow).await, 2.0);
     assert_eq!(proxy.metric(never).await, 0.0);
 }
+
+#[tokio::test]
+async fn upstream_time_spans_every_try_of_a_request() {
+    let busy = FakeOrigin::new().route("/*", "busy").status(503).latency(ms(150)).start().await;
+    let fine = FakeOrigin::new().route("/*", "fine").latency(ms(150)).start().await;
+    let proxy = TestProxy::builder()
+        .upstream_with("api", &[busy.addr(), fine.addr()], r#"ejection = { consecutive_failures = 1000 }"#)
+        .rules(
+            "[[route]]\nname = \"all\"\nupstream = \"api\"\nretry = { attempts = 2, statuses = [503] }\n\
+             timing = { server_timing = true }\n",
+        )
+        .start()
+        .await;
+
+    let duration = |timing: &str, metric: &str| -> f64 {
+        let entry = timing.split(", ").find(|m| m.starts_with(metric)).expect(metric);
+        entry.rsplit('=').next().unwrap().parse().unwrap()
+    };
+    // Ties between the endpoints are random: go on until one request was retried.
+    let mut retried = false;
+    for i in 0..40 {
+        let path = format!("/t{i}");
+        let answer = proxy.get(&path).await;
+        assert_eq!(answer.text(), "fine");
+        let tries = 1 + busy.hits(&path);
+        let timing = answer.header("server-timing").expect("Server-Timing").to_owned();
+        let (upstream, total) = (duration(&timing, "upstream;dur="), duration(&timing, "total;dur="));
+        // Each try waits 150 ms at its endpoint: the upstream time holds every try's.
+        assert!(upstream >= 150.0 * tries as f64, "{tries} tries: {timing}");
+        assert!(total >= upstream, "{timing}");
+        retried |= tries == 2;
+        if retried {
+            break;
+        }
+    }
+    assert!(retried, "in 40 requests, one tried the busy endpoint first");
+}

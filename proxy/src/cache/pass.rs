@@ -99,6 +99,7 @@ impl Pass {
     #[inline]
     pub fn complete(self, result: Forwarded) -> Answer {
         if let Mode::Through { status: None, invalidation: None } = self.mode {
+            // Nothing to store, mark or invalidate, and a lookup without a result is not counted.
             return Answer { response: result.unwrap_or_else(|failed| failed), result: CacheResult::None };
         }
         self.complete_with_cache(result)

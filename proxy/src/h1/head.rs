@@ -144,7 +144,8 @@ pub(super) fn poll_read_head<S: AsyncRead + Unpin>(
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Named {
     transfer_encoding: bool,
-    /// `Content-Length` is read as it is seen.
+    /// The `Content-Length` values seen so far: [`framing`] reads the length from here, not
+    /// from the map.
     length: Lengths,
     connection: bool,
 }
@@ -203,7 +204,8 @@ impl Lengths {
 pub(super) struct Names(Vec<(Box<[u8]>, HeaderName)>);
 
 impl Names {
-    /// Names remembered at most: a head's first fields.
+    /// Names remembered at most: a head's first fields. A pooled upstream connection holds
+    /// up to this many names (each its bytes, boxed, and a `HeaderName`: about 64 bytes).
     const KEPT: usize = 32;
 
     /// The name of the head's field number `at`, sent as `raw`; `None` when it is malformed.

@@ -739,6 +739,9 @@ fn content_lengths_are_read_field_by_field() {
         &["two"],
         &["20000000000000000000"],
         &["3", "x"],
+        // Once invalid, always: a valid length after an invalid one does not make it one.
+        &["x", "3"],
+        &["2", "3", "2"],
     ] {
         assert_eq!(read(invalid), Lengths::Invalid, "{invalid:?}");
     }
@@ -752,7 +755,9 @@ async fn a_request_whose_length_is_not_a_length_is_not_sent() {
         .send(&request, Fields::default(), Full::new(Bytes::from_static(b"abc")), None, 0)
         .await
         .unwrap_err();
-    assert!(matches!(failure.error, Error::Invalid(_)), "{:?}", failure.error);
+    // Refused as the head is made, before a byte of it is written.
+    assert!(matches!(failure.error, Error::Invalid(why) if why.starts_with("request content-length")));
+    assert!(failure.unsent.is_none(), "{:?}", failure.error);
 }
 
 #[test]
@@ -779,6 +784,18 @@ fn names_remembered_from_the_last_head_are_reused_only_when_sent_the_same() {
         let fields: Vec<(&str, &str)> =
             head.headers().iter().map(|(n, v)| (n.as_str(), v.to_str().unwrap())).collect();
         assert_eq!(fields, expected, "{wire:?}");
+    }
+    // Past the names kept (a head's first 32), names are parsed every time.
+    let long = |tag: &str| {
+        let fields: String = (0..40).map(|i| format!("x-{tag}-{i}: {i}\r\n")).collect();
+        format!("HTTP/1.1 200 OK\r\n{fields}\r\n")
+    };
+    for tag in ["a", "b", "b"] {
+        let mut buf = bytes::BytesMut::from(long(tag).as_bytes());
+        let head = head::parse_response(&mut buf, &mut names, 0).unwrap().unwrap();
+        let fields: Vec<&str> = head.headers().keys().map(|n| n.as_str()).collect();
+        let expected: Vec<String> = (0..40).map(|i| format!("x-{tag}-{i}")).collect();
+        assert_eq!(fields, expected, "{tag}");
     }
     let mut buf = bytes::BytesMut::from(&b"HTTP/1.1 200 OK\r\nx bad: 1\r\n\r\n"[..]);
     assert!(

@@ -131,7 +131,9 @@ impl Connections {
     /// [`send`](Self::send) with the request's head borrowed (a caller that may try another
     /// endpoint keeps it) and `fields` applied to it, and `room` in the response's header map
     /// for the fields the caller will add. `now` is when the caller's try started: an idle
-    /// connection is aged by it.
+    /// connection is aged by it, so it may be taken up to the few microseconds from then to
+    /// the checkout past its idle timeout (the endpoint closing it then is the case that a
+    /// connection closed while idle already covers).
     pub async fn send_parts(
         &self,
         parts: &Parts,
