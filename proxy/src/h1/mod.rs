@@ -118,20 +118,23 @@ pub struct Connection<S> {
     io: S,
     /// The buffers, out of line: a connection travels in its response's body, so its size is
     /// part of every move of an answer and of every idle client connection's slot for a body.
-    kept: Box<Kept>,
+    kept: Box<Kept<S>>,
     /// Has carried an exchange before.
     reused: bool,
 }
 
-/// A connection's buffers, kept from one exchange to the next.
+/// A connection's buffers, kept from one exchange to the next, and where it goes back to.
 #[derive(Debug)]
-struct Kept {
+struct Kept<S> {
     /// Bytes read and not consumed yet.
     read: BytesMut,
     /// The request head, or a chunk's size line.
     write: Vec<u8>,
     /// The field names of the last response head, as sent and as parsed.
     names: head::Names,
+    /// Where the connection goes back after a clean end of the exchange it carries; taken
+    /// when it goes back, so an idle connection does not hold its pool.
+    pool: Option<Arc<dyn Pool<S>>>,
 }
 
 /// How the request body goes out.
@@ -161,6 +164,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 read: BytesMut::new(),
                 write: Vec::with_capacity(512),
                 names: head::Names::default(),
+                pool: None,
             }),
             reused: false,
         }
@@ -231,7 +235,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 connection: Some(self),
                 decode: Decode::Done,
                 keep_alive: false,
-                pool: None,
                 upgraded: true,
             };
             return Ok(head.map(|_| body));
@@ -242,8 +245,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         };
         let keep_alive = keep_alive && whole_request && !(connection && head::asks_close(&parts.headers));
         self.reused = true;
-        let mut body =
-            ResponseBody { connection: Some(self), decode: framing, keep_alive, pool, upgraded: false };
+        self.kept.pool = pool;
+        let mut body = ResponseBody { connection: Some(self), decode: framing, keep_alive, upgraded: false };
         if body.decode.is_done() {
             body.finish();
         }
@@ -430,7 +433,6 @@ pub struct ResponseBody<S> {
     connection: Option<Connection<S>>,
     decode: Decode,
     keep_alive: bool,
-    pool: Option<Arc<dyn Pool<S>>>,
     /// The answer was a `101`: the connection is for [`ResponseBody::into_upgraded`].
     upgraded: bool,
 }
@@ -458,11 +460,11 @@ impl<S> ResponseBody<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> ResponseBody<S> {
     /// The body ended as framed: the connection goes back if it may carry another exchange.
     fn finish(&mut self) {
-        let Some(connection) = self.connection.take() else { return };
+        let Some(mut connection) = self.connection.take() else { return };
         // A byte past the framed end is a broken answer or an unasked-for one.
         if self.keep_alive
             && connection.kept.read.is_empty()
-            && let Some(pool) = self.pool.take()
+            && let Some(pool) = connection.kept.pool.take()
         {
             pool.checkin(connection);
         }

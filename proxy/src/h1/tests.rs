@@ -168,6 +168,8 @@ async fn a_length_framed_body_is_read_and_the_connection_kept() {
     let received = received.unwrap();
     assert_eq!(received.headers, [("content-length".into(), b"5".to_vec()), ("x-a".into(), b"1".to_vec())]);
     assert_eq!(kept.count(), 1);
+    // An idle connection does not hold its pool (the pool holds it).
+    assert_eq!(Arc::strong_count(&kept), 1);
     // The kept connection wrote exactly the request head.
     let connection = kept.take();
     assert_eq!(connection.io.written, b"GET /x HTTP/1.1\r\nhost: origin\r\n\r\n");
