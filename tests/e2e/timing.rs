@@ -2,8 +2,8 @@
 //! the same upstream and back), W3C trace context passed through or started, `Server-Timing`
 //! and `X-Response-Time` on misses and hits, and slow requests counted.
 
-use accel_e2e::{Collected, FakeOrigin, OriginHandle, TestProxy, body, ms};
-use http::Method;
+use accel_e2e::{Collected, FakeOrigin, Gate, OriginHandle, TestProxy, body, ms, within};
+use http::{Method, Response};
 
 const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -223,4 +223,49 @@ async fn upstream_time_spans_every_try_of_a_request() {
         }
     }
     assert!(retried, "in 40 requests, one tried the busy endpoint first");
+}
+
+#[tokio::test]
+async fn an_answer_made_without_a_try_has_no_upstream_time() {
+    // Each answer's body stays open until the gate opens, holding the endpoint's one place.
+    let gate = Gate::new();
+    let held = gate.clone();
+    let origin = FakeOrigin::new()
+        .route("/*", "")
+        .handler(move |_| {
+            let gate = held.clone();
+            async move {
+                let (tx, body) = body::channel();
+                tokio::spawn(async move {
+                    tx.send("first ").await;
+                    gate.wait().await;
+                    tx.send("last").await;
+                });
+                Response::new(body)
+            }
+        })
+        .start()
+        .await;
+    let proxy = TestProxy::builder()
+        .upstream_with("api", &[origin.addr()], "max_connections_per_endpoint = 1")
+        .rules("[[route]]\nname = \"all\"\nupstream = \"api\"\ntiming = { server_timing = true }\n")
+        .start()
+        .await;
+
+    let request = proxy.request(Method::GET, "/held").body(body::empty()).unwrap();
+    let open = within("response headers", proxy.client().request(request)).await.expect("an answer");
+    let timing = open.headers()["server-timing"].to_str().unwrap().to_owned();
+    assert!(timing.starts_with("total;dur=") && timing.contains(", upstream;dur="), "{timing}");
+
+    // The endpoint is full: the 503 is the proxy's own, made before any try.
+    let refused = proxy.get("/refused").await;
+    assert_eq!(refused.status.as_u16(), 503);
+    assert_eq!(origin.total_hits(), 1, "the second request never reached the endpoint");
+    let timing = refused.header("server-timing").expect("Server-Timing on the proxy's own answer");
+    assert!(timing.starts_with("total;dur="), "{timing}");
+    assert!(!timing.contains("upstream"), "no try, no upstream time: {timing}");
+
+    gate.open();
+    let done = within("the held body", Collected::from(open)).await.expect("the whole body");
+    assert_eq!(done.text(), "first last");
 }

@@ -289,7 +289,6 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Result<Response<head::Named>, Error>> {
         loop {
-            let mut moved = false;
             if self.sending {
                 match self.poll_upload(connection, cx) {
                     Poll::Ready(Ok(())) => {
@@ -298,18 +297,18 @@ where
                             // A body read to its end lets go of what it holds.
                             self.body = None;
                         }
-                        moved = true;
                     }
                     Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                     Poll::Pending => {}
                 }
             }
+            // Pending here has the read's waker registered, whether or not the upload moved:
+            // the next read waits for the socket, not for another turn of this loop.
             match head::poll_read_head(connection, &mut self.received, self.upgrade, self.room, cx) {
                 Poll::Ready(Ok(Some(head))) => return Poll::Ready(Ok(head)),
                 // A 1xx: the final answer follows.
                 Poll::Ready(Ok(None)) => {}
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                Poll::Pending if moved => {}
                 Poll::Pending => return Poll::Pending,
             }
         }
