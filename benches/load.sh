@@ -3,6 +3,10 @@
 #   direct   fast-origin alone (the ceiling: what the origin serves without a proxy)
 #   accel    accel in front of fast-origin (forwarding every request, no cache)
 #   nginx    nginx 1.22 as a plain keep-alive reverse proxy in front of fast-origin
+# and, when asked with --cases, the same exchange on both sides
+#   nginx-fwd   nginx adding what accel adds by default: X-Forwarded-For/-Proto/-Host, Via and
+#               X-Request-Id upstream, Via and X-Request-Id on the answer
+#   accel-bare  accel without request ids and Via (X-Forwarded-For/-Proto/-Host only)
 # and, when asked with --cases, the cache-hit cases
 #   accel-cache  accel with a 5-minute cache rule: every measured request is a hit
 #   accel-limited  accel with a per-client rate limit that the load never reaches: the
@@ -28,11 +32,12 @@
 # from its default of 1000, which would otherwise add a reconnect every 1000 requests).
 #
 # Usage: benches/load.sh [--duration 10s] [--warmup 2s] [--concurrency 32] [--size 2048[,102400]]
-#                        [--keys 1[,2000]] [--cases direct,accel,nginx[,accel-cache,nginx-cache,accel-limited]]
+#                        [--keys 1[,2000]] [--cases direct,accel,nginx[,nginx-fwd,accel-bare,accel-cache,nginx-cache,accel-limited]]
 #                        [--cases accel-gzip,accel-br,nginx-gzip,accel-cache-br,accel-cache-identity]
 #                        [--baseline path/to/accel] [--rounds 1] [--no-build]
 # --rounds N runs the whole list of cases N times in turn (labels end in r1, r2, …), so that
-# drift in the machine's speed shows as spread between rounds instead of between cases.
+# drift in the machine's speed shows as spread between rounds instead of between cases; the
+# output then ends with each case's median over its rounds.
 # Output: a table on stdout, target/bench/load-report.json (all cases), target/bench/cases/*.json
 # (one accel-load report per case). Besides req/s and latency, each row gives `cpu µs/req`: the
 # CPU time (user + system, all threads and worker processes) the server under test spent per
@@ -43,6 +48,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/nginx-config.sh
+source "$ROOT/benches/nginx-config.sh"
 RELEASE="$ROOT/target/release"
 OUT_DIR="$ROOT/target/bench"
 
@@ -214,7 +221,7 @@ case_direct() {
 }
 
 # write_accel_config DIR CACHE_RULE: accel.toml and rules.toml for a proxy in front of the
-# origin; sets ACCEL_PORT.
+# origin, with $ACCEL_SETTINGS (sections of accel.toml) when set; sets ACCEL_PORT.
 write_accel_config() {
     local dir=$1 cache_rule=$2 admin_port
     mkdir -p "$dir"
@@ -233,6 +240,7 @@ access = false
 endpoints = ["127.0.0.1:$ORIGIN_PORT"]
 [rules]
 files = ["$dir/rules.toml"]
+${ACCEL_SETTINGS:-}
 EOF
     cat >"$dir/rules.toml" <<EOF
 [[route]]
@@ -275,6 +283,11 @@ case_accel_baseline() {
     ACCEL_BINARY=$BASELINE run_accel "accel-baseline$1" ""
 }
 
+# Pass-through without the request id and Via (only X-Forwarded-For/-Proto/-Host are added).
+case_accel_bare() {
+    ACCEL_SETTINGS=$'[forwarded]\nrequest_id = false\nvia = ""' run_accel "accel-bare$1" ""
+}
+
 # Every measured request is a cache hit: the warm-up fills the cache (one miss per key).
 case_accel_cache() {
     run_accel "accel-cache$1" 'cache = { ttl = "5m" }'
@@ -285,63 +298,12 @@ case_accel_limited() {
     run_accel "accel-limited$1" 'rate_limit = { rate = "1000000/s", key = "client_ip" }'
 }
 
-# write_nginx_config DIR CACHE [GZIP]: a one-worker keep-alive reverse proxy to the origin, with
-# proxy_cache when CACHE is 1 and `gzip on` (level 6, JSON) when GZIP is 1; sets NGINX_PORT.
-write_nginx_config() {
-    local dir=$1 cache=$2 gzip=${3:-0} user_line="" cache_path="" cache_directives="" gzip_directives=""
-    mkdir -p "$dir/logs"
-    NGINX_PORT=$(free_port)
-    # As root, nginx would switch its worker to `nobody`, who cannot write in $WORK.
-    if ((EUID == 0)); then user_line="user root;"; fi
-    if ((cache)); then
-        cache_path="proxy_cache_path $dir/cache levels=1:2 keys_zone=bench:64m max_size=1g inactive=10m use_temp_path=off;"
-        cache_directives="proxy_cache bench; proxy_cache_valid 200 5m; add_header Cache-Status \$upstream_cache_status;"
-    fi
-    if ((gzip)); then
-        gzip_directives="gzip on; gzip_types application/json; gzip_comp_level 6; gzip_min_length 1024; gzip_proxied any; gzip_vary on;"
-    fi
-    cat >"$dir/nginx.conf" <<EOF
-$user_line
-worker_processes 1;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/logs/error.log warn;
-events {
-    worker_connections 4096;
-}
-http {
-    access_log off;
-    client_body_temp_path $dir/client_body;
-    proxy_temp_path $dir/proxy_temp;
-    fastcgi_temp_path $dir/fastcgi_temp;
-    uwsgi_temp_path $dir/uwsgi_temp;
-    scgi_temp_path $dir/scgi_temp;
-    keepalive_requests 1000000;
-    upstream origin {
-        server 127.0.0.1:$ORIGIN_PORT;
-        keepalive 64;
-        keepalive_requests 1000000;
-    }
-    $cache_path
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        location / {
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            $cache_directives
-            $gzip_directives
-        }
-    }
-}
-EOF
-}
-
-# run_nginx LABEL CACHE GZIP [ACCEL-LOAD OPTIONS...]: one nginx case.
+# run_nginx LABEL CACHE GZIP FWD [ACCEL-LOAD OPTIONS...]: one nginx case.
 run_nginx() {
-    local label=$1 cache=$2 gzip=$3 dir="$WORK/nginx-${1// /_}"
-    shift 3
-    write_nginx_config "$dir" "$cache" "$gzip"
+    local label=$1 cache=$2 gzip=$3 fwd=$4 dir="$WORK/nginx-${1// /_}"
+    shift 4
+    NGINX_PORT=$(free_port)
+    nginx_config "$dir" "$NGINX_PORT" "$ORIGIN_PORT" "$cache" "$gzip" "$fwd"
     if ! start_server "${label// /_}" "$NGINX_PORT" nginx -p "$dir" -c "$dir/nginx.conf" -e stderr; then
         log "$label: skipped: nginx did not start"
         return 0
@@ -352,11 +314,16 @@ run_nginx() {
 }
 
 case_nginx() {
-    run_nginx "nginx$1" 0 0
+    run_nginx "nginx$1" 0 0 0
+}
+
+# nginx doing what accel does by default to each exchange: the same fields upstream and back.
+case_nginx_fwd() {
+    run_nginx "nginx-fwd$1" 0 0 1
 }
 
 case_nginx_cache() {
-    run_nginx "nginx-cache$1" 1 0
+    run_nginx "nginx-cache$1" 1 0 0
 }
 
 # Compression: every answer compressed on the way out, at the same gzip level as nginx's case.
@@ -379,7 +346,7 @@ case_accel_cache_identity() {
 }
 
 case_nginx_gzip() {
-    run_nginx "nginx-gzip$1" 0 1 -H 'Accept-Encoding: gzip'
+    run_nginx "nginx-gzip$1" 0 1 0 -H 'Accept-Encoding: gzip'
 }
 
 # run_suite SIZE SUFFIX: starts a fast-origin answering SIZE bytes and runs every case.
@@ -392,7 +359,7 @@ run_suite() {
     IFS=, read -ra names <<<"$CASES"
     for name in "${names[@]}"; do
         case "$name" in
-            direct | accel | accel-baseline | nginx | accel-cache | nginx-cache | accel-limited | accel-gzip | accel-br | nginx-gzip | accel-cache-br | accel-cache-identity)
+            direct | accel | accel-baseline | accel-bare | nginx | nginx-fwd | accel-cache | nginx-cache | accel-limited | accel-gzip | accel-br | nginx-gzip | accel-cache-br | accel-cache-identity)
                 "case_${name//-/_}" "$suffix" ;;
             *) echo "load.sh: unknown case $name" >&2; exit 64 ;;
         esac

@@ -5,19 +5,28 @@
 # be compared on a busy machine; the callgrind files show where the instructions go.
 #
 #   pass     forwarding every request (no cache, no limit)
+#   bare     as pass, without request ids and Via (`[forwarded] request_id = false`, `via = ""`)
 #   limited  a per-client rate limit that the load never reaches
 #   cache    a 5-minute cache rule: after the first request, every request is a hit
+#   nginx    nginx as load.sh's `nginx` case (plain keep-alive reverse proxy), for comparison
+#   nginx-fwd  nginx as load.sh's `nginx-fwd` case: adding the fields accel adds by default
+#
+# For nginx the figure is every instruction of its one process (no master) over the requests
+# accel-load counted (it is started without a warm-up); compare it with accel's line, which
+# also counts everything. nginx's binary has no symbols: its callgrind file shows only totals.
 #
 # The count includes start-up and shutdown spread over the requests (a few hundred
 # instructions per request at the default duration): compare runs of the same duration.
 #
-# Usage: benches/profile.sh [--kinds pass,limited,cache] [--duration 10s] [--size 2048]
+# Usage: benches/profile.sh [--kinds pass,bare,limited,cache,nginx,nginx-fwd] [--duration 10s] [--size 2048]
 #                           [--keys 1] [--binary target/release/accel] [--no-build]
 # --keys N requests N distinct paths round-robin (N cache entries for the cache kind).
 # Output: one line per kind; target/bench/callgrind/KIND.out for callgrind_annotate.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/nginx-config.sh
+source "$ROOT/benches/nginx-config.sh"
 RELEASE="$ROOT/target/release"
 OUT_DIR="$ROOT/target/bench/callgrind"
 
@@ -71,11 +80,16 @@ wait_for() {
 
 route_fields() {
     case "$1" in
-        pass) echo "" ;;
+        pass | bare) echo "" ;;
         limited) echo 'rate_limit = { rate = "1000000/s", key = "client_ip" }' ;;
         cache) echo 'cache = { ttl = "5m" }' ;;
         *) echo "profile.sh: unknown kind $1" >&2; exit 64 ;;
     esac
+}
+
+# accel_settings KIND: sections of accel.toml the kind adds.
+accel_settings() {
+    if [[ $1 == bare ]]; then printf '[forwarded]\nrequest_id = false\nvia = ""\n'; fi
 }
 
 # profile KIND: one callgrind run; prints instructions per request.
@@ -97,6 +111,7 @@ access = false
 endpoints = ["127.0.0.1:$ORIGIN_PORT"]
 [rules]
 files = ["$dir/rules.toml"]
+$(accel_settings "$kind")
 EOF
     cat >"$dir/rules.toml" <<EOF
 [[route]]
@@ -128,6 +143,35 @@ EOF
     printf '%-8s %10d requests %14d instructions %8d per request\n' "$kind" "$requests" "$total" $((total / requests))
 }
 
+# profile_nginx KIND: nginx (fwd: with the forwarding fields) under callgrind; prints
+# instructions per request.
+profile_nginx() {
+    local kind=$1 port dir="$WORK/$1" pid requests total fwd=0
+    [[ $kind == nginx-fwd ]] && fwd=1
+    command -v nginx >/dev/null || { echo "profile.sh: $kind: nginx is not installed" >&2; return 1; }
+    port=$(free_port)
+    nginx_config "$dir" "$port" "$ORIGIN_PORT" 0 0 "$fwd" 1
+    valgrind --tool=callgrind --callgrind-out-file="$OUT_DIR/$kind.out" \
+        nginx -p "$dir" -c "$dir/nginx.conf" -e stderr >"$dir/nginx.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait_for "http://127.0.0.1:$port/bench"
+    local urls=(--url "http://127.0.0.1:$port/bench")
+    if ((KEYS > 1)); then
+        local i
+        for i in $(seq "$KEYS"); do echo "http://127.0.0.1:$port/bench/key-$i"; done >"$dir/urls.txt"
+        urls=(--urls-file "$dir/urls.txt")
+    fi
+    # No warm-up: every request nginx answered is counted (and the one of wait_for).
+    "$RELEASE/accel-load" "${urls[@]}" --concurrency 8 --duration "$DURATION" --warmup 0s --json >"$dir/load.json"
+    requests=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["requests"] + 1)' "$dir/load.json")
+    # QUIT: a graceful stop, after which callgrind writes its file.
+    kill -QUIT "$pid"
+    wait "$pid" 2>/dev/null || true
+    total=$(callgrind_annotate "$OUT_DIR/$kind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+    printf '%-8s %10d requests %14d instructions %8d per request\n' "$kind" "$requests" "$total" $((total / requests))
+}
+
 main() {
     for tool in valgrind callgrind_annotate curl python3; do
         command -v "$tool" >/dev/null || { echo "profile.sh: $tool is required (apt-get install -y valgrind)" >&2; exit 1; }
@@ -143,7 +187,10 @@ main() {
     local kind
     IFS=, read -ra kinds <<<"$KINDS"
     for kind in "${kinds[@]}"; do
-        profile "$kind"
+        case "$kind" in
+            nginx | nginx-fwd) profile_nginx "$kind" ;;
+            *) profile "$kind" ;;
+        esac
     done
     echo "callgrind files: $OUT_DIR (callgrind_annotate --inclusive=yes FILE)"
 }
