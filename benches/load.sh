@@ -3,9 +3,10 @@
 #   direct   fast-origin alone (the ceiling: what the origin serves without a proxy)
 #   accel    accel in front of fast-origin (forwarding every request, no cache)
 #   nginx    nginx 1.22 as a plain keep-alive reverse proxy in front of fast-origin
-# and, when asked with --cases, the same exchange on both sides
+# and, when asked with --cases,
 #   nginx-fwd   nginx adding what accel adds by default: X-Forwarded-For/-Proto/-Host, Via and
-#               X-Request-Id upstream, Via and X-Request-Id on the answer
+#               X-Request-Id upstream, Via and X-Request-Id on the answer (the same exchange
+#               as `accel`)
 #   accel-bare  accel without request ids and Via (X-Forwarded-For/-Proto/-Host only)
 # and, when asked with --cases, the cache-hit cases
 #   accel-cache  accel with a 5-minute cache rule: every measured request is a hit
@@ -63,6 +64,7 @@ CASES=direct,accel,nginx
 BUILD=1
 BASELINE=""
 ROUNDS=1
+ACCEL_SETTINGS=""  # sections added to accel.toml by a case (accel-bare)
 
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
@@ -240,7 +242,7 @@ access = false
 endpoints = ["127.0.0.1:$ORIGIN_PORT"]
 [rules]
 files = ["$dir/rules.toml"]
-${ACCEL_SETTINGS:-}
+$ACCEL_SETTINGS
 EOF
     cat >"$dir/rules.toml" <<EOF
 [[route]]
@@ -285,7 +287,10 @@ case_accel_baseline() {
 
 # Pass-through without the request id and Via (only X-Forwarded-For/-Proto/-Host are added).
 case_accel_bare() {
-    ACCEL_SETTINGS=$'[forwarded]\nrequest_id = false\nvia = ""' run_accel "accel-bare$1" ""
+    # Set for this case's config only (not exported: accel reads ACCEL_* variables).
+    ACCEL_SETTINGS=$'[forwarded]\nrequest_id = false\nvia = ""'
+    run_accel "accel-bare$1" ""
+    ACCEL_SETTINGS=""
 }
 
 # Every measured request is a cache hit: the warm-up fills the cache (one miss per key).

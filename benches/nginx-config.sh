@@ -22,8 +22,9 @@ nginx_config() {
         gzip_directives="gzip on; gzip_types application/json; gzip_comp_level 6; gzip_min_length 1024; gzip_proxied any; gzip_vary on;"
     fi
     if ((fwd)); then
-        # proxy_set_header replaces nginx's own list (Host $proxy_host, Connection close), so
-        # Connection "" is set again below with the rest.
+        # The client's Host instead of nginx's default `Host $proxy_host`, as accel passes it
+        # on; the literal `$…` are nginx variables, not the shell's.
+        # shellcheck disable=SC2016
         fwd_directives='proxy_set_header Host $http_host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
@@ -71,4 +72,3 @@ http {
 }
 EOF
 }
-

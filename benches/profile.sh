@@ -140,15 +140,14 @@ EOF
         echo "profile.sh: $kind: no request answered" >&2
         return 1
     fi
-    printf '%-8s %10d requests %14d instructions %8d per request\n' "$kind" "$requests" "$total" $((total / requests))
+    printf '%-10s %10d requests %14d instructions %8d per request\n' "$kind" "$requests" "$total" $((total / requests))
 }
 
 # profile_nginx KIND: nginx (fwd: with the forwarding fields) under callgrind; prints
 # instructions per request.
 profile_nginx() {
-    local kind=$1 port dir="$WORK/$1" pid requests total fwd=0
-    [[ $kind == nginx-fwd ]] && fwd=1
-    command -v nginx >/dev/null || { echo "profile.sh: $kind: nginx is not installed" >&2; return 1; }
+    local kind=$1 port dir="$WORK/$1" pid answered requests total fwd=0
+    if [[ $kind == nginx-fwd ]]; then fwd=1; fi
     port=$(free_port)
     nginx_config "$dir" "$port" "$ORIGIN_PORT" 0 0 "$fwd" 1
     valgrind --tool=callgrind --callgrind-out-file="$OUT_DIR/$kind.out" \
@@ -164,12 +163,17 @@ profile_nginx() {
     fi
     # No warm-up: every request nginx answered is counted (and the one of wait_for).
     "$RELEASE/accel-load" "${urls[@]}" --concurrency 8 --duration "$DURATION" --warmup 0s --json >"$dir/load.json"
-    requests=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["requests"] + 1)' "$dir/load.json")
+    answered=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["requests"])' "$dir/load.json")
+    requests=$((answered + 1))
     # QUIT: a graceful stop, after which callgrind writes its file.
     kill -QUIT "$pid"
     wait "$pid" 2>/dev/null || true
     total=$(callgrind_annotate "$OUT_DIR/$kind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
-    printf '%-8s %10d requests %14d instructions %8d per request\n' "$kind" "$requests" "$total" $((total / requests))
+    if ((answered == 0)); then
+        echo "profile.sh: $kind: no request answered" >&2
+        return 1
+    fi
+    printf '%-10s %10d requests %14d instructions %8d per request\n' "$kind" "$requests" "$total" $((total / requests))
 }
 
 main() {
@@ -186,6 +190,15 @@ main() {
     wait_for "http://127.0.0.1:$ORIGIN_PORT/"
     local kind
     IFS=, read -ra kinds <<<"$KINDS"
+    # Every kind is known, and nginx is here when asked for, before the first run starts.
+    for kind in "${kinds[@]}"; do
+        case "$kind" in
+            pass | bare | limited | cache) ;;
+            nginx | nginx-fwd)
+                command -v nginx >/dev/null || { echo "profile.sh: $kind needs nginx (apt-get install -y nginx)" >&2; exit 1; } ;;
+            *) echo "profile.sh: unknown kind $kind" >&2; exit 64 ;;
+        esac
+    done
     for kind in "${kinds[@]}"; do
         case "$kind" in
             nginx | nginx-fwd) profile_nginx "$kind" ;;

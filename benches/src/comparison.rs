@@ -19,27 +19,29 @@ pub struct Comparison {
     pub params: Map<String, Value>,
     /// One report per case.
     pub cases: Vec<Report>,
-    /// One line per case measured in more than one round (labels ending in ` r1`, ` r2`, …),
+    /// One entry per case measured in more than one round (labels ending in ` r1`, ` r2`, …),
     /// in the order each case first ran; empty after a single round.
     #[serde(default)]
-    pub rounds: Vec<Rounds>,
+    pub medians: Vec<Medians>,
 }
 
 /// One case over its rounds: medians, which one slow or fast round does not move.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Rounds {
+pub struct Medians {
     /// The case's label without its round.
     pub case: String,
     /// How many rounds it ran.
     pub rounds: usize,
     /// Median requests per second.
     pub requests_per_sec: f64,
-    /// The lowest and the highest round's requests per second.
+    /// The slowest round's requests per second.
     pub min_requests_per_sec: f64,
+    /// The fastest round's requests per second.
     pub max_requests_per_sec: f64,
-    /// Median CPU per request (user + system) and median user-space CPU per request, in µs;
-    /// `None` when a round has no CPU figure.
+    /// Median CPU time (user + system) per request, in µs; `None` when a round has no CPU
+    /// figure.
     pub cpu_us_per_request: Option<f64>,
+    /// Median user-space CPU time per request, in µs; `None` when a round has no CPU figure.
     pub user_us_per_request: Option<f64>,
 }
 
@@ -47,12 +49,12 @@ impl Comparison {
     /// Assembles `cases` with the given settings, stamped with the current time.
     pub fn new(params: Map<String, Value>, cases: Vec<Report>) -> Self {
         let generated_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let rounds = Rounds::of(&cases);
-        Self { generated_unix, params, cases, rounds }
+        let medians = Medians::of(&cases);
+        Self { generated_unix, params, cases, medians }
     }
 }
 
-impl Rounds {
+impl Medians {
     /// The cases of `reports` that ran in more than one round.
     pub fn of(reports: &[Report]) -> Vec<Self> {
         let mut cases: Vec<(&str, Vec<&Report>)> = Vec::new();
@@ -128,7 +130,7 @@ impl fmt::Display for Comparison {
                 cpu,
             )?;
         }
-        if self.rounds.is_empty() {
+        if self.medians.is_empty() {
             return Ok(());
         }
         // Medians over the rounds: the figures to compare on a machine whose speed drifts.
@@ -138,9 +140,9 @@ impl fmt::Display for Comparison {
             "{:<24} {:>6} {:>12} {:>8} {:>12} {:>12} {:>11} {:>12}",
             "median of rounds", "rounds", "req/s", "vs 1st", "lowest", "highest", "cpu µs/req", "user µs/req"
         )?;
-        let baseline = self.rounds[0].requests_per_sec;
+        let baseline = self.medians[0].requests_per_sec;
         let figure = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
-        for case in &self.rounds {
+        for case in &self.medians {
             let relative = if baseline > 0.0 { case.requests_per_sec / baseline * 100.0 } else { 0.0 };
             writeln!(
                 f,
@@ -190,23 +192,23 @@ mod tests {
             report("nginx r2", 200.0, None),
             report("accel r3", 200.0, Some((2.0, 2.0))),
         ];
-        let rounds = Rounds::of(&reports);
-        let cases: Vec<_> = rounds.iter().map(|r| (r.case.as_str(), r.rounds, r.requests_per_sec)).collect();
+        let medians = Medians::of(&reports);
+        let cases: Vec<_> = medians.iter().map(|r| (r.case.as_str(), r.rounds, r.requests_per_sec)).collect();
         assert_eq!(cases, [("accel", 3, 200.0), ("nginx", 2, 250.0)]);
-        let accel = &rounds[0];
+        let accel = &medians[0];
         assert_eq!((accel.min_requests_per_sec, accel.max_requests_per_sec), (100.0, 900.0));
         // Per request: 1 s / 1,000, 3 s / 9,000 and 2 s / 2,000 of user time.
         let user = accel.user_us_per_request.unwrap();
         assert!((user - 1000.0).abs() < 1e-6, "{user}");
         assert!(accel.cpu_us_per_request.is_some());
-        assert_eq!(rounds[1].cpu_us_per_request, None, "a round without CPU figures has no median");
+        assert_eq!(medians[1].cpu_us_per_request, None, "a round without CPU figures has no median");
     }
 
     #[test]
     fn a_single_round_or_labels_without_rounds_give_no_medians() {
-        assert!(Rounds::of(&[report("accel r1", 1.0, None), report("nginx r1", 2.0, None)]).is_empty());
-        assert!(Rounds::of(&[report("accel", 1.0, None), report("accel", 2.0, None)]).is_empty());
-        assert!(Rounds::of(&[report("accel r", 1.0, None), report("accel r", 2.0, None)]).is_empty());
+        assert!(Medians::of(&[report("accel r1", 1.0, None), report("nginx r1", 2.0, None)]).is_empty());
+        assert!(Medians::of(&[report("accel", 1.0, None), report("accel", 2.0, None)]).is_empty());
+        assert!(Medians::of(&[report("accel r", 1.0, None), report("accel r", 2.0, None)]).is_empty());
         let table = Comparison::new(Map::new(), vec![report("direct", 5.0, None)]).to_string();
         assert!(!table.contains("median"), "{table}");
     }

@@ -12,24 +12,7 @@ const RULES: &str = "[[route]]\nname = \"all\"\nupstream = \"api\"\n";
 /// An origin whose answers send their headers and a first chunk at once, then hold the rest
 /// of the body until `gate` opens.
 async fn held_body_origin(gate: &Gate) -> OriginHandle {
-    let gate = gate.clone();
-    FakeOrigin::new()
-        .route("/*", "")
-        .handler(move |request| {
-            let gate = gate.clone();
-            async move {
-                let _ = request.into_body().drain().await;
-                let (tx, body) = body::channel();
-                tokio::spawn(async move {
-                    tx.send("first ").await;
-                    gate.wait().await;
-                    tx.send("last").await;
-                });
-                Response::new(body)
-            }
-        })
-        .start()
-        .await
+    FakeOrigin::new().route("/*", "").held_body(gate, "first ", "last").start().await
 }
 
 fn in_flight(status: &serde_json::Value, addr: std::net::SocketAddr) -> u64 {

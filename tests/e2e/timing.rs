@@ -3,7 +3,7 @@
 //! and `X-Response-Time` on misses and hits, and slow requests counted.
 
 use accel_e2e::{Collected, FakeOrigin, Gate, OriginHandle, TestProxy, body, ms, within};
-use http::{Method, Response};
+use http::Method;
 
 const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -229,23 +229,7 @@ async fn upstream_time_spans_every_try_of_a_request() {
 async fn an_answer_made_without_a_try_has_no_upstream_time() {
     // Each answer's body stays open until the gate opens, holding the endpoint's one place.
     let gate = Gate::new();
-    let held = gate.clone();
-    let origin = FakeOrigin::new()
-        .route("/*", "")
-        .handler(move |_| {
-            let gate = held.clone();
-            async move {
-                let (tx, body) = body::channel();
-                tokio::spawn(async move {
-                    tx.send("first ").await;
-                    gate.wait().await;
-                    tx.send("last").await;
-                });
-                Response::new(body)
-            }
-        })
-        .start()
-        .await;
+    let origin = FakeOrigin::new().route("/*", "").held_body(&gate, "first ", "last").start().await;
     let proxy = TestProxy::builder()
         .upstream_with("api", &[origin.addr()], "max_connections_per_endpoint = 1")
         .rules("[[route]]\nname = \"all\"\nupstream = \"api\"\ntiming = { server_timing = true }\n")

@@ -156,6 +156,26 @@ impl FakeOrigin {
         })
     }
 
+    /// The last route reads the request body, answers `200` at once with a body that sends
+    /// `first`, then waits for `gate` to open before it sends `last` and ends: an answer that
+    /// holds its connection (and the proxy's place at the endpoint) until the gate opens.
+    pub fn held_body(self, gate: &Gate, first: &'static str, last: &'static str) -> Self {
+        let gate = gate.clone();
+        self.handler(move |request| {
+            let gate = gate.clone();
+            async move {
+                let _ = request.into_body().drain().await;
+                let (tx, body) = crate::body::channel();
+                tokio::spawn(async move {
+                    tx.send(first).await;
+                    gate.wait().await;
+                    tx.send(last).await;
+                });
+                http::Response::new(body)
+            }
+        })
+    }
+
     /// The last route drops the connection without answering (the client sees a reset).
     pub fn reset(mut self) -> Self {
         self.last().reset = true;
