@@ -37,8 +37,10 @@
 #                        [--cases accel-gzip,accel-br,nginx-gzip,accel-cache-br,accel-cache-identity]
 #                        [--baseline path/to/accel] [--rounds 1] [--no-build]
 # --rounds N runs the whole list of cases N times in turn (labels end in r1, r2, …), so that
-# drift in the machine's speed shows as spread between rounds instead of between cases; the
-# output then ends with each case's median over its rounds.
+# drift in the machine's speed shows as spread between rounds instead of between cases; each
+# round starts one case further into the list (round 2 with the second case, …), so that no
+# case always runs at the same point of a round. The output then ends with each case's
+# median over its rounds.
 # Output: a table on stdout, target/bench/load-report.json (all cases), target/bench/cases/*.json
 # (one accel-load report per case). Besides req/s and latency, each row gives `cpu µs/req`: the
 # CPU time (user + system, all threads and worker processes) the server under test spent per
@@ -354,14 +356,18 @@ case_nginx_gzip() {
     run_nginx "nginx-gzip$1" 0 1 0 -H 'Accept-Encoding: gzip'
 }
 
-# run_suite SIZE SUFFIX: starts a fast-origin answering SIZE bytes and runs every case.
+# run_suite SIZE SUFFIX [SHIFT]: starts a fast-origin answering SIZE bytes and runs every case,
+# starting SHIFT cases into the list and going round (round r starts r - 1 cases in, so that
+# over as many rounds as cases each case runs once in every place of a round).
 run_suite() {
-    local size=$1 suffix=$2 name
+    local size=$1 suffix=$2 shift_by=${3:-0} name
     ORIGIN_PORT=$(free_port)
     start_server "origin-$size" "$ORIGIN_PORT" "$RELEASE/fast-origin" --listen "127.0.0.1:$ORIGIN_PORT" \
         --size "$size" --threads 1
     ORIGIN_PID=$SERVER_PID
     IFS=, read -ra names <<<"$CASES"
+    shift_by=$((shift_by % ${#names[@]}))
+    names=("${names[@]:shift_by}" "${names[@]:0:shift_by}")
     for name in "${names[@]}"; do
         case "$name" in
             direct | accel | accel-baseline | accel-bare | nginx | nginx-fwd | accel-cache | nginx-cache | accel-limited | accel-gzip | accel-br | nginx-gzip | accel-cache-br | accel-cache-identity)
@@ -395,7 +401,7 @@ main() {
                     ((KEYS == 1)) || suffix+=" k$KEYS"
                 fi
                 ((ROUNDS == 1)) || suffix+=" r$round"
-                run_suite "$size" "$suffix"
+                run_suite "$size" "$suffix" $((round - 1))
             done
         done
     done
