@@ -87,6 +87,32 @@ route_fields() {
     esac
 }
 
+# report KIND PID SIGNAL ANSWERED REQUESTS: stops the server under callgrind with SIGNAL (its
+# file is written as it exits) and prints its instructions over REQUESTS; fails when the load
+# got no answer (ANSWERED is 0).
+report() {
+    local kind=$1 pid=$2 signal=$3 answered=$4 requests=$5 total
+    kill "-$signal" "$pid"
+    wait "$pid" 2>/dev/null || true
+    total=$(callgrind_annotate "$OUT_DIR/$kind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+    if ((answered == 0)); then
+        echo "profile.sh: $kind: no request answered" >&2
+        return 1
+    fi
+    printf '%-10s %10d requests %14d instructions %8d per request\n' "$kind" "$requests" "$total" $((total / requests))
+}
+
+# load_targets PORT DIR: sets TARGETS to accel-load's URL options for the server on PORT: one
+# URL, or --keys distinct ones from a file in DIR.
+load_targets() {
+    local port=$1 dir=$2 i
+    TARGETS=(--url "http://127.0.0.1:$port/bench")
+    if ((KEYS > 1)); then
+        for i in $(seq "$KEYS"); do echo "http://127.0.0.1:$port/bench/key-$i"; done >"$dir/urls.txt"
+        TARGETS=(--urls-file "$dir/urls.txt")
+    fi
+}
+
 # accel_settings KIND: sections of accel.toml the kind adds.
 accel_settings() {
     if [[ $1 == bare ]]; then printf '[forwarded]\nrequest_id = false\nvia = ""\n'; fi
@@ -94,7 +120,7 @@ accel_settings() {
 
 # profile KIND: one callgrind run; prints instructions per request.
 profile() {
-    local kind=$1 port admin dir="$WORK/$1" pid requests total
+    local kind=$1 port admin dir="$WORK/$1" pid requests
     port=$(free_port)
     admin=$(free_port)
     mkdir -p "$dir"
@@ -125,28 +151,16 @@ EOF
     pid=$!
     PIDS+=("$pid")
     wait_for "http://127.0.0.1:$admin/healthz"
-    local targets=(--url "http://127.0.0.1:$port/bench")
-    if ((KEYS > 1)); then
-        local i
-        for i in $(seq "$KEYS"); do echo "http://127.0.0.1:$port/bench/key-$i"; done >"$dir/urls.txt"
-        targets=(--urls-file "$dir/urls.txt")
-    fi
-    "$RELEASE/accel-load" "${targets[@]}" --concurrency 8 --duration "$DURATION" --warmup 1s >"$dir/load.txt"
+    load_targets "$port" "$dir"
+    "$RELEASE/accel-load" "${TARGETS[@]}" --concurrency 8 --duration "$DURATION" --warmup 1s >"$dir/load.txt"
     requests=$(curl -s "http://127.0.0.1:$admin/metrics" | awk '/^accel_requests_total/ { s += $2 } END { print s + 0 }')
-    kill -INT "$pid"
-    wait "$pid" 2>/dev/null || true
-    total=$(callgrind_annotate "$OUT_DIR/$kind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
-    if ((requests == 0)); then
-        echo "profile.sh: $kind: no request answered" >&2
-        return 1
-    fi
-    printf '%-10s %10d requests %14d instructions %8d per request\n' "$kind" "$requests" "$total" $((total / requests))
+    report "$kind" "$pid" INT "$requests" "$requests"
 }
 
 # profile_nginx KIND: nginx (fwd: with the forwarding fields) under callgrind; prints
 # instructions per request.
 profile_nginx() {
-    local kind=$1 port dir="$WORK/$1" pid answered requests total fwd=0
+    local kind=$1 port dir="$WORK/$1" pid answered fwd=0
     if [[ $kind == nginx-fwd ]]; then fwd=1; fi
     port=$(free_port)
     nginx_config "$dir" "$port" "$ORIGIN_PORT" 0 0 "$fwd" 1
@@ -155,25 +169,12 @@ profile_nginx() {
     pid=$!
     PIDS+=("$pid")
     wait_for "http://127.0.0.1:$port/bench"
-    local urls=(--url "http://127.0.0.1:$port/bench")
-    if ((KEYS > 1)); then
-        local i
-        for i in $(seq "$KEYS"); do echo "http://127.0.0.1:$port/bench/key-$i"; done >"$dir/urls.txt"
-        urls=(--urls-file "$dir/urls.txt")
-    fi
+    load_targets "$port" "$dir"
     # No warm-up: every request nginx answered is counted (and the one of wait_for).
-    "$RELEASE/accel-load" "${urls[@]}" --concurrency 8 --duration "$DURATION" --warmup 0s --json >"$dir/load.json"
+    "$RELEASE/accel-load" "${TARGETS[@]}" --concurrency 8 --duration "$DURATION" --warmup 0s --json >"$dir/load.json"
     answered=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["requests"])' "$dir/load.json")
-    requests=$((answered + 1))
-    # QUIT: a graceful stop, after which callgrind writes its file.
-    kill -QUIT "$pid"
-    wait "$pid" 2>/dev/null || true
-    total=$(callgrind_annotate "$OUT_DIR/$kind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
-    if ((answered == 0)); then
-        echo "profile.sh: $kind: no request answered" >&2
-        return 1
-    fi
-    printf '%-10s %10d requests %14d instructions %8d per request\n' "$kind" "$requests" "$total" $((total / requests))
+    # QUIT: nginx's graceful stop, after which callgrind writes its file.
+    report "$kind" "$pid" QUIT "$answered" $((answered + 1))
 }
 
 main() {
