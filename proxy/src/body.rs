@@ -520,6 +520,6 @@ mod tests {
     #[test]
     fn a_body_stays_small() {
         let size = std::mem::size_of::<super::Body>();
-        assert!(size <= 96, "Body is {size} bytes");
+        assert!(size <= 48, "Body is {size} bytes");
     }
 }

@@ -69,7 +69,7 @@ impl Decode {
             if let Some(frame) = self.step(&mut connection.kept.read)? {
                 return Poll::Ready(Ok(frame));
             }
-            let read = ready!(poll_read_into(&mut connection.io, &mut connection.kept.read, cx))?;
+            let read = ready!(poll_read_into(&mut connection.kept.io, &mut connection.kept.read, cx))?;
             if read == 0 {
                 if *self == Self::Close {
                     *self = Self::Done;

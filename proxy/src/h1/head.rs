@@ -131,7 +131,7 @@ pub(super) fn poll_read_head<S: AsyncRead + Unpin>(
                 return Poll::Ready(Err(Error::Invalid("response head too long")));
             }
         }
-        let read = ready!(poll_read_into(&mut connection.io, &mut connection.kept.read, cx))?;
+        let read = ready!(poll_read_into(&mut connection.kept.io, &mut connection.kept.read, cx))?;
         if read == 0 {
             return Poll::Ready(Err(if *received { Error::Truncated } else { Error::Closed }));
         }

@@ -115,17 +115,18 @@ pub trait Pool<S>: Send + Sync + std::fmt::Debug {
 /// An HTTP/1.1 client connection over the byte stream `S`.
 #[derive(Debug)]
 pub struct Connection<S> {
-    io: S,
-    /// The buffers, out of line: a connection travels in its response's body, so its size is
-    /// part of every move of an answer and of every idle client connection's slot for a body.
+    /// All of it out of line: a connection travels in its response's body, so its size is part
+    /// of every move of an answer and of every idle client connection's slot for a body.
     kept: Box<Kept<S>>,
-    /// Has carried an exchange before.
-    reused: bool,
 }
 
-/// A connection's buffers, kept from one exchange to the next, and where it goes back to.
+/// A connection's stream and buffers, kept from one exchange to the next, and where it goes
+/// back to.
 #[derive(Debug)]
 struct Kept<S> {
+    io: S,
+    /// Has carried an exchange before.
+    reused: bool,
     /// Bytes read and not consumed yet.
     read: BytesMut,
     /// The request head, or a chunk's size line.
@@ -159,14 +160,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// A connection over `io`, fresh from its handshake.
     pub fn new(io: S) -> Self {
         Self {
-            io,
             kept: Box::new(Kept {
+                io,
+                reused: false,
                 read: BytesMut::new(),
                 write: Vec::with_capacity(512),
                 names: head::Names::default(),
                 pool: None,
             }),
-            reused: false,
         }
     }
 
@@ -174,7 +175,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// sent anything (looked at without waiting).
     pub fn is_open(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
-        self.kept.read.is_empty() && poll_read_into(&mut self.io, &mut self.kept.read, &mut cx).is_pending()
+        self.kept.read.is_empty()
+            && poll_read_into(&mut self.kept.io, &mut self.kept.read, &mut cx).is_pending()
     }
 
     /// Sends the request (`parts`, origin-form target, `Host` set, hop-by-hop headers gone,
@@ -216,7 +218,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 // The request may have reached the endpoint before it closed: only an
                 // idempotent one goes out again (RFC 9110 §9.2.2), as browsers and Go's
                 // client do; nginx does not resend a POST either.
-                let stale = self.reused
+                let stale = self.kept.reused
                     && parts.method.is_idempotent()
                     && !exchange.received
                     && !exchange.body_read
@@ -244,7 +246,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Err(error) => return Err(Failure { error, unsent: None }),
         };
         let keep_alive = keep_alive && whole_request && !(connection && head::asks_close(&parts.headers));
-        self.reused = true;
+        self.kept.reused = true;
         self.kept.pool = pool;
         let mut body = ResponseBody { connection: Some(self), decode: framing, keep_alive, upgraded: false };
         if body.decode.is_done() {
@@ -255,7 +257,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Shuts the connection down (a graceful close; dropping it closes it too).
     pub async fn close(mut self) {
-        let _ = self.io.shutdown().await;
+        let _ = self.kept.io.shutdown().await;
     }
 }
 
@@ -321,9 +323,9 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), Error>> {
         loop {
-            ready!(poll_write_out(&mut connection.io, &connection.kept.write, &mut self.out, cx))?;
+            ready!(poll_write_out(&mut connection.kept.io, &connection.kept.write, &mut self.out, cx))?;
             if self.upload == Upload::Done {
-                ready!(Pin::new(&mut connection.io).poll_flush(cx))?;
+                ready!(Pin::new(&mut connection.kept.io).poll_flush(cx))?;
                 return Poll::Ready(Ok(()));
             }
             let Some(body) = self.body.as_mut() else { return Poll::Ready(Ok(())) };
@@ -452,7 +454,8 @@ impl<S> ResponseBody<S> {
             return None;
         }
         let connection = self.connection.take()?;
-        Some(Upgraded { io: connection.io, read: connection.kept.read.freeze() })
+        let Kept { io, read, .. } = *connection.kept;
+        Some(Upgraded { io, read: read.freeze() })
     }
 }
 

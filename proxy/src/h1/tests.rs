@@ -172,7 +172,7 @@ async fn a_length_framed_body_is_read_and_the_connection_kept() {
     assert_eq!(Arc::strong_count(&kept), 1);
     // The kept connection wrote exactly the request head.
     let connection = kept.take();
-    assert_eq!(connection.io.written, b"GET /x HTTP/1.1\r\nhost: origin\r\n\r\n");
+    assert_eq!(connection.kept.io.written, b"GET /x HTTP/1.1\r\nhost: origin\r\n\r\n");
 }
 
 #[tokio::test]
@@ -299,7 +299,7 @@ async fn a_reused_connection_closed_before_any_answer_gives_the_request_back() {
     let (_, kept) = get("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
     let mut connection = kept.take();
     // The endpoint closed it while it was idle.
-    connection.io.keep_open = false;
+    connection.kept.io.keep_open = false;
     let pool: Arc<dyn Pool<Scripted>> = kept.clone();
     let body = Full::new(Bytes::new());
     let failure =
@@ -309,7 +309,7 @@ async fn a_reused_connection_closed_before_any_answer_gives_the_request_back() {
     // Not a POST: the endpoint may have acted on it before closing.
     let (_, kept) = get("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
     let mut connection = kept.take();
-    connection.io.keep_open = false;
+    connection.kept.io.keep_open = false;
     let failure = connection
         .send(&parts(Method::POST, "/y"), Fields::default(), Full::new(Bytes::new()), None, 0)
         .await
@@ -343,7 +343,7 @@ async fn request_bodies_go_out_with_their_length_or_chunked() {
         .ok()
         .expect("an answer");
     assert_eq!(
-        kept.take().io.written,
+        kept.take().kept.io.written,
         b"POST /up?q=1 HTTP/1.1\r\nhost: origin\r\ncontent-length: 11\r\n\r\nhello world"
     );
 
@@ -353,7 +353,7 @@ async fn request_bodies_go_out_with_their_length_or_chunked() {
         .ok()
         .expect("an answer");
     assert_eq!(
-        kept.take().io.written,
+        kept.take().kept.io.written,
         b"PUT /up HTTP/1.1\r\nhost: origin\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
     );
 
@@ -361,7 +361,10 @@ async fn request_bodies_go_out_with_their_length_or_chunked() {
         .send(&parts(Method::POST, "/up"), Fields::default(), Full::new(Bytes::new()), pool(), 0)
         .await
         .unwrap();
-    assert_eq!(kept.take().io.written, b"POST /up HTTP/1.1\r\nhost: origin\r\ncontent-length: 0\r\n\r\n");
+    assert_eq!(
+        kept.take().kept.io.written,
+        b"POST /up HTTP/1.1\r\nhost: origin\r\ncontent-length: 0\r\n\r\n"
+    );
 
     // A body shorter than its length is not sent as if it were whole.
     let sent = Connection::new(Scripted::open(answer))
@@ -718,7 +721,7 @@ async fn added_fields_go_out_after_the_requests_own_and_left_out_ones_not_at_all
         .send(&request, fields, Full::new(Bytes::new()), Some(pool), 0)
         .await
         .unwrap();
-    let written = String::from_utf8(kept.take().io.written).unwrap();
+    let written = String::from_utf8(kept.take().kept.io.written).unwrap();
     let expected = "GET /a HTTP/1.1\r\nhost: origin\r\naccept: */*\r\nvia: 1.0 edge\r\nvia: 1.1 accel\r\nvia: 2 other\r\n\r\n";
     assert_eq!(written, expected, "the map's fields in order, those left out gone, the added after");
 }
