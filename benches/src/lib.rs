@@ -8,7 +8,7 @@
 //! - [`fast_origin`]: `fast-origin`, a minimal hyper server answering every GET with a fixed
 //!   body, the upstream that every proxy case of `benches/load.sh` shares.
 //! - [`comparison`]: `load-report`, the side-by-side table and combined JSON report of several
-//!   runs.
+//!   runs, with each case's medians when it ran in several rounds.
 //! - [`shared_tier`]: `redis-tier`, lookup latency of memory vs Redis vs origin and purge
 //!   propagation between two sidecars over Redis.
 //! - [`scale`]: `accel-scale`, N sidecar processes on a private Redis and a private Redis

@@ -124,6 +124,7 @@ pub struct Connection<S> {
 /// back to.
 #[derive(Debug)]
 struct Kept<S> {
+    /// The byte stream to the endpoint.
     io: S,
     /// Has carried an exchange before.
     reused: bool,
