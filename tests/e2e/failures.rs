@@ -332,6 +332,32 @@ async fn a_truncated_chunked_body_is_not_passed_off_as_complete() {
 }
 
 #[tokio::test]
+async fn a_body_that_stalls_past_the_read_timeout_is_cut_off_and_gives_its_place_back() {
+    for h2 in [false, true] {
+        // The body's first bytes, then nothing until the gate opens.
+        let gate = Gate::new();
+        let origin = FakeOrigin::new().route("/*", "").held_body(&gate, "first ", "last").start().await;
+        let keys = "read_timeout = \"300ms\"\nmax_connections_per_endpoint = 1";
+        let proxy =
+            TestProxy::builder().upstream_with("api", &[origin.addr()], keys).rules(RULES).start().await;
+        let client = if h2 { proxy.h2c_client() } else { proxy.client() };
+
+        let request = proxy.request(Method::GET, "/held").body(body::empty()).unwrap();
+        let response = within("headers", client.request(request)).await.expect("headers arrive");
+        assert_eq!(response.status(), 200);
+        let read = within("the body", Collected::from(response)).await;
+        assert!(read.is_err(), "h2 {h2}: the client must see the body break off, got {read:?}");
+
+        // The stalled exchange gave back the endpoint's one place: the next request goes up.
+        gate.open();
+        let next = proxy.get("/next").await;
+        assert_eq!(next.status.as_u16(), 200, "h2 {h2}");
+        assert_eq!(next.text(), "first last");
+        assert_eq!(origin.total_hits(), 2);
+    }
+}
+
+#[tokio::test]
 async fn an_idempotent_request_that_times_out_is_retried_on_another_endpoint() {
     let never = Gate::new();
     let hanging = hanging_origin(&never).await;

@@ -258,6 +258,9 @@ pub struct UpstreamFile {
     /// How long an idle keep-alive connection is kept. Default `90s`.
     #[serde(default)]
     pub idle_timeout: Option<String>,
+    /// The longest a response body may send nothing once its head is in. Default `60s`.
+    #[serde(default)]
+    pub read_timeout: Option<String>,
     /// How long an endpoint name's addresses are used before they are looked up again.
     /// Default `30s`.
     #[serde(default)]

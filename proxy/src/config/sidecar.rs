@@ -296,6 +296,7 @@ fn upstream(
         connect_timeout,
         max_idle_per_endpoint,
         idle_timeout,
+        read_timeout,
         max_connections_per_endpoint,
         dns_refresh,
         tls,
@@ -373,6 +374,8 @@ fn upstream(
         connect_timeout: duration(p, shown, &at("connect_timeout"), connect_timeout, 5),
         max_idle_per_endpoint: max_idle_per_endpoint.unwrap_or(256),
         idle_timeout: duration(p, shown, &at("idle_timeout"), idle_timeout, 90),
+        // nginx's `proxy_read_timeout` and Varnish's `between_bytes_timeout`.
+        read_timeout: duration(p, shown, &at("read_timeout"), read_timeout, 60),
         dns_refresh: duration(p, shown, &at("dns_refresh"), dns_refresh, 30),
         max_connections_per_endpoint,
         tls,

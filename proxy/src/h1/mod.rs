@@ -38,12 +38,14 @@ use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response};
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, Sleep};
 
 pub use stream::Stream;
 
@@ -73,6 +75,10 @@ pub enum Error {
     /// The endpoint's answer breaks HTTP/1.1 framing, or the request's body its own length.
     #[error("invalid response: {0}")]
     Invalid(&'static str),
+    /// The response body sent nothing more for the connection's read timeout
+    /// ([`Connection::with_read_timeout`]).
+    #[error("response body stalled: nothing read for {0:?}")]
+    Stalled(Duration),
 }
 
 impl Error {
@@ -137,6 +143,20 @@ struct Kept<S> {
     /// Where the connection goes back after a clean end of the exchange it carries; taken
     /// when it goes back, so an idle connection does not hold its pool.
     pool: Option<Arc<dyn Pool<S>>>,
+    /// The longest wait for the next frame of a response body; `None`: no limit.
+    read_timeout: Option<Duration>,
+    /// The timer of a body read that waits: made at the exchange's first wait, set again at
+    /// each wait that follows a frame, and dropped with the exchange's end. A body that
+    /// arrives with its head never waits, and never makes it.
+    stall: Option<Stall>,
+}
+
+/// A response body's wait for its next frame.
+#[derive(Debug)]
+struct Stall {
+    timer: Pin<Box<Sleep>>,
+    /// The timer runs for the current wait (no frame since it was set).
+    set: bool,
 }
 
 /// How the request body goes out.
@@ -168,8 +188,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 write: Vec::with_capacity(512),
                 names: head::Names::default(),
                 pool: None,
+                read_timeout: None,
+                stall: None,
             }),
         }
+    }
+
+    /// The connection, with response bodies that fail with [`Error::Stalled`] once they have
+    /// sent nothing for `after` (nginx's `proxy_read_timeout`, Varnish's
+    /// `between_bytes_timeout`). The response head has its own timeout, the caller's.
+    pub fn with_read_timeout(mut self, after: Duration) -> Self {
+        self.kept.read_timeout = Some(after);
+        self
     }
 
     /// True when an idle connection still looks open: the endpoint has neither closed it nor
@@ -439,6 +469,26 @@ pub struct ResponseBody<S> {
     upgraded: bool,
 }
 
+impl<S> Connection<S> {
+    /// Runs the read timeout of a body read that waits: `Ready(Err)` once it has waited that
+    /// long since the last frame, `Pending` before (the task is woken then), `Ready(Ok)` without
+    /// a read timeout.
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let Some(after) = self.kept.read_timeout else { return Poll::Ready(Ok(())) };
+        let stall = self
+            .kept
+            .stall
+            .get_or_insert_with(|| Stall { timer: Box::pin(tokio::time::sleep(after)), set: true });
+        if !stall.set {
+            // Set later than before: the timer's registration stays, only its deadline moves.
+            stall.timer.as_mut().reset(Instant::now() + after);
+            stall.set = true;
+        }
+        ready!(stall.timer.as_mut().poll(cx));
+        Poll::Ready(Err(Error::Stalled(after)))
+    }
+}
+
 /// A connection switched to another protocol by a `101`.
 #[derive(Debug)]
 pub struct Upgraded<S> {
@@ -464,6 +514,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ResponseBody<S> {
     /// The body ended as framed: the connection goes back if it may carry another exchange.
     fn finish(&mut self) {
         let Some(mut connection) = self.connection.take() else { return };
+        // An idle connection holds no timer (nor the waker of a task that has ended).
+        connection.kept.stall = None;
         // A byte past the framed end is a broken answer or an unasked-for one.
         if self.keep_alive
             && connection.kept.read.is_empty()
@@ -481,7 +533,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> http_body::Body for ResponseBody<S> {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = self.get_mut();
         let Some(connection) = this.connection.as_mut() else { return Poll::Ready(None) };
-        match ready!(this.decode.poll_frame(connection, cx)) {
+        let Poll::Ready(decoded) = this.decode.poll_frame(connection, cx) else {
+            if let Err(error) = ready!(connection.poll_stall(cx)) {
+                this.connection = None;
+                return Poll::Ready(Some(Err(error)));
+            }
+            return Poll::Pending;
+        };
+        if let Some(stall) = connection.kept.stall.as_mut() {
+            stall.set = false;
+        }
+        match decoded {
             Ok(Some(frame)) => {
                 if this.decode.is_done() {
                     this.finish();

@@ -388,6 +388,78 @@ async fn an_answer_before_the_whole_request_keeps_the_connection_out_of_the_pool
     assert_eq!(kept.count(), 0);
 }
 
+/// An endpoint at the other end of a pipe: it reads the request, then writes each piece after
+/// its pause (in milliseconds), and keeps the connection open.
+fn paced(pieces: Vec<(u64, &'static str)>) -> tokio::io::DuplexStream {
+    use tokio::io::AsyncReadExt as _;
+    let (near, mut far) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        let mut request = [0u8; 1024];
+        let _ = far.read(&mut request).await;
+        for (pause, piece) in pieces {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            if far.write_all(piece.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await;
+    });
+    near
+}
+
+/// Keeps the pipe connections given back.
+#[derive(Debug, Default)]
+struct KeptPipes(Mutex<Vec<Connection<tokio::io::DuplexStream>>>);
+
+impl Pool<tokio::io::DuplexStream> for KeptPipes {
+    fn checkin(&self, connection: Connection<tokio::io::DuplexStream>) {
+        self.0.lock().unwrap().push(connection);
+    }
+}
+
+/// One GET over `io` with a read timeout of 100 ms: the body, or its error.
+async fn read_with_timeout(io: tokio::io::DuplexStream, pool: Arc<KeptPipes>) -> Result<Bytes, Error> {
+    let pool: Arc<dyn Pool<tokio::io::DuplexStream>> = pool;
+    let response = Connection::new(io)
+        .with_read_timeout(Duration::from_millis(100))
+        .send(&parts(Method::GET, "/x"), Fields::default(), Full::new(Bytes::new()), Some(pool), 0)
+        .await
+        .unwrap_or_else(|failure| panic!("no response head: {}", failure.error));
+    let collected = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect());
+    collected.await.expect("the body ends").map(|collected| collected.to_bytes())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_sends_nothing_for_the_read_timeout_fails() {
+    let head = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello";
+    let pool = Arc::new(KeptPipes::default());
+    let read = read_with_timeout(paced(vec![(0, head), (150, "world")]), pool.clone()).await;
+    assert!(matches!(read, Err(Error::Stalled(after)) if after == Duration::from_millis(100)), "{read:?}");
+    assert!(pool.0.lock().unwrap().is_empty(), "a stalled connection is not used again");
+
+    // Chunked: a stall between chunks, too.
+    let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
+    let read = read_with_timeout(paced(vec![(0, head), (150, "0\r\n\r\n")]), pool.clone()).await;
+    assert!(matches!(read, Err(Error::Stalled(_))), "{read:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_keeps_sending_or_a_slow_head_is_not_stalled() {
+    // 240 ms in all, never 100 ms without a byte.
+    let head = "HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nhe";
+    let pool = Arc::new(KeptPipes::default());
+    let pieces = vec![(0, head), (80, "ll"), (80, "o "), (80, "world")];
+    let read = read_with_timeout(paced(pieces), pool.clone()).await;
+    assert_eq!(read.unwrap(), "hello world");
+    let back = pool.0.lock().unwrap().pop().expect("the connection back in its pool");
+    assert!(back.kept.stall.is_none(), "an idle connection holds no timer");
+
+    // The head's wait is the caller's response timeout, not the body's read timeout.
+    let answer = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+    let read = read_with_timeout(paced(vec![(500, answer)]), pool.clone()).await;
+    assert_eq!(read.unwrap(), "hello");
+}
+
 /// A response framing for the property tests: a status, fields and how the body goes.
 #[derive(Debug, Clone)]
 struct Generated {

@@ -17,6 +17,8 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     pub max_idle_per_endpoint: usize,
     pub idle_timeout: Duration,
+    /// The longest a response body may send nothing once its head is in.
+    pub read_timeout: Duration,
     /// How long an endpoint name's addresses are used before they are looked up again.
     pub dns_refresh: Duration,
     /// Requests in flight at once per endpoint (each holds its own HTTP/1.1 connection);

@@ -45,6 +45,8 @@ pub struct ConnectionSettings {
     pub max_idle: usize,
     /// How long a connection may sit idle before it is closed.
     pub idle_timeout: Duration,
+    /// The longest a response body may send nothing once its head is in.
+    pub read_timeout: Duration,
     /// How long an endpoint name's addresses are used before they are looked up again.
     pub dns_refresh: Duration,
     /// TLS to the endpoint; `None`: plain TCP.
@@ -197,7 +199,7 @@ impl Connections {
             }
         };
         match tokio::time::timeout(self.settings.connect_timeout, connecting).await {
-            Ok(Ok(stream)) => Ok(Connection::new(stream)),
+            Ok(Ok(stream)) => Ok(Connection::new(stream).with_read_timeout(self.settings.read_timeout)),
             Ok(Err(e)) => Err(SendError::Connect(e.into())),
             Err(_) => {
                 let timeout = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
@@ -307,6 +309,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             max_idle: 8,
             idle_timeout: Duration::from_secs(90),
+            read_timeout: Duration::from_secs(60),
             dns_refresh: Duration::from_secs(30),
             tls: None,
         }

@@ -113,6 +113,7 @@ fn connection_settings(config: &UpstreamConfig) -> ConnectionSettings {
         connect_timeout: config.connect_timeout,
         max_idle: config.max_idle_per_endpoint,
         idle_timeout: config.idle_timeout,
+        read_timeout: config.read_timeout,
         dns_refresh: config.dns_refresh,
         tls: config.tls.clone(),
     }
@@ -133,6 +134,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             max_idle_per_endpoint: 8,
             idle_timeout: Duration::from_secs(idle_timeout),
+            read_timeout: Duration::from_secs(60),
             dns_refresh: Duration::from_secs(30),
             max_connections_per_endpoint: None,
             tls: None,

@@ -87,6 +87,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             max_idle_per_endpoint: 8,
             idle_timeout: Duration::from_secs(90),
+            read_timeout: Duration::from_secs(60),
             dns_refresh: Duration::from_secs(30),
             max_connections_per_endpoint: cap.and_then(std::num::NonZeroUsize::new),
             tls: None,
