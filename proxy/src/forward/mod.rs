@@ -226,6 +226,11 @@ async fn tries(
         }
 
         let started = now;
+        let timeouts = &route.rule.timeouts;
+        let upload = body.upload();
+        // Without an upload, the connection times the try with its own timer, kept from one
+        // exchange to the next; a try with an upload is timed from the upload's end (below).
+        let (try_deadline, timed_out) = try_deadline(started, deadline, timeouts);
         // Every try sends the same head, not a copy: the connection writes it as HTTP/1.1 with
         // the origin-form target (the endpoint is reached by the connection, not the target).
         // Boxed: the exchange's state (the connection's write and read of a whole request) is
@@ -242,11 +247,11 @@ async fn tries(
                 body.for_try(),
                 route.added_fields,
                 now,
+                upload.is_none().then_some(try_deadline),
             ),
         ));
-        let timeouts = &route.rule.timeouts;
-        let timed = match body.upload() {
-            None => within(exchange, started, deadline, timeouts).await,
+        let timed = match upload {
+            None => Ok(exchange.await),
             Some(upload) => {
                 let timed = after_upload(exchange, upload, deadline, timeouts).await;
                 // The tries' deadline does not count the upload either.
@@ -272,6 +277,7 @@ async fn tries(
                 return Err(ProxyError::BadRequest { reason: "request body broke off" });
             }
             Ok(Err(SendError::Exchange(e))) => Err(TryError::Exchange(e)),
+            Ok(Err(SendError::TimedOut)) => Err(TryError::Timeout(timed_out)),
             Err(after) => Err(TryError::Timeout(after)),
         };
         endpoint.metrics.duration.observe((ended - started).as_secs_f64());
@@ -332,6 +338,18 @@ fn take_place(upstream: &Upstream, tried: &[usize], now: Instant) -> Result<(Pic
     Err(NoPick::Full)
 }
 
+/// When a try started at `started` ends: its response timeout, cut short by the tries'
+/// `deadline`; and the timeout that ends it then.
+fn try_deadline(started: Instant, deadline: Instant, timeouts: &Timeouts) -> (Instant, Duration) {
+    let response_deadline = started + timeouts.response;
+    // The route's total timeout ends this try, and the tries.
+    if deadline < response_deadline {
+        (deadline, timeouts.total)
+    } else {
+        (response_deadline, timeouts.response)
+    }
+}
+
 /// Runs `exchange` under one timer: the response timeout from `started`, cut short by the
 /// tries' `deadline`. Elapsed: the timeout that ran out.
 async fn within<F: Future>(
@@ -340,13 +358,8 @@ async fn within<F: Future>(
     deadline: Instant,
     timeouts: &Timeouts,
 ) -> Result<F::Output, Duration> {
-    let response_deadline = started + timeouts.response;
-    // The route's total timeout ends this try, and the tries.
-    let cut_short = deadline < response_deadline;
-    let try_deadline = if cut_short { deadline } else { response_deadline };
-    tokio::time::timeout_at(try_deadline, exchange)
-        .await
-        .map_err(|_| if cut_short { timeouts.total } else { timeouts.response })
+    let (try_deadline, timed_out) = try_deadline(started, deadline, timeouts);
+    tokio::time::timeout_at(try_deadline, exchange).await.map_err(|_| timed_out)
 }
 
 /// Runs `exchange` while the request body streams up, then under the response timeout from the

@@ -79,6 +79,9 @@ pub enum Error {
     /// ([`Connection::with_read_timeout`]).
     #[error("response body stalled: nothing read for {0:?}")]
     Stalled(Duration),
+    /// No response head by the exchange's deadline (see [`Connection::send`]).
+    #[error("no response head by the deadline")]
+    TimedOut,
 }
 
 impl Error {
@@ -145,18 +148,24 @@ struct Kept<S> {
     pool: Option<Arc<dyn Pool<S>>>,
     /// The longest wait for the next frame of a response body; `None`: no limit.
     read_timeout: Option<Duration>,
-    /// The timer of a body read that waits: made at the exchange's first wait, set again at
-    /// each wait that follows a frame, and dropped with the exchange's end. A body that
-    /// arrives with its head never waits, and never makes it.
-    stall: Option<Stall>,
+    /// The connection's one timer, for the response head's deadline and then for the body's
+    /// read timeout: made at the first wait and kept from one exchange to the next (a timer
+    /// made and dropped for every exchange costs 2% of a forwarded request). An idle
+    /// connection's timer may still hold the waker of the task of its last exchange, until
+    /// its deadline passes or the next exchange polls it.
+    timer: Option<Timer>,
+    /// The timer is set for the body's current wait (no frame since it was set).
+    waiting: bool,
 }
 
-/// A response body's wait for its next frame.
+/// A wait's deadline, and the timer that ends it.
 #[derive(Debug)]
-struct Stall {
-    timer: Pin<Box<Sleep>>,
-    /// The timer runs for the current wait (no frame since it was set).
-    set: bool,
+struct Timer {
+    /// When the current wait ends.
+    until: Instant,
+    /// Set to `until`, or earlier: a later deadline is not set at once (that costs as much as
+    /// the wait), but when the timer fires before it.
+    sleep: Pin<Box<Sleep>>,
 }
 
 /// How the request body goes out.
@@ -189,7 +198,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 names: head::Names::default(),
                 pool: None,
                 read_timeout: None,
-                stall: None,
+                timer: None,
+                waiting: false,
             }),
         }
     }
@@ -212,8 +222,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Sends the request (`parts`, origin-form target, `Host` set, hop-by-hop headers gone,
     /// with `fields` applied, and `body`) and reads the response head, whose header map has
-    /// room for `room` more fields. The response body reads on from the connection and gives
-    /// it to `pool` after a clean end.
+    /// room for `room` more fields; [`Error::TimedOut`] when it has not come by `deadline`.
+    /// The response body reads on from the connection and gives it to `pool` after a clean
+    /// end.
     pub async fn send<B>(
         mut self,
         parts: &Parts,
@@ -221,6 +232,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         body: B,
         pool: Option<Arc<dyn Pool<S>>>,
         room: usize,
+        deadline: Option<Instant>,
     ) -> Result<Response<ResponseBody<S>>, Failure<B>>
     where
         B: http_body::Body<Data = Bytes> + Unpin,
@@ -242,7 +254,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             received: false,
             body_read: false,
         };
-        let head = poll_fn(|cx| exchange.poll_head(&mut self, cx)).await;
+        let head = poll_fn(|cx| {
+            let head = exchange.poll_head(&mut self, cx);
+            match deadline {
+                Some(deadline) if head.is_pending() => {
+                    self.poll_timer(Some(deadline), cx).map(|()| Err(Error::TimedOut))
+                }
+                _ => head,
+            }
+        })
+        .await;
         let head = match head {
             Ok(head) => head,
             Err(error) => {
@@ -279,6 +300,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let keep_alive = keep_alive && whole_request && !(connection && head::asks_close(&parts.headers));
         self.kept.reused = true;
         self.kept.pool = pool;
+        self.kept.waiting = false;
         let mut body = ResponseBody { connection: Some(self), decode: framing, keep_alive, upgraded: false };
         if body.decode.is_done() {
             body.finish();
@@ -475,17 +497,37 @@ impl<S> Connection<S> {
     /// a read timeout.
     fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let Some(after) = self.kept.read_timeout else { return Poll::Ready(Ok(())) };
-        let stall = self
-            .kept
-            .stall
-            .get_or_insert_with(|| Stall { timer: Box::pin(tokio::time::sleep(after)), set: true });
-        if !stall.set {
-            // Set later than before: the timer's registration stays, only its deadline moves.
-            stall.timer.as_mut().reset(Instant::now() + after);
-            stall.set = true;
-        }
-        ready!(stall.timer.as_mut().poll(cx));
+        let deadline = (!self.kept.waiting).then(|| Instant::now() + after);
+        self.kept.waiting = true;
+        ready!(self.poll_timer(deadline, cx));
         Poll::Ready(Err(Error::Stalled(after)))
+    }
+
+    /// Polls the connection's timer, set to `deadline` first when there is one (`None`: as it
+    /// was set last); `Ready` once it has passed.
+    fn poll_timer(&mut self, deadline: Option<Instant>, cx: &mut Context<'_>) -> Poll<()> {
+        let timer = match (&mut self.kept.timer, deadline) {
+            (Some(timer), Some(deadline)) => {
+                timer.until = deadline;
+                if timer.sleep.deadline() > deadline {
+                    timer.sleep.as_mut().reset(deadline);
+                }
+                timer
+            }
+            (Some(timer), None) => timer,
+            (None, deadline) => {
+                let until = deadline.expect("a timer is set before it is polled");
+                self.kept.timer.insert(Timer { until, sleep: Box::pin(tokio::time::sleep_until(until)) })
+            }
+        };
+        loop {
+            ready!(timer.sleep.as_mut().poll(cx));
+            if timer.sleep.deadline() >= timer.until {
+                return Poll::Ready(());
+            }
+            // Set for an earlier wait: on to this one's deadline.
+            timer.sleep.as_mut().reset(timer.until);
+        }
     }
 }
 
@@ -514,8 +556,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ResponseBody<S> {
     /// The body ended as framed: the connection goes back if it may carry another exchange.
     fn finish(&mut self) {
         let Some(mut connection) = self.connection.take() else { return };
-        // An idle connection holds no timer (nor the waker of a task that has ended).
-        connection.kept.stall = None;
         // A byte past the framed end is a broken answer or an unasked-for one.
         if self.keep_alive
             && connection.kept.read.is_empty()
@@ -540,9 +580,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> http_body::Body for ResponseBody<S> {
             }
             return Poll::Pending;
         };
-        if let Some(stall) = connection.kept.stall.as_mut() {
-            stall.set = false;
-        }
+        connection.kept.waiting = false;
         match decoded {
             Ok(Some(frame)) => {
                 if this.decode.is_done() {

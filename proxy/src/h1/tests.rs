@@ -145,7 +145,7 @@ async fn exchange(method: Method, io: Scripted) -> (Result<Received, Error>, Arc
     let kept = Arc::new(Kept::default());
     let pool: Arc<dyn Pool<Scripted>> = kept.clone();
     let sent = Connection::new(io)
-        .send(&parts(method, "/x"), Fields::default(), Full::new(Bytes::new()), Some(pool), 0)
+        .send(&parts(method, "/x"), Fields::default(), Full::new(Bytes::new()), Some(pool), 0, None)
         .await;
     match sent {
         Ok(response) => (Ok(collect(response).await), kept),
@@ -302,8 +302,10 @@ async fn a_reused_connection_closed_before_any_answer_gives_the_request_back() {
     connection.kept.io.keep_open = false;
     let pool: Arc<dyn Pool<Scripted>> = kept.clone();
     let body = Full::new(Bytes::new());
-    let failure =
-        connection.send(&parts(Method::GET, "/y"), Fields::default(), body, Some(pool), 0).await.unwrap_err();
+    let failure = connection
+        .send(&parts(Method::GET, "/y"), Fields::default(), body, Some(pool), 0, None)
+        .await
+        .unwrap_err();
     assert!(matches!(failure.error, Error::Closed));
     assert!(failure.unsent.is_some(), "the request can go out again");
     // Not a POST: the endpoint may have acted on it before closing.
@@ -311,13 +313,13 @@ async fn a_reused_connection_closed_before_any_answer_gives_the_request_back() {
     let mut connection = kept.take();
     connection.kept.io.keep_open = false;
     let failure = connection
-        .send(&parts(Method::POST, "/y"), Fields::default(), Full::new(Bytes::new()), None, 0)
+        .send(&parts(Method::POST, "/y"), Fields::default(), Full::new(Bytes::new()), None, 0, None)
         .await
         .unwrap_err();
     assert!(matches!(failure.error, Error::Closed) && failure.unsent.is_none());
     // A fresh connection that closes says so, without the request back.
     let failure = Connection::new(Scripted::new([]))
-        .send(&parts(Method::GET, "/y"), Fields::default(), Full::new(Bytes::new()), None, 0)
+        .send(&parts(Method::GET, "/y"), Fields::default(), Full::new(Bytes::new()), None, 0, None)
         .await
         .unwrap_err();
     assert!(matches!(failure.error, Error::Closed) && failure.unsent.is_none());
@@ -338,7 +340,7 @@ async fn request_bodies_go_out_with_their_length_or_chunked() {
     let mut with_length = parts(Method::POST, "/up?q=1");
     with_length.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("11"));
     Connection::new(Scripted::open(answer))
-        .send(&with_length, Fields::default(), streamed(&["hello", " world"]), pool(), 0)
+        .send(&with_length, Fields::default(), streamed(&["hello", " world"]), pool(), 0, None)
         .await
         .ok()
         .expect("an answer");
@@ -348,7 +350,7 @@ async fn request_bodies_go_out_with_their_length_or_chunked() {
     );
 
     Connection::new(Scripted::open(answer))
-        .send(&parts(Method::PUT, "/up"), Fields::default(), streamed(&["hello", " world"]), pool(), 0)
+        .send(&parts(Method::PUT, "/up"), Fields::default(), streamed(&["hello", " world"]), pool(), 0, None)
         .await
         .ok()
         .expect("an answer");
@@ -358,7 +360,7 @@ async fn request_bodies_go_out_with_their_length_or_chunked() {
     );
 
     Connection::new(Scripted::open(answer))
-        .send(&parts(Method::POST, "/up"), Fields::default(), Full::new(Bytes::new()), pool(), 0)
+        .send(&parts(Method::POST, "/up"), Fields::default(), Full::new(Bytes::new()), pool(), 0, None)
         .await
         .unwrap();
     assert_eq!(
@@ -368,7 +370,7 @@ async fn request_bodies_go_out_with_their_length_or_chunked() {
 
     // A body shorter than its length is not sent as if it were whole.
     let sent = Connection::new(Scripted::open(answer))
-        .send(&with_length, Fields::default(), streamed(&["hello"]), pool(), 0)
+        .send(&with_length, Fields::default(), streamed(&["hello"]), pool(), 0, None)
         .await;
     assert!(matches!(sent, Err(Failure { error: Error::Invalid(_), .. })));
 }
@@ -381,30 +383,37 @@ async fn an_answer_before_the_whole_request_keeps_the_connection_out_of_the_pool
     let pool: Arc<dyn Pool<Scripted>> = kept.clone();
     let io = Scripted::open("HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n");
     let response = Connection::new(io)
-        .send(&parts(Method::POST, "/up"), Fields::default(), StreamBody::new(rx), Some(pool), 0)
+        .send(&parts(Method::POST, "/up"), Fields::default(), StreamBody::new(rx), Some(pool), 0, None)
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
     assert_eq!(kept.count(), 0);
 }
 
-/// An endpoint at the other end of a pipe: it reads the request, then writes each piece after
-/// its pause (in milliseconds), and keeps the connection open.
-fn paced(pieces: Vec<(u64, &'static str)>) -> tokio::io::DuplexStream {
+/// An endpoint at the other end of a pipe: for each exchange, it reads the request, then
+/// writes each piece after its pause (in milliseconds); it keeps the connection open.
+fn paced_exchanges(exchanges: Vec<Vec<(u64, &'static str)>>) -> tokio::io::DuplexStream {
     use tokio::io::AsyncReadExt as _;
     let (near, mut far) = tokio::io::duplex(64 * 1024);
     tokio::spawn(async move {
-        let mut request = [0u8; 1024];
-        let _ = far.read(&mut request).await;
-        for (pause, piece) in pieces {
-            tokio::time::sleep(Duration::from_millis(pause)).await;
-            if far.write_all(piece.as_bytes()).await.is_err() {
-                return;
+        for pieces in exchanges {
+            let mut request = [0u8; 1024];
+            let _ = far.read(&mut request).await;
+            for (pause, piece) in pieces {
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                if far.write_all(piece.as_bytes()).await.is_err() {
+                    return;
+                }
             }
         }
         std::future::pending::<()>().await;
     });
     near
+}
+
+/// [`paced_exchanges`] for one exchange.
+fn paced(pieces: Vec<(u64, &'static str)>) -> tokio::io::DuplexStream {
+    paced_exchanges(vec![pieces])
 }
 
 /// Keeps the pipe connections given back.
@@ -417,29 +426,44 @@ impl Pool<tokio::io::DuplexStream> for KeptPipes {
     }
 }
 
-/// One GET over `io` with a read timeout of 100 ms: the body, or its error.
-async fn read_with_timeout(io: tokio::io::DuplexStream, pool: Arc<KeptPipes>) -> Result<Bytes, Error> {
-    let pool: Arc<dyn Pool<tokio::io::DuplexStream>> = pool;
-    let response = Connection::new(io)
-        .with_read_timeout(Duration::from_millis(100))
-        .send(&parts(Method::GET, "/x"), Fields::default(), Full::new(Bytes::new()), Some(pool), 0)
-        .await
-        .unwrap_or_else(|failure| panic!("no response head: {}", failure.error));
+impl KeptPipes {
+    fn take(&self) -> Connection<tokio::io::DuplexStream> {
+        self.0.lock().unwrap().pop().expect("the connection back in its pool")
+    }
+}
+
+/// One GET on `connection` whose head must come within `head_within` ms: the body, or the
+/// error of the head or of the body.
+async fn get_on(
+    connection: Connection<tokio::io::DuplexStream>,
+    pool: &Arc<KeptPipes>,
+    head_within: Option<u64>,
+) -> Result<Bytes, Error> {
+    let pool: Arc<dyn Pool<tokio::io::DuplexStream>> = pool.clone();
+    let deadline = head_within.map(|ms| Instant::now() + Duration::from_millis(ms));
+    let request = parts(Method::GET, "/x");
+    let sent = connection.send(&request, Fields::default(), Full::new(Bytes::new()), Some(pool), 0, deadline);
+    let response = sent.await.map_err(|failure| failure.error)?;
     let collected = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect());
     collected.await.expect("the body ends").map(|collected| collected.to_bytes())
+}
+
+/// One GET over `io` with a read timeout of 100 ms and no head deadline.
+async fn read_with_timeout(io: tokio::io::DuplexStream, pool: &Arc<KeptPipes>) -> Result<Bytes, Error> {
+    get_on(Connection::new(io).with_read_timeout(Duration::from_millis(100)), pool, None).await
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_body_that_sends_nothing_for_the_read_timeout_fails() {
     let head = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello";
     let pool = Arc::new(KeptPipes::default());
-    let read = read_with_timeout(paced(vec![(0, head), (150, "world")]), pool.clone()).await;
+    let read = read_with_timeout(paced(vec![(0, head), (150, "world")]), &pool).await;
     assert!(matches!(read, Err(Error::Stalled(after)) if after == Duration::from_millis(100)), "{read:?}");
     assert!(pool.0.lock().unwrap().is_empty(), "a stalled connection is not used again");
 
     // Chunked: a stall between chunks, too.
     let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
-    let read = read_with_timeout(paced(vec![(0, head), (150, "0\r\n\r\n")]), pool.clone()).await;
+    let read = read_with_timeout(paced(vec![(0, head), (150, "0\r\n\r\n")]), &pool).await;
     assert!(matches!(read, Err(Error::Stalled(_))), "{read:?}");
 }
 
@@ -449,15 +473,40 @@ async fn a_body_that_keeps_sending_or_a_slow_head_is_not_stalled() {
     let head = "HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nhe";
     let pool = Arc::new(KeptPipes::default());
     let pieces = vec![(0, head), (80, "ll"), (80, "o "), (80, "world")];
-    let read = read_with_timeout(paced(pieces), pool.clone()).await;
+    let read = read_with_timeout(paced(pieces), &pool).await;
     assert_eq!(read.unwrap(), "hello world");
-    let back = pool.0.lock().unwrap().pop().expect("the connection back in its pool");
-    assert!(back.kept.stall.is_none(), "an idle connection holds no timer");
+    assert_eq!(pool.0.lock().unwrap().len(), 1, "the connection back in its pool");
 
-    // The head's wait is the caller's response timeout, not the body's read timeout.
+    // The head's wait is the caller's deadline, not the body's read timeout.
     let answer = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
-    let read = read_with_timeout(paced(vec![(500, answer)]), pool.clone()).await;
+    let read = read_with_timeout(paced(vec![(500, answer)]), &pool).await;
     assert_eq!(read.unwrap(), "hello");
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_timer_serves_the_heads_and_bodies_of_one_exchange_after_another() {
+    let answer = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+    let io = paced_exchanges(vec![
+        // The body waits 80 ms: the timer is made for the read timeout, 100 ms.
+        vec![(0, "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhe"), (80, "llo")],
+        // Within the head's deadline.
+        vec![(150, answer)],
+        // Past it.
+        vec![(300, answer)],
+    ]);
+    let pool = Arc::new(KeptPipes::default());
+    let connection = Connection::new(io).with_read_timeout(Duration::from_millis(100));
+    assert_eq!(get_on(connection, &pool, Some(200)).await.unwrap(), "hello");
+    let kept = pool.take();
+    assert!(kept.kept.timer.is_some(), "the timer stays with the connection");
+
+    // The body's read timeout, set before, does not end the next exchange's head wait.
+    assert_eq!(get_on(kept, &pool, Some(200)).await.unwrap(), "hello");
+    let started = Instant::now();
+    let late = get_on(pool.take(), &pool, Some(200)).await;
+    assert!(matches!(late, Err(Error::TimedOut)), "{late:?}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(200) && waited < Duration::from_millis(300), "{waited:?}");
 }
 
 /// A response framing for the property tests: a status, fields and how the body goes.
@@ -709,7 +758,7 @@ async fn a_101_to_an_upgrade_request_hands_over_the_stream_with_the_bytes_past_t
     let endpoint = Scripted::open("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\nframe");
     let pool: Arc<dyn Pool<Scripted>> = kept.clone();
     let response = Connection::new(endpoint)
-        .send(&request, Fields::default(), Full::new(Bytes::new()), Some(pool), 0)
+        .send(&request, Fields::default(), Full::new(Bytes::new()), Some(pool), 0, None)
         .await
         .unwrap();
 
@@ -729,7 +778,7 @@ async fn a_non_101_answer_to_an_upgrade_request_is_an_ordinary_response() {
     request.headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
     let endpoint = Scripted::open("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
     let response = Connection::new(endpoint)
-        .send(&request, Fields::default(), Full::new(Bytes::new()), None, 0)
+        .send(&request, Fields::default(), Full::new(Bytes::new()), None, 0, None)
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
@@ -737,7 +786,7 @@ async fn a_non_101_answer_to_an_upgrade_request_is_an_ordinary_response() {
     assert!(body.into_upgraded().is_none());
     assert_eq!(head.status, 200);
     let response = Connection::new(Scripted::open("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"))
-        .send(&request, Fields::default(), Full::new(Bytes::new()), None, 0)
+        .send(&request, Fields::default(), Full::new(Bytes::new()), None, 0, None)
         .await
         .unwrap();
     assert_eq!(collect(response).await.body.unwrap().0, Bytes::from_static(b"ok"));
@@ -790,7 +839,7 @@ async fn added_fields_go_out_after_the_requests_own_and_left_out_ones_not_at_all
     }
     let fields = Fields { added: &added, left_out: &[&FROM] };
     Connection::new(Scripted::open("HTTP/1.1 204 No Content\r\n\r\n"))
-        .send(&request, fields, Full::new(Bytes::new()), Some(pool), 0)
+        .send(&request, fields, Full::new(Bytes::new()), Some(pool), 0, None)
         .await
         .unwrap();
     let written = String::from_utf8(kept.take().kept.io.written).unwrap();
@@ -829,7 +878,7 @@ async fn a_request_whose_length_is_not_a_length_is_not_sent() {
     let mut request = parts(Method::POST, "/up");
     request.headers.append(http::header::CONTENT_LENGTH, HeaderValue::from_static("3, 4"));
     let failure = Connection::new(Scripted::open("HTTP/1.1 204 No Content\r\n\r\n"))
-        .send(&request, Fields::default(), Full::new(Bytes::from_static(b"abc")), None, 0)
+        .send(&request, Fields::default(), Full::new(Bytes::from_static(b"abc")), None, 0, None)
         .await
         .unwrap_err();
     // Refused as the head is made, before a byte of it is written.

@@ -100,6 +100,9 @@ pub enum SendError {
     /// The exchange failed on an open connection; the request may have been (partly) sent.
     #[error("exchange failed: {0}")]
     Exchange(#[source] h1::Error),
+    /// No response head by the deadline (the connect included).
+    #[error("no response head by the deadline")]
+    TimedOut,
 }
 
 impl Connections {
@@ -127,7 +130,7 @@ impl Connections {
     /// out in origin-form, over HTTP/1.1, whatever the request's URI and version say.
     pub async fn send(&self, request: Request<Body>) -> Result<Response<ResponseBody>, SendError> {
         let (parts, body) = request.into_parts();
-        self.send_parts(&parts, Fields::default(), body, 0, Instant::now()).await
+        self.send_parts(&parts, Fields::default(), body, 0, Instant::now(), None).await
     }
 
     /// [`send`](Self::send) with the request's head borrowed (a caller that may try another
@@ -135,7 +138,8 @@ impl Connections {
     /// for the fields the caller will add. `now` is when the caller's try started: an idle
     /// connection is aged by it, so it may be taken up to the few microseconds from then to
     /// the checkout past its idle timeout (the endpoint closing it then is the case that a
-    /// connection closed while idle already covers).
+    /// connection closed while idle already covers). [`SendError::TimedOut`] when there is no
+    /// response head by `deadline`.
     pub async fn send_parts(
         &self,
         parts: &Parts,
@@ -143,23 +147,33 @@ impl Connections {
         mut body: Body,
         room: usize,
         now: Instant,
+        deadline: Option<Instant>,
     ) -> Result<Response<ResponseBody>, SendError> {
+        let failed = |error| match error {
+            h1::Error::TimedOut => SendError::TimedOut,
+            error => SendError::Exchange(error),
+        };
         while let Some(connection) = self.checkout(now) {
-            match connection.send(parts, fields, body, Some(self.pool()), room).await {
+            match connection.send(parts, fields, body, Some(self.pool()), room, deadline).await {
                 Ok(response) => return Ok(response),
                 // The endpoint had closed the connection while it was idle: the next one.
                 Err(Failure { error, unsent: Some(unsent) }) => {
                     tracing::debug!(endpoint = %self.addr, %error, "pooled connection closed");
                     body = unsent;
                 }
-                Err(Failure { error, unsent: None }) => return Err(SendError::Exchange(error)),
+                Err(Failure { error, unsent: None }) => return Err(failed(error)),
             }
         }
-        let connection = self.connect().await?;
+        let connection = match deadline {
+            None => self.connect().await?,
+            Some(deadline) => {
+                tokio::time::timeout_at(deadline, self.connect()).await.map_err(|_| SendError::TimedOut)??
+            }
+        };
         connection
-            .send(parts, fields, body, Some(self.pool()), room)
+            .send(parts, fields, body, Some(self.pool()), room, deadline)
             .await
-            .map_err(|failure| SendError::Exchange(failure.error))
+            .map_err(|failure| failed(failure.error))
     }
 
     fn pool(&self) -> Arc<dyn h1::Pool<Stream>> {
