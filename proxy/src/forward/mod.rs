@@ -230,11 +230,11 @@ async fn tries(
         let upload = body.upload();
         // Without an upload, the connection times the try with its own timer, kept from one
         // exchange to the next; a try with an upload is timed from the upload's end (below).
-        let (try_deadline, timed_out) = try_deadline(started, deadline, timeouts);
+        let (ends, timed_out) = try_deadline(started, deadline, timeouts);
         // Every try sends the same head, not a copy: the connection writes it as HTTP/1.1 with
         // the origin-form target (the endpoint is reached by the connection, not the target).
         // Boxed: the exchange's state (the connection's write and read of a whole request) is
-        // large, and every future that holds it inline (the timer's, the tries', the
+        // large, and every future that holds it inline (an upload's timer, the tries', the
         // pipeline's, hyper's in-flight request) would be copied whole at each move. The box
         // is allocated before the future is made, so that the optimizer can build it there
         // (`Box::pin(future)` built it, then copied it in).
@@ -247,7 +247,7 @@ async fn tries(
                 body.for_try(),
                 route.added_fields,
                 now,
-                upload.is_none().then_some(try_deadline),
+                upload.is_none().then_some(ends),
             ),
         ));
         let timed = match upload {
@@ -358,8 +358,8 @@ async fn within<F: Future>(
     deadline: Instant,
     timeouts: &Timeouts,
 ) -> Result<F::Output, Duration> {
-    let (try_deadline, timed_out) = try_deadline(started, deadline, timeouts);
-    tokio::time::timeout_at(try_deadline, exchange).await.map_err(|_| timed_out)
+    let (ends, timed_out) = try_deadline(started, deadline, timeouts);
+    tokio::time::timeout_at(ends, exchange).await.map_err(|_| timed_out)
 }
 
 /// Runs `exchange` while the request body streams up, then under the response timeout from the

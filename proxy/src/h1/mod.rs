@@ -29,6 +29,7 @@
 mod decode;
 mod head;
 mod stream;
+mod timer;
 
 #[cfg(test)]
 mod tests;
@@ -45,12 +46,13 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response};
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 pub use stream::Stream;
 
 use self::decode::Decode;
 pub use self::head::{MAX_HEAD, MAX_HEADERS, connection_says};
+use self::timer::Timer;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -77,8 +79,8 @@ pub enum Error {
     Invalid(&'static str),
     /// The response body sent nothing more for the connection's read timeout
     /// ([`Connection::with_read_timeout`]).
-    #[error("response body stalled: nothing read for {0:?}")]
-    Stalled(Duration),
+    #[error("response body stalled: nothing for {after:?}")]
+    Stalled { after: Duration },
     /// No response head by the exchange's deadline (see [`Connection::send`]).
     #[error("no response head by the deadline")]
     TimedOut,
@@ -148,24 +150,13 @@ struct Kept<S> {
     pool: Option<Arc<dyn Pool<S>>>,
     /// The longest wait for the next frame of a response body; `None`: no limit.
     read_timeout: Option<Duration>,
-    /// The connection's one timer, for the response head's deadline and then for the body's
-    /// read timeout: made at the first wait and kept from one exchange to the next (a timer
-    /// made and dropped for every exchange costs 2% of a forwarded request). An idle
-    /// connection's timer may still hold the waker of the task of its last exchange, until
-    /// its deadline passes or the next exchange polls it.
+    /// The connection's one timer (see [`timer`]), for the response head's deadline and then
+    /// for the body's read timeout, kept from one exchange to the next. An idle connection's
+    /// timer may still hold the waker of the task of its last exchange, until its deadline
+    /// passes or the next exchange polls it.
     timer: Option<Timer>,
     /// The timer is set for the body's current wait (no frame since it was set).
     waiting: bool,
-}
-
-/// A wait's deadline, and the timer that ends it.
-#[derive(Debug)]
-struct Timer {
-    /// When the current wait ends.
-    until: Instant,
-    /// Set to `until`, or earlier: a later deadline is not set at once (that costs as much as
-    /// the wait), but when the timer fires before it.
-    sleep: Pin<Box<Sleep>>,
 }
 
 /// How the request body goes out.
@@ -222,9 +213,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Sends the request (`parts`, origin-form target, `Host` set, hop-by-hop headers gone,
     /// with `fields` applied, and `body`) and reads the response head, whose header map has
-    /// room for `room` more fields; [`Error::TimedOut`] when it has not come by `deadline`.
-    /// The response body reads on from the connection and gives it to `pool` after a clean
-    /// end.
+    /// room for `room` more fields; [`Error::TimedOut`] when it has not come by `deadline`
+    /// (`None`: no limit). The response body reads on from the connection and gives it to
+    /// `pool` after a clean end.
     pub async fn send<B>(
         mut self,
         parts: &Parts,
@@ -258,7 +249,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             let head = exchange.poll_head(&mut self, cx);
             match deadline {
                 Some(deadline) if head.is_pending() => {
-                    self.poll_timer(Some(deadline), cx).map(|()| Err(Error::TimedOut))
+                    Timer::poll(&mut self.kept.timer, deadline, cx).map(|()| Err(Error::TimedOut))
                 }
                 _ => head,
             }
@@ -497,37 +488,14 @@ impl<S> Connection<S> {
     /// a read timeout.
     fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let Some(after) = self.kept.read_timeout else { return Poll::Ready(Ok(())) };
-        let deadline = (!self.kept.waiting).then(|| Instant::now() + after);
-        self.kept.waiting = true;
-        ready!(self.poll_timer(deadline, cx));
-        Poll::Ready(Err(Error::Stalled(after)))
-    }
-
-    /// Polls the connection's timer, set to `deadline` first when there is one (`None`: as it
-    /// was set last); `Ready` once it has passed.
-    fn poll_timer(&mut self, deadline: Option<Instant>, cx: &mut Context<'_>) -> Poll<()> {
-        let timer = match (&mut self.kept.timer, deadline) {
-            (Some(timer), Some(deadline)) => {
-                timer.until = deadline;
-                if timer.sleep.deadline() > deadline {
-                    timer.sleep.as_mut().reset(deadline);
-                }
-                timer
-            }
-            (Some(timer), None) => timer,
-            (None, deadline) => {
-                let until = deadline.expect("a timer is set before it is polled");
-                self.kept.timer.insert(Timer { until, sleep: Box::pin(tokio::time::sleep_until(until)) })
-            }
+        let until = match &self.kept.timer {
+            Some(timer) if self.kept.waiting => timer.until(),
+            _ => Instant::now() + after,
         };
-        loop {
-            ready!(timer.sleep.as_mut().poll(cx));
-            if timer.sleep.deadline() >= timer.until {
-                return Poll::Ready(());
-            }
-            // Set for an earlier wait: on to this one's deadline.
-            timer.sleep.as_mut().reset(timer.until);
-        }
+        self.kept.waiting = true;
+        ready!(Timer::poll(&mut self.kept.timer, until, cx));
+        tracing::warn!(?after, "upstream response body stalled: cut off");
+        Poll::Ready(Err(Error::Stalled { after }))
     }
 }
 

@@ -458,13 +458,13 @@ async fn a_body_that_sends_nothing_for_the_read_timeout_fails() {
     let head = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello";
     let pool = Arc::new(KeptPipes::default());
     let read = read_with_timeout(paced(vec![(0, head), (150, "world")]), &pool).await;
-    assert!(matches!(read, Err(Error::Stalled(after)) if after == Duration::from_millis(100)), "{read:?}");
+    assert!(matches!(read, Err(Error::Stalled { after }) if after == Duration::from_millis(100)), "{read:?}");
     assert!(pool.0.lock().unwrap().is_empty(), "a stalled connection is not used again");
 
     // Chunked: a stall between chunks, too.
     let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
     let read = read_with_timeout(paced(vec![(0, head), (150, "0\r\n\r\n")]), &pool).await;
-    assert!(matches!(read, Err(Error::Stalled(_))), "{read:?}");
+    assert!(matches!(read, Err(Error::Stalled { .. })), "{read:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -487,7 +487,8 @@ async fn a_body_that_keeps_sending_or_a_slow_head_is_not_stalled() {
 async fn one_timer_serves_the_heads_and_bodies_of_one_exchange_after_another() {
     let answer = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
     let io = paced_exchanges(vec![
-        // The body waits 80 ms: the timer is made for the read timeout, 100 ms.
+        // The timer is made for the head's deadline (200 ms), then set to the body's read
+        // timeout (100 ms) while the body waits 80 ms.
         vec![(0, "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhe"), (80, "llo")],
         // Within the head's deadline.
         vec![(150, answer)],
@@ -502,6 +503,35 @@ async fn one_timer_serves_the_heads_and_bodies_of_one_exchange_after_another() {
 
     // The body's read timeout, set before, does not end the next exchange's head wait.
     assert_eq!(get_on(kept, &pool, Some(200)).await.unwrap(), "hello");
+    let started = Instant::now();
+    let late = get_on(pool.take(), &pool, Some(200)).await;
+    assert!(matches!(late, Err(Error::TimedOut)), "{late:?}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(200) && waited < Duration::from_millis(300), "{waited:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_earlier_deadline_than_the_timer_is_set_to_is_set_at_once() {
+    let answer = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+    let io = paced_exchanges(vec![
+        // The head's deadline is 5 s; the body then stalls for 150 ms (read timeout 100 ms).
+        vec![(0, "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhe"), (150, "llo")],
+    ]);
+    let pool = Arc::new(KeptPipes::default());
+    let connection = Connection::new(io).with_read_timeout(Duration::from_millis(100));
+    let started = Instant::now();
+    let read = get_on(connection, &pool, Some(5000)).await;
+    assert!(matches!(read, Err(Error::Stalled { .. })), "{read:?}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(100) && waited < Duration::from_millis(150), "{waited:?}");
+
+    // A read timeout of 1 s, then a head due in 200 ms that comes in 300.
+    let io = paced_exchanges(vec![
+        vec![(0, "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhe"), (50, "llo")],
+        vec![(300, answer)],
+    ]);
+    let connection = Connection::new(io).with_read_timeout(Duration::from_secs(1));
+    assert_eq!(get_on(connection, &pool, Some(5000)).await.unwrap(), "hello");
     let started = Instant::now();
     let late = get_on(pool.take(), &pool, Some(200)).await;
     assert!(matches!(late, Err(Error::TimedOut)), "{late:?}");

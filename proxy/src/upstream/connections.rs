@@ -456,6 +456,31 @@ mod tests {
         assert_eq!(lookups.load(Ordering::SeqCst), 1);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_connect_cut_short_by_the_tries_deadline_is_timed_out_not_a_connect_error() {
+        // A name whose lookup never ends: the connect waits, up to its connect timeout (1 s).
+        let lookup: Lookup = Arc::new(|_: &EndpointAddr| Box::pin(std::future::pending()));
+        let named: EndpointAddr = "origin.invalid:80".parse().unwrap();
+        let resolver = Resolver::with_lookup(named.clone(), Duration::from_secs(30), lookup);
+        let connections = Connections::with_resolver(named.clone(), settings(), resolver);
+        let send = |deadline: Option<Instant>| {
+            let (parts, body) = get(&named, "/").into_parts();
+            let connections = &connections;
+            async move {
+                connections.send_parts(&parts, Fields::default(), body, 0, Instant::now(), deadline).await
+            }
+        };
+
+        let started = Instant::now();
+        let cut_short = send(Some(started + Duration::from_millis(200))).await;
+        assert!(matches!(cut_short, Err(SendError::TimedOut)), "{:?}", cut_short.err());
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(200) && waited < Duration::from_secs(1), "{waited:?}");
+        // Without a deadline, the connect timeout ends it: a connect error.
+        let timed_out = send(None).await;
+        assert!(matches!(timed_out, Err(SendError::Connect(_))), "{:?}", timed_out.err());
+    }
+
     #[tokio::test]
     async fn a_refused_connection_is_a_connect_error() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
