@@ -453,6 +453,14 @@ async fn read_with_timeout(io: tokio::io::DuplexStream, pool: &Arc<KeptPipes>) -
     get_on(Connection::new(io).with_read_timeout(Duration::from_millis(100)), pool, None).await
 }
 
+/// Asserts that from `started` to now is at least `from` and less than `to` milliseconds.
+#[track_caller]
+fn assert_waited(started: Instant, from: u64, to: u64) {
+    let waited = started.elapsed();
+    let (from, to) = (Duration::from_millis(from), Duration::from_millis(to));
+    assert!(waited >= from && waited < to, "waited {waited:?}, not in [{from:?}, {to:?})");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_body_that_sends_nothing_for_the_read_timeout_fails() {
     let head = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello";
@@ -506,8 +514,7 @@ async fn one_timer_serves_the_heads_and_bodies_of_one_exchange_after_another() {
     let started = Instant::now();
     let late = get_on(pool.take(), &pool, Some(200)).await;
     assert!(matches!(late, Err(Error::TimedOut)), "{late:?}");
-    let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(200) && waited < Duration::from_millis(300), "{waited:?}");
+    assert_waited(started, 200, 300);
 }
 
 #[tokio::test(start_paused = true)]
@@ -522,8 +529,7 @@ async fn an_earlier_deadline_than_the_timer_is_set_to_is_set_at_once() {
     let started = Instant::now();
     let read = get_on(connection, &pool, Some(5000)).await;
     assert!(matches!(read, Err(Error::Stalled { .. })), "{read:?}");
-    let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(100) && waited < Duration::from_millis(150), "{waited:?}");
+    assert_waited(started, 100, 150);
 
     // A read timeout of 1 s, then a head due in 200 ms that comes in 300.
     let io = paced_exchanges(vec![
@@ -535,8 +541,7 @@ async fn an_earlier_deadline_than_the_timer_is_set_to_is_set_at_once() {
     let started = Instant::now();
     let late = get_on(pool.take(), &pool, Some(200)).await;
     assert!(matches!(late, Err(Error::TimedOut)), "{late:?}");
-    let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(200) && waited < Duration::from_millis(300), "{waited:?}");
+    assert_waited(started, 200, 300);
 }
 
 /// A response framing for the property tests: a status, fields and how the body goes.
