@@ -145,6 +145,9 @@ pub enum Until {
 pub trait Guard {
     /// When the body lets it go.
     const UNTIL: Until = Until::Over;
+
+    /// The body broke off with `error` (of the body's error type); the guard is let go next.
+    fn broke_off(&self, _error: &dyn std::any::Any) {}
 }
 
 pin_project! {
@@ -175,7 +178,7 @@ impl<B, G> Guarded<B, G> {
     }
 }
 
-impl<B: http_body::Body, G: Guard> http_body::Body for Guarded<B, G> {
+impl<B: http_body::Body<Error: 'static>, G: Guard> http_body::Body for Guarded<B, G> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -186,7 +189,13 @@ impl<B: http_body::Body, G: Guard> http_body::Body for Guarded<B, G> {
         let mut this = self.project();
         let polled = this.inner.as_mut().poll_frame(cx);
         let ended = match &polled {
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => true,
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Err(error))) => {
+                if let Some(guard) = this.guard.as_ref() {
+                    guard.broke_off(error);
+                }
+                true
+            }
             Poll::Ready(Some(Ok(_))) => G::UNTIL == Until::LastFrame && this.inner.is_end_stream(),
             Poll::Pending => false,
         };
@@ -211,6 +220,9 @@ impl<B: http_body::Body, G: Guard> http_body::Body for Guarded<B, G> {
 pub trait Home: Send + Sync + std::fmt::Debug {
     /// One exchange fewer in flight.
     fn finished(&self);
+
+    /// An exchange's response body broke off after its head with `error`.
+    fn broke_off(&self, error: &crate::h1::Error);
 }
 
 /// One exchange's hold on its endpoint: counted in flight there until it is dropped. The
@@ -231,6 +243,12 @@ impl Guard for Exchange {
     /// The endpoint is done with the exchange once its last byte is out (the connection has
     /// gone back to its idle ones by then).
     const UNTIL: Until = Until::LastFrame;
+
+    fn broke_off(&self, error: &dyn std::any::Any) {
+        if let Some(error) = error.downcast_ref::<crate::h1::Error>() {
+            self.home.broke_off(error);
+        }
+    }
 }
 
 impl Drop for Exchange {

@@ -70,6 +70,14 @@ fn timeouts_of(origin: &accel_e2e::OriginHandle) -> String {
     )
 }
 
+/// The series counting `origin`'s response bodies that broke off for `reason`.
+fn body_errors_of(origin: &accel_e2e::OriginHandle, reason: &str) -> String {
+    format!(
+        r#"accel_upstream_body_errors_total{{upstream="api",endpoint="{}",reason="{reason}"}}"#,
+        origin.addr()
+    )
+}
+
 /// The answer's head to a request sent in the background.
 type Answer =
     tokio::task::JoinHandle<Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>>;
@@ -311,6 +319,7 @@ async fn a_truncated_body_with_a_length_is_not_passed_off_as_complete() {
     let read = within("the body", Collected::from(response)).await;
 
     assert!(read.is_err(), "the client must see the body break off, got {read:?}");
+    assert_eq!(proxy.metric(&body_errors_of(&origin, "closed")).await, 1.0);
 }
 
 #[tokio::test]
@@ -347,6 +356,8 @@ async fn a_body_that_stalls_past_the_read_timeout_is_cut_off_and_gives_its_place
         assert_eq!(response.status(), 200);
         let read = within("the body", Collected::from(response)).await;
         assert!(read.is_err(), "h2 {h2}: the client must see the body break off, got {read:?}");
+        assert_eq!(proxy.metric(&body_errors_of(&origin, "stalled")).await, 1.0, "h2 {h2}");
+        assert_eq!(proxy.metric(&body_errors_of(&origin, "closed")).await, 0.0, "h2 {h2}");
 
         // The stalled exchange gave back the endpoint's one place: the next request goes up.
         gate.open();

@@ -494,7 +494,6 @@ impl<S> Connection<S> {
         };
         self.kept.waiting = true;
         ready!(Timer::poll(&mut self.kept.timer, until, cx));
-        tracing::warn!(?after, "upstream response body stalled: cut off");
         Poll::Ready(Err(Error::Stalled { after }))
     }
 }

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::Ejection;
 use super::connections::{ConnectionSettings, Connections};
-use super::metrics::EndpointMetrics;
+use super::metrics::{BodyError, EndpointMetrics};
 use super::{EndpointAddr, UpstreamName};
 use crate::body::{Exchange, Home};
 use crate::metrics::Metrics;
@@ -169,5 +169,11 @@ impl Home for Endpoint {
     fn finished(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.metrics.in_flight.dec();
+    }
+
+    fn broke_off(&self, error: &crate::h1::Error) {
+        let reason = BodyError::of(error);
+        self.metrics.body_error(reason);
+        tracing::warn!(endpoint = %self.addr, %error, "response body broke off");
     }
 }

@@ -1,5 +1,5 @@
-//! Upstream metrics: tries by endpoint and outcome, their latency, endpoint health,
-//! in-flight requests, ejections, name lookups and overflow.
+//! Upstream metrics: tries by endpoint and outcome, their latency, response bodies that broke
+//! off, endpoint health, in-flight requests, ejections, name lookups and overflow.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -38,6 +38,45 @@ impl UpstreamOutcome {
             Self::ConnectError => "connect_error",
             Self::Timeout => "timeout",
             Self::ProtocolError => "protocol_error",
+        }
+    }
+}
+
+/// Why a response body broke off after its head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BodyError {
+    /// Nothing came for the upstream's `read_timeout`.
+    Stalled,
+    /// The endpoint closed the connection before the body's end.
+    Closed,
+    /// The body broke its framing (a bad chunk, bytes past its length).
+    Invalid,
+    /// Reading the connection failed.
+    Io,
+}
+
+impl BodyError {
+    /// Every value.
+    pub const ALL: [Self; 4] = [Self::Stalled, Self::Closed, Self::Invalid, Self::Io];
+
+    /// The reason for `error`.
+    pub fn of(error: &crate::h1::Error) -> Self {
+        use crate::h1::Error;
+        match error {
+            Error::Stalled { .. } | Error::TimedOut => Self::Stalled,
+            Error::Closed | Error::Truncated => Self::Closed,
+            Error::Invalid(_) => Self::Invalid,
+            Error::Io(_) | Error::Body(_) => Self::Io,
+        }
+    }
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stalled => "stalled",
+            Self::Closed => "closed",
+            Self::Invalid => "invalid",
+            Self::Io => "io",
         }
     }
 }
@@ -99,6 +138,13 @@ struct OutcomeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BodyErrorLabels {
+    upstream: String,
+    endpoint: String,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LookupLabels {
     upstream: String,
     endpoint: String,
@@ -120,6 +166,7 @@ pub struct EndpointMetrics {
     /// Lookups of the endpoint's name (none for an IP address).
     pub lookups: Lookups,
     outcomes: [Counter; 5],
+    body_errors: [Counter; 4],
 }
 
 impl EndpointMetrics {
@@ -152,7 +199,21 @@ impl EndpointMetrics {
                 families.endpoint_lookups.get_or_create(&labels).clone()
             })),
             outcomes: UpstreamOutcome::ALL.map(outcome),
+            body_errors: BodyError::ALL.map(|reason| {
+                let labels = BodyErrorLabels {
+                    upstream: labels.upstream.clone(),
+                    endpoint: labels.endpoint.clone(),
+                    reason: reason.as_str(),
+                };
+                families.upstream_body_errors.get_or_create(&labels).clone()
+            }),
         }
+    }
+
+    /// Counts a response body that broke off.
+    pub fn body_error(&self, reason: BodyError) {
+        let i = BodyError::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        self.body_errors[i].inc();
     }
 
     /// Counts one try's outcome.
@@ -173,6 +234,7 @@ pub fn retire(metrics: &Metrics, upstream: &UpstreamName, endpoint: &EndpointAdd
 struct EndpointFamilies {
     upstream_duration: HistogramFamily<EndpointLabels>,
     upstream_requests: Family<OutcomeLabels, Counter>,
+    upstream_body_errors: Family<BodyErrorLabels, Counter>,
     endpoint_healthy: Family<EndpointLabels, Gauge>,
     endpoint_in_flight: Family<EndpointLabels, Gauge>,
     endpoint_ejections: Family<EndpointLabels, Counter>,
@@ -190,6 +252,11 @@ impl EndpointFamilies {
             upstream_requests: metrics.family(
                 "upstream_requests",
                 "Tries sent to endpoints, by outcome",
+                Family::default,
+            ),
+            upstream_body_errors: metrics.family(
+                "upstream_body_errors",
+                "Response bodies that broke off after their head, by reason (stalled, closed, invalid, io)",
                 Family::default,
             ),
             endpoint_healthy: metrics.family(
