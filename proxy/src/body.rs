@@ -140,14 +140,14 @@ pub enum Until {
     LastFrame,
 }
 
-/// A value a [`Guarded`] body holds: its `Drop` gives something back (a permit, an endpoint's
-/// in-flight count).
-pub trait Guard {
+/// A value a [`Guarded`] body whose errors are `E` holds: its `Drop` gives something back (a
+/// permit, an endpoint's in-flight count).
+pub trait Guard<E> {
     /// When the body lets it go.
     const UNTIL: Until = Until::Over;
 
-    /// The body broke off with `error` (of the body's error type); the guard is let go next.
-    fn broke_off(&self, _error: &dyn std::any::Any) {}
+    /// The body broke off with `error`; the guard is let go next.
+    fn broke_off(&self, _error: &E) {}
 }
 
 pin_project! {
@@ -178,7 +178,7 @@ impl<B, G> Guarded<B, G> {
     }
 }
 
-impl<B: http_body::Body<Error: 'static>, G: Guard> http_body::Body for Guarded<B, G> {
+impl<B: http_body::Body, G: Guard<B::Error>> http_body::Body for Guarded<B, G> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -239,15 +239,13 @@ impl Exchange {
     }
 }
 
-impl Guard for Exchange {
+impl Guard<crate::h1::Error> for Exchange {
     /// The endpoint is done with the exchange once its last byte is out (the connection has
     /// gone back to its idle ones by then).
     const UNTIL: Until = Until::LastFrame;
 
-    fn broke_off(&self, error: &dyn std::any::Any) {
-        if let Some(error) = error.downcast_ref::<crate::h1::Error>() {
-            self.home.broke_off(error);
-        }
+    fn broke_off(&self, error: &crate::h1::Error) {
+        self.home.broke_off(error);
     }
 }
 
@@ -539,5 +537,60 @@ mod tests {
     fn a_body_stays_small() {
         let size = std::mem::size_of::<super::Body>();
         assert!(size <= 48, "Body is {size} bytes");
+    }
+
+    use std::sync::atomic::AtomicUsize;
+
+    use http_body_util::{BodyExt, StreamBody};
+
+    use super::*;
+
+    /// Counts what a [`Guarded`] body tells it: errors heard, and whether it was let go.
+    #[derive(Debug, Clone, Default)]
+    struct Witness {
+        errors: Arc<AtomicUsize>,
+        dropped: Arc<AtomicBool>,
+    }
+
+    impl Guard<&'static str> for Witness {
+        fn broke_off(&self, _: &&'static str) {
+            self.errors.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Drop for Witness {
+        fn drop(&mut self) {
+            self.dropped.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn frames(
+        items: Vec<Result<&'static str, &'static str>>,
+    ) -> impl http_body::Body<Data = Bytes, Error = &'static str> {
+        let frames =
+            items.into_iter().map(|item| item.map(|text| Frame::data(Bytes::from_static(text.as_bytes()))));
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn a_guard_hears_of_an_error_once_before_it_is_let_go_and_of_nothing_else() {
+        let witness = Witness::default();
+        let mut body = std::pin::pin!(Guarded::new(frames(vec![Ok("a"), Err("cut")]), witness.clone()));
+        assert!(body.frame().await.unwrap().is_ok());
+        assert_eq!(witness.errors.load(Ordering::SeqCst), 0);
+        assert!(body.frame().await.unwrap().is_err());
+        assert_eq!(witness.errors.load(Ordering::SeqCst), 1);
+        assert!(witness.dropped.load(Ordering::SeqCst), "let go with the error");
+        assert!(body.frame().await.is_none());
+        assert_eq!(witness.errors.load(Ordering::SeqCst), 1, "heard once");
+
+        // A clean end, and an error after the guard was let go, are not heard of.
+        let witness = Witness::default();
+        let whole = Guarded::new(frames(vec![Ok("a"), Ok("b")]), witness.clone());
+        assert_eq!(whole.collect().await.unwrap().to_bytes(), "ab");
+        let mut released = Guarded::new(frames(vec![Err("cut")]), witness.clone());
+        released.release();
+        assert!(released.collect().await.is_err());
+        assert_eq!(witness.errors.load(Ordering::SeqCst), 0);
     }
 }

@@ -6,10 +6,15 @@
 //! here ([`Metrics::register`], or [`Metrics::family`] for a family that several of its
 //! values share, such as one per route). Handles a request touches are resolved when the
 //! rules load or lazily once, so the request path does no label hashing.
+//!
+//! A counted event that is also logged goes through a [`WarnBudget`], so that a flood of it
+//! is one warning every few seconds, not one a request.
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -154,5 +159,42 @@ mod tests {
         let text = metrics.encode();
         assert!(text.contains("accel_shared_total{result=\"a\"} 2"), "{text}");
         assert_eq!(text.matches("# TYPE accel_shared").count(), 1, "{text}");
+    }
+}
+
+/// At most one warning per [`WarnBudget::EVERY`] for one kind of event, so that a flood of
+/// them (bad requests, an endpoint breaking off its bodies) cannot flood the log; the events
+/// left out are counted in the next warning. Clones share the budget.
+#[derive(Debug, Clone)]
+pub struct WarnBudget {
+    /// Seconds (since `epoch`) of the last warning, and events not logged since.
+    last: Arc<(AtomicU64, AtomicU64)>,
+    epoch: tokio::time::Instant,
+}
+
+impl Default for WarnBudget {
+    fn default() -> Self {
+        Self { last: Arc::default(), epoch: tokio::time::Instant::now() }
+    }
+}
+
+impl WarnBudget {
+    /// At most one warning this often.
+    pub const EVERY: Duration = Duration::from_secs(10);
+
+    /// The events left out since the last warning when a warning is due now (and takes the
+    /// slot); `None`, counting this one as left out, when one was logged within
+    /// [`Self::EVERY`].
+    pub fn due(&self) -> Option<u64> {
+        let now = self.epoch.elapsed().as_secs() + 1;
+        let (last, suppressed) = &*self.last;
+        let previous = last.load(Ordering::Relaxed);
+        let due = previous == 0 || now >= previous + Self::EVERY.as_secs();
+        if due && last.compare_exchange(previous, now, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            Some(suppressed.swap(0, Ordering::Relaxed))
+        } else {
+            suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
     }
 }

@@ -337,6 +337,7 @@ async fn a_truncated_chunked_body_is_not_passed_off_as_complete() {
         let read = within("the body", Collected::from(response)).await;
 
         assert!(read.is_err(), "h2 {h2}: the client must see the body break off, got {read:?}");
+        assert_eq!(proxy.metric(&body_errors_of(&origin, "closed")).await, 1.0, "h2 {h2}");
     }
 }
 

@@ -50,7 +50,7 @@ pub use connection::FramedIo;
 pub use h2::H2Abuse;
 
 use crate::body::{Guard, Until};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, WarnBudget};
 
 /// Bounds of one request head, from `[limits]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,7 +252,7 @@ impl Answering {
     }
 }
 
-impl Guard for Answering {
+impl<E> Guard<E> for Answering {
     const UNTIL: Until = Until::LastFrame;
 }
 
@@ -270,20 +270,15 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
-/// `accel_downstream_rejections_total{reason}` and a warning at most once per
-/// [`Rejections::WARN_EVERY`], so a flood of bad requests cannot flood the log.
+/// `accel_downstream_rejections_total{reason}` and a warning within a [`WarnBudget`], so a
+/// flood of bad requests cannot flood the log.
 #[derive(Debug, Clone)]
 pub struct Rejections {
     counters: Family<ReasonLabels, Counter>,
-    /// Seconds (since `epoch`) of the last warning, and refusals not logged since.
-    last_warn: std::sync::Arc<(AtomicU64, AtomicU64)>,
-    epoch: tokio::time::Instant,
+    warnings: WarnBudget,
 }
 
 impl Rejections {
-    /// At most one warning this often; the others are counted in the next one.
-    pub const WARN_EVERY: Duration = Duration::from_secs(10);
-
     /// Registers the counter in `metrics`.
     pub fn register(metrics: &Metrics) -> Self {
         let counters = metrics.family(
@@ -296,13 +291,13 @@ impl Rejections {
         for reason in labels {
             counters.get_or_create(&ReasonLabels { reason }).inc_by(0);
         }
-        Self { counters, last_warn: Default::default(), epoch: tokio::time::Instant::now() }
+        Self { counters, warnings: WarnBudget::default() }
     }
 
-    /// Counts one refusal, and logs it unless one was logged within [`Self::WARN_EVERY`].
+    /// Counts one refusal, and logs it unless one was logged within [`WarnBudget::EVERY`].
     pub fn record(&self, reason: Reason, peer: std::net::SocketAddr) {
         self.counters.get_or_create(&ReasonLabels { reason: reason.as_str() }).inc();
-        if let Some(suppressed) = self.warning_due() {
+        if let Some(suppressed) = self.warnings.due() {
             tracing::warn!(
                 reason = reason.as_str(),
                 status = reason.status().as_u16(),
@@ -317,7 +312,7 @@ impl Rejections {
     /// within the same budget as [`record`](Self::record).
     pub fn record_h2(&self, abuse: H2Abuse, goaway: ::h2::Reason, peer: std::net::SocketAddr) {
         self.counters.get_or_create(&ReasonLabels { reason: abuse.as_str() }).inc();
-        if let Some(suppressed) = self.warning_due() {
+        if let Some(suppressed) = self.warnings.due() {
             tracing::warn!(
                 reason = abuse.as_str(),
                 goaway = ?goaway,
@@ -325,22 +320,6 @@ impl Rejections {
                 suppressed,
                 "ended a client's HTTP/2 connection"
             );
-        }
-    }
-
-    /// The refusals left out since the last warning when a warning is due now (and takes
-    /// the slot); `None`, counting this one as left out, when one was logged within
-    /// [`Self::WARN_EVERY`].
-    fn warning_due(&self) -> Option<u64> {
-        let now = self.epoch.elapsed().as_secs() + 1;
-        let (last, suppressed) = &*self.last_warn;
-        let previous = last.load(Ordering::Relaxed);
-        let due = previous == 0 || now >= previous + Self::WARN_EVERY.as_secs();
-        if due && last.compare_exchange(previous, now, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-            Some(suppressed.swap(0, Ordering::Relaxed))
-        } else {
-            suppressed.fetch_add(1, Ordering::Relaxed);
-            None
         }
     }
 }

@@ -97,7 +97,7 @@ impl Drop for ConcurrencyPermit {
     }
 }
 
-impl Guard for ConcurrencyPermit {}
+impl<E> Guard<E> for ConcurrencyPermit {}
 
 /// A response body that holds a concurrency permit until its end.
 pub type PermitBody = Guarded<Body, ConcurrencyPermit>;

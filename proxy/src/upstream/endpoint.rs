@@ -11,7 +11,7 @@ use super::connections::{ConnectionSettings, Connections};
 use super::metrics::{BodyError, EndpointMetrics};
 use super::{EndpointAddr, UpstreamName};
 use crate::body::{Exchange, Home};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, WarnBudget};
 
 /// One address of an upstream.
 #[derive(Debug)]
@@ -29,6 +29,8 @@ pub struct Endpoint {
     /// Keep-alive connections to this endpoint.
     pub connections: Connections,
     pub metrics: EndpointMetrics,
+    /// Warnings of response bodies that broke off.
+    broken_bodies: WarnBudget,
 }
 
 /// How an endpoint stands, as reported on `/status`.
@@ -71,6 +73,7 @@ impl Endpoint {
             failures: AtomicU32::new(0),
             ejected_until: Mutex::new(None),
             metrics,
+            broken_bodies: WarnBudget::default(),
         }
     }
 
@@ -174,6 +177,8 @@ impl Home for Endpoint {
     fn broke_off(&self, error: &crate::h1::Error) {
         let reason = BodyError::of(error);
         self.metrics.body_error(reason);
-        tracing::warn!(endpoint = %self.addr, %error, "response body broke off");
+        if let Some(suppressed) = self.broken_bodies.due() {
+            tracing::warn!(endpoint = %self.addr, %error, suppressed, "response body broke off");
+        }
     }
 }

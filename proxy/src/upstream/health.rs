@@ -65,8 +65,11 @@ async fn probe(endpoint: &Endpoint, check: &HealthCheck) -> bool {
     match tokio::time::timeout(check.timeout, endpoint.connections.send(request)).await {
         Ok(Ok(response)) => {
             let ok = response.status().is_success();
-            // Read the (small) body to its end so the connection can be used again.
-            let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+            // Read the (small) body to its end so the connection can be used again; one that
+            // breaks off (no client sees it, nothing counts it) is left to the debug log.
+            if let Err(e) = http_body_util::BodyExt::collect(response.into_body()).await {
+                tracing::debug!(endpoint = %endpoint.addr, error = %e, "health check's body broke off");
+            }
             ok
         }
         Ok(Err(e)) => {

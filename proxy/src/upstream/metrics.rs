@@ -49,9 +49,10 @@ pub enum BodyError {
     Stalled,
     /// The endpoint closed the connection before the body's end.
     Closed,
-    /// The body broke its framing (a bad chunk, bytes past its length).
+    /// The body broke its chunked framing (a bad size line, data not followed by CRLF,
+    /// malformed trailers).
     Invalid,
-    /// Reading the connection failed.
+    /// Reading the connection failed (a reset by the endpoint among them).
     Io,
 }
 
@@ -59,7 +60,9 @@ impl BodyError {
     /// Every value.
     pub const ALL: [Self; 4] = [Self::Stalled, Self::Closed, Self::Invalid, Self::Io];
 
-    /// The reason for `error`.
+    /// The reason for `error`. A response body fails only with `Stalled`, `Truncated`,
+    /// `Invalid` or `Io`; the others (errors of a request or its head) are mapped for
+    /// completeness.
     pub fn of(error: &crate::h1::Error) -> Self {
         use crate::h1::Error;
         match error {
