@@ -83,22 +83,28 @@ impl AsyncWrite for Scripted {
     }
 }
 
-/// Keeps the connections given back.
-#[derive(Debug, Default)]
-struct Kept(Mutex<Vec<Connection<Scripted>>>);
+/// Keeps the connections given back (over scripted endpoints, or pipes).
+#[derive(Debug)]
+struct Kept<S = Scripted>(Mutex<Vec<Connection<S>>>);
 
-impl Pool<Scripted> for Kept {
-    fn checkin(&self, connection: Connection<Scripted>) {
+impl<S> Default for Kept<S> {
+    fn default() -> Self {
+        Self(Mutex::default())
+    }
+}
+
+impl<S: std::fmt::Debug + Send> Pool<S> for Kept<S> {
+    fn checkin(&self, connection: Connection<S>) {
         self.0.lock().unwrap().push(connection);
     }
 }
 
-impl Kept {
+impl<S> Kept<S> {
     fn count(&self) -> usize {
         self.0.lock().unwrap().len()
     }
 
-    fn take(&self) -> Connection<Scripted> {
+    fn take(&self) -> Connection<S> {
         self.0.lock().unwrap().pop().expect("a connection given back")
     }
 }
@@ -416,21 +422,8 @@ fn paced(pieces: Vec<(u64, &'static str)>) -> tokio::io::DuplexStream {
     paced_exchanges(vec![pieces])
 }
 
-/// Keeps the pipe connections given back.
-#[derive(Debug, Default)]
-struct KeptPipes(Mutex<Vec<Connection<tokio::io::DuplexStream>>>);
-
-impl Pool<tokio::io::DuplexStream> for KeptPipes {
-    fn checkin(&self, connection: Connection<tokio::io::DuplexStream>) {
-        self.0.lock().unwrap().push(connection);
-    }
-}
-
-impl KeptPipes {
-    fn take(&self) -> Connection<tokio::io::DuplexStream> {
-        self.0.lock().unwrap().pop().expect("the connection back in its pool")
-    }
-}
+/// The pool of connections over pipes.
+type KeptPipes = Kept<tokio::io::DuplexStream>;
 
 /// One GET on `connection` whose head must come within `head_within` ms: the body, or the
 /// error of the head or of the body.
@@ -467,7 +460,7 @@ async fn a_body_that_sends_nothing_for_the_read_timeout_fails() {
     let pool = Arc::new(KeptPipes::default());
     let read = read_with_timeout(paced(vec![(0, head), (150, "world")]), &pool).await;
     assert!(matches!(read, Err(Error::Stalled { after }) if after == Duration::from_millis(100)), "{read:?}");
-    assert!(pool.0.lock().unwrap().is_empty(), "a stalled connection is not used again");
+    assert_eq!(pool.count(), 0, "a stalled connection is not used again");
 
     // Chunked: a stall between chunks, too.
     let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
@@ -483,7 +476,7 @@ async fn a_body_that_keeps_sending_or_a_slow_head_is_not_stalled() {
     let pieces = vec![(0, head), (80, "ll"), (80, "o "), (80, "world")];
     let read = read_with_timeout(paced(pieces), &pool).await;
     assert_eq!(read.unwrap(), "hello world");
-    assert_eq!(pool.0.lock().unwrap().len(), 1, "the connection back in its pool");
+    assert_eq!(pool.count(), 1, "the connection back in its pool");
 
     // The head's wait is the caller's deadline, not the body's read timeout.
     let answer = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
